@@ -1,0 +1,7 @@
+//! Everything mprm reads and writes about rollouts.
+
+pub mod features;
+pub mod pyjson;
+pub mod raw;
+pub mod rollout;
+pub mod safetensors_io;

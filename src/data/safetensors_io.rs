@@ -1,0 +1,395 @@
+//! Reading and writing safetensors files without holding them in memory.
+//!
+//! The `safetensors` crate serialises from in-memory views. Feature matrices of millions of steps
+//! do not fit that model, so the writer here lays out the whole file from the tensor shapes first,
+//! then accepts each tensor's bytes in any order and at any element offset (`pwrite`). Readers
+//! memory-map the file and borrow the tensor bytes from the map.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{Error, IoContext, Result};
+use crate::output::TempPath;
+
+/// Name, element type and shape of one tensor to be written.
+#[derive(Debug, Clone)]
+pub struct TensorSpec {
+    /// Tensor name in the header.
+    pub name: String,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape (row-major).
+    pub shape: Vec<usize>,
+}
+
+impl TensorSpec {
+    /// Shorthand constructor.
+    pub fn new(name: &str, dtype: Dtype, shape: &[usize]) -> Self {
+        TensorSpec {
+            name: name.to_string(),
+            dtype,
+            shape: shape.to_vec(),
+        }
+    }
+
+    fn n_bytes(&self) -> usize {
+        self.shape.iter().product::<usize>() * elem_bytes(self.dtype)
+    }
+}
+
+/// Writes a safetensors file whose layout is fixed up front.
+///
+/// Tensors are placed in descending element size, so every tensor starts at a multiple of its own
+/// element size and memory-mapped readers can view it in place.
+pub struct SafetensorsWriter {
+    path: TempPath,
+    file: File,
+    data_start: u64,
+    layout: BTreeMap<String, (TensorSpec, u64)>,
+    written: BTreeMap<String, usize>,
+}
+
+impl SafetensorsWriter {
+    /// Creates the file (under a temporary name) with its header and full size.
+    pub fn create(
+        dest: impl AsRef<Path>,
+        specs: &[TensorSpec],
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<Self> {
+        let mut ordered: Vec<&TensorSpec> = specs.iter().collect();
+        // Larger elements first keeps every tensor aligned to its element size.
+        ordered.sort_by(|a, b| {
+            elem_bytes(b.dtype)
+                .cmp(&elem_bytes(a.dtype))
+                .then(a.name.cmp(&b.name))
+        });
+
+        let mut header = serde_json::Map::new();
+        if !metadata.is_empty() {
+            let meta: serde_json::Map<String, serde_json::Value> = metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            header.insert("__metadata__".into(), serde_json::Value::Object(meta));
+        }
+        let mut layout = BTreeMap::new();
+        let mut offset = 0usize;
+        for spec in &ordered {
+            if layout.contains_key(&spec.name) {
+                return Err(Error::invalid(format!(
+                    "tensor `{}` declared twice",
+                    spec.name
+                )));
+            }
+            let end = offset + spec.n_bytes();
+            header.insert(
+                spec.name.clone(),
+                serde_json::json!({
+                    "dtype": dtype_name(spec.dtype),
+                    "shape": spec.shape,
+                    "data_offsets": [offset, end],
+                }),
+            );
+            layout.insert(spec.name.clone(), ((*spec).clone(), offset as u64));
+            offset = end;
+        }
+        let mut header_bytes = serde_json::to_vec(&serde_json::Value::Object(header))
+            .map_err(|e| Error::Other(format!("cannot build safetensors header: {e}")))?;
+        // Pad with spaces so the data section starts 8-byte aligned, as the format recommends.
+        while (8 + header_bytes.len()) % 8 != 0 {
+            header_bytes.push(b' ');
+        }
+
+        let path = TempPath::for_dest(dest)?;
+        let file = File::create(path.tmp()).at(path.tmp())?;
+        let data_start = 8 + header_bytes.len() as u64;
+        file.write_all_at(&(header_bytes.len() as u64).to_le_bytes(), 0)
+            .at(path.tmp())?;
+        file.write_all_at(&header_bytes, 8).at(path.tmp())?;
+        file.set_len(data_start + offset as u64).at(path.tmp())?;
+        Ok(SafetensorsWriter {
+            path,
+            file,
+            data_start,
+            layout,
+            written: BTreeMap::new(),
+        })
+    }
+
+    /// Writes `bytes` into tensor `name` starting at element `first_elem`.
+    pub fn write(&mut self, name: &str, first_elem: usize, bytes: &[u8]) -> Result<()> {
+        let (spec, start) = self
+            .layout
+            .get(name)
+            .ok_or_else(|| Error::invalid(format!("tensor `{name}` was not declared")))?;
+        let elem = elem_bytes(spec.dtype);
+        let at = first_elem * elem;
+        if bytes.len() % elem != 0 || at + bytes.len() > spec.n_bytes() {
+            return Err(Error::invalid(format!(
+                "write of {} bytes at element {first_elem} overflows tensor `{name}` ({} bytes)",
+                bytes.len(),
+                spec.n_bytes()
+            )));
+        }
+        self.file
+            .write_all_at(bytes, self.data_start + start + at as u64)
+            .at(self.path.tmp())?;
+        *self.written.entry(name.to_string()).or_default() += bytes.len();
+        Ok(())
+    }
+
+    /// Writes a whole tensor of plain-old-data values.
+    pub fn write_all<T: bytemuck::Pod>(&mut self, name: &str, values: &[T]) -> Result<()> {
+        self.write(name, 0, bytemuck::cast_slice(values))
+    }
+
+    /// Checks that every tensor received exactly its size in bytes, then renames into place.
+    pub fn finish(self) -> Result<()> {
+        for (name, (spec, _)) in &self.layout {
+            let got = self.written.get(name).copied().unwrap_or(0);
+            if got != spec.n_bytes() {
+                return Err(Error::Other(format!(
+                    "tensor `{name}`: {got} of {} bytes written",
+                    spec.n_bytes()
+                )));
+            }
+        }
+        drop(self.file);
+        self.path.commit()
+    }
+}
+
+/// Bytes per element (every dtype mprm writes is at least one byte wide).
+pub fn elem_bytes(dtype: Dtype) -> usize {
+    dtype.bitsize().div_ceil(8)
+}
+
+/// The safetensors header spelling of a dtype.
+pub fn dtype_name(dtype: Dtype) -> &'static str {
+    match dtype {
+        Dtype::BOOL => "BOOL",
+        Dtype::U8 => "U8",
+        Dtype::I8 => "I8",
+        Dtype::I16 => "I16",
+        Dtype::U16 => "U16",
+        Dtype::F16 => "F16",
+        Dtype::BF16 => "BF16",
+        Dtype::I32 => "I32",
+        Dtype::U32 => "U32",
+        Dtype::F32 => "F32",
+        Dtype::F64 => "F64",
+        Dtype::I64 => "I64",
+        Dtype::U64 => "U64",
+        _ => "UNSUPPORTED",
+    }
+}
+
+/// A memory-mapped safetensors file with its parsed header.
+pub struct MappedSafetensors {
+    path: PathBuf,
+    mmap: Mmap,
+}
+
+/// One tensor borrowed from a [`MappedSafetensors`].
+pub struct TensorRef<'a> {
+    /// Element type.
+    pub dtype: Dtype,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Raw little-endian bytes.
+    pub bytes: &'a [u8],
+    /// Byte offset of `bytes` from the start of the file.
+    pub file_offset: usize,
+}
+
+impl MappedSafetensors {
+    /// Maps `path` and validates its header.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::open(&path).at(&path)?;
+        // SAFETY: the map is read-only; mprm never writes a file it has mapped, and a bundle that
+        // another process truncates underneath us is outside what any reader can defend against.
+        let mmap = unsafe { Mmap::map(&file) }.at(&path)?;
+        SafeTensors::read_metadata(&mmap).map_err(|e| {
+            Error::bundle(&path, "(header)", format!("not a safetensors file: {e}"))
+        })?;
+        Ok(MappedSafetensors { path, mmap })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The string metadata (`__metadata__`), empty when absent.
+    pub fn metadata(&self) -> BTreeMap<String, String> {
+        let (_, meta) = SafeTensors::read_metadata(&self.mmap).expect("validated at open");
+        meta.metadata()
+            .clone()
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// The names of all tensors.
+    pub fn names(&self) -> Vec<String> {
+        let st = SafeTensors::deserialize(&self.mmap).expect("validated at open");
+        let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+        names.sort();
+        names
+    }
+
+    /// Borrows tensor `name`, or `None` when absent.
+    pub fn get(&self, name: &str) -> Option<TensorRef<'_>> {
+        let st = SafeTensors::deserialize(&self.mmap).expect("validated at open");
+        let view = st.tensor(name).ok()?;
+        let bytes = view.data();
+        let file_offset = bytes.as_ptr() as usize - self.mmap.as_ptr() as usize;
+        Some(TensorRef {
+            dtype: view.dtype(),
+            shape: view.shape().to_vec(),
+            bytes,
+            file_offset,
+        })
+    }
+
+    /// Borrows tensor `name`, failing with a message naming it when absent.
+    pub fn require(&self, name: &str) -> Result<TensorRef<'_>> {
+        self.get(name)
+            .ok_or_else(|| Error::bundle(&self.path, name, "missing"))
+    }
+
+    /// The whole mapped file.
+    pub fn bytes(&self) -> &[u8] {
+        &self.mmap
+    }
+
+    /// Consumes the reader and hands back the map, so callers can keep views alive.
+    pub fn into_mmap(self) -> Mmap {
+        self.mmap
+    }
+}
+
+impl TensorRef<'_> {
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Copies the tensor out as f32, converting from any float or integer dtype.
+    pub fn to_f32(&self) -> Option<Vec<f32>> {
+        Some(match self.dtype {
+            Dtype::F32 => pod_vec::<f32>(self.bytes),
+            Dtype::F64 => pod_vec::<f64>(self.bytes)
+                .into_iter()
+                .map(|v| v as f32)
+                .collect(),
+            Dtype::BF16 => pod_vec::<half::bf16>(self.bytes)
+                .into_iter()
+                .map(f32::from)
+                .collect(),
+            Dtype::F16 => pod_vec::<half::f16>(self.bytes)
+                .into_iter()
+                .map(f32::from)
+                .collect(),
+            Dtype::U8 => self.bytes.iter().map(|&v| v as f32).collect(),
+            Dtype::I32 => pod_vec::<i32>(self.bytes)
+                .into_iter()
+                .map(|v| v as f32)
+                .collect(),
+            Dtype::I64 => pod_vec::<i64>(self.bytes)
+                .into_iter()
+                .map(|v| v as f32)
+                .collect(),
+            _ => return None,
+        })
+    }
+
+    /// Copies the tensor out as i64, from any integer dtype.
+    pub fn to_i64(&self) -> Option<Vec<i64>> {
+        Some(match self.dtype {
+            Dtype::I64 => pod_vec::<i64>(self.bytes),
+            Dtype::U64 => pod_vec::<u64>(self.bytes)
+                .into_iter()
+                .map(|v| v as i64)
+                .collect(),
+            Dtype::I32 => pod_vec::<i32>(self.bytes)
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+            Dtype::U32 => pod_vec::<u32>(self.bytes)
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+            Dtype::I16 => pod_vec::<i16>(self.bytes)
+                .into_iter()
+                .map(i64::from)
+                .collect(),
+            Dtype::U8 => self.bytes.iter().map(|&v| i64::from(v)).collect(),
+            _ => return None,
+        })
+    }
+}
+
+/// Copies little-endian bytes into a vector of `T`, whatever their alignment.
+pub fn pod_vec<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
+    match bytemuck::try_cast_slice::<u8, T>(bytes) {
+        Ok(slice) => slice.to_vec(),
+        Err(_) => bytes
+            .chunks_exact(std::mem::size_of::<T>())
+            .map(bytemuck::pod_read_unaligned)
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writer_round_trips_through_the_safetensors_crate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.safetensors");
+        let specs = [
+            TensorSpec::new("a", Dtype::F32, &[2, 3]),
+            TensorSpec::new("b", Dtype::I64, &[4]),
+            TensorSpec::new("c", Dtype::U8, &[3]),
+        ];
+        let mut meta = BTreeMap::new();
+        meta.insert("k".to_string(), "v".to_string());
+        let mut w = SafetensorsWriter::create(&path, &specs, &meta).unwrap();
+        // Out of order, in pieces.
+        w.write("a", 3, bytemuck::cast_slice(&[4.0f32, 5.0, 6.0]))
+            .unwrap();
+        w.write_all("b", &[0i64, 1, 5, 6]).unwrap();
+        w.write("a", 0, bytemuck::cast_slice(&[1.0f32, 2.0, 3.0]))
+            .unwrap();
+        w.write_all("c", &[1u8, 0, 1]).unwrap();
+        w.finish().unwrap();
+
+        let m = MappedSafetensors::open(&path).unwrap();
+        assert_eq!(m.metadata().get("k").map(String::as_str), Some("v"));
+        let a = m.require("a").unwrap();
+        assert_eq!(a.shape, vec![2, 3]);
+        assert_eq!(a.to_f32().unwrap(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(m.require("b").unwrap().to_i64().unwrap(), vec![0, 1, 5, 6]);
+        assert_eq!(a.file_offset % 4, 0);
+        assert!(m.get("zz").is_none());
+    }
+
+    #[test]
+    fn unfinished_tensor_is_an_error_and_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.safetensors");
+        let specs = [TensorSpec::new("a", Dtype::F32, &[2])];
+        let mut w = SafetensorsWriter::create(&path, &specs, &BTreeMap::new()).unwrap();
+        w.write("a", 0, bytemuck::cast_slice(&[1.0f32])).unwrap();
+        assert!(w.finish().is_err());
+        assert!(!path.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,104 @@
+//! The crate's error type.
+//!
+//! One enum for the whole pipeline keeps `?` cheap across stages; each variant names the rule that
+//! was broken and the place (file, line, tensor) where it was broken, so the binary can print the
+//! error once and the user knows what to fix.
+
+use std::path::{Path, PathBuf};
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in mprm.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An operating-system error while touching `path`.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or folder involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A record that could not be used, with its 1-based line number.
+    #[error("{}:{line}: {reason}", path.display())]
+    BadRecord {
+        /// The file holding the record.
+        path: PathBuf,
+        /// 1-based physical line number.
+        line: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A features bundle that breaks one of the format's rules.
+    #[error("{}: tensor `{tensor}`: {reason}", path.display())]
+    Bundle {
+        /// The bundle file.
+        path: PathBuf,
+        /// The tensor that breaks the rule.
+        tensor: String,
+        /// The rule that was broken.
+        reason: String,
+    },
+    /// A user-supplied setting that is out of range or inconsistent.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The input holds nothing to work on.
+    #[error("empty input: {0}")]
+    EmptyInput(String),
+    /// CUDA was asked for but cannot be used (not compiled in, no driver, no device, or a failed
+    /// kernel launch).
+    #[error("cuda: {0}")]
+    Cuda(String),
+    /// Training diverged or could not continue.
+    #[error("training: {0}")]
+    Training(String),
+    /// Anything else, with context.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    /// A bad record at `line` (0-based here, printed 1-based).
+    pub fn bad_record(path: impl AsRef<Path>, line0: u64, reason: impl Into<String>) -> Self {
+        Error::BadRecord {
+            path: path.as_ref().to_path_buf(),
+            line: line0 + 1,
+            reason: reason.into(),
+        }
+    }
+
+    /// A bundle rule broken by `tensor`.
+    pub fn bundle(path: impl AsRef<Path>, tensor: &str, reason: impl Into<String>) -> Self {
+        Error::Bundle {
+            path: path.as_ref().to_path_buf(),
+            tensor: tensor.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// An invalid user setting.
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::InvalidArgument(msg.into())
+    }
+}
+
+/// Attaches a path to `std::io::Result`s.
+pub trait IoContext<T> {
+    /// Converts the I/O error into [`Error::Io`] naming `path`.
+    fn at(self, path: impl AsRef<Path>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: impl AsRef<Path>) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}

@@ -1,0 +1,104 @@
+//! The Balanced-Information Score, evaluated exactly as the reference script evaluates it.
+//!
+//! BIS(x) = (p_pos(1 − p_pos) + α) · R(x), with hard labels `s > 0`, p_pos = n_pos/n, and R the
+//! mean score of the positive steps (1 when there are none). The float operations happen in the
+//! reference's order — one division for p, a left-to-right sum for R, then
+//! `(p * (1 - p) + α) * R` with no fused multiply-add — so scores, ties and therefore selections
+//! agree bit for bit.
+
+/// Label counts of one rollout under the BIS convention.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LabelStats {
+    /// Steps n.
+    pub n: usize,
+    /// Steps with score > 0.
+    pub n_pos: usize,
+    /// n_pos / n.
+    pub p_pos: f64,
+    /// Mean score of the positive steps; 1 when there are none.
+    pub reliability: f64,
+}
+
+impl LabelStats {
+    /// Computes the statistics of a non-empty score vector.
+    pub fn of(scores: &[f64]) -> Self {
+        let n = scores.len();
+        let mut n_pos = 0usize;
+        let mut acc = 0.0f64;
+        for &s in scores {
+            if s > 0.0 {
+                n_pos += 1;
+                acc += s;
+            }
+        }
+        let p_pos = n_pos as f64 / n as f64;
+        let reliability = if n_pos > 0 { acc / n_pos as f64 } else { 1.0 };
+        LabelStats {
+            n,
+            n_pos,
+            p_pos,
+            reliability,
+        }
+    }
+
+    /// p_pos(1 − p_pos), the label-mixture term.
+    pub fn mixture(&self) -> f64 {
+        self.p_pos * (1.0 - self.p_pos)
+    }
+
+    /// True when the rollout has both a positive and a negative step.
+    pub fn is_mixed(&self) -> bool {
+        self.n_pos > 0 && self.n_pos < self.n
+    }
+
+    /// BIS with smoothing `alpha`.
+    pub fn bis(&self, alpha: f64) -> f64 {
+        (self.p_pos * (1.0 - self.p_pos) + alpha) * self.reliability
+    }
+}
+
+/// BIS of a non-empty score vector.
+pub fn bis(scores: &[f64], alpha: f64) -> f64 {
+    LabelStats::of(scores).bis(alpha)
+}
+
+/// Mean MC score of a non-empty score vector (left-to-right sum).
+pub fn mean_mc(scores: &[f64]) -> f64 {
+    scores.iter().sum::<f64>() / scores.len() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_vectors() {
+        let cases: &[(&[f64], f64, Option<f64>)] = &[
+            (
+                &[0.875, 0.875, 0.9375, 0.875, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+                0.25828124999999996,
+                Some(0.39187500000000003),
+            ),
+            (&[0.5625, 0.6875, 0.6875, 0.0625, 0.0, 0.0, 0.0, 0.0], 0.15, Some(0.225)),
+            (
+                &[0.0625, 0.0625, 0.0625, 0.0625, 0.0, 0.0625, 0.0625, 0.0, 0.0],
+                0.01701388888888889,
+                Some(0.026388888888888892),
+            ),
+            (&[1.0, 1.0, 1.0], 0.05, Some(0.2)),
+            (&[0.0, 0.0], 0.05, Some(0.2)),
+            (&[0.5, 0.0], 0.15, Some(0.225)),
+            (&[0.0625, 0.0, 0.0, 0.0], 0.01484375, Some(0.02421875)),
+            (&[1.0, 0.0625], 0.026562500000000003, Some(0.10625000000000001)),
+            (&[0.9375, 0.0625, 0.0], 0.13611111111111113, Some(0.21111111111111114)),
+            (&[0.75, 0.0], 0.22499999999999998, None),
+            (&[0.875, 0.875], 0.043750000000000004, None),
+        ];
+        for &(scores, a05, a20) in cases {
+            assert_eq!(bis(scores, 0.05), a05, "{scores:?} α = 0.05");
+            if let Some(v) = a20 {
+                assert_eq!(bis(scores, 0.2), v, "{scores:?} α = 0.2");
+            }
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Rollout selection: per-source quotas over a ranking, as the reference BIS script does it.
+
+pub mod bis;
