@@ -1,6 +1,7 @@
 //! Everything mprm reads and writes about rollouts.
 
 pub mod features;
+pub mod labels;
 pub mod pyjson;
 pub mod raw;
 pub mod rollout;

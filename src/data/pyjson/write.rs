@@ -167,6 +167,9 @@ mod tests {
         assert_eq!(esc("\n\r\t\u{8}\u{c}"), "\"\\n\\r\\t\\b\\f\"");
         assert_eq!(esc("\u{0}\u{1f}\u{b}"), "\"\\u0000\\u001f\\u000b\"");
         // Not escaped by Python with ensure_ascii=False.
-        assert_eq!(esc("/\u{7f}\u{2028}\u{2029}é∠"), "\"/\u{7f}\u{2028}\u{2029}é∠\"");
+        assert_eq!(
+            esc("/\u{7f}\u{2028}\u{2029}é∠"),
+            "\"/\u{7f}\u{2028}\u{2029}é∠\""
+        );
     }
 }
