@@ -143,3 +143,73 @@ pub fn write_json<T: serde::Serialize + ?Sized>(dest: impl AsRef<Path>, value: &
 pub fn write_text(dest: impl AsRef<Path>, text: &str) -> Result<()> {
     write_bytes(dest, text.as_bytes())
 }
+
+/// Runs `work` on every item in parallel and concatenates what each call wrote, in item order,
+/// into `dest` (returned uncommitted, so callers can finish other outputs first).
+///
+/// Each call writes to its own part file next to `dest`, so memory does not grow with the output
+/// and the result never depends on scheduling. Without a destination, writes go nowhere.
+pub fn par_map_concat<I, T, F>(
+    items: &[I],
+    dest: Option<&Path>,
+    work: F,
+) -> Result<(Vec<T>, Option<AtomicFile>)>
+where
+    I: Sync,
+    T: Send,
+    F: Fn(usize, &I, &mut dyn Write) -> Result<T> + Sync,
+{
+    use rayon::prelude::*;
+
+    let Some(dest) = dest else {
+        let results = items
+            .par_iter()
+            .enumerate()
+            .map(|(i, item)| work(i, item, &mut std::io::sink()))
+            .collect::<Result<Vec<T>>>()?;
+        return Ok((results, None));
+    };
+    let parts = PartsDir::next_to(dest)?;
+    let results: Vec<Result<(T, TempPath)>> = items
+        .par_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let part = TempPath::for_dest(parts.0.join(format!("{i:06}.part")))?;
+            let mut w = BufWriter::with_capacity(1 << 18, File::create(part.tmp()).at(part.tmp())?);
+            let t = work(i, item, &mut w)?;
+            w.into_inner()
+                .map_err(|e| Error::io(part.tmp(), e.into_error()))?;
+            Ok((t, part))
+        })
+        .collect();
+    let mut out = AtomicFile::create(dest)?;
+    let mut values = Vec::with_capacity(items.len());
+    for r in results {
+        let (t, part) = r?;
+        let mut f = File::open(part.tmp()).at(part.tmp())?;
+        std::io::copy(&mut f, &mut out).at(part.tmp())?;
+        values.push(t);
+    }
+    Ok((values, Some(out)))
+}
+
+/// A private folder of part files next to an output; removed when dropped.
+struct PartsDir(PathBuf);
+
+impl PartsDir {
+    fn next_to(dest: &Path) -> Result<Self> {
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dir = dest.with_file_name(format!(".{name}.{}.parts", std::process::id()));
+        std::fs::create_dir_all(&dir).at(&dir)?;
+        Ok(PartsDir(dir))
+    }
+}
+
+impl Drop for PartsDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
