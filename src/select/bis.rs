@@ -63,8 +63,14 @@ pub fn bis(scores: &[f64], alpha: f64) -> f64 {
 }
 
 /// Mean MC score of a non-empty score vector (left-to-right sum).
+///
+/// A NaN score counts as 0, as it counts as a negative step in BIS, so a ranking key is never NaN.
 pub fn mean_mc(scores: &[f64]) -> f64 {
-    scores.iter().sum::<f64>() / scores.len() as f64
+    scores
+        .iter()
+        .map(|&s| if s.is_nan() { 0.0 } else { s })
+        .sum::<f64>()
+        / scores.len() as f64
 }
 
 #[cfg(test)]
