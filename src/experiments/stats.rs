@@ -1,0 +1,201 @@
+//! The statistics every experiment reports: means with 95% confidence intervals over seeds,
+//! Spearman correlations with bootstrap intervals, and top-fraction means.
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use statrs::distribution::{ContinuousCDF, StudentsT};
+
+/// A mean with the half-width of its 95% confidence interval.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MeanCi {
+    /// Sample mean.
+    #[serde(with = "super::nan")]
+    pub mean: f64,
+    /// Half-width of the 95% t-interval (NaN with fewer than two samples).
+    #[serde(with = "super::nan")]
+    pub half_width: f64,
+    /// Number of samples.
+    pub n: usize,
+}
+
+impl MeanCi {
+    /// Lower end of the interval.
+    pub fn lo(&self) -> f64 {
+        self.mean - self.half_width
+    }
+
+    /// Upper end of the interval.
+    pub fn hi(&self) -> f64 {
+        self.mean + self.half_width
+    }
+}
+
+/// Mean and 95% Student-t confidence interval of `xs`.
+pub fn mean_ci95(xs: &[f64]) -> MeanCi {
+    let n = xs.len();
+    if n == 0 {
+        return MeanCi {
+            mean: f64::NAN,
+            half_width: f64::NAN,
+            n,
+        };
+    }
+    let mean = xs.iter().sum::<f64>() / n as f64;
+    if n < 2 {
+        return MeanCi {
+            mean,
+            half_width: f64::NAN,
+            n,
+        };
+    }
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let t = StudentsT::new(0.0, 1.0, (n - 1) as f64)
+        .expect("positive degrees of freedom")
+        .inverse_cdf(0.975);
+    MeanCi {
+        mean,
+        half_width: t * (var / n as f64).sqrt(),
+        n,
+    }
+}
+
+/// Ranks with ties sharing their average rank (1-based).
+pub fn average_ranks(xs: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..xs.len()).collect();
+    order.sort_by(|&a, &b| xs[a].total_cmp(&xs[b]));
+    let mut ranks = vec![0.0; xs.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && xs[order[j + 1]] == xs[order[i]] {
+            j += 1;
+        }
+        let r = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &order[i..=j] {
+            ranks[k] = r;
+        }
+        i = j + 1;
+    }
+    ranks
+}
+
+/// Pearson correlation; NaN when either side is constant.
+pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len() as f64;
+    let mx = x.iter().sum::<f64>() / n;
+    let my = y.iter().sum::<f64>() / n;
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        sxy += (a - mx) * (b - my);
+        sxx += (a - mx) * (a - mx);
+        syy += (b - my) * (b - my);
+    }
+    sxy / (sxx * syy).sqrt()
+}
+
+/// Spearman rank correlation (ties get average ranks).
+pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
+    pearson(&average_ranks(x), &average_ranks(y))
+}
+
+/// A statistic with a percentile bootstrap interval.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Estimate {
+    /// The statistic on the full sample.
+    #[serde(with = "super::nan")]
+    pub value: f64,
+    /// 2.5th percentile of the bootstrap distribution.
+    #[serde(with = "super::nan")]
+    pub lo: f64,
+    /// 97.5th percentile of the bootstrap distribution.
+    #[serde(with = "super::nan")]
+    pub hi: f64,
+}
+
+/// Spearman correlation of paired samples with a 95% percentile bootstrap interval over
+/// `resamples` paired resamples drawn with `seed`.
+pub fn spearman_bootstrap(x: &[f64], y: &[f64], resamples: usize, seed: u64) -> Estimate {
+    let value = spearman(x, y);
+    let n = x.len();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut draws = Vec::with_capacity(resamples);
+    let (mut bx, mut by) = (vec![0.0; n], vec![0.0; n]);
+    for _ in 0..resamples {
+        for k in 0..n {
+            let i = rng.random_range(0..n);
+            bx[k] = x[i];
+            by[k] = y[i];
+        }
+        let r = spearman(&bx, &by);
+        if r.is_finite() {
+            draws.push(r);
+        }
+    }
+    draws.sort_by(f64::total_cmp);
+    let q = |p: f64| {
+        if draws.is_empty() {
+            f64::NAN
+        } else {
+            draws[((draws.len() - 1) as f64 * p).round() as usize]
+        }
+    };
+    Estimate {
+        value,
+        lo: q(0.025),
+        hi: q(0.975),
+    }
+}
+
+/// Mean of `target` over the top `fraction` of items ranked by `score` (descending, ties in
+/// index order).
+pub fn top_fraction_mean(score: &[f64], target: &[f64], fraction: f64) -> f64 {
+    let mut order: Vec<usize> = (0..score.len()).collect();
+    order.sort_by(|&a, &b| score[b].total_cmp(&score[a]));
+    let k = ((score.len() as f64 * fraction).round() as usize).clamp(1, score.len());
+    order[..k].iter().map(|&i| target[i]).sum::<f64>() / k as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ci_matches_a_hand_computation() {
+        // mean 2, sd 1, n 3: t(0.975, 2) = 4.302652729911275.
+        let m = mean_ci95(&[1.0, 2.0, 3.0]);
+        assert_eq!(m.mean, 2.0);
+        assert!((m.half_width - 4.302652729911275 / 3f64.sqrt()).abs() < 1e-9);
+        assert!(mean_ci95(&[1.0]).half_width.is_nan());
+    }
+
+    #[test]
+    fn spearman_with_ties() {
+        assert_eq!(
+            average_ranks(&[3.0, 1.0, 3.0, 2.0]),
+            vec![3.5, 1.0, 3.5, 2.0]
+        );
+        assert!((spearman(&[1.0, 2.0, 3.0, 4.0], &[10.0, 20.0, 30.0, 40.0]) - 1.0).abs() < 1e-12);
+        assert!((spearman(&[1.0, 2.0, 3.0, 4.0], &[4.0, 3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
+        // x = [1,2,3,4,5], y = [2,1,4,3,5]: d² = 1+1+1+1+0 = 4 → 1 − 6·4/(5·24) = 0.8.
+        assert!(
+            (spearman(&[1.0, 2.0, 3.0, 4.0, 5.0], &[2.0, 1.0, 4.0, 3.0, 5.0]) - 0.8).abs() < 1e-12
+        );
+    }
+
+    #[test]
+    fn bootstrap_brackets_the_estimate() {
+        let x: Vec<f64> = (0..200).map(|i| i as f64).collect();
+        let y: Vec<f64> = x.iter().map(|v| v + ((v * 7.0) % 13.0) * 10.0).collect();
+        let e = spearman_bootstrap(&x, &y, 200, 1);
+        assert!(e.lo <= e.value && e.value <= e.hi, "{e:?}");
+        assert_eq!(e, spearman_bootstrap(&x, &y, 200, 1));
+    }
+
+    #[test]
+    fn top_fraction() {
+        assert_eq!(
+            top_fraction_mean(&[0.1, 0.9, 0.5, 0.7], &[1.0, 2.0, 3.0, 4.0], 0.5),
+            3.0
+        );
+    }
+}
