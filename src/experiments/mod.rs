@@ -2,6 +2,7 @@
 //! and a manifest), resumable cell by cell.
 
 pub mod cells;
+pub mod formulas;
 pub mod manifest;
 pub mod nan;
 pub mod plot;

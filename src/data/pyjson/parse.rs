@@ -429,7 +429,9 @@ mod tests {
             ok(r#"{"a": [1, {"b": null}], "c": true}"#).get("c"),
             Some(&Value::Bool(true))
         );
-        let Value::Str(escaped) = ok(r#""a\u00e9\ud83d\ude00\/""#) else { panic!() };
+        let Value::Str(escaped) = ok(r#""a\u00e9\ud83d\ude00\/""#) else {
+            panic!()
+        };
         assert_eq!(escaped.decode().unwrap(), "aé😀/");
     }
 
