@@ -70,7 +70,7 @@ impl Default for ModelParams {
             sigma_capability: 0.6,
             sigma_step: 1.0,
             logit_clip: 8.0,
-            error_penalty: 2.0,
+            error_penalty: 4.0,
             early_stop: 0.15,
             steps_concentration: 8.0,
             max_steps: 12,
