@@ -24,9 +24,8 @@ use serde::Serialize;
 
 use super::SynthConfig;
 use super::calibrate::{BenchCalibration, Calibration};
-use super::generate::{FeatureSink, FeatureSpace, SourceModel, Strata, draw_latents, simulate_rollout};
+use super::generate::{FeatureSink, FeatureSpace, SourceModel, SourceSampler, Strata};
 use super::model::Quadrature;
-use super::numeric::normal_quantile;
 use super::preset::{BenchSourceSpec, VISUALPROCESSBENCH_LABELS, VISUALPROCESSBENCH_POLICIES};
 use super::rng::{Stream, bench_stream, uniform};
 use super::text;
@@ -216,6 +215,17 @@ fn generate_source(
         params.source_scale,
         &mut bench_stream(seed, Stream::SourceEmbedding, key, 0),
     );
+    let sampler = SourceSampler {
+        seed,
+        key,
+        bench: true,
+        model,
+        strata: &strata,
+        params,
+        quad: &quad,
+        recovery: cal.recovery,
+        early_stop: 0.0,
+    };
     let dev_questions = (cfg.bench_dev_fraction * questions as f64).ceil() as usize;
     let neutral = neutral_rate();
     let d = cfg.dim;
@@ -233,13 +243,11 @@ fn generate_source(
         },
     };
     for qi in 0..questions {
-        let mut qrng = bench_stream(seed, Stream::Question, key, qi as u64);
-        let u = strata.question_uniform(qi, uniform(&mut qrng));
-        let difficulty = normal_quantile(u.clamp(1e-12, 1.0 - 1e-12));
+        let (difficulty, mut qrng) = sampler.question(qi);
         let qt = text::question(spec.domain, spec.kind, &mut qrng);
         let mut base = space.embedding(
             params.question_scale,
-            &mut bench_stream(seed, Stream::QuestionEmbedding, key, qi as u64),
+            &mut sampler.rng(Stream::QuestionEmbedding, qi),
         );
         base.iter_mut()
             .zip(&source_embedding)
@@ -248,21 +256,16 @@ fn generate_source(
         let policy = VISUALPROCESSBENCH_POLICIES[qi % VISUALPROCESSBENCH_POLICIES.len()];
         for c in 0..candidates {
             let i = qi * candidates + c;
-            let mut rng = bench_stream(seed, Stream::Rollout, key, i as u64);
-            let latents = draw_latents(&model, &strata, i, cal.recovery, 0.0, &mut rng);
-            let n = latents.n;
-            let ability = model.ability
-                + params.sigma_question * difficulty
-                + params.sigma_capability * latents.capability;
+            let n = sampler.steps(i);
             let start = out.features.len();
             out.features.resize(start + n * d, 0.0);
             let sink = FeatureSink {
                 space,
                 base: &base,
-                rng: bench_stream(seed, Stream::Features, key, i as u64),
+                rng: sampler.rng(Stream::Features, i),
                 out: &mut out.features[start..],
             };
-            let draw = simulate_rollout(&latents, ability, &model, params, &quad, &mut rng, Some(sink));
+            let (_, _, draw) = sampler.rollout(i, difficulty, Some(sink));
             let final_correct = draw.all_correct() || draw.recovered;
             let answer = if final_correct {
                 &qt.answer
@@ -275,9 +278,9 @@ fn generate_source(
                 answer,
                 BENCH_MEAN_WORDS,
                 BENCH_WORD_SPREAD,
-                &mut bench_stream(seed, Stream::Text, key, i as u64),
+                &mut sampler.rng(Stream::Text, i),
             );
-            let mut nrng = bench_stream(seed, Stream::Flip, key, i as u64);
+            let mut nrng = sampler.rng(Stream::Flip, i);
             let labels: Vec<i32> = draw
                 .steps
                 .iter()

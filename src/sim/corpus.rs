@@ -15,11 +15,8 @@ use half::bf16;
 use rayon::prelude::*;
 
 use super::calibrate::{Calibration, SourceFit};
-use super::generate::{
-    FeatureSink, FeatureSpace, RolloutDraw, SourceModel, Strata, draw_latents, simulate_rollout,
-};
+use super::generate::{FeatureSink, FeatureSpace, RolloutDraw, SourceModel, SourceSampler, Strata};
 use super::model::{MC_SAMPLES, Quadrature};
-use super::numeric::normal_quantile;
 use super::preset::SourceSpec;
 use super::rng::{Stream, stream, uniform};
 use super::stats::CorpusStats;
@@ -69,6 +66,25 @@ impl SourcePlan<'_> {
         }
     }
 
+    pub fn sampler<'b>(
+        &'b self,
+        cfg: &'b SynthConfig,
+        cal: &Calibration,
+        quad: &'b Quadrature,
+    ) -> SourceSampler<'b> {
+        SourceSampler {
+            seed: cfg.seed,
+            key: self.key,
+            bench: false,
+            model: self.model(cfg),
+            strata: &self.strata,
+            params: &cfg.model,
+            quad,
+            recovery: cal.recovery,
+            early_stop: cfg.model.early_stop,
+        }
+    }
+
     pub fn file_name(&self) -> String {
         format!("{}.jsonl", self.slug)
     }
@@ -106,7 +122,7 @@ pub(crate) fn plan_sources<'a>(
     sizes: &[usize],
     space: &FeatureSpace,
 ) -> Vec<SourcePlan<'a>> {
-    let rpq = cfg.model.rollouts_per_question;
+    let quad = Quadrature::default();
     let mut plans: Vec<SourcePlan<'a>> = specs
         .par_iter()
         .zip(&cal.sources)
@@ -114,12 +130,7 @@ pub(crate) fn plan_sources<'a>(
         .enumerate()
         .map(|(key, ((spec, fit), &rollouts))| {
             let key = key as u64;
-            let questions = rollouts.div_ceil(rpq);
-            let strata = Strata::new(
-                rollouts,
-                questions,
-                &mut stream(cfg.seed, Stream::Strata, key, 0),
-            );
+            let strata = source_strata(cfg, key, rollouts);
             let embedding = space.embedding(
                 cfg.model.source_scale,
                 &mut stream(cfg.seed, Stream::SourceEmbedding, key, 0),
@@ -136,15 +147,9 @@ pub(crate) fn plan_sources<'a>(
                 first_rollout: 0,
                 first_step: 0,
             };
-            let model = plan.model(cfg);
-            let recovery = cal.recovery;
-            plan.step_counts = (0..rollouts)
-                .map(|i| {
-                    let mut rng = stream(cfg.seed, Stream::Rollout, key, i as u64);
-                    draw_latents(&model, &plan.strata, i, recovery, cfg.model.early_stop, &mut rng)
-                        .n as u8
-                })
-                .collect();
+            let sampler = plan.sampler(cfg, cal, &quad);
+            let step_counts = (0..rollouts).map(|i| sampler.steps(i) as u8).collect();
+            plan.step_counts = step_counts;
             plan
         })
         .collect();
@@ -157,6 +162,64 @@ pub(crate) fn plan_sources<'a>(
         steps += p.step_counts.iter().map(|&n| n as usize).sum::<usize>();
     }
     plans
+}
+
+/// The Latin-hypercube strata of training source `key` with `rollouts` rollouts.
+fn source_strata(cfg: &SynthConfig, key: u64, rollouts: usize) -> Strata {
+    Strata::new(
+        rollouts,
+        rollouts.div_ceil(cfg.model.rollouts_per_question),
+        &mut stream(cfg.seed, Stream::Strata, key, 0),
+    )
+}
+
+/// Runs the generative model for every source at the configured size and counts what
+/// [`synthesize`](super::synthesize) would write, without writing anything or drawing features
+/// and text. The annotations it counts are exactly those `synthesize` writes with the same
+/// settings. Returns the calibration and the counters per source, in preset order.
+pub fn sample_statistics(cfg: &SynthConfig) -> Result<(Calibration, Vec<CorpusStats>)> {
+    cfg.validate()?;
+    let specs = &super::preset::VISUALPRM400K_SOURCES;
+    let targets = super::preset::VISUALPRM400K_TARGETS;
+    let cal = super::calibrate(specs, &targets, &cfg.model, cfg.post_error_success);
+    let sizes = source_sizes(specs, targets.rollouts, cfg.scale, cfg.min_rollouts);
+    let quad = Quadrature::default();
+    let stats = specs
+        .par_iter()
+        .zip(&cal.sources)
+        .zip(&sizes)
+        .enumerate()
+        .map(|(key, ((spec, fit), &rollouts))| {
+            let strata = source_strata(cfg, key as u64, rollouts);
+            let sampler = SourceSampler {
+                seed: cfg.seed,
+                key: key as u64,
+                bench: false,
+                model: SourceModel {
+                    ability: fit.ability,
+                    recovery_mean: fit.recovery_mean,
+                    recovery_bonus: cfg.model.guess_bonus(spec.kind),
+                    steps_pmf: &fit.steps_pmf,
+                },
+                strata: &strata,
+                params: &cfg.model,
+                quad: &quad,
+                recovery: cal.recovery,
+                early_stop: cfg.model.early_stop,
+            };
+            let mut stats = CorpusStats::new();
+            let mut difficulty = 0.0;
+            for i in 0..rollouts {
+                if i % cfg.model.rollouts_per_question == 0 {
+                    difficulty = sampler.question(i / cfg.model.rollouts_per_question).0;
+                }
+                let (_, _, draw) = sampler.rollout(i, difficulty, None);
+                stats.add(&draw, 0);
+            }
+            stats
+        })
+        .collect();
+    Ok((cal, stats))
 }
 
 /// What one chunk hands back.
@@ -406,9 +469,7 @@ fn generate_chunk(
     let cfg = sh.cfg;
     let params = &cfg.model;
     let d = cfg.dim;
-    let seed = cfg.seed;
-    let key = plan.key;
-    let model = plan.model(cfg);
+    let sampler = plan.sampler(cfg, sh.cal, &sh.quad);
     let first_step_in_source: usize = plan.step_counts[..range.start]
         .iter()
         .map(|&n| n as usize)
@@ -440,14 +501,12 @@ fn generate_chunk(
     for i in range {
         let q = i / params.rollouts_per_question;
         if current.as_ref().is_none_or(|c| c.0 != q) {
-            let mut rng = stream(seed, Stream::Question, key, q as u64);
-            let u = plan.strata.question_uniform(q, uniform(&mut rng));
-            let difficulty = normal_quantile(u.clamp(1e-12, 1.0 - 1e-12));
+            let (difficulty, mut rng) = sampler.question(q);
             let qt = text::question(plan.spec.domain, plan.spec.kind, &mut rng);
             let prompted = qt.prompted();
             let mut base = sh.space.embedding(
                 params.question_scale,
-                &mut stream(seed, Stream::QuestionEmbedding, key, q as u64),
+                &mut sampler.rng(Stream::QuestionEmbedding, q),
             );
             base.iter_mut()
                 .zip(&plan.embedding)
@@ -455,27 +514,15 @@ fn generate_chunk(
             current = Some((q, qt, prompted, difficulty, base));
         }
         let (_, qt, prompted, difficulty, base) = current.as_ref().expect("set above");
-        let mut rng = stream(seed, Stream::Rollout, key, i as u64);
-        let latents = draw_latents(
-            &model,
-            &plan.strata,
-            i,
-            sh.cal.recovery,
-            params.early_stop,
-            &mut rng,
-        );
-        let n = latents.n;
-        debug_assert_eq!(n, plan.step_counts[i] as usize);
-        let ability = plan.fit.ability
-            + params.sigma_question * difficulty
-            + params.sigma_capability * latents.capability;
+        let n = plan.step_counts[i] as usize;
         let sink = FeatureSink {
             space: sh.space,
             base,
-            rng: stream(seed, Stream::Features, key, i as u64),
+            rng: sampler.rng(Stream::Features, i),
             out: &mut features[row * d..(row + n) * d],
         };
-        let draw = simulate_rollout(&latents, ability, &model, params, &sh.quad, &mut rng, Some(sink));
+        let (latents, ability, draw) = sampler.rollout(i, *difficulty, Some(sink));
+        debug_assert_eq!(latents.n, n);
         row += n;
 
         let final_answer = if draw.all_correct() {
@@ -489,7 +536,7 @@ fn generate_chunk(
             final_answer,
             sh.mean_words,
             0.45,
-            &mut stream(seed, Stream::Text, key, i as u64),
+            &mut sampler.rng(Stream::Text, i),
         );
         let words: u64 = texts
             .iter()
@@ -506,7 +553,7 @@ fn generate_chunk(
             out.mc_total.push(st.mc_total as u8);
         }
         if cfg.flip_noise > 0.0 {
-            let mut rng = stream(seed, Stream::Flip, key, i as u64);
+            let mut rng = sampler.rng(Stream::Flip, i);
             for st in &draw.steps {
                 let clean = match cfg.flip_of {
                     FlipBase::Mc => st.mc_correct > 0,

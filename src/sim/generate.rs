@@ -12,7 +12,10 @@ use super::model::{
     MC_SAMPLES, ModelParams, Quadrature, Recovery, intact_success_rate, step_correct_prob,
 };
 use super::numeric::{normal_quantile, sigmoid};
-use super::rng::{binomial_inverse, discrete_inverse, fill_normal, normal, permutation, uniform};
+use super::rng::{
+    Stream, bench_stream, binomial_inverse, discrete_inverse, fill_normal, normal, permutation,
+    stream, uniform,
+};
 use crate::data::features::FeatureDtype;
 
 /// The geometry of the step representations: the teacher direction and how nuisance is added.
@@ -316,6 +319,90 @@ pub fn simulate_rollout(
         });
     }
     RolloutDraw { steps, recovered }
+}
+
+/// Draws the questions and rollouts of one source: the one place that turns stream keys,
+/// strata and the source model into simulated rollouts, for the corpus, the benchmark and
+/// write-free statistics alike.
+pub struct SourceSampler<'a> {
+    /// Seed of every stream.
+    pub seed: u64,
+    /// Source key of the streams (its row in the preset table).
+    pub key: u64,
+    /// Benchmark sources draw from the benchmark streams.
+    pub bench: bool,
+    /// The source's fitted parameters.
+    pub model: SourceModel<'a>,
+    /// Its strata.
+    pub strata: &'a Strata,
+    /// Model hyper-parameters.
+    pub params: &'a ModelParams,
+    /// Quadrature for the intact-prefix success rate.
+    pub quad: &'a Quadrature,
+    /// The post-error success-rate distribution.
+    pub recovery: Recovery,
+    /// Early-stop probability.
+    pub early_stop: f64,
+}
+
+impl SourceSampler<'_> {
+    /// The stream `kind` of item `index` of this source.
+    pub fn rng(&self, kind: Stream, index: usize) -> ChaCha8Rng {
+        if self.bench {
+            bench_stream(self.seed, kind, self.key, index as u64)
+        } else {
+            stream(self.seed, kind, self.key, index as u64)
+        }
+    }
+
+    /// Question `q`'s stream, already advanced past its difficulty draw; returns the standard
+    /// normal difficulty too. Its text is drawn from the same stream afterwards.
+    pub fn question(&self, q: usize) -> (f64, ChaCha8Rng) {
+        let mut rng = self.rng(Stream::Question, q);
+        let u = self.strata.question_uniform(q, uniform(&mut rng));
+        (normal_quantile(u.clamp(1e-12, 1.0 - 1e-12)), rng)
+    }
+
+    /// Simulates rollout `i` of a question with standard-normal difficulty `difficulty`;
+    /// returns its latents, its ability and the draw.
+    pub fn rollout(
+        &self,
+        i: usize,
+        difficulty: f64,
+        sink: Option<FeatureSink<'_>>,
+    ) -> (RolloutLatents, f64, RolloutDraw) {
+        let mut rng = self.rng(Stream::Rollout, i);
+        let latents = self.latents(i, &mut rng);
+        let ability = self.model.ability
+            + self.params.sigma_question * difficulty
+            + self.params.sigma_capability * latents.capability;
+        let draw = simulate_rollout(
+            &latents,
+            ability,
+            &self.model,
+            self.params,
+            self.quad,
+            &mut rng,
+            sink,
+        );
+        (latents, ability, draw)
+    }
+
+    /// Rollout `i`'s step count (the first draw of its stream), without simulating it.
+    pub fn steps(&self, i: usize) -> usize {
+        self.latents(i, &mut self.rng(Stream::Rollout, i)).n
+    }
+
+    fn latents(&self, i: usize, rng: &mut ChaCha8Rng) -> RolloutLatents {
+        draw_latents(
+            &self.model,
+            self.strata,
+            i,
+            self.recovery,
+            self.early_stop,
+            rng,
+        )
+    }
 }
 
 #[cfg(test)]
