@@ -1,0 +1,400 @@
+//! End-to-end checks of the simulator: calibration against the paper, agreement between every
+//! file `mprm synth` writes, determinism across thread counts, and the pseudo-positive and
+//! flip-noise knobs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use mprm::data::features::{FeatureBundle, FeatureDtype};
+use mprm::sim::corpus::sample_statistics;
+use mprm::sim::preset::{VISUALPRM400K_SOURCES, VISUALPRM400K_TARGETS};
+use mprm::sim::{CorpusStats, FlipBase, SynthConfig, synthesize};
+use serde_json::Value;
+
+fn small(seed: u64) -> SynthConfig {
+    SynthConfig {
+        scale: 0.002,
+        min_rollouts: 24,
+        dim: 16,
+        seed,
+        bench_questions: 20,
+        bench_candidates: 4,
+        ..SynthConfig::default()
+    }
+}
+
+/// Every file under `dir`, relative path → bytes.
+fn read_tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
+#[test]
+fn calibration_matches_the_paper_at_moderate_scale() {
+    // Every source oversampled to 20,000 rollouts: per-source statistics are compared with
+    // Table 8 directly, corpus-wide ones after re-weighting the sources to Table 8's mix.
+    let cfg = SynthConfig {
+        scale: 0.001,
+        min_rollouts: 20_000,
+        ..SynthConfig::default()
+    };
+    let (cal, stats) = sample_statistics(&cfg).unwrap();
+    assert!(cal.converged);
+    let mut weighted = [0.0f64; 5]; // rollouts, steps, zero steps, mixed, score
+    for ((spec, s), fit) in VISUALPRM400K_SOURCES.iter().zip(&stats).zip(&cal.sources) {
+        assert_eq!(s.rollouts, 20_000, "{}", spec.name);
+        assert!(
+            (s.mean_mc() - spec.mean_mc).abs() <= 0.01,
+            "{}: mean MC {} vs Table 8 {}",
+            spec.name,
+            s.mean_mc(),
+            spec.mean_mc
+        );
+        assert!(
+            (s.steps_per_rollout() - spec.steps_per_rollout()).abs() <= 0.1,
+            "{}: steps/rollout {} vs Table 8 {}",
+            spec.name,
+            s.steps_per_rollout(),
+            spec.steps_per_rollout()
+        );
+        // Sampled and exact expectations agree too (guards the closed forms).
+        assert!((s.mixed_fraction() - fit.expected.mixed).abs() < 0.015, "{}", spec.name);
+        let w = spec.rollouts as f64 / s.rollouts as f64;
+        weighted[0] += w * s.rollouts as f64;
+        weighted[1] += w * s.steps as f64;
+        weighted[2] += w * s.zero_steps as f64;
+        weighted[3] += w * s.mixed_rollouts as f64;
+        weighted[4] += w * s.mc_correct_sum as f64 / 16.0;
+    }
+    let t = VISUALPRM400K_TARGETS;
+    let steps_per_rollout = weighted[1] / weighted[0];
+    let zero = weighted[2] / weighted[1];
+    let mixed = weighted[3] / weighted[0];
+    let mean_mc = weighted[4] / weighted[1];
+    assert!((steps_per_rollout - t.steps_per_rollout).abs() <= 0.1, "{steps_per_rollout}");
+    assert!((zero - t.zero_mc_fraction).abs() <= 0.005, "zero-score steps {zero}");
+    assert!((mixed - t.mixed_fraction).abs() <= 0.01, "mixed {mixed}");
+    // Table 8's per-source means imply ≈ 0.860, not Table 1's 0.8566 (paper-facts §3.3).
+    assert!((mean_mc - 0.860).abs() <= 0.003, "mean MC {mean_mc}");
+}
+
+#[test]
+fn pseudo_positive_rate_rises_with_post_error_success() {
+    let shares: Vec<f64> = [0.03, 0.1, 0.3]
+        .iter()
+        .map(|&m| {
+            let cfg = SynthConfig {
+                scale: 0.01,
+                post_error_success: Some(m),
+                ..SynthConfig::default()
+            };
+            let (_, stats) = sample_statistics(&cfg).unwrap();
+            let mut total = CorpusStats::new();
+            stats.iter().for_each(|s| total.merge(s));
+            total.pseudo_positive_share()
+        })
+        .collect();
+    assert!(shares[0] > 0.0, "{shares:?}");
+    assert!(shares[1] > 1.5 * shares[0], "{shares:?}");
+    assert!(shares[2] > 1.5 * shares[1], "{shares:?}");
+}
+
+#[test]
+fn same_seed_gives_identical_bytes_on_one_and_many_threads() {
+    let one = tempfile::tempdir().unwrap();
+    let many = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let cfg = SynthConfig {
+        dtype: FeatureDtype::Bf16,
+        flip_noise: 0.1,
+        ..small(7)
+    };
+    in_pool(1, || synthesize(&cfg, one.path()).unwrap());
+    in_pool(3, || synthesize(&cfg, many.path()).unwrap());
+    let a = read_tree(one.path());
+    let b = read_tree(many.path());
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, bytes) in &a {
+        assert!(bytes == &b[name], "{name} differs between 1 and 3 threads");
+    }
+    assert_eq!(a.len(), 38 + 5, "{:?}", a.keys());
+    // A different seed changes the data (but not the layout of the output folder).
+    in_pool(2, || synthesize(&small(8), other.path()).unwrap());
+    let c = read_tree(other.path());
+    assert_ne!(a["features.safetensors"], c["features.safetensors"]);
+    assert_ne!(a["annotations/ai2d.jsonl"], c["annotations/ai2d.jsonl"]);
+}
+
+#[test]
+fn annotations_do_not_depend_on_the_feature_settings() {
+    let narrow = tempfile::tempdir().unwrap();
+    let wide = tempfile::tempdir().unwrap();
+    synthesize(&small(3), narrow.path()).unwrap();
+    let cfg = SynthConfig {
+        dim: 40,
+        dtype: FeatureDtype::Bf16,
+        ..small(3)
+    };
+    synthesize(&cfg, wide.path()).unwrap();
+    let a = read_tree(narrow.path());
+    let b = read_tree(wide.path());
+    for (name, bytes) in &a {
+        if name.starts_with("annotations/") || name == "bench.jsonl" {
+            assert!(bytes == &b[name], "{name} changed with the feature settings");
+        }
+    }
+}
+
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+#[test]
+fn every_output_agrees_with_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small(11);
+    let manifest = synthesize(&cfg, dir.path()).unwrap();
+    let bundle = FeatureBundle::open(dir.path().join("features.safetensors")).unwrap();
+    let d = bundle.dim();
+    assert_eq!(d, 16);
+
+    // Annotation files: sorted stems = bundle sources; records in line order = bundle rollouts.
+    let mut stems: Vec<String> = std::fs::read_dir(dir.path().join("annotations"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    stems.sort();
+    let stems: Vec<String> = stems
+        .iter()
+        .map(|f| f.strip_suffix(".jsonl").unwrap().to_string())
+        .collect();
+    assert_eq!(bundle.meta.sources, stems);
+    assert_eq!(bundle.meta.seed, Some(11));
+
+    let mut rollout = 0;
+    let mut score_sum = 0.0;
+    for (s, stem) in stems.iter().enumerate() {
+        let text = std::fs::read_to_string(dir.path().join(format!("annotations/{stem}.jsonl")))
+            .unwrap();
+        for (line, raw) in text.lines().enumerate() {
+            let rec: Value = serde_json::from_str(raw).unwrap();
+            let keys: Vec<&str> = rec.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+            for k in [
+                "image",
+                "question",
+                "question_orig",
+                "answer",
+                "response",
+                "steps_with_score",
+                "num_mc_sequences",
+            ] {
+                assert!(keys.contains(&k), "{stem}:{line} lacks {k}");
+            }
+            assert_eq!(rec["num_mc_sequences"], 16);
+            let question = rec["question"].as_str().unwrap();
+            assert!(question.starts_with("<image>\n"));
+            assert!(question.ends_with(rec["question_orig"].as_str().unwrap()));
+            let steps = rec["steps_with_score"].as_array().unwrap();
+            let texts: Vec<&str> = steps.iter().map(|s| s["step"].as_str().unwrap()).collect();
+            assert_eq!(rec["response"].as_str().unwrap(), texts.join("\n\n"));
+            assert!(texts.last().unwrap().contains("Final answer: "));
+
+            assert_eq!(bundle.source[rollout] as usize, s);
+            assert_eq!(bundle.line.as_ref().unwrap()[rollout], line as u64);
+            let range = bundle.rollout_steps(rollout);
+            assert_eq!(range.len(), steps.len());
+            let mut stopped = false;
+            for (st, j) in steps.iter().zip(range) {
+                let k = st["num_mc_correct"].as_u64().unwrap();
+                let total = st["num_mc_total"].as_u64().unwrap();
+                let score = st["score"].as_f64().unwrap();
+                assert_eq!(score, k as f64 / 16.0);
+                assert_eq!(bundle.mc_scores[j] as f64, score);
+                assert!(total == 16 || (total == 0 && k == 0));
+                if stopped {
+                    assert_eq!(total, 0, "{stem}:{line}: sampled after an early stop");
+                }
+                stopped |= total == 0;
+                score_sum += score;
+            }
+            rollout += 1;
+        }
+    }
+    assert_eq!(rollout, bundle.n_rollouts());
+    assert_eq!(manifest.corpus.rollouts as usize, bundle.n_rollouts());
+    assert_eq!(manifest.corpus.steps as usize, bundle.n_steps());
+    assert!((manifest.corpus.mean_mc.achieved - score_sum / bundle.n_steps() as f64).abs() < 1e-12);
+
+    // Teacher: q* = σ(⟨w*, ϕ⟩ + b*) on the stored features, bounded norms, labels drawn from it.
+    let teacher = bundle.teacher.as_ref().unwrap();
+    let feats = bundle.features().to_f32_vec();
+    let p = &cfg.model;
+    let bound = ((p.logit_clip + p.teacher_bias.abs()) / p.teacher_norm).hypot(p.nuisance_bound);
+    let mut wrong = 0;
+    for j in 0..bundle.n_steps() {
+        let row = &feats[j * d..(j + 1) * d];
+        let logit: f64 = row
+            .iter()
+            .zip(&teacher.w_star)
+            .map(|(x, w)| *x as f64 * *w as f64)
+            .sum::<f64>()
+            + teacher.b_star as f64;
+        assert!((sigmoid(logit) - teacher.q[j] as f64).abs() < 1e-5);
+        let norm = row.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        assert!(norm <= bound + 1e-4);
+        wrong += (teacher.true_correct[j] == 0) as usize;
+    }
+    let expected_wrong: f64 = teacher.q.iter().map(|q| 1.0 - *q as f64).sum();
+    let sd = expected_wrong.sqrt();
+    assert!(
+        (wrong as f64 - expected_wrong).abs() < 5.0 * sd + 5.0,
+        "{wrong} wrong steps, E = {expected_wrong}"
+    );
+
+    // Benchmark: the agreed record layout, and a bundle whose rollout i is record i.
+    let bench = FeatureBundle::open(dir.path().join("bench.safetensors")).unwrap();
+    assert_eq!(
+        bench.meta.sources,
+        [
+            "DynaMath",
+            "MMMU_DEV_VAL",
+            "MathVerse_MINI_Vision_Only",
+            "MathVision_MINI",
+            "WeMath"
+        ]
+    );
+    let text = std::fs::read_to_string(dir.path().join("bench.jsonl")).unwrap();
+    let mut per_question: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    let mut n = 0;
+    for (i, raw) in text.lines().enumerate() {
+        let rec: Value = serde_json::from_str(raw).unwrap();
+        // Keys in the agreed order (serde_json's map sorts them, so look at the text).
+        let order = [
+            "image",
+            "question",
+            "answer",
+            "response",
+            "policy_model",
+            "data_source",
+            "split",
+            "question_id",
+            "final_correct",
+        ];
+        assert_eq!(rec.as_object().unwrap().len(), order.len());
+        let positions: Vec<usize> = order
+            .iter()
+            .map(|k| raw.find(&format!("\"{k}\": ")).unwrap())
+            .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{raw}");
+        assert!(rec["image"].is_array());
+        let source = rec["data_source"].as_str().unwrap();
+        assert_eq!(bench.source_name(i), source);
+        assert_eq!(bench.line.as_ref().unwrap()[i], i as u64);
+        let steps = rec["response"]["steps"].as_array().unwrap();
+        let labels = rec["response"]["process_correctness"].as_array().unwrap();
+        assert_eq!(steps.len(), labels.len());
+        let range = bench.rollout_steps(i);
+        assert_eq!(range.len(), steps.len());
+        for (l, j) in labels.iter().zip(range) {
+            let l = l.as_i64().unwrap();
+            let truth = bench.mc_scores[j];
+            assert_eq!(truth as u8, bench.teacher.as_ref().unwrap().true_correct[j]);
+            match l {
+                1 => assert_eq!(truth, 1.0),
+                -1 => assert_eq!(truth, 0.0),
+                0 => {}
+                other => panic!("label {other}"),
+            }
+        }
+        let split = rec["split"].as_str().unwrap().to_string();
+        assert!(split == "dev" || split == "test");
+        let id = rec["question_id"].as_str().unwrap().to_string();
+        assert!(id.starts_with(&format!("{source}-")));
+        let entry = per_question.entry(id).or_insert((split.clone(), 0));
+        assert_eq!(entry.0, split, "candidates of one question share the split");
+        entry.1 += 1;
+        assert!(rec["final_correct"].is_boolean());
+        n += 1;
+    }
+    assert_eq!(n, bench.n_rollouts());
+    assert_eq!(per_question.len(), 20);
+    assert!(per_question.values().all(|(_, c)| *c == 4));
+    assert!(per_question.values().any(|(s, _)| s == "dev"));
+    assert!(per_question.values().any(|(s, _)| s == "test"));
+
+    // The manifest is on disk and says what was returned.
+    let on_disk: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(on_disk["seed"], 11);
+    assert_eq!(on_disk["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(on_disk["corpus"]["steps"], manifest.corpus.steps);
+}
+
+#[test]
+fn flip_noise_flips_the_requested_share_of_labels() {
+    for base in [FlipBase::Mc, FlipBase::True] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = SynthConfig {
+            flip_noise: 0.2,
+            flip_of: base,
+            bench_questions: 0,
+            ..small(5)
+        };
+        let manifest = synthesize(&cfg, dir.path()).unwrap();
+        assert!(manifest.bench.is_none());
+        assert!(!dir.path().join("bench.jsonl").exists());
+        let bundle = FeatureBundle::open(dir.path().join("features.safetensors")).unwrap();
+        let labels = bundle.labels.as_ref().unwrap();
+        let teacher = bundle.teacher.as_ref().unwrap();
+        let flipped = (0..bundle.n_steps())
+            .filter(|&j| {
+                let clean = match base {
+                    FlipBase::Mc => bundle.mc_scores[j] > 0.0,
+                    FlipBase::True => teacher.true_correct[j] == 1,
+                };
+                (labels[j] == 1.0) != clean
+            })
+            .count();
+        let share = flipped as f64 / bundle.n_steps() as f64;
+        assert_eq!(flipped as u64, manifest.theory.flipped_labels);
+        assert!((share - 0.2).abs() < 0.03, "{base:?}: {share}");
+    }
+}
+
+#[test]
+fn bad_settings_are_rejected_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    for cfg in [
+        SynthConfig { dim: 0, ..small(1) },
+        SynthConfig { scale: 0.0, ..small(1) },
+        SynthConfig { flip_noise: 0.5, ..small(1) },
+        SynthConfig { preset: "nope".into(), ..small(1) },
+        SynthConfig { post_error_success: Some(1.5), ..small(1) },
+    ] {
+        let err = synthesize(&cfg, &out).unwrap_err();
+        assert!(matches!(err, mprm::Error::InvalidArgument(_)), "{err}");
+        assert!(!out.exists());
+    }
+}
