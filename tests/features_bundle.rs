@@ -99,7 +99,10 @@ fn rejects(tensors: BTreeMap<&'static str, Raw>, tensor: &str) -> String {
         other => panic!("expected a bundle error naming `{tensor}`, got {other}"),
     }
     let msg = err.to_string();
-    assert!(msg.contains("bad.safetensors") && msg.contains(tensor), "{msg}");
+    assert!(
+        msg.contains("bad.safetensors") && msg.contains(tensor),
+        "{msg}"
+    );
     msg
 }
 
@@ -176,7 +179,10 @@ fn features_must_not_hold_nan() {
 #[test]
 fn scores_must_not_hold_nan() {
     rejects(
-        with("mc_scores", f32s(&[6], &[1.0, f32::NAN, 0.0, 1.0, 0.5, 0.0])),
+        with(
+            "mc_scores",
+            f32s(&[6], &[1.0, f32::NAN, 0.0, 1.0, 0.5, 0.0]),
+        ),
         "mc_scores",
     );
 }
@@ -219,8 +225,14 @@ fn required_tensors_must_be_present() {
 #[test]
 fn optional_tensors_are_checked_when_present() {
     rejects(with("line", i64s(&[0, 1])), "line");
-    rejects(with("labels", f32s(&[6], &[1.0, 2.0, 0.0, 1.0, 1.0, 0.0])), "labels");
-    rejects(with("teacher_q", f32s(&[6], &[0.9, 1.4, 0.2, 0.95, 0.7, 0.1])), "teacher_q");
+    rejects(
+        with("labels", f32s(&[6], &[1.0, 2.0, 0.0, 1.0, 1.0, 0.0])),
+        "labels",
+    );
+    rejects(
+        with("teacher_q", f32s(&[6], &[0.9, 1.4, 0.2, 0.95, 0.7, 0.1])),
+        "teacher_q",
+    );
     rejects(with("w_star", f32s(&[3], &[0.5, -2.0, 1.0])), "w_star");
     rejects(
         with(

@@ -33,7 +33,11 @@ fn read_tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
             if path.is_dir() {
                 stack.push(path);
             } else {
-                let rel = path.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                let rel = path
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
                 out.insert(rel, std::fs::read(&path).unwrap());
             }
         }
@@ -78,7 +82,11 @@ fn calibration_matches_the_paper_at_moderate_scale() {
             spec.steps_per_rollout()
         );
         // Sampled and exact expectations agree too (guards the closed forms).
-        assert!((s.mixed_fraction() - fit.expected.mixed).abs() < 0.015, "{}", spec.name);
+        assert!(
+            (s.mixed_fraction() - fit.expected.mixed).abs() < 0.015,
+            "{}",
+            spec.name
+        );
         let w = spec.rollouts as f64 / s.rollouts as f64;
         weighted[0] += w * s.rollouts as f64;
         weighted[1] += w * s.steps as f64;
@@ -91,8 +99,14 @@ fn calibration_matches_the_paper_at_moderate_scale() {
     let zero = weighted[2] / weighted[1];
     let mixed = weighted[3] / weighted[0];
     let mean_mc = weighted[4] / weighted[1];
-    assert!((steps_per_rollout - t.steps_per_rollout).abs() <= 0.1, "{steps_per_rollout}");
-    assert!((zero - t.zero_mc_fraction).abs() <= 0.005, "zero-score steps {zero}");
+    assert!(
+        (steps_per_rollout - t.steps_per_rollout).abs() <= 0.1,
+        "{steps_per_rollout}"
+    );
+    assert!(
+        (zero - t.zero_mc_fraction).abs() <= 0.005,
+        "zero-score steps {zero}"
+    );
     assert!((mixed - t.mixed_fraction).abs() <= 0.01, "mixed {mixed}");
     // Table 8's per-source means imply ≈ 0.860, not Table 1's 0.8566 (paper-facts §3.3).
     assert!((mean_mc - 0.860).abs() <= 0.003, "mean MC {mean_mc}");
@@ -160,7 +174,10 @@ fn annotations_do_not_depend_on_the_feature_settings() {
     let b = read_tree(wide.path());
     for (name, bytes) in &a {
         if name.starts_with("annotations/") || name == "bench.jsonl" {
-            assert!(bytes == &b[name], "{name} changed with the feature settings");
+            assert!(
+                bytes == &b[name],
+                "{name} changed with the feature settings"
+            );
         }
     }
 }
@@ -194,11 +211,16 @@ fn every_output_agrees_with_the_others() {
     let mut rollout = 0;
     let mut score_sum = 0.0;
     for (s, stem) in stems.iter().enumerate() {
-        let text = std::fs::read_to_string(dir.path().join(format!("annotations/{stem}.jsonl")))
-            .unwrap();
+        let text =
+            std::fs::read_to_string(dir.path().join(format!("annotations/{stem}.jsonl"))).unwrap();
         for (line, raw) in text.lines().enumerate() {
             let rec: Value = serde_json::from_str(raw).unwrap();
-            let keys: Vec<&str> = rec.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+            let keys: Vec<&str> = rec
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|k| k.as_str())
+                .collect();
             for k in [
                 "image",
                 "question",
@@ -388,10 +410,22 @@ fn bad_settings_are_rejected_before_anything_is_written() {
     let out = dir.path().join("out");
     for cfg in [
         SynthConfig { dim: 0, ..small(1) },
-        SynthConfig { scale: 0.0, ..small(1) },
-        SynthConfig { flip_noise: 0.5, ..small(1) },
-        SynthConfig { preset: "nope".into(), ..small(1) },
-        SynthConfig { post_error_success: Some(1.5), ..small(1) },
+        SynthConfig {
+            scale: 0.0,
+            ..small(1)
+        },
+        SynthConfig {
+            flip_noise: 0.5,
+            ..small(1)
+        },
+        SynthConfig {
+            preset: "nope".into(),
+            ..small(1)
+        },
+        SynthConfig {
+            post_error_success: Some(1.5),
+            ..small(1)
+        },
     ] {
         let err = synthesize(&cfg, &out).unwrap_err();
         assert!(matches!(err, mprm::Error::InvalidArgument(_)), "{err}");

@@ -89,7 +89,13 @@ pub fn calibrate(
     let quad = Quadrature::default();
     let pmfs: Vec<Vec<f64>> = specs
         .iter()
-        .map(|s| step_count_pmf(s.steps_per_rollout(), params.max_steps, params.steps_concentration))
+        .map(|s| {
+            step_count_pmf(
+                s.steps_per_rollout(),
+                params.max_steps,
+                params.steps_concentration,
+            )
+        })
         .collect();
     let eval = |rec: Recovery| fit_sources(specs, &pmfs, rec, params, &quad);
     let residual = |g: &GlobalExpectation| {
@@ -116,7 +122,13 @@ pub fn calibrate(
     while norm(f) > 1e-7 && iterations < 40 {
         iterations += 1;
         let h = 1e-5;
-        let f_loc = residual(&eval(Recovery { loc: rec.loc + h, ..rec }).1);
+        let f_loc = residual(
+            &eval(Recovery {
+                loc: rec.loc + h,
+                ..rec
+            })
+            .1,
+        );
         let f_scale = residual(
             &eval(Recovery {
                 scale: rec.scale + h,
@@ -228,10 +240,7 @@ fn fit_sources(
 }
 
 /// Corpus-wide expectations with per-source weights (rollout counts).
-pub fn aggregate(
-    fits: &[SourceFit],
-    weights: impl Iterator<Item = f64>,
-) -> GlobalExpectation {
+pub fn aggregate(fits: &[SourceFit], weights: impl Iterator<Item = f64>) -> GlobalExpectation {
     let (mut rollouts, mut steps, mut score, mut zeros, mut mixed, mut pseudo) =
         (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
     for (fit, w) in fits.iter().zip(weights) {
@@ -311,7 +320,7 @@ pub fn base_recovery_mean(recovery: Recovery) -> f64 {
 mod tests {
     use super::*;
     use crate::sim::preset::{
-        VISUALPROCESSBENCH_SOURCES, VISUALPRM400K_SOURCES, VISUALPRM400K_TARGETS,
+        VISUALPRM400K_SOURCES, VISUALPRM400K_TARGETS, VISUALPROCESSBENCH_SOURCES,
     };
 
     #[test]
@@ -366,4 +375,3 @@ mod tests {
         assert!(b.abilities[3] < b.abilities[0]); // MathVision harder than DynaMath
     }
 }
-

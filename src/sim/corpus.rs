@@ -22,7 +22,9 @@ use super::rng::{Stream, stream, uniform};
 use super::stats::CorpusStats;
 use super::text;
 use super::{FlipBase, SynthConfig};
-use crate::data::features::{BundleLayout, BundleMeta, BundleWriter, FeatureDtype, FeatureRows, TeacherInfo};
+use crate::data::features::{
+    BundleLayout, BundleMeta, BundleWriter, FeatureDtype, FeatureRows, TeacherInfo,
+};
 use crate::data::raw::write_raw_line;
 use crate::data::rollout::{Rollout, Step};
 use crate::data::safetensors_io::{SafetensorsWriter, TensorSpec};
@@ -92,7 +94,12 @@ impl SourcePlan<'_> {
 
 /// Rollouts per source at `scale`: Table 1's total apportioned over sources in proportion to
 /// Table 8's counts (largest remainders), with a floor of `min_rollouts`.
-pub fn source_sizes(specs: &[SourceSpec], total: u64, scale: f64, min_rollouts: usize) -> Vec<usize> {
+pub fn source_sizes(
+    specs: &[SourceSpec],
+    total: u64,
+    scale: f64,
+    min_rollouts: usize,
+) -> Vec<usize> {
     let weight: u64 = specs.iter().map(|s| s.rollouts).sum();
     let want = (total as f64 * scale).round();
     let quotas: Vec<f64> = specs
@@ -392,7 +399,15 @@ pub(crate) fn write_corpus(
         .writer
         .into_inner()
         .map_err(|_| Error::Other("a feature-writing thread panicked".into()))?;
-    finish_bundle(writer, &offsets, &source_ids, &lines, &mut columns, space, flip)?;
+    finish_bundle(
+        writer,
+        &offsets,
+        &source_ids,
+        &lines,
+        &mut columns,
+        space,
+        flip,
+    )?;
     write_truth(&dir.join(TRUTH_FILE), &offsets, &columns, meta)?;
     for (_, file) in files {
         file.commit()?;
@@ -542,7 +557,17 @@ fn generate_chunk(
             .iter()
             .map(|t| t.split_ascii_whitespace().count() as u64)
             .sum();
-        write_rollout_line(&mut out.text, plan, i, q, &image_dir, qt, prompted, texts, &draw);
+        write_rollout_line(
+            &mut out.text,
+            plan,
+            i,
+            q,
+            &image_dir,
+            qt,
+            prompted,
+            texts,
+            &draw,
+        );
 
         for st in &draw.steps {
             out.mc.push(st.score() as f32);
@@ -634,12 +659,26 @@ mod tests {
 
     #[test]
     fn full_scale_gives_table1_rollouts() {
-        let sizes = source_sizes(&VISUALPRM400K_SOURCES, VISUALPRM400K_TARGETS.rollouts, 1.0, 0);
+        let sizes = source_sizes(
+            &VISUALPRM400K_SOURCES,
+            VISUALPRM400K_TARGETS.rollouts,
+            1.0,
+            0,
+        );
         assert_eq!(sizes.iter().sum::<usize>(), 565_096);
         for (s, spec) in sizes.iter().zip(&VISUALPRM400K_SOURCES) {
-            assert!((*s as i64 - spec.rollouts as i64).abs() <= 10, "{}: {s}", spec.name);
+            assert!(
+                (*s as i64 - spec.rollouts as i64).abs() <= 10,
+                "{}: {s}",
+                spec.name
+            );
         }
-        let small = source_sizes(&VISUALPRM400K_SOURCES, VISUALPRM400K_TARGETS.rollouts, 0.02, 40);
+        let small = source_sizes(
+            &VISUALPRM400K_SOURCES,
+            VISUALPRM400K_TARGETS.rollouts,
+            0.02,
+            40,
+        );
         assert!(small.iter().all(|&s| s >= 40));
         assert_eq!(small[0], 563); // AI2D: 28,147 × 565,096/565,149 × 0.02, rounded.
     }

@@ -42,7 +42,12 @@ pub struct FeatureSpace {
 
 impl FeatureSpace {
     /// Draws the teacher direction from `rng`.
-    pub fn new(dim: usize, dtype: FeatureDtype, params: &ModelParams, rng: &mut ChaCha8Rng) -> Self {
+    pub fn new(
+        dim: usize,
+        dtype: FeatureDtype,
+        params: &ModelParams,
+        rng: &mut ChaCha8Rng,
+    ) -> Self {
         let mut w = vec![0.0f32; dim];
         loop {
             fill_normal(rng, &mut w, 1.0);
@@ -444,7 +449,10 @@ mod tests {
                     .sum::<f64>()
                     + s.b_star as f64;
                 assert!((stored - direct).abs() < 1e-9);
-                assert!((stored - logit).abs() < tol, "{dim} {dtype:?}: {stored} vs {logit}");
+                assert!(
+                    (stored - logit).abs() < tol,
+                    "{dim} {dtype:?}: {stored} vs {logit}"
+                );
                 let phi_norm = out.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
                 let bound = ((params.logit_clip + params.teacher_bias.abs()) / params.teacher_norm)
                     .hypot(params.nuisance_bound);

@@ -399,7 +399,11 @@ impl Manifest {
         let pct = |v: f64| format!("{:.2}%", 100.0 * v);
         let num = |v: f64| format!("{v:.4}");
         for (name, cmp, fmt) in [
-            ("avg. steps / rollout", c.steps_per_rollout, &num as &dyn Fn(f64) -> String),
+            (
+                "avg. steps / rollout",
+                c.steps_per_rollout,
+                &num as &dyn Fn(f64) -> String,
+            ),
             ("avg. words / step", c.words_per_step, &num),
             ("error-step ratio (s = 0)", c.zero_mc_fraction, &pct),
             ("avg. MC / step", c.mean_mc, &num),

@@ -129,7 +129,10 @@ impl ModelParams {
             }
         }
         if !(0.0..=1.0).contains(&self.early_stop) {
-            return bad(&format!("early_stop = {} must lie in [0, 1]", self.early_stop));
+            return bad(&format!(
+                "early_stop = {} must lie in [0, 1]",
+                self.early_stop
+            ));
         }
         if !(self.logit_clip > 0.0 && self.logit_clip.is_finite()) {
             return bad("logit_clip must be positive");
@@ -532,10 +535,17 @@ mod tests {
                 (got.score_sum, want.score_sum, "score"),
                 (got.zero_steps, want.zero_steps, "zeros"),
                 (got.mixed, want.mixed, "mixed"),
-                (got.pseudo_positive_steps, want.pseudo_positive_steps, "pseudo"),
+                (
+                    got.pseudo_positive_steps,
+                    want.pseudo_positive_steps,
+                    "pseudo",
+                ),
                 (got.steps, want.steps, "steps"),
             ] {
-                assert!((g - w).abs() < 1e-10, "{what} (stop {early_stop}): {g} vs {w}");
+                assert!(
+                    (g - w).abs() < 1e-10,
+                    "{what} (stop {early_stop}): {g} vs {w}"
+                );
             }
         }
     }

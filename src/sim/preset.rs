@@ -101,7 +101,14 @@ pub const VISUALPRM400K_SOURCES: [SourceSpec; 38] = [
     src("FigureQA", 0.7615, 57_601, 12_345, YesNo, Chart),
     src("Geo170K", 0.9023, 61_314, 8_205, Choice, Geometry),
     src("Geometry3K", 0.9243, 94_624, 11_756, Choice, Geometry),
-    src("Geometry3K (Open)", 0.8707, 58_569, 7_090, Numeric, Geometry),
+    src(
+        "Geometry3K (Open)",
+        0.8707,
+        58_569,
+        7_090,
+        Numeric,
+        Geometry,
+    ),
     src("GeomVerse", 0.6819, 38_156, 7_765, Numeric, Geometry),
     src("GeoQA+ (Open)", 0.5720, 45_287, 7_025, Numeric, Geometry),
     src("GeoQA+ (MC)", 0.8486, 67_715, 9_216, Choice, Geometry),
@@ -269,9 +276,10 @@ mod tests {
         assert_eq!(slug("COCO-ReM (Y/N)"), "coco-rem_yn");
         assert_eq!(slug("GeoQA+ (Open)"), "geoqa+_open");
         assert_eq!(slug("AI2D"), "ai2d");
-        assert!(slugs.iter().all(|s| s
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-+_".contains(&b))));
+        assert!(slugs.iter().all(|s| {
+            s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-+_".contains(&b))
+        }));
         slugs.sort();
         slugs.dedup();
         assert_eq!(slugs.len(), 38);

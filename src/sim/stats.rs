@@ -167,7 +167,13 @@ impl CorpusStats {
         (0..self.steps_by_k.len())
             .map(|k| {
                 let n = self.steps_by_k[k];
-                let share = |c: u64| if n == 0 { None } else { Some(c as f64 / n as f64) };
+                let share = |c: u64| {
+                    if n == 0 {
+                        None
+                    } else {
+                        Some(c as f64 / n as f64)
+                    }
+                };
                 EffectiveNoise {
                     k: k as u32,
                     steps: n,

@@ -90,7 +90,14 @@ fn lexicon(domain: Domain) -> &'static Lexicon {
             ],
             properties: &["value", "height", "share", "count", "total"],
             units: &["percent", "units", "million", "points"],
-            phrases: &["Asia", "2019", "Germany", "Q3", "Dark Blue", "Medium Orchid"],
+            phrases: &[
+                "Asia",
+                "2019",
+                "Germany",
+                "Q3",
+                "Dark Blue",
+                "Medium Orchid",
+            ],
         },
         Domain::Document => &Lexicon {
             things: &[
@@ -109,7 +116,14 @@ fn lexicon(domain: Domain) -> &'static Lexicon {
             ],
             properties: &["value", "entry", "amount", "number", "count"],
             units: &["dollars", "items", "pages", "lines"],
-            phrases: &["ACME Corp", "March 3", "Total", "Chapter 2", "Smith", "24.50"],
+            phrases: &[
+                "ACME Corp",
+                "March 3",
+                "Total",
+                "Chapter 2",
+                "Smith",
+                "24.50",
+            ],
         },
         Domain::Scene => &Lexicon {
             things: &[
@@ -185,8 +199,14 @@ const FILLERS: &[&[&str]] = &[
     &["This is consistent.", "We note this.", "That seems right."],
     &["We keep this result.", "This matches the figure."],
     &["We will use this below.", "This agrees with the image."],
-    &["We will rely on this later.", "This is what the figure shows."],
-    &["We can move to the next part.", "This detail matters for the answer."],
+    &[
+        "We will rely on this later.",
+        "This is what the figure shows.",
+    ],
+    &[
+        "We can move to the next part.",
+        "This detail matters for the answer.",
+    ],
     &["Keeping this in mind, we continue the analysis."],
 ];
 
@@ -427,7 +447,12 @@ mod tests {
             AnswerKind::Numeric,
             AnswerKind::Phrase,
         ] {
-            for domain in [Domain::Chart, Domain::Document, Domain::Scene, Domain::Science] {
+            for domain in [
+                Domain::Chart,
+                Domain::Document,
+                Domain::Scene,
+                Domain::Science,
+            ] {
                 let q = question(domain, kind, &mut rng);
                 assert_ne!(q.answer, q.wrong_answer);
                 assert!(q.prompted().ends_with(&q.question_orig));
