@@ -30,7 +30,7 @@ pub struct SourceFit {
     pub name: String,
     /// Mean ability μ_s (logits).
     pub ability: f64,
-    /// E[ρ] for this source (the recovery location plus its answer-kind bonus).
+    /// E\[ρ\] for this source (the recovery location plus its answer-kind bonus).
     pub recovery_mean: f64,
     /// Table 8 mean MC per step.
     pub target_mean_mc: f64,
@@ -78,7 +78,7 @@ pub struct Calibration {
 /// Calibrates `params` to the training sources and corpus targets of a preset.
 ///
 /// With `post_error_success = Some(m)` the post-error success rate is not fitted to the global
-/// targets: the spread keeps its fitted value and the location is moved so that E[ρ] = m for a
+/// targets: the spread keeps its fitted value and the location is moved so that E\[ρ\] = m for a
 /// source without answer-kind bonus; per-source mean MC is still matched.
 pub fn calibrate(
     specs: &[SourceSpec],

@@ -159,7 +159,7 @@ impl Strata {
 pub struct SourceModel<'a> {
     /// Mean ability μ_s.
     pub ability: f64,
-    /// E[ρ] of the source (enters the intact-prefix success rate).
+    /// E\[ρ\] of the source (enters the intact-prefix success rate).
     pub recovery_mean: f64,
     /// Answer-kind bonus of ρ's logit.
     pub recovery_bonus: f64,

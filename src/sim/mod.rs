@@ -28,7 +28,7 @@
 //!   (A1). True correctness `Z_j ~ Bernoulli(q*_j)`.
 //! * **MC annotation.** The prefix through step j is intact while every Z so far is 1. From an
 //!   intact prefix with m steps left, one continuation succeeds with probability
-//!   `r_j = p^m + (1 − p^m)·E[ρ]`, where p = P(Z = 1 | a_x) (it must write the rest without error,
+//!   `r_j = p^m + (1 − p^m)·E\[ρ\]`, where p = P(Z = 1 | a_x) (it must write the rest without error,
 //!   or recover); so the final step of a correct solution scores 1. After the first error,
 //!   `r_j = ρ_x`: small but not zero, which produces the paper's pseudo-positives. The score is
 //!   `K/16` with `K ~ Binomial(16, r_j)`; with early stop, every step after the first zero gets
@@ -38,7 +38,7 @@
 //!
 //! # Calibration
 //!
-//! [`calibrate`] fits μ_s per source to Table 8's mean MC, and the location and spread of ρ to
+//! [`calibrate()`] fits μ_s per source to Table 8's mean MC, and the location and spread of ρ to
 //! Table 1's zero-score fraction (3.57%) and mixed fraction (7.67%), on exact expectations
 //! ([`model`]); steps per rollout hold by construction. Table 8's step-weighted mean MC is 0.860,
 //! not Table 1's 0.8566: the per-source values are matched, so the corpus mean lands near 0.860.
@@ -48,7 +48,7 @@
 //! `annotations/<slug>.jsonl` (raw VisualPRM400K layout, one file per source), `features.safetensors`
 //! (the features bundle, see [`crate::data::features`]), `truth.safetensors` (per-step success
 //! rates and prefix correctness, per-rollout latents), `bench.jsonl` + `bench.safetensors` (the
-//! VisualProcessBench-like set, see [`bench`]) and `manifest.json` (every setting, the fit, and the
+//! VisualProcessBench-like set, see [`mod@bench`]) and `manifest.json` (every setting, the fit, and the
 //! statistics achieved against the paper's).
 
 pub mod bench;
@@ -91,7 +91,7 @@ pub const PRESET_VISUALPRM400K: &str = "visualprm400k";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FlipBase {
-    /// The hard MC label 1[s > 0].
+    /// The hard MC label 1\[s > 0\].
     Mc,
     /// The true step correctness.
     True,
@@ -125,7 +125,7 @@ pub struct SynthConfig {
     pub dtype: FeatureDtype,
     /// Seed of every random stream.
     pub seed: u64,
-    /// Fix the post-error success rate E[ρ] instead of fitting it to the global targets.
+    /// Fix the post-error success rate E\[ρ\] instead of fitting it to the global targets.
     pub post_error_success: Option<f64>,
     /// η: probability of flipping each training label (0 = no `labels` tensor).
     pub flip_noise: f64,
@@ -274,7 +274,7 @@ pub struct SourceReport {
     pub steps: u64,
     /// Fitted mean ability μ_s.
     pub ability: f64,
-    /// E[ρ] of the source.
+    /// E\[ρ\] of the source.
     pub recovery_mean: f64,
     /// Steps per rollout.
     pub steps_per_rollout: Compared,

@@ -160,7 +160,7 @@ impl ModelParams {
 }
 
 /// Probability mass of the step count `n = 1 + BetaBinomial(max − 1, p, c)` with `p` chosen so
-/// that E[n] = `mean`; entry `k` is P(n = k) (entry 0 is 0).
+/// that E\[n\] = `mean`; entry `k` is P(n = k) (entry 0 is 0).
 pub fn step_count_pmf(mean: f64, max_steps: usize, concentration: f64) -> Vec<f64> {
     let trials = (max_steps - 1) as f64;
     let p = ((mean - 1.0) / trials).clamp(1e-9, 1.0 - 1e-9);
@@ -218,7 +218,7 @@ impl Recovery {
         sigmoid(self.loc + bonus + self.scale * x)
     }
 
-    /// E[ρ] for a given bonus.
+    /// E\[ρ\] for a given bonus.
     pub fn mean(&self, bonus: f64, quad: &Quadrature) -> f64 {
         let (x, w) = &quad.recovery;
         x.iter().zip(w).map(|(x, w)| w * self.rate(bonus, *x)).sum()
@@ -230,7 +230,7 @@ impl Recovery {
 /// `zero[k] = E[z^k]`, `nonzero[k] = E[(1 − z)^k]`, `rate_nonzero[k] = E[ρ (1 − z)^k]`.
 #[derive(Debug, Clone)]
 pub struct RecoveryMoments {
-    /// E[ρ].
+    /// E\[ρ\].
     pub mean: f64,
     zero: Vec<f64>,
     nonzero: Vec<f64>,
@@ -293,7 +293,7 @@ pub fn intact_success_rate(p_correct: f64, remaining: usize, recovery_mean: f64)
 /// Expected per-rollout statistics of one source under the model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct SourceExpectation {
-    /// E[steps].
+    /// E\[steps\].
     pub steps: f64,
     /// E[Σ scores].
     pub score_sum: f64,
