@@ -179,6 +179,11 @@ impl SynthConfig {
                 self.scale
             )));
         }
+        if self.min_rollouts == 0 {
+            return Err(Error::invalid(
+                "--min-rollouts must be at least 1 (every source needs a rollout)",
+            ));
+        }
         if self.dim == 0 || self.dim > 65_536 {
             return Err(Error::invalid(format!(
                 "--dim {} must lie in 1..=65536",
