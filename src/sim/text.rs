@@ -205,7 +205,7 @@ const FILLERS: &[&[&str]] = &[
     ],
     &[
         "We can move to the next part.",
-        "This detail matters for the answer.",
+        "This detail matters for the final answer.",
     ],
     &["Keeping this in mind, we continue the analysis."],
 ];
