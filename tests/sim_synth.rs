@@ -575,3 +575,72 @@ fn mc_labels_teach_a_linear_head_about_true_correctness() {
         "{student_auc} vs {teacher_auc}"
     );
 }
+
+#[test]
+fn early_stop_can_be_set_per_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = SynthConfig {
+        min_rollouts: 200,
+        bench_questions: 0,
+        ..small(13)
+    };
+    cfg.model.early_stop_by_source = BTreeMap::from([
+        ("GeoQA+ (Open)".to_string(), 1.0),
+        ("UniGeo".to_string(), 0.0),
+    ]);
+    let manifest = synthesize(&cfg, dir.path()).unwrap();
+    let source = |name: &str| manifest.sources.iter().find(|s| s.name == name).unwrap();
+    assert_eq!(source("GeoQA+ (Open)").early_stop, 1.0);
+    assert_eq!(source("UniGeo").early_stop, 0.0);
+    assert_eq!(source("AI2D").early_stop, cfg.model.early_stop);
+    // The fit still targets Table 8 whatever the early-stop setting.
+    let cal = &manifest.calibration.sources;
+    for name in ["GeoQA+ (Open)", "UniGeo"] {
+        let fit = cal.iter().find(|f| f.name == name).unwrap();
+        assert!((fit.expected.mean_mc() - fit.target_mean_mc).abs() < 1e-7);
+    }
+
+    let records = |stem: &str| -> Vec<Vec<(u64, u64)>> {
+        std::fs::read_to_string(dir.path().join(format!("annotations/{stem}.jsonl")))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let rec: Value = serde_json::from_str(l).unwrap();
+                rec["steps_with_score"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| {
+                        (
+                            s["num_mc_correct"].as_u64().unwrap(),
+                            s["num_mc_total"].as_u64().unwrap(),
+                        )
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let mut cut = 0;
+    for steps in records("geoqa+_open") {
+        if let Some(first_zero) = steps.iter().position(|&(k, _)| k == 0) {
+            assert!(
+                steps[first_zero + 1..].iter().all(|&s| s == (0, 0)),
+                "{steps:?}"
+            );
+            cut += (first_zero + 1 < steps.len()) as usize;
+        }
+    }
+    assert!(
+        cut > 5,
+        "early stop should cut some GeoQA+ (Open) rollouts, cut {cut}"
+    );
+    let mut non_monotone = 0;
+    for steps in records("unigeo") {
+        assert!(steps.iter().all(|&(_, total)| total == 16));
+        non_monotone += steps.windows(2).any(|w| w[0].0 == 0 && w[1].0 > 0) as usize;
+    }
+    assert!(
+        non_monotone > 0,
+        "without early stop a zero can be followed by a positive"
+    );
+}

@@ -57,6 +57,9 @@ pub struct SynthArgs {
     /// Probability that a rollout's annotation stops after its first zero score.
     #[arg(long, default_value_t = 0.15)]
     pub early_stop: f64,
+    /// Early-stop probability of one source, as NAME=P (paper name or file stem; repeatable).
+    #[arg(long, value_name = "NAME=P")]
+    pub early_stop_for: Vec<String>,
     /// Fix the mean post-error success rate E[ρ] (pseudo-positive source) instead of fitting it
     /// to the paper's zero-score and mixed fractions.
     #[arg(long)]

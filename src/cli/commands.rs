@@ -45,6 +45,7 @@ fn synth(args: SynthArgs) -> Result<u8> {
         bench_dev_fraction: args.bench_dev_fraction,
         model: mprm::sim::ModelParams {
             early_stop: args.early_stop,
+            early_stop_by_source: mprm::sim::preset::parse_source_values(&args.early_stop_for)?,
             ..defaults.model
         },
         ..defaults

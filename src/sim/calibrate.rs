@@ -32,6 +32,8 @@ pub struct SourceFit {
     pub ability: f64,
     /// E\[ρ\] for this source (the recovery location plus its answer-kind bonus).
     pub recovery_mean: f64,
+    /// Probability that a rollout's annotation stops after its first zero.
+    pub early_stop: f64,
     /// Table 8 mean MC per step.
     pub target_mean_mc: f64,
     /// Table 8 steps per rollout.
@@ -217,6 +219,7 @@ fn fit_sources(
                     params.max_steps,
                     quad,
                 ),
+                early_stop: params.early_stop_for(spec.name),
             };
             let ability = bracketed_root(
                 |mu| expect_source(mu, &shape, params, quad).mean_mc() - spec.mean_mc,
@@ -228,6 +231,7 @@ fn fit_sources(
                 name: spec.name.to_string(),
                 ability,
                 recovery_mean: shape.recovery.mean,
+                early_stop: shape.early_stop,
                 target_mean_mc: spec.mean_mc,
                 target_steps_per_rollout: spec.steps_per_rollout(),
                 expected: expect_source(ability, &shape, params, quad),

@@ -83,7 +83,7 @@ impl SourcePlan<'_> {
             params: &cfg.model,
             quad,
             recovery: cal.recovery,
-            early_stop: cfg.model.early_stop,
+            early_stop: self.fit.early_stop,
         }
     }
 
@@ -212,7 +212,7 @@ pub fn sample_statistics(cfg: &SynthConfig) -> Result<(Calibration, Vec<CorpusSt
                 params: &cfg.model,
                 quad: &quad,
                 recovery: cal.recovery,
-                early_stop: cfg.model.early_stop,
+                early_stop: fit.early_stop,
             };
             let mut stats = CorpusStats::new();
             let mut difficulty = 0.0;

@@ -18,7 +18,7 @@
 //! * **Rollout x.** A policy capability κ_x ~ N(0, 1), so its ability is
 //!   `a_x = μ_s + σ_q ξ_q + σ_κ κ_x`; a post-error success rate `ρ_x = σ(loc + bonus_kind +
 //!   scale·N(0, 1))` (lucky guesses and self-correction; choice and yes/no answers get a bonus);
-//!   and whether its annotation early-stops (probability π). Rollout-level latents are drawn by
+//!   and whether its annotation early-stops (probability π, settable per source). Rollout-level latents are drawn by
 //!   Latin-hypercube stratification within each source, so small corpora match the source's
 //!   distribution closely.
 //! * **Step j.** Teacher logit `ℓ_j = clip(a_x − δ·[an earlier step was wrong] + σ_ζ ζ_j, ±L)`
@@ -215,6 +215,15 @@ impl SynthConfig {
         if !(2..=64).contains(&self.bench_max_steps) {
             return Err(Error::invalid("bench_max_steps must lie in 2..=64"));
         }
+        if let Some(name) = self.model.early_stop_by_source.keys().find(|name| {
+            !preset::VISUALPRM400K_SOURCES
+                .iter()
+                .any(|s| s.name == *name)
+        }) {
+            return Err(Error::invalid(format!(
+                "early stop given for `{name}`, which is not a source of the preset"
+            )));
+        }
         if self.model.max_steps > u8::MAX as usize {
             return Err(Error::invalid("max_steps must fit in a byte"));
         }
@@ -277,6 +286,8 @@ pub struct SourceReport {
     pub rollouts: u64,
     /// Steps generated.
     pub steps: u64,
+    /// Early-stop probability.
+    pub early_stop: f64,
     /// Fitted mean ability μ_s.
     pub ability: f64,
     /// E\[ρ\] of the source.
@@ -557,6 +568,7 @@ fn build_manifest(
                 index,
                 rollouts: s.rollouts,
                 steps: s.steps,
+                early_stop: p.fit.early_stop,
                 ability: p.fit.ability,
                 recovery_mean: p.fit.recovery_mean,
                 steps_per_rollout: Compared {

@@ -9,6 +9,8 @@
 //! integrated numerically, by Gauss–Hermite quadrature. See the module docs of [`crate::sim`]
 //! for the model itself.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use super::numeric::{gauss_hermite, sigmoid};
@@ -34,6 +36,8 @@ pub struct ModelParams {
     /// Probability that a rollout was annotated with early stop (after a zero score, later steps
     /// get score 0 with `num_mc_total` 0, unsampled).
     pub early_stop: f64,
+    /// Per-source early-stop probabilities (by paper name) that replace `early_stop`.
+    pub early_stop_by_source: BTreeMap<String, f64>,
     /// Concentration of the beta-binomial step-count distribution (smaller = wider).
     pub steps_concentration: f64,
     /// Most steps per rollout (the generator groups longer responses into 12 steps).
@@ -72,6 +76,7 @@ impl Default for ModelParams {
             logit_clip: 8.0,
             error_penalty: 4.0,
             early_stop: 0.15,
+            early_stop_by_source: BTreeMap::new(),
             steps_concentration: 8.0,
             max_steps: 12,
             guess_bonus_choice: 0.5,
@@ -105,6 +110,14 @@ impl ModelParams {
         }
     }
 
+    /// The early-stop probability of source `name`.
+    pub fn early_stop_for(&self, name: &str) -> f64 {
+        self.early_stop_by_source
+            .get(name)
+            .copied()
+            .unwrap_or(self.early_stop)
+    }
+
     /// A teacher logit after clipping to [−L, L].
     #[inline]
     pub fn clip_logit(&self, logit: f64) -> f64 {
@@ -133,6 +146,13 @@ impl ModelParams {
                 "early_stop = {} must lie in [0, 1]",
                 self.early_stop
             ));
+        }
+        if let Some((name, p)) = self
+            .early_stop_by_source
+            .iter()
+            .find(|(_, p)| !(0.0..=1.0).contains(*p))
+        {
+            return bad(&format!("early stop of {name} = {p} must lie in [0, 1]"));
         }
         if !(self.logit_clip > 0.0 && self.logit_clip.is_finite()) {
             return bad("logit_clip must be positive");
@@ -324,6 +344,8 @@ pub struct SourceShape {
     pub steps_pmf: Vec<f64>,
     /// ρ moments (already including the answer-kind bonus).
     pub recovery: RecoveryMoments,
+    /// Probability that a rollout's annotation stops after its first zero.
+    pub early_stop: f64,
 }
 
 /// Exact expectations for a source with mean ability `mu` (quadrature over ability and ρ).
@@ -344,7 +366,7 @@ pub fn expect_source(
         tail_nonzero[m] = tail_nonzero[m - 1] + rec.nonzero[m];
         tail_rate[m] = tail_rate[m - 1] + rec.rate_nonzero[m - 1];
     }
-    let stop = params.early_stop;
+    let stop = shape.early_stop;
     let mut out = SourceExpectation::default();
     let mut r = vec![0.0; max_n + 1];
     for (x, wa) in ax.iter().zip(aw) {
@@ -459,7 +481,6 @@ mod tests {
                 sigma_question: 0.0,
                 sigma_capability: 0.0,
                 sigma_step: 0.0,
-                early_stop,
                 ..ModelParams::default()
             };
             let recovery = Recovery {
@@ -471,6 +492,7 @@ mod tests {
             let shape = SourceShape {
                 steps_pmf: pmf,
                 recovery: RecoveryMoments::new(recovery, 0.0, 12, &quad),
+                early_stop,
             };
             let mu = 1.1;
             let got = expect_source(mu, &shape, &params, &quad);

@@ -251,6 +251,34 @@ pub fn slug(name: &str) -> String {
         .collect()
 }
 
+/// Parses `NAME=VALUE` settings whose NAME is a preset source's paper name or file stem; the
+/// result is keyed by paper name.
+pub fn parse_source_values(
+    items: &[String],
+) -> crate::Result<std::collections::BTreeMap<String, f64>> {
+    items
+        .iter()
+        .map(|item| {
+            let (name, value) = item
+                .rsplit_once('=')
+                .ok_or_else(|| crate::Error::invalid(format!("`{item}` is not NAME=VALUE")))?;
+            let spec = VISUALPRM400K_SOURCES
+                .iter()
+                .find(|s| s.name == name || s.slug() == name)
+                .ok_or_else(|| {
+                    crate::Error::invalid(format!(
+                        "`{name}` is not a source of the preset (use a Table 8 name such as \
+                         `GeoQA+ (Open)` or its file stem `geoqa+_open`)"
+                    ))
+                })?;
+            let value: f64 = value.trim().parse().map_err(|_| {
+                crate::Error::invalid(format!("`{value}` in `{item}` is not a number"))
+            })?;
+            Ok((spec.name.to_string(), value))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,6 +296,18 @@ mod tests {
             .sum::<f64>()
             / steps as f64;
         assert!((weighted - 0.860).abs() < 0.001, "{weighted}");
+    }
+
+    #[test]
+    fn source_settings_accept_names_and_stems() {
+        let parsed =
+            parse_source_values(&["GeoQA+ (Open)=0.5".to_string(), "coco-rem_yn=1".to_string()])
+                .unwrap();
+        assert_eq!(parsed["GeoQA+ (Open)"], 0.5);
+        assert_eq!(parsed["COCO-ReM (Y/N)"], 1.0);
+        assert!(parse_source_values(&["nope=0.1".to_string()]).is_err());
+        assert!(parse_source_values(&["AI2D".to_string()]).is_err());
+        assert!(parse_source_values(&["AI2D=x".to_string()]).is_err());
     }
 
     #[test]
