@@ -26,5 +26,6 @@ pub mod head;
 pub mod output;
 pub mod progress;
 pub mod select;
+pub mod sim;
 
 pub use error::{Error, Result};
