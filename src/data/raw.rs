@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::data::lines::{Line, LineSplitter};
-use crate::data::pyjson::parse::{Value, parse};
+use crate::data::pyjson::parse::{RecordShape, Value, parse, skim_record};
 use crate::data::pyjson::python::{FloatError, py_float, py_strip};
 use crate::data::pyjson::write::{write_f64, write_str};
 use crate::data::rollout::{Corpus, Rollout, SourceRollouts, Step};
@@ -199,8 +199,8 @@ impl LineCounts {
     }
 }
 
-/// Decodes, strips and parses one physical line; `Ok(None)` for a blank line.
-pub fn parse_line(bytes: &[u8]) -> std::result::Result<Option<Value<'_>>, LineProblem> {
+/// Decodes and strips one physical line; `Ok(None)` for a blank line.
+pub fn line_text(bytes: &[u8]) -> std::result::Result<Option<&str>, LineProblem> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         LineProblem::new(
             SkipReason::InvalidUtf8,
@@ -208,12 +208,17 @@ pub fn parse_line(bytes: &[u8]) -> std::result::Result<Option<Value<'_>>, LinePr
         )
     })?;
     let t = py_strip(text);
-    if t.is_empty() {
-        return Ok(None);
+    Ok(if t.is_empty() { None } else { Some(t) })
+}
+
+/// Decodes, strips and parses one physical line; `Ok(None)` for a blank line.
+pub fn parse_line(bytes: &[u8]) -> std::result::Result<Option<Value<'_>>, LineProblem> {
+    match line_text(bytes)? {
+        None => Ok(None),
+        Some(t) => parse(t)
+            .map(Some)
+            .map_err(|e| LineProblem::new(SkipReason::InvalidJson, e.to_string())),
     }
-    parse(t)
-        .map(Some)
-        .map_err(|e| LineProblem::new(SkipReason::InvalidJson, e.to_string()))
 }
 
 /// The step list of a record as the reference reads it: absent or falsy means empty.
@@ -255,34 +260,82 @@ pub fn numeric_scores(
 ) -> std::result::Result<(), LineProblem> {
     let start = out.len();
     for step in steps_of(rec)? {
-        let v = match step.get("score") {
-            None | Some(Value::Null) => {
-                anomalies.missing_scores += 1;
-                continue;
-            }
-            Some(v) => v,
-        };
-        match py_float(v) {
-            Ok(f) => {
-                if matches!(v, Value::Str(_)) {
-                    anomalies.string_scores += 1;
-                }
-                if !f.is_finite() {
-                    anomalies.non_finite_scores += 1;
-                } else if !(0.0..=1.0).contains(&f) {
-                    anomalies.out_of_range_scores += 1;
-                }
-                out.push(f);
-            }
-            Err(FloatError::NotNumeric | FloatError::Overflow | FloatError::BadString) => {
-                anomalies.unconvertible_scores += 1;
-            }
-        }
+        push_score(step.get("score"), out, anomalies);
     }
     if out.len() == start {
         return Err(LineProblem::plain(SkipReason::NoNumericScores));
     }
     Ok(())
+}
+
+/// One step's contribution to `NUMERIC_SCORES`: its `float()` value, or nothing (counted).
+fn push_score(v: Option<&Value<'_>>, out: &mut Vec<f64>, anomalies: &mut ScoreAnomalies) {
+    let v = match v {
+        None | Some(Value::Null) => {
+            anomalies.missing_scores += 1;
+            return;
+        }
+        Some(v) => v,
+    };
+    match py_float(v) {
+        Ok(f) => {
+            if matches!(v, Value::Str(_)) {
+                anomalies.string_scores += 1;
+            }
+            if !f.is_finite() {
+                anomalies.non_finite_scores += 1;
+            } else if !(0.0..=1.0).contains(&f) {
+                anomalies.out_of_range_scores += 1;
+            }
+            out.push(f);
+        }
+        Err(FloatError::NotNumeric | FloatError::Overflow | FloatError::BadString) => {
+            anomalies.unconvertible_scores += 1;
+        }
+    }
+}
+
+/// [`numeric_scores`] straight from the line text, without building a tree: the ranking pass
+/// touches every line of the corpus, and only the scores matter there.
+pub fn skim_scores(
+    text: &str,
+    out: &mut Vec<f64>,
+    anomalies: &mut ScoreAnomalies,
+) -> std::result::Result<(), LineProblem> {
+    let mut items = Vec::with_capacity(12);
+    {
+        let shape = skim_record(text, "steps_with_score", "score", &mut items)
+            .map_err(|e| LineProblem::new(SkipReason::InvalidJson, e.to_string()))?;
+        match shape {
+            RecordShape::NotAnObject(t) => {
+                return Err(LineProblem::new(
+                    SkipReason::NotAnObject,
+                    format!("the record is {t}, not an object"),
+                ));
+            }
+            RecordShape::NotAList(t) => {
+                return Err(LineProblem::new(
+                    SkipReason::StepsNotAList,
+                    format!("steps_with_score is {t}, not a list"),
+                ));
+            }
+            RecordShape::ItemNotAnObject(t) => {
+                return Err(LineProblem::new(
+                    SkipReason::StepNotAnObject,
+                    format!("a steps_with_score element is {t}, not an object"),
+                ));
+            }
+            RecordShape::Empty | RecordShape::Items => {}
+        }
+        let start = out.len();
+        for v in items.drain(..) {
+            push_score(v.as_ref(), out, anomalies);
+        }
+        if out.len() == start {
+            return Err(LineProblem::plain(SkipReason::NoNumericScores));
+        }
+        Ok(())
+    }
 }
 
 /// Strict-mode rules for a record: a non-empty step list of objects, each with string text and
@@ -442,14 +495,16 @@ impl ScoredFile {
 }
 
 /// Reads the numeric scores of every rankable rollout of one file (the ranking pass).
+///
+/// Lenient mode takes the fast path ([`skim_scores`], no tree); strict mode parses each record
+/// to check every field.
 pub fn score_file(path: &Path, strictness: Strictness) -> Result<ScoredFile> {
     let mut rollouts = Vec::new();
     let mut score_offsets = vec![0];
     let mut scores = Vec::new();
-    let counts = for_each_record(path, strictness, |line, rec, counts| {
+    let mut keep = |line: &Line<'_>, scores: &Vec<f64>| -> std::result::Result<(), LineProblem> {
         let len = u32::try_from(line.bytes.len())
             .map_err(|_| LineProblem::new(SkipReason::BadField, "line longer than 4 GiB"))?;
-        numeric_scores(rec, &mut scores, &mut counts.anomalies)?;
         rollouts.push(LineRef {
             line: line.index,
             offset: line.offset,
@@ -457,7 +512,39 @@ pub fn score_file(path: &Path, strictness: Strictness) -> Result<ScoredFile> {
         });
         score_offsets.push(scores.len());
         Ok(())
-    })?;
+    };
+    let counts = match strictness {
+        Strictness::Strict => for_each_record(path, strictness, |line, rec, counts| {
+            numeric_scores(rec, &mut scores, &mut counts.anomalies)?;
+            keep(line, &scores)
+        })?,
+        Strictness::Lenient => {
+            let file = File::open(path).at(path)?;
+            let mut lines = LineSplitter::new(file);
+            let mut counts = LineCounts::default();
+            while let Some(line) = lines.next().at(path)? {
+                counts.lines += 1;
+                let outcome = match line_text(line.bytes) {
+                    Ok(None) => {
+                        counts.blank += 1;
+                        continue;
+                    }
+                    Ok(Some(text)) => {
+                        let before = scores.len();
+                        skim_scores(text, &mut scores, &mut counts.anomalies)
+                            .and_then(|()| keep(&line, &scores))
+                            .inspect_err(|_| scores.truncate(before))
+                    }
+                    Err(problem) => Err(problem),
+                };
+                match outcome {
+                    Ok(()) => counts.records += 1,
+                    Err(problem) => *counts.skipped.entry(problem.reason).or_default() += 1,
+                }
+            }
+            counts
+        }
+    };
     Ok(ScoredFile {
         path: path.to_path_buf(),
         source: source_name(path),
@@ -548,4 +635,88 @@ pub fn read_corpus(dir: &Path, strictness: Strictness) -> Result<(Corpus, Vec<Li
         counts.push(c);
     }
     Ok((corpus, counts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree_path(
+        text: &str,
+    ) -> (
+        std::result::Result<(), SkipReason>,
+        Vec<f64>,
+        ScoreAnomalies,
+    ) {
+        let (mut out, mut a) = (Vec::new(), ScoreAnomalies::default());
+        let r = parse(text)
+            .map_err(|_| LineProblem::plain(SkipReason::InvalidJson))
+            .and_then(|v| numeric_scores(&v, &mut out, &mut a))
+            .map_err(|p| p.reason);
+        (r, out, a)
+    }
+
+    fn skim_path(
+        text: &str,
+    ) -> (
+        std::result::Result<(), SkipReason>,
+        Vec<f64>,
+        ScoreAnomalies,
+    ) {
+        let (mut out, mut a) = (Vec::new(), ScoreAnomalies::default());
+        let r = skim_scores(text, &mut out, &mut a).map_err(|p| p.reason);
+        (r, out, a)
+    }
+
+    #[test]
+    fn skimming_agrees_with_the_tree_parser() {
+        let mut lines: Vec<String> = vec![
+            r#"{"steps_with_score": [{"score": 0.5}, {"score": "0.25"}, {"score": null}, {"score": [1]}, {"score": true}, {}]}"#.into(),
+            r#"{"steps_with_score": [{"score": 1, "score": 0}], "steps_with_score": [{"score": 0.75}]}"#.into(),
+            r#"{"steps_with_score": 0}"#.into(),
+            r#"{"steps_with_score": "abc"}"#.into(),
+            r#"{"steps_with_score": {"a": 1}}"#.into(),
+            r#"{"steps_with_score": [{"score": NaN}, 3]}"#.into(),
+            r#"{"steps_with_score": [], "x": [1, {"y": "z"}]}"#.into(),
+            r#"{"st\u0065ps_with_score": [{"sc\u006fre": -Infinity}, {"score": 1e400}]}"#.into(),
+            r#"[{"steps_with_score": [{"score": 1}]}]"#.into(),
+            r#""just a string""#.into(),
+            r#"{"steps_with_score": [{"score": 0.5}]"#.into(),
+            r#"{"steps_with_score": [{"score": 0.5}]} x"#.into(),
+            r#"{"steps_with_score": [{"score": "1_0"}, {"score": "nan"}, {"score": "x"}]}"#.into(),
+        ];
+        let corpus = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/experiments/example-corpus/annotations/chartqa.jsonl"
+        );
+        lines.extend(
+            std::fs::read_to_string(corpus)
+                .unwrap()
+                .lines()
+                .map(|l| py_strip(l).to_string()),
+        );
+        // Every prefix of a few tricky lines: truncation must never panic and must agree.
+        let prefixes: Vec<String> = lines[..8]
+            .iter()
+            .flat_map(|l| {
+                (0..l.len())
+                    .filter(|&i| l.is_char_boundary(i))
+                    .map(|i| l[..i].to_string())
+            })
+            .collect();
+        lines.extend(prefixes);
+        for line in &lines {
+            let (tr, ts, ta) = tree_path(line);
+            let (sr, ss, sa) = skim_path(line);
+            assert_eq!(tr, sr, "{line}");
+            assert_eq!(ta, sa, "{line}");
+            assert_eq!(ts.len(), ss.len(), "{line}");
+            assert!(
+                ts.iter()
+                    .zip(&ss)
+                    .all(|(a, b)| a == b || (a.is_nan() && b.is_nan())),
+                "{line}"
+            );
+        }
+    }
 }

@@ -3,4 +3,5 @@
 
 pub mod parse;
 pub mod python;
+pub mod scan;
 pub mod write;

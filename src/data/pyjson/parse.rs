@@ -11,6 +11,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use super::scan::find_stop;
+
 /// Nesting deeper than this is rejected rather than risking the stack.
 const MAX_DEPTH: usize = 512;
 
@@ -207,19 +209,6 @@ struct Parser<'a> {
     i: usize,
 }
 
-/// Bytes that end a run of plain string content.
-static STRING_STOP: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut c = 0;
-    while c < 0x20 {
-        t[c] = true;
-        c += 1;
-    }
-    t[b'"' as usize] = true;
-    t[b'\\' as usize] = true;
-    t
-};
-
 impl<'a> Parser<'a> {
     fn err(&self, what: &'static str) -> ParseError {
         ParseError { at: self.i, what }
@@ -227,13 +216,11 @@ impl<'a> Parser<'a> {
 
     #[inline]
     fn skip_ws(&mut self) {
-        while let Some(&c) = self.b.get(self.i) {
-            if c == b' ' || c == b'\n' || c == b'\r' || c == b'\t' {
-                self.i += 1;
-            } else {
-                break;
-            }
+        let mut i = self.i;
+        while i < self.b.len() && matches!(self.b[i], b' ' | b'\n' | b'\r' | b'\t') {
+            i += 1;
         }
+        self.i = i;
     }
 
     fn literal(&mut self, word: &str) -> bool {
@@ -245,16 +232,65 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// Parses one value into a tree.
     fn value(&mut self, depth: usize) -> Result<Value<'a>, ParseError> {
+        match self.peek_container(depth)? {
+            Some(b'{') => {
+                let mut entries = Vec::new();
+                self.object_entries(|p, key| {
+                    entries.push((key, p.value(depth + 1)?));
+                    Ok(())
+                })?;
+                Ok(Value::Object(entries))
+            }
+            Some(_) => {
+                let mut items = Vec::new();
+                self.array_items(|p| {
+                    items.push(p.value(depth + 1)?);
+                    Ok(())
+                })?;
+                Ok(Value::Array(items))
+            }
+            None => self.scalar(),
+        }
+    }
+
+    /// Validates and steps over one value without building anything.
+    fn skip(&mut self, depth: usize) -> Result<(), ParseError> {
+        match self.peek_container(depth)? {
+            Some(b'{') => self.object_entries(|p, _| p.skip(depth + 1)),
+            Some(_) => self.array_items(|p| p.skip(depth + 1)),
+            None => self.skip_scalar(),
+        }
+    }
+
+    /// Like [`Parser::scalar`] but without converting numbers.
+    fn skip_scalar(&mut self) -> Result<(), ParseError> {
+        match self.b[self.i] {
+            b'"' => self.string().map(|_| ()),
+            b'-' | b'0'..=b'9' if !self.b[self.i..].starts_with(b"-Infinity") => {
+                self.number_span().map(|_| ())
+            }
+            _ => self.scalar().map(|_| ()),
+        }
+    }
+
+    /// `Some(b'{' | b'[')` at a container (checking the depth limit), `None` at a scalar.
+    fn peek_container(&self, depth: usize) -> Result<Option<u8>, ParseError> {
         if depth > MAX_DEPTH {
             return Err(self.err("nesting too deep"));
         }
-        let Some(&c) = self.b.get(self.i) else {
-            return Err(self.err("expecting a value"));
-        };
+        match self.b.get(self.i) {
+            None => Err(self.err("expecting a value")),
+            Some(&c @ (b'{' | b'[')) => Ok(Some(c)),
+            Some(_) => Ok(None),
+        }
+    }
+
+    /// A string, number, literal, or one of Python's non-finite literals.
+    fn scalar(&mut self) -> Result<Value<'a>, ParseError> {
+        let c = self.b[self.i];
         match c {
-            b'{' => self.object(depth),
-            b'[' => self.array(depth),
             b'"' => Ok(Value::Str(self.string()?)),
             b'n' if self.literal("null") => Ok(Value::Null),
             b't' if self.literal("true") => Ok(Value::Bool(true)),
@@ -271,44 +307,7 @@ impl<'a> Parser<'a> {
     }
 
     fn number(&mut self) -> Result<Value<'a>, ParseError> {
-        let start = self.i;
-        if self.b[self.i] == b'-' {
-            self.i += 1;
-        }
-        match self.b.get(self.i) {
-            Some(b'0') => self.i += 1,
-            Some(b'1'..=b'9') => {
-                while matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
-                    self.i += 1;
-                }
-            }
-            _ => return Err(self.err("expecting a digit")),
-        }
-        let mut is_float = false;
-        // Python's number pattern takes a fraction or exponent only when digits follow; otherwise
-        // the dangling `.` or `e` is "extra data", which the caller reports.
-        if self.b.get(self.i) == Some(&b'.') && matches!(self.b.get(self.i + 1), Some(b'0'..=b'9'))
-        {
-            is_float = true;
-            self.i += 1;
-            while matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
-                self.i += 1;
-            }
-        }
-        if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
-            let mut j = self.i + 1;
-            if matches!(self.b.get(j), Some(b'+' | b'-')) {
-                j += 1;
-            }
-            if matches!(self.b.get(j), Some(b'0'..=b'9')) {
-                is_float = true;
-                self.i = j;
-                while matches!(self.b.get(self.i), Some(b'0'..=b'9')) {
-                    self.i += 1;
-                }
-            }
-        }
-        let text = &self.s[start..self.i];
+        let (text, is_float) = self.number_span()?;
         if is_float {
             Ok(Value::Float(text.parse().expect("validated float literal")))
         } else {
@@ -316,14 +315,56 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// Validates a number literal; returns its text and whether it has a fraction or exponent.
+    fn number_span(&mut self) -> Result<(&'a str, bool), ParseError> {
+        // A local cursor keeps the digit loops in registers.
+        let b = self.b;
+        let start = self.i;
+        let mut i = start;
+        let digits = |mut i: usize| {
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            i
+        };
+        if b[i] == b'-' {
+            i += 1;
+        }
+        match b.get(i) {
+            Some(b'0') => i += 1,
+            Some(b'1'..=b'9') => i = digits(i + 1),
+            _ => {
+                self.i = i;
+                return Err(self.err("expecting a digit"));
+            }
+        }
+        let mut is_float = false;
+        // Python's number pattern takes a fraction or exponent only when digits follow; otherwise
+        // the dangling `.` or `e` is "extra data", which the caller reports.
+        if b.get(i) == Some(&b'.') && b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+            is_float = true;
+            i = digits(i + 1);
+        }
+        if matches!(b.get(i), Some(b'e' | b'E')) {
+            let mut j = i + 1;
+            if matches!(b.get(j), Some(b'+' | b'-')) {
+                j += 1;
+            }
+            if b.get(j).is_some_and(u8::is_ascii_digit) {
+                is_float = true;
+                i = digits(j);
+            }
+        }
+        self.i = i;
+        Ok((&self.s[start..i], is_float))
+    }
+
     fn string(&mut self) -> Result<RawStr<'a>, ParseError> {
         self.i += 1; // opening quote
         let start = self.i;
         let mut escaped = false;
         loop {
-            while self.i < self.b.len() && !STRING_STOP[self.b[self.i] as usize] {
-                self.i += 1;
-            }
+            self.i = find_stop(self.b, self.i);
             match self.b.get(self.i) {
                 None => return Err(self.err("unterminated string")),
                 Some(b'"') => {
@@ -349,36 +390,42 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn array(&mut self, depth: usize) -> Result<Value<'a>, ParseError> {
+    /// `[ item, item, … ]`: the punctuation is checked here, each item by `item`.
+    fn array_items(
+        &mut self,
+        mut item: impl FnMut(&mut Self) -> Result<(), ParseError>,
+    ) -> Result<(), ParseError> {
         self.i += 1;
-        let mut items = Vec::new();
         self.skip_ws();
         if self.b.get(self.i) == Some(&b']') {
             self.i += 1;
-            return Ok(Value::Array(items));
+            return Ok(());
         }
         loop {
             self.skip_ws();
-            items.push(self.value(depth + 1)?);
+            item(self)?;
             self.skip_ws();
             match self.b.get(self.i) {
                 Some(b',') => self.i += 1,
                 Some(b']') => {
                     self.i += 1;
-                    return Ok(Value::Array(items));
+                    return Ok(());
                 }
                 _ => return Err(self.err("expecting ',' or ']'")),
             }
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<Value<'a>, ParseError> {
+    /// `{ "key": value, … }`: the punctuation and keys are checked here, each value by `entry`.
+    fn object_entries(
+        &mut self,
+        mut entry: impl FnMut(&mut Self, RawStr<'a>) -> Result<(), ParseError>,
+    ) -> Result<(), ParseError> {
         self.i += 1;
-        let mut entries = Vec::new();
         self.skip_ws();
         if self.b.get(self.i) == Some(&b'}') {
             self.i += 1;
-            return Ok(Value::Object(entries));
+            return Ok(());
         }
         loop {
             self.skip_ws();
@@ -392,19 +439,113 @@ impl<'a> Parser<'a> {
             }
             self.i += 1;
             self.skip_ws();
-            let v = self.value(depth + 1)?;
-            entries.push((key, v));
+            entry(self, key)?;
             self.skip_ws();
             match self.b.get(self.i) {
                 Some(b',') => self.i += 1,
                 Some(b'}') => {
                     self.i += 1;
-                    return Ok(Value::Object(entries));
+                    return Ok(());
                 }
                 _ => return Err(self.err("expecting ',' or '}'")),
             }
         }
     }
+}
+
+/// How [`skim_record`] found `record[array_key]`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordShape {
+    /// The document is valid JSON but not an object; the payload names its type.
+    NotAnObject(&'static str),
+    /// `array_key` is absent or falsy (Python reads it as an empty list).
+    Empty,
+    /// `array_key` holds a truthy non-list; the payload names its type.
+    NotAList(&'static str),
+    /// An element of the list is not an object; the payload names its type.
+    ItemNotAnObject(&'static str),
+    /// A list of objects; `items` got one entry per element.
+    Items,
+}
+
+/// Validates `text` as one JSON document by Python's rules and extracts
+/// `record[array_key][i][item_key]` for every i, without building a tree.
+///
+/// `items` receives, per element, the last `item_key` value when it is a scalar, `None` when the
+/// key is absent, and an empty array as a stand-in when the value is a list or an object. As in a
+/// Python dict, the last occurrence of a repeated key wins. This is the ranking pass's hot path:
+/// every long string is scanned exactly once and nothing is allocated but the output.
+pub fn skim_record<'a>(
+    text: &'a str,
+    array_key: &str,
+    item_key: &str,
+    items: &mut Vec<Option<Value<'a>>>,
+) -> Result<RecordShape, ParseError> {
+    let mut p = Parser {
+        s: text,
+        b: text.as_bytes(),
+        i: 0,
+    };
+    p.skip_ws();
+    let shape = if p.peek_container(0)? == Some(b'{') {
+        let mut shape = RecordShape::Empty;
+        p.object_entries(|p, key| {
+            if !key.eq_str(array_key) {
+                return p.skip(1);
+            }
+            items.clear();
+            shape = if p.b.get(p.i) == Some(&b'[') {
+                let mut bad_item = None;
+                p.array_items(|p| {
+                    if p.b.get(p.i) != Some(&b'{') {
+                        let v = p.value(2)?;
+                        bad_item.get_or_insert(v.type_name());
+                        return Ok(());
+                    }
+                    let mut found = None;
+                    p.object_entries(|p, k| {
+                        if !k.eq_str(item_key) {
+                            return p.skip(3);
+                        }
+                        found = Some(match p.peek_container(3)? {
+                            Some(_) => {
+                                p.skip(3)?;
+                                Value::Array(Vec::new())
+                            }
+                            None => p.scalar()?,
+                        });
+                        Ok(())
+                    })?;
+                    items.push(found);
+                    Ok(())
+                })?;
+                match bad_item {
+                    Some(t) => RecordShape::ItemNotAnObject(t),
+                    None if items.is_empty() => RecordShape::Empty,
+                    None => RecordShape::Items,
+                }
+            } else {
+                let v = p.value(1)?;
+                if v.truthy() {
+                    RecordShape::NotAList(v.type_name())
+                } else {
+                    RecordShape::Empty
+                }
+            };
+            Ok(())
+        })?;
+        if shape != RecordShape::Items {
+            items.clear();
+        }
+        shape
+    } else {
+        RecordShape::NotAnObject(p.value(0)?.type_name())
+    };
+    p.skip_ws();
+    if p.i != p.b.len() {
+        return Err(p.err("extra data after the value"));
+    }
+    Ok(shape)
 }
 
 #[cfg(test)]

@@ -5,12 +5,20 @@
 //! `repr` prints them (`1.0`, `0.0625`, `1e-05`). Matching those bytes is what makes `mprm select`
 //! a drop-in replacement.
 
+use super::scan::find_stop;
+
 /// Appends `s` as a JSON string literal, escaped as Python does with `ensure_ascii=False`.
 pub fn write_str(out: &mut String, s: &str) {
     out.push('"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    loop {
+        // The bytes Python escapes are exactly the ones that end plain JSON string content.
+        let i = find_stop(bytes, start);
+        if i == bytes.len() {
+            break;
+        }
+        let b = bytes[i];
         let escape: Option<&str> = match b {
             b'"' => Some("\\\""),
             b'\\' => Some("\\\\"),
@@ -19,8 +27,7 @@ pub fn write_str(out: &mut String, s: &str) {
             b'\t' => Some("\\t"),
             0x08 => Some("\\b"),
             0x0c => Some("\\f"),
-            0x00..=0x1f => None,
-            _ => continue,
+            _ => None,
         };
         out.push_str(&s[start..i]);
         match escape {
