@@ -6,7 +6,7 @@
 use std::process::Command;
 
 use burn::backend::{Autodiff, NdArray};
-use burn::tensor::activation::{gelu, relu, softplus};
+use burn::tensor::activation::{relu, softplus};
 use burn::tensor::{Tensor, TensorData};
 use half::bf16;
 use mprm::data::features::{BundleMeta, BundleParts, FeatureBundle, FeatureData, FeatureDtype};
@@ -290,7 +290,9 @@ fn burn_gradient(head: &HeadParams, x: &[f64], y: &[f64], c: f64) -> Vec<f64> {
             let b2t = param(&[*b2], [1, 1]);
             let u = xt.matmul(w1t.clone().transpose()) + b1t.clone();
             let a = match activation {
-                Activation::Gelu => gelu(u),
+                // burn 0.21's `gelu` has the erf forward but the tanh-approximation backward, so
+                // spell the erf form out and let autodiff differentiate it exactly.
+                Activation::Gelu => u.clone() * ((u / std::f64::consts::SQRT_2).erf() + 1.0) * 0.5,
                 Activation::Relu => relu(u),
             };
             let z = a.matmul(w2t.clone()) + b2t.clone();
@@ -317,9 +319,12 @@ fn oracle_matches_burn_autodiff() {
                 let ours = oracle::rollout_gradient(&head, &x, &y, reduction).grad;
                 let theirs = burn_gradient(&head, &x, &y, reduction.weight(y.len()));
                 assert_eq!(ours.len(), theirs.len());
+                // Agreement is ~1e-8 relative for GELU (burn's erf path is not bit-exact f64; the
+                // cause was not chased), while a wrong derivative, such as the tanh-approximate
+                // one burn's own `gelu` uses, is off by ~1e-4.
                 for (k, (a, b)) in ours.iter().zip(&theirs).enumerate() {
                     assert!(
-                        (a - b).abs() <= 1e-10 * (1.0 + b.abs()),
+                        (a - b).abs() <= 1e-7 * (1e-3 + b.abs()),
                         "{:?} {reduction:?} rollout {i} param {k}: {a} vs burn {b}",
                         head.kind()
                     );
