@@ -5,8 +5,10 @@ head at the bundle's teacher (w*, b*) with hard MC labels (s > 0) and the mean o
 loss, grad_sq_w, grad_sq_b, grad_sq, centered_grad_sq, sum_step_grad_sq, resid_sq.
 
 It is written the way a careful NumPy user would: vectorised per chunk of rollouts (to bound
-memory), a BLAS matrix-vector product for the logits and `np.add.reduceat` for the segment sums,
-f32 data with f32 arithmetic. The feature matrix is memory-mapped, as in mprm.
+memory), a BLAS matrix-vector product for the logits, `np.add.reduceat` for per-step scalars, and
+for the [S, d] segment sums a gather by rollout length followed by `sum(axis=1)` (about 3x faster
+than `np.add.reduceat(..., axis=0)` on this layout), f32 data with f32 arithmetic. The feature
+matrix is memory-mapped, as in mprm.
 
     python benches/numpy_gradnorm.py BUNDLE [--reduction mean|sum] [--repeats N] [--out X.npz]
         [--json T.json] [--compare MPRM.safetensors]
@@ -24,20 +26,39 @@ COLUMNS = ["loss", "grad_sq_w", "grad_sq_b", "grad_sq", "centered_grad_sq", "sum
            "resid_sq"]
 
 
-def gradnorm_linear(b, reduction="mean", chunk_rollouts=32768):
+def by_length_groups(off):
+    """For each rollout length L: the rollouts of that length and their row indices [R_L * L]."""
+    n = np.diff(off)
+    groups = []
+    for length in np.unique(n):
+        sel = np.nonzero(n == length)[0]
+        rows = (off[sel][:, None] + np.arange(length)[None, :]).ravel()
+        groups.append((sel, rows, int(length)))
+    return groups
+
+
+def segment_rows_sum(a, groups, n_roll):
+    """Sum of the rows of each rollout: [S, d] -> [R, d]."""
+    out = np.empty((n_roll, a.shape[1]), dtype=a.dtype)
+    for sel, rows, length in groups:
+        out[sel] = a[rows].reshape(len(sel), length, -1).sum(axis=1)
+    return out
+
+
+def gradnorm_linear(b, reduction="mean", chunk_rollouts=32768, dtype=np.float32):
     feats, dt = b["features"], b["features_dtype"]
     off = b["offsets"]
-    w = b["w_star"]
-    bias = np.float32(b["b_star"])
-    y_all = (b["mc_scores"] > 0).astype(np.float32)
+    w = b["w_star"].astype(dtype)
+    bias = dtype(b["b_star"])
+    y_all = (b["mc_scores"] > 0).astype(dtype)
     n_roll = len(off) - 1
     out = {k: np.empty(n_roll, dtype=np.float64) for k in COLUMNS}
     for a in range(0, n_roll, chunk_rollouts):
         e = min(a + chunk_rollouts, n_roll)
         s0, s1 = off[a], off[e]
-        x = widen(dt, feats[s0:s1])
+        x = widen(dt, feats[s0:s1]).astype(dtype, copy=False)
         starts = off[a:e] - s0
-        n = np.diff(off[a:e + 1]).astype(np.float32)
+        n = np.diff(off[a:e + 1]).astype(dtype)
         c = 1.0 / n if reduction == "mean" else np.ones_like(n)
         c_step = np.repeat(c, n.astype(np.int64))
         y = y_all[s0:s1]
@@ -46,8 +67,9 @@ def gradnorm_linear(b, reduction="mean", chunk_rollouts=32768):
         r = c_step * (sig - y)
         bce = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
         sq = np.einsum("ij,ij->i", x, x)
-        g = np.add.reduceat(x * r[:, None], starts, axis=0)
-        s = np.add.reduceat(x, starts, axis=0)
+        groups = by_length_groups(np.append(starts, s1 - s0))
+        g = segment_rows_sum(x * r[:, None], groups, e - a)
+        s = segment_rows_sum(x, groups, e - a)
         sum_r = np.add.reduceat(r, starts)
         r_bar = sum_r / n
         gw = np.einsum("ij,ij->i", g, g)
@@ -105,10 +127,14 @@ def main():
     if args.out:
         np.savez(args.out, **out)
     if args.compare:
-        worst = compare(out, args.compare)
+        # The timed f32 run carries NumPy's own f32 rounding; the agreement check reruns the
+        # same code in f64, so what remains is mprm's error.
+        worst32 = compare(out, args.compare)
+        worst = compare(gradnorm_linear(b, args.reduction, dtype=np.float64), args.compare)
         result["max_rel_err_vs_mprm"] = worst
-        for k, v in worst.items():
-            print(f"  max rel err vs mprm {k:<18} {v:.3e}")
+        result["max_rel_err_f32_vs_mprm"] = worst32
+        for k in COLUMNS:
+            print(f"  max rel err vs mprm {k:<18} numpy f64 {worst[k]:.3e}   numpy f32 {worst32[k]:.3e}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
