@@ -11,7 +11,7 @@ use super::kernels::KernelSource;
 use super::{GradInput, GradNormEngine, ProjectionMatrix, Reduction, RolloutGradStats};
 
 fn not_compiled() -> Error {
-    Error::Cuda("support not compiled in; rebuild with --features cuda".into())
+    Error::Cuda("support not compiled in; rebuild with `--features cuda`".into())
 }
 
 /// Uninhabited: a build without CUDA can never hold a CUDA engine.

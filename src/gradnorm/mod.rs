@@ -381,6 +381,37 @@ pub fn ghost_limit(dim: usize, hidden: usize) -> f64 {
     d * h / (d + h)
 }
 
+/// Splits consecutive rollouts of lengths `lens` into chunks of at most `budget` bytes and
+/// `max_steps` steps (a rollout costs `n · per_step + per_rollout` bytes); a rollout larger
+/// than the budget gets a chunk of its own. Used by the CUDA engine to stream bundles larger
+/// than device memory.
+pub fn chunk_rollouts(
+    lens: impl IntoIterator<Item = usize>,
+    per_step: usize,
+    per_rollout: usize,
+    budget: usize,
+    max_steps: usize,
+) -> Vec<Range<usize>> {
+    let mut chunks = Vec::new();
+    let (mut start, mut steps, mut bytes, mut count) = (0, 0usize, 0usize, 0usize);
+    for (k, n) in lens.into_iter().enumerate() {
+        let add = n * per_step + per_rollout;
+        if k > start && (steps + n > max_steps || bytes + add > budget) {
+            chunks.push(start..k);
+            start = k;
+            steps = 0;
+            bytes = 0;
+        }
+        steps += n;
+        bytes += add;
+        count = k + 1;
+    }
+    if start < count {
+        chunks.push(start..count);
+    }
+    chunks
+}
+
 /// A checked request: bundle, per-step targets, head and the rollouts to score.
 #[derive(Debug, Clone, Copy)]
 pub struct GradInput<'a> {
@@ -623,6 +654,24 @@ mod tests {
         assert_eq!(signs(&a, 2), signs(&wider, 2));
         assert!(wider.direction(4).iter().all(|&v| v.abs() == s5));
         assert_ne!(signs(&a, 0), signs(&a, 1));
+    }
+
+    #[test]
+    fn chunks_respect_the_budget_and_cover_every_rollout() {
+        let lens = [3, 1, 4, 1, 5, 9, 2, 6];
+        // 10 bytes per step, 1 per rollout, 60-byte budget.
+        let chunks = chunk_rollouts(lens, 10, 1, 60, usize::MAX);
+        assert_eq!(chunks, vec![0..2, 2..4, 4..5, 5..6, 6..7, 7..8]);
+        // A step cap splits too; an oversized rollout still gets its own chunk.
+        assert_eq!(
+            chunk_rollouts(lens, 10, 1, 1000, 9),
+            vec![0..4, 4..5, 5..6, 6..8]
+        );
+        assert_eq!(
+            chunk_rollouts([50, 1], 10, 0, 60, usize::MAX),
+            vec![0..1, 1..2]
+        );
+        assert!(chunk_rollouts([], 10, 1, 60, 9).is_empty());
     }
 
     #[test]

@@ -56,11 +56,11 @@ impl ParamPoint {
             }
             ParamPoint::File(path) => {
                 let head = HeadParams::load(path)?;
-                let same_kind = match (head.kind(), kind) {
-                    (HeadKind::Linear, HeadKind::Linear) => true,
-                    (HeadKind::Mlp { .. }, HeadKind::Mlp { .. }) => true,
-                    _ => false,
-                };
+                let same_kind = matches!(
+                    (head.kind(), kind),
+                    (HeadKind::Linear, HeadKind::Linear)
+                        | (HeadKind::Mlp { .. }, HeadKind::Mlp { .. })
+                );
                 if !same_kind {
                     return Err(Error::invalid(format!(
                         "{} holds a {:?} head but {kind:?} was requested",

@@ -35,7 +35,7 @@ use super::bench::KernelTiming;
 use super::kernels::{KernelId, cuda_kernel_names, symbol};
 use super::{
     GradInput, GradNormEngine, ProjectionMatrix, Reduction, RolloutGradStats, RolloutRow,
-    ghost_limit,
+    chunk_rollouts, ghost_limit,
 };
 
 /// Columns each thread of `linear_stats` keeps in registers (`LINEAR_VEC` in the kernel).
@@ -238,23 +238,8 @@ impl CudaEngine {
         let per_rollout = 8 + 4 * MLP_OUT;
         // Keep indices inside the kernels' 32-bit grid and int arguments.
         let max_steps = (i32::MAX as usize / 2).min(budget / per_step.max(1)).max(1);
-        let mut chunks = Vec::new();
-        let (mut start, mut steps, mut bytes) = (0, 0usize, 0usize);
-        for k in 0..input.len() {
-            let n = input.bundle.rollout_len(input.rollout(k));
-            let add = n * per_step + per_rollout;
-            if k > start && (steps + n > max_steps || bytes + add > budget) {
-                chunks.push(start..k);
-                start = k;
-                steps = 0;
-                bytes = 0;
-            }
-            steps += n;
-            bytes += add;
-        }
-        if start < input.len() {
-            chunks.push(start..input.len());
-        }
+        let lens = (0..input.len()).map(|k| input.bundle.rollout_len(input.rollout(k)));
+        let chunks = chunk_rollouts(lens, per_step, per_rollout, budget, max_steps);
         Ok(chunks)
     }
 
@@ -449,7 +434,7 @@ impl CudaEngine {
         }
     }
 
-    /// Per-rollout gradients of chunk rollouts `first..first + count`, [count, P] on the device.
+    /// Per-rollout gradients of chunk rollouts `rollouts`, [count, P] on the device.
     fn materialise(
         &self,
         res: &Resident,
@@ -457,9 +442,9 @@ impl CudaEngine {
         head: &HeadDev,
         d: usize,
         n_params: usize,
-        first: usize,
-        count: usize,
+        rollouts: Range<usize>,
     ) -> Result<CudaSlice<f32>> {
+        let (first, count) = (rollouts.start, rollouts.len());
         let s = &self.gpu.stream;
         let mut grad = s
             .alloc_zeros::<f32>(count * n_params)
@@ -579,8 +564,7 @@ impl GradNormEngine for CudaEngine {
                 let k_i = as_i32(p.k, "directions")?;
                 let p_i = n_params as i64;
                 for sub in Self::sub_chunks(res.n_rollouts, n_params) {
-                    let grad =
-                        self.materialise(&res, &stats, &head, d, n_params, sub.start, sub.len())?;
+                    let grad = self.materialise(&res, &stats, &head, d, n_params, sub.clone())?;
                     let mut out = s
                         .alloc_zeros::<f32>(sub.len() * p.k)
                         .w("allocating projections")?;
@@ -622,8 +606,7 @@ impl GradNormEngine for CudaEngine {
             let res = self.upload(input, ks)?;
             let stats = self.run_stats(&res, &head, d, reduction, &[])?;
             for sub in Self::sub_chunks(res.n_rollouts, n_params) {
-                let grad =
-                    self.materialise(&res, &stats, &head, d, n_params, sub.start, sub.len())?;
+                let grad = self.materialise(&res, &stats, &head, d, n_params, sub.clone())?;
                 let mut sums = s.alloc_zeros::<f32>(n_params).w("allocating column sums")?;
                 let count = as_i32(sub.len(), "rollouts")?;
                 let cfg = LaunchConfig {
