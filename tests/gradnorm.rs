@@ -562,7 +562,7 @@ fn one_step_rollouts_have_no_centred_part_and_one_step_term() {
                 assert_rel(
                     s.sum_step_grad_sq[i],
                     s.grad_sq[i],
-                    1e-6,
+                    1e-12,
                     "one step: Σ‖∇ℓ_j‖² = ‖∇L‖²",
                 );
             }
@@ -600,7 +600,7 @@ fn projections_agree_with_total_gradient_and_explicit_directions() {
                 "param {j}"
             );
             assert!(
-                (total[j] - want_total[j]).abs() <= 1e-6 * (1.0 + want_total[j].abs()),
+                (total[j] - want_total[j]).abs() <= 1e-9 * (1.0 + want_total[j].abs()),
                 "param {j} vs oracle"
             );
         }

@@ -1,6 +1,7 @@
 //! The CPU engine: f32 or bf16 features read in place from the (memory-mapped) bundle, rayon
-//! over rollouts. Per-row dot products and squared norms are f32 sums over 8 interleaved
-//! partial sums; everything accumulated across a rollout's rows (g, s, losses, norms) is f64.
+//! over rollouts, f64 accumulation (f32 × f32 products are exact in f64). On x86-64 the linear
+//! head's row dot products use explicit AVX2 when the CPU has it, with the same operations in
+//! the same order as the portable code, so results are bit-identical either way.
 //!
 //! Linear head: each step row is read once from memory; its dot product with w, its squared
 //! norm and its contribution to g = Σ r_j h_j and s = Σ h_j are computed while it sits in cache,
@@ -35,6 +36,13 @@ pub struct CpuEngine;
 trait Elem: Copy + Send + Sync {
     fn to_f32(self) -> f32;
 
+    /// Eight consecutive elements widened to f32 lanes.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and `p` must point at eight readable elements.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self.to_f32() as f64
@@ -46,6 +54,13 @@ impl Elem for f32 {
     fn to_f32(self) -> f32 {
         self
     }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        // SAFETY: the caller guarantees AVX2 and eight readable floats at `p`.
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    }
 }
 
 impl Elem for bf16 {
@@ -53,6 +68,17 @@ impl Elem for bf16 {
     fn to_f32(self) -> f32 {
         // bf16 is the top half of an f32; the shift is exact and vectorises, unlike a call.
         f32::from_bits((self.to_bits() as u32) << 16)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller guarantees AVX2 and eight readable bf16 values (16 bytes) at `p`.
+        unsafe {
+            let raw = _mm_loadu_si128(p as *const __m128i);
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(raw)))
+        }
     }
 }
 
@@ -145,34 +171,88 @@ fn rollout<E: Elem>(
     }
 }
 
-/// Independent partial sums per reduction: enough to hide the add latency behind wide vector
-/// registers (the sums are combined in a fixed order, so the result does not vary).
+/// Independent partial sums per reduction (two AVX2 registers of f64): enough to hide the add
+/// latency. The sums are combined in a fixed order, so the result never varies.
 const LANES: usize = 8;
 
-/// Dot product with w and squared norm of one row.
-///
-/// Products are summed in f32 over [`LANES`] interleaved partial sums (about 1e-7 relative for
-/// d in the thousands, far inside the engine's 1e-5 contract), which keeps the loop on packed f32
-/// loads; the partial sums are then combined in f64.
+/// Dot product with w and squared norm of one row, in f64 over [`LANES`] interleaved partial
+/// sums. f32 × f32 products are exact in f64, so only the additions round.
 #[inline(always)]
 fn dot_and_sq<E: Elem>(row: &[E], w: &[f32]) -> (f64, f64) {
-    let mut dot = [0.0f32; LANES];
-    let mut sq = [0.0f32; LANES];
+    let mut dot = [0.0f64; LANES];
+    let mut sq = [0.0f64; LANES];
     let mut rc = row.chunks_exact(LANES);
     let mut wc = w.chunks_exact(LANES);
     for (rl, wl) in (&mut rc).zip(&mut wc) {
-        // Fixed-size views drop the bounds checks, which lets the loop vectorise.
-        let rl: &[E; LANES] = rl.try_into().expect("exact chunk");
-        let wl: &[f32; LANES] = wl.try_into().expect("exact chunk");
         for k in 0..LANES {
-            let v = rl[k].to_f32();
-            dot[k] += v * wl[k];
+            let v = rl[k].to_f64();
+            dot[k] += v * wl[k] as f64;
             sq[k] += v * v;
         }
     }
-    let wide = |a: &[f32; LANES]| -> [f64; LANES] { std::array::from_fn(|k| a[k] as f64) };
-    let (mut d, mut s) = (fold_lanes(&wide(&dot)), fold_lanes(&wide(&sq)));
-    for (r, w) in rc.remainder().iter().zip(wc.remainder()) {
+    finish_dot(&dot, &sq, rc.remainder(), wc.remainder())
+}
+
+/// [`dot_and_sq`] with explicit AVX2 instructions: the same lanes, products and additions in
+/// the same order, hence the same bits, four f64 lanes per instruction.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_and_sq_avx2<E: Elem>(row: &[E], w: &[f32]) -> (f64, f64) {
+    use std::arch::x86_64::*;
+    let chunks = row.len().min(w.len()) / LANES;
+    let (mut dot_lo, mut dot_hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    let (mut sq_lo, mut sq_hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    for c in 0..chunks {
+        // SAFETY: chunk `c` holds LANES elements of `row` and of `w` (c < chunks), and AVX2 is
+        // enabled for this function.
+        unsafe {
+            let x = E::load8(row.as_ptr().add(c * LANES));
+            let wv = _mm256_loadu_ps(w.as_ptr().add(c * LANES));
+            let (x_lo, x_hi) = (
+                _mm256_cvtps_pd(_mm256_castps256_ps128(x)),
+                _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(x)),
+            );
+            let (w_lo, w_hi) = (
+                _mm256_cvtps_pd(_mm256_castps256_ps128(wv)),
+                _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(wv)),
+            );
+            dot_lo = _mm256_add_pd(dot_lo, _mm256_mul_pd(x_lo, w_lo));
+            dot_hi = _mm256_add_pd(dot_hi, _mm256_mul_pd(x_hi, w_hi));
+            sq_lo = _mm256_add_pd(sq_lo, _mm256_mul_pd(x_lo, x_lo));
+            sq_hi = _mm256_add_pd(sq_hi, _mm256_mul_pd(x_hi, x_hi));
+        }
+    }
+    let (mut dot, mut sq) = ([0.0f64; LANES], [0.0f64; LANES]);
+    // SAFETY: each array holds LANES = 8 f64, two unaligned 4-lane stores each.
+    unsafe {
+        _mm256_storeu_pd(dot.as_mut_ptr(), dot_lo);
+        _mm256_storeu_pd(dot.as_mut_ptr().add(4), dot_hi);
+        _mm256_storeu_pd(sq.as_mut_ptr(), sq_lo);
+        _mm256_storeu_pd(sq.as_mut_ptr().add(4), sq_hi);
+    }
+    let done = chunks * LANES;
+    finish_dot(&dot, &sq, &row[done..], &w[done..])
+}
+
+#[inline(always)]
+fn row_dot<E: Elem, const AVX2: bool>(row: &[E], w: &[f32]) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if AVX2 {
+        // SAFETY: AVX2 = true is only instantiated from `linear_rollout_avx2`, which runs after
+        // `is_x86_feature_detected!("avx2")`.
+        return unsafe { dot_and_sq_avx2(row, w) };
+    }
+    dot_and_sq(row, w)
+}
+
+/// Folds the lane sums and adds the tail that does not fill a whole chunk.
+#[inline(always)]
+fn finish_dot<E: Elem>(dot: &[f64; LANES], sq: &[f64; LANES], row: &[E], w: &[f32]) -> (f64, f64) {
+    let (mut d, mut s) = (fold_lanes(dot), fold_lanes(sq));
+    for (r, w) in row.iter().zip(w) {
         let v = r.to_f64();
         d += v * *w as f64;
         s += v * v;
@@ -213,7 +293,7 @@ fn linear_rollout<E: Elem>(
         // SAFETY: the CPU supports AVX2, checked just above.
         return unsafe { linear_rollout_avx2(w, b, x, y, c, scratch, grad) };
     }
-    linear_rollout_body(w, b, x, y, c, scratch, grad)
+    linear_rollout_body::<E, false>(w, b, x, y, c, scratch, grad)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -227,11 +307,13 @@ unsafe fn linear_rollout_avx2<E: Elem>(
     scratch: &mut Scratch,
     grad: Option<&mut Vec<f64>>,
 ) -> RolloutRow {
-    linear_rollout_body(w, b, x, y, c, scratch, grad)
+    linear_rollout_body::<E, true>(w, b, x, y, c, scratch, grad)
 }
 
+/// The linear-head loop; `AVX2` picks the explicit-AVX2 row dot product (only instantiated
+/// inside [`linear_rollout_avx2`], after the CPU was checked).
 #[inline(always)]
-fn linear_rollout_body<E: Elem>(
+fn linear_rollout_body<E: Elem, const AVX2: bool>(
     w: &[f32],
     b: f64,
     x: &[E],
@@ -249,7 +331,7 @@ fn linear_rollout_body<E: Elem>(
     let (mut loss, mut sum_r, mut resid_sq, mut sum_step) = (0.0, 0.0, 0.0, 0.0);
     for (j, &yj) in y.iter().enumerate() {
         let row = &x[j * d..(j + 1) * d];
-        let (dot, sq) = dot_and_sq(row, w);
+        let (dot, sq) = row_dot::<E, AVX2>(row, w);
         let z = dot + b;
         let yj = yj as f64;
         let r = c * (sigmoid(z) - yj);
@@ -608,7 +690,7 @@ mod tests {
             .collect();
         let y = [1.0, 0.0, 0.5, 1.0, 0.0];
         let mut s1 = Scratch::default();
-        let portable = linear_rollout_body(&w, 0.1, &x, &y, 0.2, &mut s1, None);
+        let portable = linear_rollout_body::<f32, false>(&w, 0.1, &x, &y, 0.2, &mut s1, None);
         let dispatched = linear_rollout(&w, 0.1, &x, &y, 0.2, &mut Scratch::default(), None);
         assert_eq!(bits(&portable), bits(&dispatched));
         #[cfg(target_arch = "x86_64")]
@@ -618,9 +700,23 @@ mod tests {
                 unsafe { linear_rollout_avx2(&w, 0.1, &x, &y, 0.2, &mut Scratch::default(), None) };
             assert_eq!(bits(&portable), bits(&wide));
         }
+        // bf16 rows go through the widening loader.
+        let xb: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+        let portable = linear_rollout_body::<bf16, false>(
+            &w,
+            0.1,
+            &xb,
+            &y,
+            0.2,
+            &mut Scratch::default(),
+            None,
+        );
+        let dispatched = linear_rollout(&w, 0.1, &xb, &y, 0.2, &mut Scratch::default(), None);
+        assert_eq!(bits(&portable), bits(&dispatched));
         // The scratch buffers are reused across rollouts of any length without being cleared.
-        let again = linear_rollout_body(&w, 0.1, &x[..2 * d], &y[..2], 0.5, &mut s1, None);
-        let fresh = linear_rollout_body(
+        let again =
+            linear_rollout_body::<f32, false>(&w, 0.1, &x[..2 * d], &y[..2], 0.5, &mut s1, None);
+        let fresh = linear_rollout_body::<f32, false>(
             &w,
             0.1,
             &x[..2 * d],

@@ -20,7 +20,7 @@
 //! [`flatten_params`]): linear `w[0..d], b`; mlp `w1` row-major `[h, d]`, `b1[h]`, `w2[h]`, `b2`.
 //!
 //! Three implementations share this contract: [`oracle`] (f64, direct per-step gradients, slow,
-//! the ground truth), [`cpu`] (f32 inputs, mostly f64 accumulation, rayon) and `cuda` (NVRTC kernels,
+//! the ground truth), [`cpu`] (f32 inputs, f64 accumulation, rayon) and `cuda` (NVRTC kernels,
 //! f32 accumulation). This module is the only place that matches on [`Device`].
 
 use std::ops::Range;
