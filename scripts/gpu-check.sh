@@ -35,6 +35,10 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libnvrtc.so.13'; then
            $("$py" -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13", "lib"))' 2>/dev/null); do
     if [ -e "$d/libnvrtc.so.13" ]; then export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; break; fi
   done
+  if [ -z "${LD_LIBRARY_PATH:-}" ] || ! ls "${LD_LIBRARY_PATH%%:*}"/libnvrtc.so.13 >/dev/null 2>&1; then
+    found="$(find /usr /opt -name 'libnvrtc.so.13' 2>/dev/null | head -1)"
+    if [ -n "$found" ]; then export LD_LIBRARY_PATH="$(dirname "$found")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; fi
+  fi
 fi
 echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
 "$bin" --version
