@@ -948,3 +948,28 @@ fn cli_verify_passes_on_random_fixtures() {
     assert_eq!(out.matches("PASS").count(), 5, "{out}");
     assert!(out.contains("worst rollout"));
 }
+
+#[test]
+fn cli_verify_exits_1_when_a_check_fails() {
+    // A zero tolerance cannot be met by any rounding: the check must fail, not error.
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = write_fixture_bundle(dir.path());
+    let res = mprm()
+        .args(["verify", "--bundle"])
+        .arg(&bundle)
+        .args([
+            "--device",
+            "cpu",
+            "--head",
+            "mlp",
+            "--hidden",
+            "3",
+            "--tolerance",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&res.stdout);
+    assert_eq!(res.status.code(), Some(1), "{out}");
+    assert!(out.contains("FAIL"), "{out}");
+}
