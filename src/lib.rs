@@ -22,6 +22,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod experiments;
+pub mod gradnorm;
 pub mod head;
 pub mod output;
 pub mod progress;

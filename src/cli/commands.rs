@@ -1,15 +1,32 @@
 //! One function per subcommand: turn arguments into library calls and report.
 
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use mprm::Result;
 use mprm::data::convert::convert_annotations;
-use mprm::data::features::FeatureBundle;
+use mprm::data::features::{FeatureBundle, FeatureDtype};
+use mprm::data::labels::LabelScheme;
 use mprm::data::prm_line::ConvertLabels;
 use mprm::data::raw::Strictness;
 use mprm::data::stats::{corpus_stats, render_markdown};
+use mprm::device::{self, Device, DeviceRequest};
+use mprm::error::Error;
+use mprm::gradnorm::{
+    self, GradInput, GradNormOptions, Projection, Reduction, bench, fixture, kernels,
+    point::ParamPoint, table, verify,
+};
+use mprm::head::{HeadKind, HeadParams};
+use mprm::output;
 use mprm::select::baselines::Baseline;
 use mprm::select::pipeline::{SelectOutputs, select_annotations, select_bundle};
-use mprm::{Error, Result};
 
-use super::args::{BundleInfoArgs, Cli, Command, ConvertArgs, SelectArgs, StatsArgs, SynthArgs};
+use super::EXIT_CHECK_FAILED;
+use super::args::{
+    BenchCommand, BenchGradnormArgs, BenchMembwArgs, BundleInfoArgs, Cli, Command, ConvertArgs,
+    GradnormArgs, HeadArgs, KernelsCommand, KernelsPtxArgs, MakeBundleArgs, SelectArgs, StatsArgs,
+    SynthArgs, VerifyArgs,
+};
 
 /// Runs the parsed command line; returns the process exit status.
 pub fn run(cli: Cli) -> Result<u8> {
@@ -19,6 +36,12 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Convert(args) => convert(args),
         Command::Select(args) => select(args),
         Command::BundleInfo(args) => bundle_info(args),
+        Command::Gradnorm(args) => gradnorm_cmd(args),
+        Command::Verify(args) => verify_cmd(args),
+        Command::Kernels(KernelsCommand::Ptx(args)) => kernels_ptx(args),
+        Command::Bench(BenchCommand::Gradnorm(args)) => bench_gradnorm(args),
+        Command::Bench(BenchCommand::Membw(args)) => bench_membw(args),
+        Command::Bench(BenchCommand::MakeBundle(args)) => make_bundle(args),
     }
 }
 
@@ -165,5 +188,374 @@ fn synth(args: SynthArgs) -> Result<u8> {
             100.0 * b.final_correct_share
         );
     }
+    Ok(0)
+}
+
+/// The library settings a [`HeadArgs`] stands for, resolved against one bundle.
+struct HeadSetup {
+    head: HeadParams,
+    point: ParamPoint,
+    labels: LabelScheme,
+    targets: Vec<f32>,
+    reduction: Reduction,
+    device: DeviceRequest,
+}
+
+fn head_kind(args: &HeadArgs) -> Result<HeadKind> {
+    match args.head.as_str() {
+        "linear" => Ok(HeadKind::Linear),
+        "mlp" => Ok(HeadKind::Mlp {
+            hidden: args.hidden,
+            activation: args.activation.parse()?,
+        }),
+        other => Err(Error::invalid(format!(
+            "unknown head `{other}`: expected linear or mlp"
+        ))),
+    }
+}
+
+fn head_setup(args: &HeadArgs, bundle: &FeatureBundle) -> Result<HeadSetup> {
+    let point: ParamPoint = args.at.parse()?;
+    let labels = LabelScheme::parse(&args.labels, args.threshold)?;
+    Ok(HeadSetup {
+        head: point.resolve(head_kind(args)?, bundle, args.seed)?,
+        targets: labels.targets(bundle)?,
+        point,
+        labels,
+        reduction: args.reduction.parse()?,
+        device: args.device.parse()?,
+    })
+}
+
+/// `FILE.ext` → `FILE.ext.manifest.json`.
+fn manifest_path(out: &Path) -> PathBuf {
+    let mut name = out.file_name().unwrap_or_default().to_os_string();
+    name.push(".manifest.json");
+    out.with_file_name(name)
+}
+
+fn bundle_record(path: &Path, bundle: &FeatureBundle) -> serde_json::Value {
+    serde_json::json!({
+        "path": path.display().to_string(),
+        "bytes": std::fs::metadata(path).map(|m| m.len()).ok(),
+        "rollouts": bundle.n_rollouts(),
+        "steps": bundle.n_steps(),
+        "dim": bundle.dim(),
+        "dtype": bundle.dtype(),
+        "seed": bundle.meta.seed,
+    })
+}
+
+fn gradnorm_cmd(args: GradnormArgs) -> Result<u8> {
+    let bundle = FeatureBundle::open(&args.bundle)?;
+    let setup = head_setup(&args.head, &bundle)?;
+    let device = device::resolve(setup.device)?;
+    let opts = GradNormOptions {
+        reduction: setup.reduction,
+        projection: args.project.map(|k| Projection::Random {
+            k,
+            seed: args.head.seed,
+        }),
+    };
+    let input = GradInput::new(&bundle, &setup.targets, &setup.head, None)?;
+    let engine = gradnorm::engine(device)?;
+    let projection = opts.projection_matrix(setup.head.n_params())?;
+    let kernel_names = engine.kernel_names(&input, projection.is_some());
+    eprintln!(
+        "gradnorm: {} rollouts on {} ({})",
+        input.len(),
+        engine.device(),
+        kernel_names.join(", ")
+    );
+    let started = Instant::now();
+    let stats = engine.rollout_stats(&input, opts.reduction, projection.as_ref())?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let table = table::gradnorm_table(&bundle, &stats, args.alpha);
+    table.write(&args.out)?;
+    let manifest = serde_json::json!({
+        "command": "gradnorm",
+        "mprm_version": env!("CARGO_PKG_VERSION"),
+        "output": args.out.display().to_string(),
+        "bundle": bundle_record(&args.bundle, &bundle),
+        "head": setup.head.kind(),
+        "at": setup.point.describe(),
+        "labels": setup.labels.describe(),
+        "reduction": opts.reduction,
+        "projection": opts.projection,
+        "seed": args.head.seed,
+        "alpha": args.alpha,
+        "device_requested": setup.device,
+        "device": engine.device().to_string(),
+        "kernels": kernel_names,
+        "columns": table.columns.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+        "elapsed_s": elapsed,
+    });
+    output::write_json(manifest_path(&args.out), &manifest)?;
+    println!(
+        "{}: {} rollouts in {:.3} s on {} (reduction {})",
+        args.out.display(),
+        stats.len(),
+        elapsed,
+        engine.device(),
+        opts.reduction.name()
+    );
+    Ok(0)
+}
+
+fn print_report(case: &str, report: &verify::VerifyReport) {
+    println!("{case}");
+    println!(
+        "  {:<22} {:>12} {:>12} {:>14}",
+        "statistic", "max abs", "max rel", "worst rollout"
+    );
+    for e in &report.errors {
+        println!(
+            "  {:<22} {:>12.3e} {:>12.3e} {:>14}",
+            e.name, e.max_abs, e.max_rel, e.worst_rollout
+        );
+    }
+    println!(
+        "  {} ({} rollouts, tolerance {:.0e})",
+        if report.passed() { "PASS" } else { "FAIL" },
+        report.rollouts,
+        report.tolerance
+    );
+}
+
+fn verify_cmd(args: VerifyArgs) -> Result<u8> {
+    let request: DeviceRequest = args.head.device.parse()?;
+    let device = device::resolve(request)?;
+    let engine = gradnorm::engine(device)?;
+    let reduction: Reduction = args.head.reduction.parse()?;
+    let cpu = gradnorm::engine(Device::Cpu)?;
+    let reference = match args.reference.as_str() {
+        "oracle" => verify::Reference::Oracle,
+        "cpu" => verify::Reference::Engine(cpu.as_ref()),
+        other => {
+            return Err(Error::invalid(format!(
+                "unknown reference `{other}`: expected oracle or cpu"
+            )));
+        }
+    };
+    let mut all_passed = true;
+    let mut check = |case: String,
+                     bundle: &FeatureBundle,
+                     head: &HeadParams,
+                     targets: &[f32],
+                     rollouts: Option<&[usize]>|
+     -> Result<()> {
+        let input = GradInput::new(bundle, targets, head, rollouts)?;
+        let tolerance = args
+            .tolerance
+            .unwrap_or_else(|| verify::default_tolerance(bundle.dtype()));
+        let report = verify::verify(engine.as_ref(), reference, &input, reduction, tolerance)?;
+        print_report(
+            &format!(
+                "{case} on {} against the {}",
+                engine.device(),
+                args.reference
+            ),
+            &report,
+        );
+        all_passed &= report.passed();
+        Ok(())
+    };
+    match &args.bundle {
+        Some(path) => {
+            let bundle = FeatureBundle::open(path)?;
+            let setup = head_setup(&args.head, &bundle)?;
+            let n = bundle.n_rollouts();
+            let take = args.max_rollouts.clamp(1, n.max(1));
+            let ids: Vec<usize> = (0..take).map(|k| k * n / take).collect();
+            check(
+                format!(
+                    "{} ({} of {n} rollouts), {:?} at {}",
+                    path.display(),
+                    ids.len(),
+                    setup.head.kind(),
+                    setup.point.describe()
+                ),
+                &bundle,
+                &setup.head,
+                &setup.targets,
+                Some(&ids),
+            )?;
+        }
+        None => {
+            let reference = fixture::reference_bundle();
+            let targets = LabelScheme::default().targets(&reference)?;
+            for head in [
+                fixture::reference_linear_head(),
+                fixture::reference_mlp_head(),
+            ] {
+                check(
+                    format!("reference fixture, {:?}", head.kind()),
+                    &reference,
+                    &head,
+                    &targets,
+                    None,
+                )?;
+            }
+            let kind = head_kind(&args.head)?;
+            // Awkward widths on purpose: not multiples of a warp, on both sides of the
+            // linear kernel's warp/block switch.
+            for (dim, dtype) in [
+                (100, FeatureDtype::F32),
+                (600, FeatureDtype::F32),
+                (300, FeatureDtype::Bf16),
+            ] {
+                let spec = fixture::RandomBundleSpec::realistic(150, dim, dtype, args.head.seed);
+                let bundle = fixture::random_bundle(&spec)?;
+                let head = ParamPoint::Init.resolve(kind, &bundle, args.head.seed)?;
+                let targets =
+                    LabelScheme::parse(&args.head.labels, args.head.threshold)?.targets(&bundle)?;
+                check(
+                    format!("random {dtype:?} d = {dim}, {kind:?} at init"),
+                    &bundle,
+                    &head,
+                    &targets,
+                    None,
+                )?;
+            }
+        }
+    }
+    Ok(if all_passed { 0 } else { EXIT_CHECK_FAILED })
+}
+
+fn kernels_ptx(args: KernelsPtxArgs) -> Result<u8> {
+    let arch: &str = &args.arch;
+    for k in &kernels::ALL {
+        let ptx = gradnorm::cuda::compile_ptx(k, arch)?;
+        let stem = k.file.trim_end_matches(".cu");
+        let dest = args.out.join(format!("{stem}.ptx"));
+        output::write_text(&dest, &ptx)?;
+        println!(
+            "kernels/{} -> {} ({})",
+            k.file,
+            dest.display(),
+            k.symbols.join(", ")
+        );
+    }
+    Ok(0)
+}
+
+fn print_timing(t: &bench::KernelTiming) {
+    println!(
+        "  {:<28} median {:>10.4} ms  min {:>10.4} ms  {:>9.2} GB/s  {:>12.0} rollouts/s",
+        t.name,
+        t.median_ms,
+        t.min_ms,
+        t.gb_per_s(),
+        t.rollouts_per_s()
+    );
+}
+
+fn bench_gradnorm(args: BenchGradnormArgs) -> Result<u8> {
+    let bundle = FeatureBundle::open(&args.bundle)?;
+    let setup = head_setup(&args.head, &bundle)?;
+    let device = device::resolve(setup.device)?;
+    let opts = GradNormOptions {
+        reduction: setup.reduction,
+        projection: None,
+    };
+    let input = GradInput::new(&bundle, &setup.targets, &setup.head, None)?;
+    println!(
+        "bench gradnorm: {} ({} rollouts, {} steps, d = {}, {:?}), {:?} head, reduction {}",
+        args.bundle.display(),
+        bundle.n_rollouts(),
+        bundle.n_steps(),
+        bundle.dim(),
+        bundle.dtype(),
+        setup.head.kind(),
+        opts.reduction.name()
+    );
+    let mut timings = Vec::new();
+    let mut device_name = device.to_string();
+    if let Device::Cuda(ordinal) = device {
+        let (name, kernels) = gradnorm::cuda::bench_kernels(
+            ordinal,
+            &input,
+            opts.reduction,
+            args.warmup.max(1),
+            args.repeats,
+        )?;
+        device_name = format!("{device} ({name})");
+        println!("resident chunk, CUDA events:");
+        for t in &kernels {
+            print_timing(t);
+        }
+        timings.extend(kernels);
+    }
+    println!("end to end (host memory in, statistics out), wall clock:");
+    let whole = bench::time_engine(device, &input, &opts, args.warmup, args.repeats)?;
+    print_timing(&whole);
+    timings.push(whole);
+    if let Some(json) = &args.json {
+        output::write_json(
+            json,
+            &serde_json::json!({
+                "bundle": bundle_record(&args.bundle, &bundle),
+                "head": setup.head.kind(),
+                "reduction": opts.reduction,
+                "device": device_name,
+                "warmup": args.warmup,
+                "repeats": args.repeats,
+                "timings": timings.iter().map(|t| serde_json::json!({
+                    "name": t.name, "median_ms": t.median_ms, "min_ms": t.min_ms,
+                    "feature_bytes": t.feature_bytes, "rollouts": t.rollouts, "steps": t.steps,
+                    "gb_per_s": t.gb_per_s(), "rollouts_per_s": t.rollouts_per_s(),
+                })).collect::<Vec<_>>(),
+            }),
+        )?;
+    }
+    Ok(0)
+}
+
+fn bench_membw(args: BenchMembwArgs) -> Result<u8> {
+    let bytes = args.mib << 20;
+    match args.device.parse::<DeviceRequest>()? {
+        DeviceRequest::Cpu => {
+            let gbs = bench::cpu_read_bandwidth(bytes, args.repeats);
+            println!(
+                "membw device=cpu threads={} read_gb_per_s={gbs:.2}",
+                rayon::current_num_threads()
+            );
+        }
+        DeviceRequest::Cuda(ordinal) => {
+            let gbs = gradnorm::cuda::copy_bandwidth(ordinal, bytes, args.repeats)?;
+            println!("membw device=cuda:{ordinal} copy_gb_per_s={gbs:.2} (bytes read + written)");
+        }
+        DeviceRequest::Auto => {
+            return Err(Error::invalid(
+                "bench membw needs --device cpu or --device cuda[:N]",
+            ));
+        }
+    }
+    Ok(0)
+}
+
+fn make_bundle(args: MakeBundleArgs) -> Result<u8> {
+    let spec = fixture::RandomBundleSpec {
+        rollouts: args.rollouts,
+        dim: args.dim,
+        dtype: args.dtype.parse()?,
+        max_steps: args.max_steps,
+        mean_steps: args.mean_steps,
+        sources: 4,
+        seed: args.seed,
+    };
+    let started = Instant::now();
+    fixture::write_random_bundle(&spec, &args.out)?;
+    let b = FeatureBundle::open(&args.out)?;
+    println!(
+        "{}: {} rollouts, {} steps (mean {:.3}), d = {}, {:?}, in {:.1} s",
+        args.out.display(),
+        b.n_rollouts(),
+        b.n_steps(),
+        b.n_steps() as f64 / b.n_rollouts() as f64,
+        b.dim(),
+        b.dtype(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(0)
 }

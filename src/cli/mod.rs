@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use clap::Parser;
 
 /// Exit status when a command ran but its check failed (e.g. `verify` found a mismatch).
-#[allow(dead_code)] // used by `verify`
 pub const EXIT_CHECK_FAILED: u8 = 1;
 /// Exit status for any error.
 pub const EXIT_ERROR: u8 = 2;

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# The one GPU session of issue 4, scripted: correctness of the CUDA kernels against the CPU
+# engine and the f64 oracle, kernel timings with CUDA events, device copy bandwidth, and the
+# PyTorch baselines on the same bundles, ending in one summary table.
+#
+#   scripts/gpu-check.sh [MPRM_BINARY]        (default ./mprm; a stripped release build with
+#                                              --features cuda, carried to the GPU machine)
+# Environment: MPRM_GPU_WORK (scratch folder, default /tmp/mprm-gpu), PYTHON (default python3),
+#              QUICK=1 (smaller bundles, for a dry run).
+#
+# Every step prints as it finishes and a failing step does not stop the rest; the exit status is
+# 1 when any correctness check failed. Budget: well under 8 minutes on an H100.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bin="$(realpath "${1:-./mprm}")"
+work="${MPRM_GPU_WORK:-/tmp/mprm-gpu}"
+py="${PYTHON:-python3}"
+mkdir -p "$work"
+export MPRM_NO_PROGRESS=1
+start=$(date +%s)
+failures=0
+say() { printf '\n=== [%4ss] %s\n' "$(( $(date +%s) - start ))" "$*"; }
+run() { # run LIMIT_S CMD...: a step with a time limit; counts failures
+  local limit=$1; shift
+  timeout "$limit" "$@"; local rc=$?
+  if [ $rc -ne 0 ]; then echo "!!! step failed (exit $rc): $*"; failures=$((failures + 1)); fi
+  return 0
+}
+
+say "device and libraries"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+# NVRTC 13 must be loadable; look in the usual places before giving up.
+if ! ldconfig -p 2>/dev/null | grep -q 'libnvrtc.so.13'; then
+  for d in /usr/local/cuda/lib64 /usr/local/cuda-13*/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+           $("$py" -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13", "lib"))' 2>/dev/null); do
+    if [ -e "$d/libnvrtc.so.13" ]; then export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; break; fi
+  done
+  if [ -z "${LD_LIBRARY_PATH:-}" ] || ! ls "${LD_LIBRARY_PATH%%:*}"/libnvrtc.so.13 >/dev/null 2>&1; then
+    found="$(find /usr /opt -name 'libnvrtc.so.13' 2>/dev/null | head -1)"
+    if [ -n "$found" ]; then export LD_LIBRARY_PATH="$(dirname "$found")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; fi
+  fi
+fi
+echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+"$bin" --version
+
+say "kernels compile for this device and match the f64 oracle on the fixtures"
+run 120 "$bin" verify --random --device cuda --head linear
+run 120 "$bin" verify --random --device cuda --head mlp --hidden 64
+run 120 "$bin" verify --random --device cuda --head mlp --hidden 24 --activation relu --reduction sum
+
+if [ "${QUICK:-0}" = 1 ]; then scale=20; else scale=1; fi
+# name dim dtype rollouts
+bundles=(
+  "d64_f32 64 f32 $((400000 / scale))"
+  "d1000_f32 1000 f32 $((60000 / scale))"
+  "d4096_bf16 4096 bf16 $((120000 / scale))"
+  "d4096_f32 4096 f32 $((60000 / scale))"
+)
+for spec in "${bundles[@]}"; do
+  set -- $spec
+  say "generating $1 ($4 rollouts, d = $2, $3)"
+  run 120 "$bin" bench make-bundle --out "$work/$1.safetensors" --rollouts "$4" --dim "$2" --dtype "$3" --seed 7
+done
+
+for spec in "${bundles[@]}"; do
+  set -- $spec
+  b="$work/$1.safetensors"
+  say "$1: CUDA against the CPU engine (linear, both reductions; mlp h=256 gelu)"
+  run 120 "$bin" verify --bundle "$b" --device cuda --reference cpu --at teacher --max-rollouts 50000
+  run 120 "$bin" verify --bundle "$b" --device cuda --reference cpu --at teacher --reduction sum --max-rollouts 50000
+  run 180 "$bin" verify --bundle "$b" --device cuda --reference cpu --head mlp --hidden 256 --max-rollouts 3000
+  say "$1: CUDA against the f64 oracle (linear, 400 rollouts)"
+  run 120 "$bin" verify --bundle "$b" --device cuda --at teacher --max-rollouts 400
+done
+
+say "device-to-device copy bandwidth"
+"$bin" bench membw --device cuda --mib 4096 --repeats 20 | tee "$work/membw.txt"
+
+for spec in "${bundles[@]}"; do
+  set -- $spec
+  say "$1: kernel timings (CUDA events, median of 20 after 3 warm-ups), linear head"
+  run 150 "$bin" bench gradnorm --bundle "$work/$1.safetensors" --device cuda --at teacher \
+    --warmup 3 --repeats 20 --json "$work/time_$1_linear.json"
+done
+say "d4096_bf16: kernel timings, mlp head h = 1024 (gelu)"
+run 240 "$bin" bench gradnorm --bundle "$work/d4096_bf16.safetensors" --device cuda --head mlp --hidden 1024 \
+  --warmup 2 --repeats 20 --json "$work/time_d4096_bf16_mlp.json"
+
+if "$py" -c 'import torch, numpy; assert torch.cuda.is_available()' 2>/dev/null; then
+  for name in d64_f32 d4096_bf16; do
+    say "$name: PyTorch baselines (torch.func vmap, plain loop)"
+    run 240 "$py" benches/torch_gradnorm.py "$work/$name.safetensors" --device cuda --repeats 5 \
+      --json "$work/torch_$name.json"
+  done
+else
+  say "PyTorch with CUDA (and numpy) is not importable here: no torch baseline"
+fi
+
+say "summary"
+"$py" - "$work" <<'PY' || echo "(no python: see the timings above)"
+import glob, json, os, re, sys
+w = sys.argv[1]
+m = re.search(r"copy_gb_per_s=([0-9.]+)", open(os.path.join(w, "membw.txt")).read())
+copy = float(m.group(1)) if m else float("nan")
+torch = {}
+for f in glob.glob(os.path.join(w, "torch_*.json")):
+    name = os.path.basename(f)[len("torch_"):-len(".json")]
+    for r in json.load(open(f))["results"]:
+        torch[(name, r["name"])] = r
+print(f"copy bandwidth (read + write): {copy:.1f} GB/s")
+print(f"{'bundle':12} {'head':7} {'kernel':24} {'ms':>9} {'GB/s':>8} {'% copy':>7} {'rollouts/s':>13} {'vs vmap':>8} {'vs loop':>8}")
+for f in sorted(glob.glob(os.path.join(w, "time_*.json"))):
+    bundle, head = os.path.basename(f)[5:-5].rsplit("_", 1)
+    for t in json.load(open(f))["timings"]:
+        vm, lp = torch.get((bundle, "torch.func vmap")), torch.get((bundle, "torch loop"))
+        ratio = lambda r: f"{r['median_ms'] / t['median_ms']:.1f}x" if r and head == "linear" else "-"
+        print(f"{bundle:12} {head:7} {t['name'][:24]:24} {t['median_ms']:9.3f} {t['gb_per_s']:8.1f} "
+              f"{100 * t['gb_per_s'] / copy:6.1f}% {t['rollouts_per_s']:13.0f} {ratio(vm):>8} {ratio(lp):>8}")
+for (bundle, name), r in sorted(torch.items()):
+    print(f"{bundle:12} {'linear':7} {name[:24]:24} {r['median_ms']:9.3f} {r['gb_per_s']:8.1f} "
+          f"{100 * r['gb_per_s'] / copy:6.1f}% {r['rollouts_per_s']:13.0f}")
+PY
+say "done: $failures failed step(s)"
+[ "$failures" -eq 0 ]

@@ -1,0 +1,730 @@
+//! The CPU engine: f32 or bf16 features read in place from the (memory-mapped) bundle, rayon
+//! over rollouts, f64 accumulation (f32 × f32 products are exact in f64). On x86-64 the linear
+//! head's row dot products use explicit AVX2 when the CPU has it, with the same operations in
+//! the same order as the portable code, so results are bit-identical either way.
+//!
+//! Linear head: each step row is read once from memory; its dot product with w, its squared
+//! norm and its contribution to g = Σ r_j h_j and s = Σ h_j are computed while it sits in cache,
+//! so ‖g‖² and the centred norm ‖g − r̄ s‖² come out of one pass (gradient-methods §2.1, §2.3).
+//!
+//! MLP head: the rollout's pre-activations U = H W₁ᵀ + b₁ in f64, then the four parameter
+//! groups of §3.3, with ‖∇W₁‖² by the ghost form ⟨DDᵀ, HHᵀ⟩ or by materialising DᵀH, whichever
+//! [`super::ghost_is_cheaper`] picks for the rollout's length.
+//!
+//! Every rollout is computed independently and the totals of [`CpuEngine::total_gradient`] are
+//! reduced over fixed blocks in a fixed order, so results do not depend on the thread count.
+
+use half::bf16;
+use rayon::prelude::*;
+
+use crate::data::features::FeatureRows;
+use crate::device::Device;
+use crate::error::Result;
+use crate::head::{Activation, HeadParams, LinearHead, MlpHead};
+use crate::progress;
+
+use super::{
+    GradInput, GradNormEngine, ProjectionMatrix, Reduction, RolloutGradStats, RolloutRow,
+    bce_with_logits, ghost_is_cheaper, sigmoid,
+};
+
+/// The CPU implementation of [`GradNormEngine`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuEngine;
+
+/// A feature element the CPU engine can read.
+trait Elem: Copy + Send + Sync {
+    fn to_f32(self) -> f32;
+
+    /// Eight consecutive elements widened to f32 lanes.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and `p` must point at eight readable elements.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self.to_f32() as f64
+    }
+}
+
+impl Elem for f32 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        // SAFETY: the caller guarantees AVX2 and eight readable floats at `p`.
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    }
+}
+
+impl Elem for bf16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        // bf16 is the top half of an f32; the shift is exact and vectorises, unlike a call.
+        f32::from_bits((self.to_bits() as u32) << 16)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller guarantees AVX2 and eight readable bf16 values (16 bytes) at `p`.
+        unsafe {
+            let raw = _mm_loadu_si128(p as *const __m128i);
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(raw)))
+        }
+    }
+}
+
+/// Head parameters in the form each loop wants, prepared once per run (the MLP in f64; the
+/// linear weights stay f32 for the packed dot product).
+enum Head64 {
+    Linear {
+        w: Vec<f32>,
+        b: f64,
+    },
+    Mlp {
+        w1: Vec<f64>,
+        b1: Vec<f64>,
+        w2: Vec<f64>,
+        b2: f64,
+        activation: Activation,
+        dim: usize,
+    },
+}
+
+impl Head64 {
+    fn new(head: &HeadParams) -> Self {
+        let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+        match head {
+            HeadParams::Linear(LinearHead { w, b }) => Head64::Linear {
+                w: w.clone(),
+                b: *b as f64,
+            },
+            HeadParams::Mlp(MlpHead {
+                w1,
+                b1,
+                w2,
+                b2,
+                activation,
+                dim,
+            }) => Head64::Mlp {
+                w1: wide(w1),
+                b1: wide(b1),
+                w2: wide(w2),
+                b2: *b2 as f64,
+                activation: *activation,
+                dim: *dim,
+            },
+        }
+    }
+}
+
+/// Per-thread buffers reused across rollouts.
+#[derive(Default)]
+struct Scratch {
+    /// Linear: g (d). MLP: rows as f64 ([n, d]).
+    a: Vec<f64>,
+    /// Linear: s (d). MLP: activations ([n, h]).
+    b: Vec<f64>,
+    /// MLP: w₂ ⊙ φ'(u) ([n, h]).
+    c: Vec<f64>,
+    /// Residuals (n).
+    r: Vec<f64>,
+}
+
+/// One rollout's statistics, with its gradient vector when asked for.
+fn rollout<E: Elem>(
+    head: &Head64,
+    x: &[E],
+    y: &[f32],
+    c: f64,
+    scratch: &mut Scratch,
+    grad: Option<&mut Vec<f64>>,
+) -> RolloutRow {
+    match head {
+        Head64::Linear { w, b } => linear_rollout(w, *b, x, y, c, scratch, grad),
+        Head64::Mlp {
+            w1,
+            b1,
+            w2,
+            b2,
+            activation,
+            dim,
+        } => {
+            let mlp = MlpView {
+                w1,
+                b1,
+                w2,
+                b2: *b2,
+                activation: *activation,
+                dim: *dim,
+            };
+            mlp_rollout(&mlp, x, y, c, scratch, grad)
+        }
+    }
+}
+
+/// Independent partial sums per reduction (two AVX2 registers of f64): enough to hide the add
+/// latency. The sums are combined in a fixed order, so the result never varies.
+const LANES: usize = 8;
+
+/// Dot product with w and squared norm of one row, in f64 over [`LANES`] interleaved partial
+/// sums. f32 × f32 products are exact in f64, so only the additions round.
+#[inline(always)]
+fn dot_and_sq<E: Elem>(row: &[E], w: &[f32]) -> (f64, f64) {
+    let mut dot = [0.0f64; LANES];
+    let mut sq = [0.0f64; LANES];
+    let mut rc = row.chunks_exact(LANES);
+    let mut wc = w.chunks_exact(LANES);
+    for (rl, wl) in (&mut rc).zip(&mut wc) {
+        for k in 0..LANES {
+            let v = rl[k].to_f64();
+            dot[k] += v * wl[k] as f64;
+            sq[k] += v * v;
+        }
+    }
+    finish_dot(&dot, &sq, rc.remainder(), wc.remainder())
+}
+
+/// [`dot_and_sq`] with explicit AVX2 instructions: the same lanes, products and additions in
+/// the same order, hence the same bits, four f64 lanes per instruction.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_and_sq_avx2<E: Elem>(row: &[E], w: &[f32]) -> (f64, f64) {
+    use std::arch::x86_64::*;
+    let chunks = row.len().min(w.len()) / LANES;
+    let (mut dot_lo, mut dot_hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    let (mut sq_lo, mut sq_hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
+    for c in 0..chunks {
+        // SAFETY: chunk `c` holds LANES elements of `row` and of `w` (c < chunks), and AVX2 is
+        // enabled for this function.
+        unsafe {
+            let x = E::load8(row.as_ptr().add(c * LANES));
+            let wv = _mm256_loadu_ps(w.as_ptr().add(c * LANES));
+            let (x_lo, x_hi) = (
+                _mm256_cvtps_pd(_mm256_castps256_ps128(x)),
+                _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(x)),
+            );
+            let (w_lo, w_hi) = (
+                _mm256_cvtps_pd(_mm256_castps256_ps128(wv)),
+                _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(wv)),
+            );
+            dot_lo = _mm256_add_pd(dot_lo, _mm256_mul_pd(x_lo, w_lo));
+            dot_hi = _mm256_add_pd(dot_hi, _mm256_mul_pd(x_hi, w_hi));
+            sq_lo = _mm256_add_pd(sq_lo, _mm256_mul_pd(x_lo, x_lo));
+            sq_hi = _mm256_add_pd(sq_hi, _mm256_mul_pd(x_hi, x_hi));
+        }
+    }
+    let (mut dot, mut sq) = ([0.0f64; LANES], [0.0f64; LANES]);
+    // SAFETY: each array holds LANES = 8 f64, two unaligned 4-lane stores each.
+    unsafe {
+        _mm256_storeu_pd(dot.as_mut_ptr(), dot_lo);
+        _mm256_storeu_pd(dot.as_mut_ptr().add(4), dot_hi);
+        _mm256_storeu_pd(sq.as_mut_ptr(), sq_lo);
+        _mm256_storeu_pd(sq.as_mut_ptr().add(4), sq_hi);
+    }
+    let done = chunks * LANES;
+    finish_dot(&dot, &sq, &row[done..], &w[done..])
+}
+
+#[inline(always)]
+fn row_dot<E: Elem, const AVX2: bool>(row: &[E], w: &[f32]) -> (f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if AVX2 {
+        // SAFETY: AVX2 = true is only instantiated from `linear_rollout_avx2`, which runs after
+        // `is_x86_feature_detected!("avx2")`.
+        return unsafe { dot_and_sq_avx2(row, w) };
+    }
+    dot_and_sq(row, w)
+}
+
+/// Folds the lane sums and adds the tail that does not fill a whole chunk.
+#[inline(always)]
+fn finish_dot<E: Elem>(dot: &[f64; LANES], sq: &[f64; LANES], row: &[E], w: &[f32]) -> (f64, f64) {
+    let (mut d, mut s) = (fold_lanes(dot), fold_lanes(sq));
+    for (r, w) in row.iter().zip(w) {
+        let v = r.to_f64();
+        d += v * *w as f64;
+        s += v * v;
+    }
+    (d, s)
+}
+
+/// Pairwise sum of the lane accumulators, always in the same order.
+#[inline(always)]
+fn fold_lanes(acc: &[f64; LANES]) -> f64 {
+    let mut v = *acc;
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for k in 0..width {
+            v[k] += v[k + width];
+        }
+    }
+    v[0]
+}
+
+/// Linear head. `x`: [n, d] rows of the rollout; `y`: n targets.
+///
+/// On x86-64 CPUs with AVX2 the same code is compiled a second time with AVX2 enabled and picked
+/// at run time: the operations and their order are unchanged (no fused multiply-add), so both
+/// versions give the same bits, the wider one about twice as fast.
+fn linear_rollout<E: Elem>(
+    w: &[f32],
+    b: f64,
+    x: &[E],
+    y: &[f32],
+    c: f64,
+    scratch: &mut Scratch,
+    grad: Option<&mut Vec<f64>>,
+) -> RolloutRow {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { linear_rollout_avx2(w, b, x, y, c, scratch, grad) };
+    }
+    linear_rollout_body::<E, false>(w, b, x, y, c, scratch, grad)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn linear_rollout_avx2<E: Elem>(
+    w: &[f32],
+    b: f64,
+    x: &[E],
+    y: &[f32],
+    c: f64,
+    scratch: &mut Scratch,
+    grad: Option<&mut Vec<f64>>,
+) -> RolloutRow {
+    linear_rollout_body::<E, true>(w, b, x, y, c, scratch, grad)
+}
+
+/// The linear-head loop; `AVX2` picks the explicit-AVX2 row dot product (only instantiated
+/// inside [`linear_rollout_avx2`], after the CPU was checked).
+#[inline(always)]
+fn linear_rollout_body<E: Elem, const AVX2: bool>(
+    w: &[f32],
+    b: f64,
+    x: &[E],
+    y: &[f32],
+    c: f64,
+    scratch: &mut Scratch,
+    grad: Option<&mut Vec<f64>>,
+) -> RolloutRow {
+    let d = w.len();
+    let n = y.len();
+    let (g, s) = (&mut scratch.a, &mut scratch.b);
+    // Every entry is overwritten by the first row, so the buffers are never zero-filled.
+    g.resize(d, 0.0);
+    s.resize(d, 0.0);
+    let (mut loss, mut sum_r, mut resid_sq, mut sum_step) = (0.0, 0.0, 0.0, 0.0);
+    for (j, &yj) in y.iter().enumerate() {
+        let row = &x[j * d..(j + 1) * d];
+        let (dot, sq) = row_dot::<E, AVX2>(row, w);
+        let z = dot + b;
+        let yj = yj as f64;
+        let r = c * (sigmoid(z) - yj);
+        loss += c * bce_with_logits(z, yj);
+        sum_r += r;
+        resid_sq += r * r;
+        sum_step += r * r * (sq + 1.0);
+        // The row is still in L1: fold it into g and s now rather than re-reading it later.
+        if j == 0 {
+            for ((ge, se), v) in g.iter_mut().zip(s.iter_mut()).zip(row) {
+                let v = v.to_f64();
+                *ge = r * v;
+                *se = v;
+            }
+        } else {
+            for ((ge, se), v) in g.iter_mut().zip(s.iter_mut()).zip(row) {
+                let v = v.to_f64();
+                *ge += r * v;
+                *se += v;
+            }
+        }
+    }
+    let r_bar = sum_r / n as f64;
+    let (mut w_sq, mut centered) = ([0.0f64; LANES], [0.0f64; LANES]);
+    let mut gc = g.chunks_exact(LANES);
+    let mut sc = s.chunks_exact(LANES);
+    for (gl, sl) in (&mut gc).zip(&mut sc) {
+        for k in 0..LANES {
+            w_sq[k] += gl[k] * gl[k];
+            let t = gl[k] - r_bar * sl[k];
+            centered[k] += t * t;
+        }
+    }
+    let (mut w_sq, mut centered) = (fold_lanes(&w_sq), fold_lanes(&centered));
+    for (ge, se) in gc.remainder().iter().zip(sc.remainder()) {
+        w_sq += ge * ge;
+        let t = ge - r_bar * se;
+        centered += t * t;
+    }
+    if let Some(out) = grad {
+        out.clear();
+        out.extend_from_slice(g);
+        out.push(sum_r);
+    }
+    RolloutRow {
+        loss,
+        groups: [w_sq, sum_r * sum_r, 0.0, 0.0],
+        centered,
+        sum_step,
+        resid_sq,
+    }
+}
+
+struct MlpView<'a> {
+    w1: &'a [f64],
+    b1: &'a [f64],
+    w2: &'a [f64],
+    b2: f64,
+    activation: Activation,
+    dim: usize,
+}
+
+/// MLP head. `x`: [n, d] rows of the rollout; `y`: n targets.
+fn mlp_rollout<E: Elem>(
+    h: &MlpView<'_>,
+    x: &[E],
+    y: &[f32],
+    c: f64,
+    scratch: &mut Scratch,
+    grad: Option<&mut Vec<f64>>,
+) -> RolloutRow {
+    let (d, hid, n) = (h.dim, h.b1.len(), y.len());
+    let Scratch {
+        a: xs,
+        b: act,
+        c: back,
+        r: resid,
+    } = scratch;
+    xs.clear();
+    xs.extend(x.iter().map(|v| v.to_f64()));
+    act.clear();
+    back.clear();
+    resid.clear();
+    let (mut loss, mut sum_r, mut resid_sq) = (0.0, 0.0, 0.0);
+    for j in 0..n {
+        let phi = &xs[j * d..(j + 1) * d];
+        let mut z = h.b2;
+        for m in 0..hid {
+            let u = h.w1[m * d..(m + 1) * d]
+                .iter()
+                .zip(phi)
+                .map(|(w, v)| w * v)
+                .sum::<f64>()
+                + h.b1[m];
+            let a = h.activation.apply(u);
+            act.push(a);
+            back.push(h.w2[m] * h.activation.derivative(u));
+            z += h.w2[m] * a;
+        }
+        let yj = y[j] as f64;
+        let r = c * (sigmoid(z) - yj);
+        loss += c * bce_with_logits(z, yj);
+        sum_r += r;
+        resid_sq += r * r;
+        resid.push(r);
+    }
+    let r_bar = sum_r / n as f64;
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| p * q).sum::<f64>();
+    fn row(v: &[f64], width: usize, j: usize) -> &[f64] {
+        &v[j * width..(j + 1) * width]
+    }
+
+    // Σ_j ‖∇ℓ_j‖² = Σ_j r_j² (‖e_j‖² (‖h_j‖² + 1) + ‖a_j‖² + 1), e_j = w₂ ⊙ φ'(u_j).
+    let mut sum_step = 0.0;
+    for (j, &r) in resid.iter().enumerate() {
+        let ee = dot(row(back, hid, j), row(back, hid, j));
+        let hh = dot(row(xs, d, j), row(xs, d, j));
+        let aa = dot(row(act, hid, j), row(act, hid, j));
+        sum_step += r * r * (ee * (hh + 1.0) + aa + 1.0);
+    }
+
+    let (w1_sq, w1_centered) = if ghost_is_cheaper(n, d, hid) {
+        let (mut plain, mut cent) = (0.0, 0.0);
+        for j in 0..n {
+            for k in 0..n {
+                let kernel =
+                    dot(row(back, hid, j), row(back, hid, k)) * dot(row(xs, d, j), row(xs, d, k));
+                plain += resid[j] * resid[k] * kernel;
+                cent += (resid[j] - r_bar) * (resid[k] - r_bar) * kernel;
+            }
+        }
+        (plain, cent)
+    } else {
+        let (mut plain, mut cent) = (0.0, 0.0);
+        for m in 0..hid {
+            for e in 0..d {
+                let (mut g, mut gc) = (0.0, 0.0);
+                for j in 0..n {
+                    let t = back[j * hid + m] * xs[j * d + e];
+                    g += resid[j] * t;
+                    gc += (resid[j] - r_bar) * t;
+                }
+                plain += g * g;
+                cent += gc * gc;
+            }
+        }
+        (plain, cent)
+    };
+    let (mut b1_sq, mut b1_c, mut w2_sq, mut w2_c) = (0.0, 0.0, 0.0, 0.0);
+    for m in 0..hid {
+        let (mut gb, mut gbc, mut gw, mut gwc) = (0.0, 0.0, 0.0, 0.0);
+        for (j, &r) in resid.iter().enumerate() {
+            gb += r * back[j * hid + m];
+            gbc += (r - r_bar) * back[j * hid + m];
+            gw += r * act[j * hid + m];
+            gwc += (r - r_bar) * act[j * hid + m];
+        }
+        b1_sq += gb * gb;
+        b1_c += gbc * gbc;
+        w2_sq += gw * gw;
+        w2_c += gwc * gwc;
+    }
+    if let Some(out) = grad {
+        out.clear();
+        for m in 0..hid {
+            for e in 0..d {
+                out.push(
+                    (0..n)
+                        .map(|j| resid[j] * back[j * hid + m] * xs[j * d + e])
+                        .sum(),
+                );
+            }
+        }
+        for m in 0..hid {
+            out.push((0..n).map(|j| resid[j] * back[j * hid + m]).sum());
+        }
+        for m in 0..hid {
+            out.push((0..n).map(|j| resid[j] * act[j * hid + m]).sum());
+        }
+        out.push(sum_r);
+    }
+    RolloutRow {
+        loss,
+        groups: [w1_sq, b1_sq, w2_sq, sum_r * sum_r],
+        centered: w1_centered + b1_c + w2_c,
+        sum_step,
+        resid_sq,
+    }
+}
+
+/// Rollouts per progress update and per fixed reduction block.
+const BLOCK: usize = 4096;
+
+fn run_typed<E: Elem>(
+    input: &GradInput<'_>,
+    features: &[E],
+    reduction: Reduction,
+    projection: Option<&ProjectionMatrix>,
+) -> (Vec<RolloutRow>, Option<Vec<f32>>) {
+    let head = Head64::new(input.head);
+    let d = input.bundle.dim();
+    let len = input.len();
+    let bar = progress::bar(len as u64, "gradnorm");
+    if len < 100_000 {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut rows = Vec::with_capacity(len);
+    let mut projected = projection.map(|p| Vec::with_capacity(len * p.k));
+    for start in (0..len).step_by(BLOCK) {
+        let end = (start + BLOCK).min(len);
+        let block: Vec<(RolloutRow, Vec<f32>)> = (start..end)
+            .into_par_iter()
+            .with_min_len(64)
+            .map_init(
+                || (Scratch::default(), Vec::new()),
+                |(scratch, grad), k| {
+                    let i = input.rollout(k);
+                    let steps = input.bundle.rollout_steps(i);
+                    let c = reduction.weight(steps.len());
+                    let x = &features[steps.start * d..steps.end * d];
+                    let y = &input.targets[steps];
+                    let want = projection.map(|_| &mut *grad);
+                    let row = rollout(&head, x, y, c, scratch, want);
+                    let proj = projection
+                        .map(|p| {
+                            (0..p.k)
+                                .map(|dir| {
+                                    p.direction(dir)
+                                        .iter()
+                                        .zip(grad.iter())
+                                        .map(|(&a, &b)| a as f64 * b)
+                                        .sum::<f64>() as f32
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    (row, proj)
+                },
+            )
+            .collect();
+        for (row, proj) in block {
+            rows.push(row);
+            if let Some(out) = projected.as_mut() {
+                out.extend(proj);
+            }
+        }
+        bar.inc((end - start) as u64);
+    }
+    bar.finish_and_clear();
+    (rows, projected)
+}
+
+fn total_typed<E: Elem>(input: &GradInput<'_>, features: &[E], reduction: Reduction) -> Vec<f64> {
+    let head = Head64::new(input.head);
+    let d = input.bundle.dim();
+    let p = input.head.n_params();
+    let len = input.len();
+    // Fixed blocks summed in index order: the same bits for any number of threads.
+    let partials: Vec<Vec<f64>> = (0..len.div_ceil(256))
+        .into_par_iter()
+        .map_init(
+            || (Scratch::default(), Vec::new()),
+            |(scratch, grad), blk| {
+                let mut acc = vec![0.0; p];
+                for k in blk * 256..((blk + 1) * 256).min(len) {
+                    let steps = input.bundle.rollout_steps(input.rollout(k));
+                    let c = reduction.weight(steps.len());
+                    let x = &features[steps.start * d..steps.end * d];
+                    rollout(&head, x, &input.targets[steps], c, scratch, Some(grad));
+                    for (a, g) in acc.iter_mut().zip(grad.iter()) {
+                        *a += g;
+                    }
+                }
+                acc
+            },
+        )
+        .collect();
+    let mut total = vec![0.0; p];
+    for part in partials {
+        for (t, v) in total.iter_mut().zip(part) {
+            *t += v;
+        }
+    }
+    total
+}
+
+impl GradNormEngine for CpuEngine {
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+
+    fn kernel_names(&self, input: &GradInput<'_>, projection: bool) -> Vec<String> {
+        let dtype = match input.bundle.features() {
+            FeatureRows::F32(_) => "f32",
+            FeatureRows::Bf16(_) => "bf16",
+        };
+        let head = match input.head {
+            HeadParams::Linear(_) => "linear",
+            HeadParams::Mlp(_) => "mlp",
+        };
+        let mut names = vec![format!("cpu_{head}_stats_{dtype}")];
+        if projection {
+            names.push(format!("cpu_{head}_grad_{dtype}"));
+        }
+        names
+    }
+
+    fn rollout_stats(
+        &self,
+        input: &GradInput<'_>,
+        reduction: Reduction,
+        projection: Option<&ProjectionMatrix>,
+    ) -> Result<RolloutGradStats> {
+        let (rows, projected) = match input.bundle.features() {
+            FeatureRows::F32(x) => run_typed(input, x, reduction, projection),
+            FeatureRows::Bf16(x) => run_typed(input, x, reduction, projection),
+        };
+        Ok(RolloutGradStats::from_rows(
+            input.head,
+            reduction,
+            input.rollout_indices(),
+            input.n_steps(),
+            &rows,
+            projection.zip(projected).map(|(p, v)| (p.k, v)),
+        ))
+    }
+
+    fn total_gradient(&self, input: &GradInput<'_>, reduction: Reduction) -> Result<Vec<f64>> {
+        Ok(match input.bundle.features() {
+            FeatureRows::F32(x) => total_typed(input, x, reduction),
+            FeatureRows::Bf16(x) => total_typed(input, x, reduction),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bits(r: &RolloutRow) -> Vec<u64> {
+        let mut v: Vec<u64> = r.groups.iter().map(|x| x.to_bits()).collect();
+        v.extend([r.loss, r.centered, r.sum_step, r.resid_sq].map(f64::to_bits));
+        v
+    }
+
+    #[test]
+    fn avx2_and_portable_builds_agree_bit_for_bit() {
+        // d = 37 exercises both the packed chunks and the scalar remainder.
+        let d = 37;
+        let n = 5;
+        let x: Vec<f32> = (0..n * d)
+            .map(|i| ((i * 7919) % 101) as f32 / 17.0 - 3.0)
+            .collect();
+        let w: Vec<f32> = (0..d)
+            .map(|i| ((i * 31) % 13) as f32 / 40.0 - 0.15)
+            .collect();
+        let y = [1.0, 0.0, 0.5, 1.0, 0.0];
+        let mut s1 = Scratch::default();
+        let portable = linear_rollout_body::<f32, false>(&w, 0.1, &x, &y, 0.2, &mut s1, None);
+        let dispatched = linear_rollout(&w, 0.1, &x, &y, 0.2, &mut Scratch::default(), None);
+        assert_eq!(bits(&portable), bits(&dispatched));
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is present (checked on the line above).
+            let wide =
+                unsafe { linear_rollout_avx2(&w, 0.1, &x, &y, 0.2, &mut Scratch::default(), None) };
+            assert_eq!(bits(&portable), bits(&wide));
+        }
+        // bf16 rows go through the widening loader.
+        let xb: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+        let portable = linear_rollout_body::<bf16, false>(
+            &w,
+            0.1,
+            &xb,
+            &y,
+            0.2,
+            &mut Scratch::default(),
+            None,
+        );
+        let dispatched = linear_rollout(&w, 0.1, &xb, &y, 0.2, &mut Scratch::default(), None);
+        assert_eq!(bits(&portable), bits(&dispatched));
+        // The scratch buffers are reused across rollouts of any length without being cleared.
+        let again =
+            linear_rollout_body::<f32, false>(&w, 0.1, &x[..2 * d], &y[..2], 0.5, &mut s1, None);
+        let fresh = linear_rollout_body::<f32, false>(
+            &w,
+            0.1,
+            &x[..2 * d],
+            &y[..2],
+            0.5,
+            &mut Scratch::default(),
+            None,
+        );
+        assert_eq!(bits(&again), bits(&fresh));
+    }
+}
