@@ -21,9 +21,11 @@
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod head;
 pub mod output;
 pub mod progress;
 pub mod select;
+pub mod train;
 
 pub use error::{Error, Result};
