@@ -21,7 +21,7 @@
 
 use burn::module::{Module, Param, ParamId};
 use burn::nn::Linear;
-use burn::tensor::activation::{gelu, relu, sigmoid, softmax};
+use burn::tensor::activation::{relu, sigmoid, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::SeedableRng;
@@ -383,7 +383,7 @@ impl<B: Backend> PrmModel<B> {
             (PrmModel::Mlp(m), BatchInput::Flat(x)) => {
                 let u = m.hidden.forward(x);
                 let a = match m.activation {
-                    Activation::Gelu => gelu(u),
+                    Activation::Gelu => gelu_exact(u),
                     Activation::Relu => relu(u),
                 };
                 m.out.forward(a).squeeze_dim(1)
@@ -410,10 +410,36 @@ impl<B: Backend> ContextModel<B> {
             .collect();
         let mask = Tensor::<B, 3>::from_data(TensorData::new(mask, [1, t, t]), &scores.device());
         let attn = softmax(scores + mask, 2).matmul(v);
-        let hidden = gelu(u + self.output.forward(attn));
+        let hidden = gelu_exact(u + self.output.forward(attn));
         let z = self.logit.forward(hidden).reshape([r * t]);
         z.select(0, index)
     }
+}
+
+/// GELU, x·Φ(x), whose autodiff gradient is the exact Φ(x) + x·φ(x).
+///
+/// Burn 0.21's fused `gelu` computes the erf form forward but back-propagates the derivative of
+/// the tanh approximation (off by up to ~3e-4 on [-3, 3], and slow: two `powf` and a `tanh` per
+/// element).
+/// That would make the trainer's gradients disagree with [`Activation::derivative`], which the
+/// gradient-norm engine uses, and with PyTorch. Here the factor Φ + xφ is computed on detached
+/// values and attached through `x·Φ + (x − x̄)·xφ`, whose value is exactly x·Φ (x − x̄ = 0) and
+/// whose derivative in x is exactly Φ + xφ.
+fn gelu_exact<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    const FRAC_1_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
+    let xd = x.clone().detach();
+    let cdf = xd
+        .clone()
+        .div_scalar(std::f64::consts::SQRT_2)
+        .erf()
+        .add_scalar(1.0)
+        .mul_scalar(0.5);
+    let x_pdf = (xd.clone() * xd.clone())
+        .mul_scalar(-0.5)
+        .exp()
+        .mul_scalar(FRAC_1_SQRT_2PI)
+        * xd.clone();
+    x.clone() * cdf + (x - xd) * x_pdf
 }
 
 /// Step probabilities σ(z) of every step of `bundle`, in step order, computed a few thousand
@@ -505,6 +531,31 @@ mod tests {
                     "{spec:?} step {s}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn gelu_gradient_is_the_exact_derivative() {
+        use burn::backend::Autodiff;
+        type A = Autodiff<B>;
+        let xs: Vec<f32> = vec![-3.0, -1.2, -0.3, 0.0, 0.4, 1.1, 2.5];
+        let x =
+            Tensor::<A, 1>::from_data(TensorData::new(xs.clone(), [xs.len()]), &Default::default())
+                .require_grad();
+        let y = gelu_exact(x.clone());
+        let values: Vec<f32> = y.clone().into_data().into_vec().unwrap();
+        let grads = y.sum().backward();
+        let g: Vec<f32> = x.grad(&grads).unwrap().into_data().into_vec().unwrap();
+        for (i, &v) in xs.iter().enumerate() {
+            let u = v as f64;
+            assert!(
+                (values[i] as f64 - Activation::Gelu.apply(u)).abs() < 1e-6,
+                "value at {u}"
+            );
+            assert!(
+                (g[i] as f64 - Activation::Gelu.derivative(u)).abs() < 1e-6,
+                "grad at {u}"
+            );
         }
     }
 
