@@ -8,9 +8,14 @@ use std::process::Command;
 use train_support::{Teacher, train_bundle, write_bench};
 
 fn mprm(args: &[&str]) -> (bool, String, String) {
+    mprm_with(args, &[])
+}
+
+fn mprm_with(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_mprm"))
         .args(args)
         .env("MPRM_NO_PROGRESS", "1")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (
@@ -172,4 +177,48 @@ fn tune_lr_picks_on_dev_and_writes_the_config() {
     let text = std::fs::read_to_string(&tuned).unwrap();
     assert!(text.starts_with("# lr chosen by `mprm tune-lr`"), "{text}");
     assert!(text.contains("lr = 0.05"), "{text}");
+}
+
+/// Same seed, same bytes — across processes and thread counts (matmuls split their outputs over
+/// threads; the autodiff graph must not let summation order vary either).
+#[test]
+fn results_do_not_depend_on_the_process_or_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = Teacher::new(64, 3.0, 5);
+    train_bundle(1500, 64, &teacher, 6)
+        .save(dir.path().join("wide.safetensors"))
+        .unwrap();
+    for (name, head) in [
+        ("mlp", "kind = \"mlp\"\nhidden = 64"),
+        ("context", "kind = \"context\"\nhidden = 16"),
+    ] {
+        let config = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "global_batch = 256\ndevice = \"cpu\"\n[data]\nbundle = \"wide.safetensors\"\n\
+                 [head]\n{head}\n[optim]\nlr = 0.01\n"
+            ),
+        )
+        .unwrap();
+        let run = |threads: &str| {
+            let out = dir.path().join(format!("{name}-{threads}"));
+            let env = [
+                ("MATMUL_NUM_THREADS", threads),
+                ("RAYON_NUM_THREADS", threads),
+            ];
+            let (ok, _, err) =
+                mprm_with(&["train", "--config", p(&config), "--out", p(&out)], &env);
+            assert!(ok, "{err}");
+            out
+        };
+        let (one, two) = (run("1"), run("2"));
+        for file in ["metrics.jsonl", "checkpoints/step-000006/model.mpk"] {
+            assert_eq!(
+                std::fs::read(one.join(file)).unwrap(),
+                std::fs::read(two.join(file)).unwrap(),
+                "{name}: {file}"
+            );
+        }
+    }
 }

@@ -14,7 +14,7 @@
 //! so the micro-batch size changes the weighting but not the cost.
 
 use burn::tensor::Tensor;
-use burn::tensor::activation::relu;
+use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::backend::Backend;
 
 use crate::error::{Error, Result};
@@ -72,13 +72,22 @@ pub fn bce_with_logits<B: Backend>(logits: Tensor<B, 1>, targets: Tensor<B, 1>) 
     relu(logits.clone()) - logits * targets + softplus_tail
 }
 
-/// `Σ_m w_m · BCE(z_m, y_m)`, a one-element tensor.
+/// `Σ_m w_m · BCE(z_m, y_m)`, a one-element tensor, whose gradient in z is `w ⊙ (σ(z) − y)`.
+///
+/// The per-step value is computed on detached logits and attached as `ℓ + (z − z̄)·(σ(z̄) − y)`:
+/// the same value (z − z̄ = 0), the exact gradient, and `z` feeds a single graph node. That last
+/// point is what makes training reproducible: Burn's autodiff adds the gradient contributions of
+/// a tensor used by three or more ops in an order that changes from process to process, and float
+/// addition of three terms depends on the order (two terms commute exactly).
 pub fn weighted_bce<B: Backend>(
     logits: Tensor<B, 1>,
     targets: Tensor<B, 1>,
     weights: Tensor<B, 1>,
 ) -> Tensor<B, 1> {
-    (bce_with_logits(logits, targets) * weights).sum()
+    let fixed = logits.clone().detach();
+    let value = bce_with_logits(fixed.clone(), targets.clone());
+    let slope = sigmoid(fixed.clone()) - targets;
+    ((value + (logits - fixed) * slope) * weights).sum()
 }
 
 #[cfg(test)]
@@ -131,6 +140,39 @@ mod tests {
         let want = ((l[0] + l[1] + l[2]) / 3.0 + l[3] + (l[4] + l[5]) / 2.0) / 3.0;
         let got: f32 = weighted_bce(t(&z), t(&y), t(&per)).into_scalar();
         assert!((got as f64 - want).abs() < 1e-6);
+    }
+
+    #[test]
+    fn gradient_is_weighted_sigmoid_minus_target() {
+        use burn::backend::Autodiff;
+        type A = Autodiff<B>;
+        let dev = Default::default();
+        let z = [0.5f32, -2.0, 8.0, -8.0];
+        let y = [1.0f32, 0.25, 0.0, 1.0];
+        let w = [0.5f32, 0.25, 0.125, 1.0];
+        let v = |x: &[f32]| Tensor::<A, 1>::from_data(TensorData::new(x.to_vec(), [x.len()]), &dev);
+        let zt = v(&z).require_grad();
+        let loss = weighted_bce(zt.clone(), v(&y), v(&w));
+        let value: f32 = loss.clone().into_scalar();
+        let want: f64 = (0..4)
+            .map(|i| w[i] as f64 * bce(z[i] as f64, y[i] as f64))
+            .sum();
+        assert!((value as f64 - want).abs() < 1e-5, "{value} vs {want}");
+        let g: Vec<f32> = zt
+            .grad(&loss.backward())
+            .unwrap()
+            .into_data()
+            .into_vec()
+            .unwrap();
+        for i in 0..4 {
+            let s = 1.0 / (1.0 + (-(z[i] as f64)).exp());
+            let want = w[i] as f64 * (s - y[i] as f64);
+            assert!(
+                (g[i] as f64 - want).abs() < 1e-6,
+                "step {i}: {} vs {want}",
+                g[i]
+            );
+        }
     }
 
     #[test]

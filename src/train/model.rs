@@ -118,12 +118,9 @@ pub struct MlpModel<B: Backend> {
 pub struct ContextModel<B: Backend> {
     /// ϕ → u, [d, h].
     pub input: Linear<B>,
-    /// Queries, [h, h].
-    pub query: Linear<B>,
-    /// Keys, [h, h].
-    pub key: Linear<B>,
-    /// Values, [h, h].
-    pub value: Linear<B>,
+    /// Queries, keys and values side by side, [h, 3h]. One layer rather than three keeps `u`
+    /// feeding two graph nodes (see [`crate::train::loss::weighted_bce`] on why that matters).
+    pub qkv: Linear<B>,
     /// Attention output projection, [h, h].
     pub output: Linear<B>,
     /// Final logit, [h, 1].
@@ -293,11 +290,9 @@ impl<B: Backend> PrmModel<B> {
                 };
                 PrmModel::Context(ContextModel {
                     input: layer(1, dim, h),
-                    query: layer(3, h, h),
-                    key: layer(5, h, h),
-                    value: layer(7, h, h),
-                    output: layer(9, h, h),
-                    logit: layer(11, h, 1),
+                    qkv: layer(3, h, 3 * h),
+                    output: layer(5, h, h),
+                    logit: layer(7, h, 1),
                 })
             }
         }
@@ -399,9 +394,12 @@ impl<B: Backend> ContextModel<B> {
         let [r, t, _] = x.dims();
         let u = self.input.forward(x);
         let h = u.dims()[2];
-        let q = self.query.forward(u.clone());
-        let k = self.key.forward(u.clone());
-        let v = self.value.forward(u.clone());
+        // Slices of one tensor get gradients with disjoint supports, so their sum is exact in
+        // any order.
+        let qkv = self.qkv.forward(u.clone());
+        let q = qkv.clone().narrow(2, 0, h);
+        let k = qkv.clone().narrow(2, h, h);
+        let v = qkv.narrow(2, 2 * h, h);
         let scores = q.matmul(k.swap_dims(1, 2)).div_scalar((h as f64).sqrt());
         // Additive mask: a large negative (not −∞) above the diagonal; every row keeps its
         // diagonal, so no row is fully masked.
