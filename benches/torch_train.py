@@ -1,7 +1,7 @@
 """PyTorch CPU baseline for `cargo bench --bench train`: the same model and protocol as mprm's
 Burn trainer, timed the same way.
 
-Model: Linear(d, h) -> GELU (erf form) or ReLU -> Linear(h, 1). Protocol per optimiser step: gather the step
+Model: Linear(d, h) -> GELU (erf form) or ReLU -> Linear(h, 1), or Linear(d, 1) (hidden 0). Protocol per optimiser step: gather the step
 rows of 512 shuffled rollouts, weighted BCE-with-logits (micro-batch-mean weights, micro-batches
 of 2 rollouts), backward, global-norm clipping at 1.0, AdamW (0.9, 0.999, 1e-8, wd 0.05), and
 Hugging Face's warm-up + cosine schedule; the loss is read back every step (as mprm does to stop
@@ -50,8 +50,11 @@ def run(meta, features, offsets, targets, seed):
     n = offsets.numel() - 1
     total = math.ceil(n / batch)
     warmup = math.ceil(total * meta["warmup_fraction"])
-    act = {"gelu": torch.nn.GELU(), "relu": torch.nn.ReLU()}[meta.get("activation", "gelu")]
-    model = torch.nn.Sequential(torch.nn.Linear(d, h), act, torch.nn.Linear(h, 1))
+    if h == 0:
+        model = torch.nn.Linear(d, 1)
+    else:
+        act = {"gelu": torch.nn.GELU(), "relu": torch.nn.ReLU()}[meta["activation"]]
+        model = torch.nn.Sequential(torch.nn.Linear(d, h), act, torch.nn.Linear(h, 1))
     params = list(model.parameters())
     opt = torch.optim.AdamW(
         params, lr=meta["lr"], betas=(0.9, 0.999), eps=1e-8, weight_decay=0.05

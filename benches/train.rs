@@ -5,7 +5,8 @@
 //! cargo bench --bench train            # MPRM_PYTHON=/path/to/python to pick the interpreter
 //! ```
 //!
-//! Model: mlp head, d = 256, hidden 256, GELU (`MPRM_BENCH_ACTIVATION=relu` for ReLU); protocol: global batch 512 rollouts,
+//! Model: mlp head, d = 256, hidden 256, GELU (`MPRM_BENCH_ACTIVATION=relu` for ReLU,
+//! `MPRM_BENCH_HEAD=linear` for the linear head); protocol: global batch 512 rollouts,
 //! micro-batches of 2, micro-batch-mean BCE, global-norm clipping 1.0, AdamW, warm-up + cosine,
 //! one pass. The data are synthetic: Gaussian features, 2–10 steps per rollout, labels drawn from
 //! a linear teacher. `MPRM_BENCH_ROLLOUTS` (default 20480) and `MPRM_BENCH_REPEATS` (default 3)
@@ -71,11 +72,8 @@ fn synthetic_bundle(n: usize, seed: u64) -> FeatureBundle {
     .expect("valid synthetic bundle")
 }
 
-fn config(activation: Activation) -> TrainConfig {
-    let mut c = TrainConfig::new(ModelSpec::Mlp {
-        hidden: HIDDEN,
-        activation,
-    });
+fn config(head: ModelSpec) -> TrainConfig {
+    let mut c = TrainConfig::new(head);
     c.labels = LabelScheme::Explicit;
     c.optim.lr = 1e-3;
     c
@@ -93,12 +91,12 @@ fn write_for_torch(dir: &Path, bundle: &FeatureBundle, cfg: &TrainConfig) {
         "targets.f32",
         bytemuck::cast_slice(bundle.labels.as_ref().expect("labels")),
     );
-    let activation = match cfg.head {
-        ModelSpec::Mlp { activation, .. } => activation.name(),
-        _ => unreachable!("the bench trains an mlp"),
+    let (hidden, activation) = match cfg.head {
+        ModelSpec::Mlp { hidden, activation } => (hidden, activation.name()),
+        _ => (0, "none"),
     };
     let meta = serde_json::json!({
-        "dim": DIM, "hidden": HIDDEN, "activation": activation, "global_batch": cfg.global_batch,
+        "dim": DIM, "hidden": hidden, "activation": activation, "global_batch": cfg.global_batch,
         "micro_batch": cfg.micro_batch, "lr": cfg.optim.lr,
         "warmup_fraction": cfg.optim.warmup_fraction,
     });
@@ -170,14 +168,22 @@ fn main() {
         .unwrap_or_else(|_| "gelu".into())
         .parse()
         .expect("MPRM_BENCH_ACTIVATION is gelu or relu");
+    let head = match std::env::var("MPRM_BENCH_HEAD").as_deref() {
+        Ok("linear") => ModelSpec::Linear,
+        Ok("mlp") | Err(_) => ModelSpec::Mlp {
+            hidden: HIDDEN,
+            activation,
+        },
+        Ok(other) => panic!("MPRM_BENCH_HEAD is mlp or linear, not {other}"),
+    };
     let bundle = synthetic_bundle(n, 7);
-    let cfg = config(activation);
+    let cfg = config(head);
     let dir = tempfile::tempdir().expect("temp dir");
     write_for_torch(dir.path(), &bundle, &cfg);
     println!(
-        "train throughput: mlp d={DIM} h={HIDDEN} {}, {n} rollouts ({} steps), global batch {}, \
+        "train throughput: {} d={DIM}, {n} rollouts ({} steps), global batch {}, \
          micro-batch {}, {} optimiser steps; {} ({cpus} logical CPUs), {threads} thread(s) each",
-        activation.name(),
+        cfg.head.name(),
         bundle.n_steps(),
         cfg.global_batch,
         cfg.micro_batch,
