@@ -21,6 +21,7 @@
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod experiments;
 pub mod gradnorm;
 pub mod head;
@@ -28,5 +29,6 @@ pub mod output;
 pub mod progress;
 pub mod select;
 pub mod sim;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -1,5 +1,6 @@
 //! Everything mprm reads and writes about rollouts.
 
+pub mod bench;
 pub mod convert;
 pub mod features;
 pub mod labels;

@@ -1,0 +1,163 @@
+//! Training PRM heads on step features with Burn, under the paper's protocol.
+//!
+//! A run trains one model ([`model::ModelSpec`]: `linear`, `mlp` or `context`) on the step
+//! features of a bundle, optionally restricted to a selected subset, for ⌈N/512⌉ AdamW steps
+//! per epoch (single pass by default) with warm-up + cosine decay, BCE on hard (`s > τ`), soft,
+//! true or explicit labels, global-norm clipping, and the reference's micro-batch-mean loss
+//! reduction or the paper's rollout sum. It checkpoints every K steps (Burn record, the head as
+//! `head.safetensors`, AdamW state), evaluates on the bench at each checkpoint, and resumes to
+//! exactly the run it would have been.
+//!
+//! * [`config`]: the TOML config.
+//! * [`model`], [`loss`], [`schedule`], [`plan`]: the pieces of the protocol.
+//! * [`train_loop`]: the loop, generic over the autodiff backend.
+//! * [`checkpoint`]: what is saved and how it is restored.
+//! * [`backend`]: the one place that picks `Autodiff<NdArray>` or `Autodiff<Cuda>`.
+//!
+//! The learning rate of the paper (1e-5) is for fine-tuning an 8B model; a head on features needs
+//! its own, chosen on the bench's dev split with [`lr_sweep`] (`mprm tune-lr`).
+
+pub mod backend;
+pub mod checkpoint;
+pub mod config;
+pub mod loss;
+pub mod model;
+pub mod plan;
+pub mod schedule;
+pub mod train_loop;
+
+use std::path::Path;
+
+use crate::data::bench::BenchSet;
+use crate::data::features::FeatureBundle;
+use crate::device::Device;
+use crate::error::{Error, Result};
+
+pub use config::TrainConfig;
+pub use train_loop::{EvalLog, RunOptions, StepLog, TrainInputs, TrainOutcome};
+
+/// Trains without progress bar or resume; writes a run folder only when `out_dir` is given.
+///
+/// This is the entry point for experiments: with `out_dir = None` nothing touches the disk.
+pub fn run(
+    config: &TrainConfig,
+    bundle: &FeatureBundle,
+    subset: Option<&[usize]>,
+    bench: Option<&BenchSet>,
+    device: Device,
+    out_dir: Option<&Path>,
+) -> Result<TrainOutcome> {
+    let inputs = TrainInputs {
+        config,
+        bundle,
+        subset,
+        bench,
+    };
+    let opts = RunOptions {
+        out_dir: out_dir.map(Path::to_path_buf),
+        ..Default::default()
+    };
+    backend::train(inputs, &opts, device)
+}
+
+/// Everything a config points at, loaded and checked.
+#[derive(Debug)]
+pub struct RunData {
+    /// Training features.
+    pub bundle: FeatureBundle,
+    /// Subset (bundle rollout indices), when one was given.
+    pub subset: Option<Vec<usize>>,
+    /// The bench, when configured.
+    pub bench: Option<BenchSet>,
+}
+
+/// Opens the config's bundle, subset (`subset` overrides the config's) and bench.
+pub fn load_data(config: &TrainConfig, subset: Option<&Path>) -> Result<RunData> {
+    let bundle_path = config.data.bundle.as_deref().ok_or_else(|| {
+        Error::invalid("the config names no features bundle (`[data] bundle = ...`)")
+    })?;
+    let bundle = FeatureBundle::open(bundle_path)?;
+    let subset = subset
+        .or(config.data.subset.as_deref())
+        .map(|p| plan::load_subset(&bundle, p))
+        .transpose()?;
+    let bench = config
+        .bench
+        .as_ref()
+        .map(|b| BenchSet::open(&b.jsonl, Some(&b.features), b.split()))
+        .transpose()?;
+    Ok(RunData {
+        bundle,
+        subset,
+        bench,
+    })
+}
+
+/// One learning rate tried by [`lr_sweep`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LrTrial {
+    /// The peak learning rate.
+    pub lr: f64,
+    /// Overall on the dev split at the dev-tuned threshold; `None` when training diverged.
+    pub dev_overall: Option<f64>,
+    /// Loss of the last optimiser step.
+    pub final_loss: Option<f64>,
+    /// Why the trial failed, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Trains once per learning rate (no files) and ranks them by dev Overall at the dev-tuned
+/// threshold — the test split is never looked at. Returns the trials and the best learning rate.
+pub fn lr_sweep(
+    config: &TrainConfig,
+    bundle: &FeatureBundle,
+    subset: Option<&[usize]>,
+    bench: &BenchSet,
+    device: Device,
+    lrs: &[f64],
+) -> Result<(Vec<LrTrial>, f64)> {
+    if lrs.is_empty() {
+        return Err(Error::invalid("no learning rates to try"));
+    }
+    if bench.indices(crate::data::bench::Split::Dev).is_empty() {
+        return Err(Error::invalid(format!(
+            "{} has no dev records to tune on",
+            bench.path.display()
+        )));
+    }
+    let mut trials = Vec::with_capacity(lrs.len());
+    for &lr in lrs {
+        let mut cfg = config.clone();
+        cfg.optim.lr = lr;
+        cfg.checkpoint_every = 0;
+        let trial = match run(&cfg, bundle, subset, Some(bench), device, None) {
+            Ok(out) => LrTrial {
+                lr,
+                dev_overall: out
+                    .last_eval()
+                    .and_then(|r| r.bench.dev_tuned.as_ref())
+                    .map(|d| d.dev.overall),
+                final_loss: out.history.last().map(|s| s.loss),
+                error: None,
+            },
+            Err(Error::Training(why)) => LrTrial {
+                lr,
+                dev_overall: None,
+                final_loss: None,
+                error: Some(why),
+            },
+            Err(e) => return Err(e),
+        };
+        trials.push(trial);
+    }
+    let best = trials
+        .iter()
+        .filter_map(|t| t.dev_overall.map(|o| (o, t.lr)))
+        .fold(None::<(f64, f64)>, |best, (o, lr)| match best {
+            Some((bo, _)) if bo >= o => best,
+            _ => Some((o, lr)),
+        })
+        .ok_or_else(|| Error::Training("every learning rate diverged".into()))?;
+    Ok((trials, best.1))
+}
