@@ -173,6 +173,10 @@ pub struct SynthArgs {
     /// Share of benchmark questions in the dev split.
     #[arg(long, default_value_t = 0.3)]
     pub bench_dev_fraction: f64,
+    /// Multiplier of the nuisance (non-teacher) part of the features: smaller makes the teacher
+    /// direction easier to learn from few steps, larger harder.
+    #[arg(long, default_value_t = 1.0)]
+    pub nuisance_scale: f64,
 }
 
 /// Which head, at which parameter point, against which targets.

@@ -168,6 +168,9 @@ fn synth(args: SynthArgs) -> Result<u8> {
         model: mprm::sim::ModelParams {
             early_stop: args.early_stop,
             early_stop_by_source: mprm::sim::preset::parse_source_values(&args.early_stop_for)?,
+            source_scale: args.nuisance_scale * defaults.model.source_scale,
+            question_scale: args.nuisance_scale * defaults.model.question_scale,
+            step_scale: args.nuisance_scale * defaults.model.step_scale,
             ..defaults.model
         },
         ..defaults

@@ -23,6 +23,12 @@ use crate::data::features::FeatureDtype;
 /// ϕ = t·ŵ + clip(g), where t = (ℓ − b*)/‖w*‖ carries the teacher logit ℓ exactly and g (source
 /// embedding + question embedding + step noise) is orthogonal to ŵ, with its norm clipped to the
 /// nuisance bound. So ⟨w*, ϕ⟩ + b* = ℓ, and ‖ϕ‖ is bounded (assumption A1).
+///
+/// The nuisance scales are per coordinate, so the nuisance norm grows like √d while the signal
+/// lives on one direction: as in a real hidden state, correctness is a small part of the
+/// variance, and a student must average over many steps to find ŵ. (With the nuisance shrunk
+/// to a vanishing share of ‖ϕ‖, a handful of steps reveal ŵ and every training subset scores
+/// the same.)
 #[derive(Debug, Clone)]
 pub struct FeatureSpace {
     /// d.
@@ -69,14 +75,14 @@ impl FeatureSpace {
             b_star: params.teacher_bias as f32,
             teacher_norm: params.teacher_norm,
             step_scale: params.step_scale as f32,
-            bound: params.nuisance_bound as f32,
+            bound: (params.nuisance_bound * (dim as f64).sqrt()) as f32,
         }
     }
 
-    /// An isotropic N(0, scale²/d) vector with its component along ŵ removed.
+    /// An isotropic N(0, scale²) vector (per coordinate) with its component along ŵ removed.
     pub fn embedding(&self, scale: f64, rng: &mut ChaCha8Rng) -> Vec<f32> {
         let mut v = vec![0.0f32; self.dim];
-        fill_normal(rng, &mut v, (scale / (self.dim as f64).sqrt()) as f32);
+        fill_normal(rng, &mut v, scale as f32);
         self.remove_teacher_component(&mut v);
         v
     }
@@ -92,8 +98,7 @@ impl FeatureSpace {
     /// of the rollout's nuisance `base` (orthogonal to ŵ), rounded to the storage dtype.
     /// Returns ⟨w*, ϕ⟩ + b* of the stored vector.
     pub fn step(&self, logit: f64, base: &[f32], rng: &mut ChaCha8Rng, out: &mut [f32]) -> f64 {
-        let noise_scale = self.step_scale / (self.dim as f32).sqrt();
-        fill_normal(rng, out, noise_scale);
+        fill_normal(rng, out, self.step_scale);
         self.remove_teacher_component(out);
         let mut norm2 = 0.0f32;
         for (x, b) in out.iter_mut().zip(base) {
@@ -455,7 +460,7 @@ mod tests {
                 );
                 let phi_norm = out.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
                 let bound = ((params.logit_clip + params.teacher_bias.abs()) / params.teacher_norm)
-                    .hypot(params.nuisance_bound);
+                    .hypot(params.nuisance_bound * (s.dim as f64).sqrt());
                 assert!(phi_norm <= bound * 1.01, "{phi_norm} > {bound}");
                 if dtype == FeatureDtype::Bf16 {
                     assert!(out.iter().all(|v| bf16::from_f32(*v).to_f32() == *v));

@@ -24,8 +24,8 @@
 //! * **Step j.** Teacher logit `ℓ_j = clip(a_x − δ·[an earlier step was wrong] + σ_ζ ζ_j, ±L)`
 //!   (errors propagate: once a step is wrong, later ones are more often wrong too). The features
 //!   are `ϕ_j = ((ℓ_j − b*)/‖w*‖)·ŵ + clip(u_s + v_q + ε_j)` with the nuisance part orthogonal to
-//!   ŵ and clipped in norm, so `q*_j = σ(⟨w*, ϕ_j⟩ + b*) = σ(ℓ_j)` exactly and ‖ϕ‖ is bounded
-//!   (A1). True correctness `Z_j ~ Bernoulli(q*_j)`.
+//!   ŵ, scaled per coordinate (so it grows like √d while the signal stays on one direction) and
+//!   clipped in norm, so `q*_j = σ(⟨w*, ϕ_j⟩ + b*) = σ(ℓ_j)` exactly and ‖ϕ‖ is bounded (A1). True correctness `Z_j ~ Bernoulli(q*_j)`.
 //! * **MC annotation.** The prefix through step j is intact while every Z so far is 1. From an
 //!   intact prefix with m steps left, one continuation succeeds with probability
 //!   `r_j = p^m + (1 − p^m)·E\[ρ\]`, where p = P(Z = 1 | a_x) (it must write the rest without error,

@@ -52,14 +52,14 @@ pub struct ModelParams {
     pub teacher_norm: f64,
     /// b*: the teacher's bias.
     pub teacher_bias: f64,
-    /// Scale of the source embedding in ϕ (nuisance directions).
+    /// Per-coordinate standard deviation of the source embedding in ϕ (nuisance directions).
     pub source_scale: f64,
-    /// Scale of the question embedding in ϕ.
+    /// Per-coordinate standard deviation of the question embedding in ϕ.
     pub question_scale: f64,
-    /// Scale of the per-step noise in ϕ.
+    /// Per-coordinate standard deviation of the per-step noise in ϕ.
     pub step_scale: f64,
-    /// The nuisance part of ϕ (orthogonal to w*) is clipped to this norm, so
-    /// ‖ϕ‖ ≤ sqrt(((L + |b*|)/‖w*‖)² + bound²).
+    /// The nuisance part of ϕ (orthogonal to w*) is clipped to the norm `bound·√d`, so
+    /// ‖ϕ‖ ≤ sqrt(((L + |b*|)/‖w*‖)² + bound²·d).
     pub nuisance_bound: f64,
     /// Responses sampled per question (VisualPRM400K samples 4).
     pub rollouts_per_question: usize,
@@ -84,10 +84,10 @@ impl Default for ModelParams {
             guess_bonus_phrase: -0.5,
             teacher_norm: 4.0,
             teacher_bias: 0.0,
-            source_scale: 0.6,
-            question_scale: 0.6,
-            step_scale: 0.5,
-            nuisance_bound: 2.0,
+            source_scale: 0.3,
+            question_scale: 0.3,
+            step_scale: 0.8,
+            nuisance_bound: 3.0,
             rollouts_per_question: 4,
             words_per_step: 27.8,
         }
