@@ -271,7 +271,8 @@ fn every_output_agrees_with_the_others() {
     let teacher = bundle.teacher.as_ref().unwrap();
     let feats = bundle.features().to_f32_vec();
     let p = &cfg.model;
-    let bound = ((p.logit_clip + p.teacher_bias.abs()) / p.teacher_norm).hypot(p.nuisance_bound * (d as f64).sqrt());
+    let bound = ((p.logit_clip + p.teacher_bias.abs()) / p.teacher_norm)
+        .hypot(p.nuisance_bound * (d as f64).sqrt());
     let mut wrong = 0;
     for j in 0..bundle.n_steps() {
         let row = &feats[j * d..(j + 1) * d];

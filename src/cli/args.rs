@@ -86,13 +86,16 @@ pub struct ConvertArgs {
 /// `mprm select`.
 #[derive(Debug, Args)]
 pub struct SelectArgs {
-    /// Selection method: bis, random, mixed, reliable, low-mc, mixture, top-mc.
+    /// Method: bis, random, mixed, reliable, low-mc, mixture, top-mc (scores only), or grand,
+    /// el2n, gradnorm-teacher, gradnorm-ckpt, less (gradient-based; need --bundle).
     pub method: String,
-    /// Folder of raw annotation `*.jsonl` files (the reference script's input).
-    #[arg(long, default_value = "datasets/VisualPRM400K-v1.1-raw/annotations")]
-    pub annotations_dir: PathBuf,
-    /// Select from a features bundle instead of annotation files (writes ids only).
-    #[arg(long, conflicts_with = "output")]
+    /// Folder of raw annotation `*.jsonl` files (the reference script's input; default
+    /// `datasets/VisualPRM400K-v1.1-raw/annotations` when no --bundle is given).
+    #[arg(long)]
+    pub annotations_dir: Option<PathBuf>,
+    /// Features bundle: selects from it alone (ids only), or, with --annotations-dir, supplies the
+    /// gradient-based keys (matched by source and line).
+    #[arg(long)]
     pub bundle: Option<PathBuf>,
     /// BIS smoothing α.
     #[arg(long, default_value_t = 0.05)]
@@ -100,7 +103,7 @@ pub struct SelectArgs {
     /// Fraction ρ of each source to keep.
     #[arg(long, default_value_t = 0.25)]
     pub top_ratio: f64,
-    /// Seed for the random and mixed baselines.
+    /// Seed for the random and mixed baselines, GraNd's initialisations and the proxies.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Output `.jsonl` of PRM training lines (byte-identical to the reference script for bis).
@@ -115,6 +118,56 @@ pub struct SelectArgs {
     /// Stop at the first bad line instead of skipping it as the reference does.
     #[arg(long)]
     pub strict: bool,
+    /// Gradient-based methods.
+    #[command(flatten)]
+    pub gradient: GradientSelectArgs,
+}
+
+/// Settings of the gradient-based selectors.
+#[derive(Debug, Args)]
+pub struct GradientSelectArgs {
+    /// Head architecture: linear or mlp.
+    #[arg(long, default_value = "linear")]
+    pub head: String,
+    /// Hidden width of the mlp head.
+    #[arg(long, default_value_t = 256)]
+    pub hidden: usize,
+    /// Nonlinearity of the mlp head: gelu or relu.
+    #[arg(long, default_value = "gelu")]
+    pub activation: String,
+    /// Step targets of the corpus: mc (hard, s > threshold), soft, true or explicit.
+    #[arg(long, default_value = "mc")]
+    pub labels: String,
+    /// Threshold of the hard mc labels.
+    #[arg(long, default_value_t = 0.0)]
+    pub threshold: f64,
+    /// Reduction over a rollout's steps: mean or sum.
+    #[arg(long, default_value = "mean")]
+    pub reduction: String,
+    /// GraNd: random initialisations averaged.
+    #[arg(long, default_value_t = 10)]
+    pub inits: usize,
+    /// EL2N / LESS proxy: fraction of each source it trains on.
+    #[arg(long, default_value_t = 0.05)]
+    pub proxy_fraction: f64,
+    /// EL2N / LESS proxy: learning rate.
+    #[arg(long, default_value_t = 1e-2)]
+    pub proxy_lr: f64,
+    /// EL2N / LESS proxy: rollouts per optimiser step.
+    #[arg(long, default_value_t = 512)]
+    pub proxy_batch: usize,
+    /// gradnorm-ckpt: the head (`head.safetensors` of a training checkpoint).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// less: bench records (VisualProcessBench layout, with a dev split).
+    #[arg(long)]
+    pub bench: Option<PathBuf>,
+    /// less: the bench's features bundle.
+    #[arg(long)]
+    pub bench_features: Option<PathBuf>,
+    /// Device for the gradients: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
 }
 
 /// `mprm bundle-info`.

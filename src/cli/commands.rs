@@ -20,7 +20,12 @@ use mprm::gradnorm::{
 };
 use mprm::head::{HeadKind, HeadParams};
 use mprm::output::{self, write_json, write_text};
+use mprm::select::Selector;
 use mprm::select::baselines::Baseline;
+use mprm::select::gradient::{
+    GRADIENT_NAMES, GradientInputs, GradientSettings, PrecomputedSelector, ProxySpec,
+    gradient_selector,
+};
 use mprm::select::pipeline::{SelectOutputs, select_annotations, select_bundle};
 use mprm::train::{self, RunOptions, TrainConfig, TrainInputs, checkpoint};
 
@@ -106,35 +111,97 @@ fn convert(args: ConvertArgs) -> Result<u8> {
 }
 
 fn select(args: SelectArgs) -> Result<u8> {
-    let selector = Baseline::from_name(&args.method, args.alpha, args.seed)?;
     let outputs = SelectOutputs {
-        prm_lines: args.output,
-        ids: args.ids,
-        report: args.report,
+        prm_lines: args.output.clone(),
+        ids: args.ids.clone(),
+        report: args.report.clone(),
     };
     if outputs.prm_lines.is_none() && outputs.ids.is_none() && outputs.report.is_none() {
         return Err(Error::invalid(
             "nothing to write: give --output, --ids or --report",
         ));
     }
-    let report = match &args.bundle {
-        Some(path) => select_bundle(
-            &FeatureBundle::open(path)?,
-            &selector,
-            args.top_ratio,
-            &outputs,
-        )?,
-        None => select_annotations(
-            &args.annotations_dir,
-            &selector,
-            args.top_ratio,
-            strictness(args.strict),
-            &outputs,
-        )?,
+    let bundle = args
+        .bundle
+        .as_deref()
+        .map(FeatureBundle::open)
+        .transpose()?;
+    let selector: Box<dyn Selector> = if GRADIENT_NAMES.contains(&args.method.as_str()) {
+        let bundle = bundle.as_ref().ok_or_else(|| {
+            Error::invalid(format!(
+                "{} is gradient-based and needs --bundle FEATURES.safetensors",
+                args.method
+            ))
+        })?;
+        Box::new(gradient_selector_from_args(&args, bundle)?)
+    } else {
+        Box::new(Baseline::from_name(&args.method, args.alpha, args.seed)?)
+    };
+    let report = match (&bundle, &args.annotations_dir) {
+        (Some(b), None) => select_bundle(b, selector.as_ref(), args.top_ratio, &outputs)?,
+        (_, dir) => {
+            let default = PathBuf::from("datasets/VisualPRM400K-v1.1-raw/annotations");
+            select_annotations(
+                dir.as_deref().unwrap_or(&default),
+                selector.as_ref(),
+                args.top_ratio,
+                strictness(args.strict),
+                &outputs,
+            )?
+        }
     };
     eprintln!("{}", report.summary());
     Ok(0)
 }
+
+fn gradient_selector_from_args(
+    args: &SelectArgs,
+    bundle: &FeatureBundle,
+) -> Result<PrecomputedSelector> {
+    let g = &args.gradient;
+    let head = match g.head.as_str() {
+        "linear" => HeadKind::Linear,
+        "mlp" => HeadKind::Mlp {
+            hidden: g.hidden,
+            activation: g.activation.parse()?,
+        },
+        other => {
+            return Err(Error::invalid(format!(
+                "unknown head `{other}`: expected linear or mlp"
+            )));
+        }
+    };
+    let settings = GradientSettings {
+        head,
+        labels: LabelScheme::parse(&g.labels, g.threshold)?,
+        reduction: g.reduction.parse()?,
+        seed: args.seed,
+        inits: g.inits,
+        proxy: ProxySpec {
+            fraction: g.proxy_fraction,
+            lr: g.proxy_lr,
+            global_batch: g.proxy_batch,
+            epochs: 1,
+        },
+        device: device::resolve(g.device.parse()?)?,
+    };
+    let bench = match (&g.bench, &g.bench_features) {
+        (Some(j), Some(f)) => Some(BenchSet::open(j, Some(f), SplitSettings::default())?),
+        (None, None) => None,
+        _ => return Err(Error::invalid("--bench and --bench-features go together")),
+    };
+    let checkpoint = g.checkpoint.as_deref().map(HeadParams::load).transpose()?;
+    gradient_selector(
+        &args.method,
+        &GradientInputs {
+            bundle,
+            bench: bench.as_ref(),
+            checkpoint: checkpoint.as_ref(),
+        },
+        &settings,
+    )
+}
+
 fn bundle_info(args: BundleInfoArgs) -> Result<u8> {
     let b = FeatureBundle::open(&args.bundle)?;
     println!(

@@ -9,6 +9,7 @@
 
 pub mod baselines;
 pub mod bis;
+pub mod gradient;
 pub mod ids;
 pub mod pipeline;
 
