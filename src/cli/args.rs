@@ -39,6 +39,10 @@ pub enum Command {
     Eval(EvalArgs),
     /// VisualProcessBench metrics of any PRM from a scores file.
     EvalScores(EvalScoresArgs),
+    /// Run an experiment config (theory checks, selection comparison) into a results folder.
+    Experiment(ExperimentArgs),
+    /// Regenerate a results folder's tables, figures and README from its saved results.
+    Report(ReportArgs),
     /// CUDA kernel utilities (PTX for inspection and CI).
     #[command(subcommand)]
     Kernels(KernelsCommand),
@@ -477,4 +481,25 @@ pub struct EvalScoresArgs {
     /// Also write the full report as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+/// `mprm experiment`.
+#[derive(Debug, Args)]
+pub struct ExperimentArgs {
+    /// The experiment config (TOML), e.g. `experiments/main.toml`.
+    pub config: PathBuf,
+    /// Results folder (default `experiments/results/<name>`); finished cells found there are
+    /// reused, so an interrupted run resumes.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// auto | cpu | cuda | cuda:N (overrides the config's).
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+/// `mprm report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A results folder written by `mprm experiment`.
+    pub results: PathBuf,
 }

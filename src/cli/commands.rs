@@ -32,8 +32,9 @@ use mprm::train::{self, RunOptions, TrainConfig, TrainInputs, checkpoint};
 use super::EXIT_CHECK_FAILED;
 use super::args::{
     BenchCommand, BenchGradnormArgs, BenchMembwArgs, BundleInfoArgs, Cli, Command, ConvertArgs,
-    EvalArgs, EvalScoresArgs, GradnormArgs, HeadArgs, KernelsCommand, KernelsPtxArgs,
-    MakeBundleArgs, SelectArgs, StatsArgs, SynthArgs, TrainArgs, TuneLrArgs, VerifyArgs,
+    EvalArgs, EvalScoresArgs, ExperimentArgs, GradnormArgs, HeadArgs, KernelsCommand,
+    KernelsPtxArgs, MakeBundleArgs, ReportArgs, SelectArgs, StatsArgs, SynthArgs, TrainArgs,
+    TuneLrArgs, VerifyArgs,
 };
 
 /// Runs the parsed command line; returns the process exit status.
@@ -50,6 +51,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::TuneLr(args) => tune_lr(args),
         Command::Eval(args) => eval_cmd(args),
         Command::EvalScores(args) => eval_scores(args),
+        Command::Experiment(args) => experiment(args),
+        Command::Report(args) => report(args),
         Command::Kernels(KernelsCommand::Ptx(args)) => kernels_ptx(args),
         Command::Bench(BenchCommand::Gradnorm(args)) => bench_gradnorm(args),
         Command::Bench(BenchCommand::Membw(args)) => bench_membw(args),
@@ -789,4 +792,20 @@ fn write_report(
             "report": report,
         }),
     )
+}
+
+fn experiment(args: ExperimentArgs) -> Result<u8> {
+    let device = args.device.as_deref().map(str::parse).transpose()?;
+    let summary =
+        mprm::experiments::runner::run_experiment(&args.config, args.out.as_deref(), device)?;
+    println!("{}", summary.key_tables);
+    println!("report: {}", summary.dir.join("README.md").display());
+    Ok(0)
+}
+
+fn report(args: ReportArgs) -> Result<u8> {
+    let summary = mprm::experiments::runner::regenerate_report(&args.results)?;
+    println!("{}", summary.key_tables);
+    println!("report: {}", summary.dir.join("README.md").display());
+    Ok(0)
 }

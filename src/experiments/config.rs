@@ -1,0 +1,193 @@
+//! Experiment configs (TOML): one file names the corpus, the training protocol and which
+//! experiments to run; everything else has a documented default.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::head::Activation;
+use crate::train::loss::LossReduction;
+
+use super::selection::SelectionConfig;
+use super::theory::TheoryConfig;
+
+/// A whole experiment file.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// Name; the default results folder is `experiments/results/<name>`.
+    pub name: String,
+    /// Master seed (each seed-indexed repeat derives its own from it).
+    #[serde(default)]
+    pub seed: u64,
+    /// auto, cpu, cuda or cuda:N.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// The synthetic corpus everything runs on.
+    pub corpus: CorpusConfig,
+    /// The training protocol of every head trained.
+    #[serde(default)]
+    pub train: TrainSettings,
+    /// Theory checks, when present.
+    #[serde(default)]
+    pub theory: Option<TheoryConfig>,
+    /// Selection comparison, when present.
+    #[serde(default)]
+    pub selection: Option<SelectionConfig>,
+}
+
+fn default_device() -> String {
+    "auto".into()
+}
+
+/// The simulator settings of the experiment's corpus (see `mprm synth`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorpusConfig {
+    /// Fraction of VisualPRM400K's 565,096 rollouts.
+    pub scale: f64,
+    /// Feature dimension d.
+    pub dim: usize,
+    /// Seed of the corpus (fixed across the experiment's repeats).
+    pub seed: u64,
+    /// Smallest source size.
+    pub min_rollouts: usize,
+    /// Benchmark questions (8 candidate solutions each).
+    pub bench_questions: usize,
+    /// Multiplier of the feature nuisance (difficulty of finding the teacher direction).
+    pub nuisance_scale: f64,
+    /// Use this existing `mprm synth` folder instead of generating one.
+    pub existing: Option<PathBuf>,
+}
+
+impl Default for CorpusConfig {
+    fn default() -> Self {
+        CorpusConfig {
+            scale: 0.02,
+            dim: 64,
+            seed: 42,
+            min_rollouts: 40,
+            bench_questions: 360,
+            nuisance_scale: 1.0,
+            existing: None,
+        }
+    }
+}
+
+/// How every head of an experiment is trained: the paper's protocol, with the batch scaled to
+/// the corpus and the learning rate chosen on the bench's dev split.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSettings {
+    /// `linear` or `mlp`.
+    pub head: String,
+    /// Hidden width of the mlp head.
+    pub hidden: usize,
+    /// Nonlinearity of the mlp head.
+    pub activation: Activation,
+    /// Learning rates tried on the dev split (the chosen one is recorded per cell).
+    pub lr_grid: Vec<f64>,
+    /// Rollouts per optimiser step; `None` scales the paper's 512 by corpus size, so a budget
+    /// gets as many updates as in the paper (full data ≈ 1,104 steps).
+    pub global_batch: Option<usize>,
+    /// Rollouts per micro-batch.
+    pub micro_batch: usize,
+    /// Loss reduction (the reference's micro-batch mean, or the paper's rollout sum).
+    pub loss: LossReduction,
+    /// Passes over the training subset.
+    pub epochs: usize,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        TrainSettings {
+            head: "linear".into(),
+            hidden: 64,
+            activation: Activation::Gelu,
+            lr_grid: vec![1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
+            global_batch: None,
+            micro_batch: 2,
+            loss: LossReduction::MicroBatchMean,
+            epochs: 1,
+            weight_decay: 0.05,
+        }
+    }
+}
+
+/// VisualPRM400K-v1.1's rollout count, the reference for scaling the global batch.
+pub const FULL_CORPUS_ROLLOUTS: usize = 565_096;
+/// The paper's global batch.
+pub const PAPER_GLOBAL_BATCH: usize = 512;
+
+impl TrainSettings {
+    /// The global batch for a corpus of `n_rollouts`.
+    pub fn global_batch_for(&self, n_rollouts: usize) -> usize {
+        self.global_batch.unwrap_or_else(|| {
+            ((PAPER_GLOBAL_BATCH * n_rollouts) as f64 / FULL_CORPUS_ROLLOUTS as f64)
+                .round()
+                .max(1.0) as usize
+        })
+    }
+}
+
+impl ExperimentConfig {
+    /// Reads and checks a config; relative paths are taken from the file's folder.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).at(path)?;
+        let mut cfg: ExperimentConfig = toml::from_str(&text)
+            .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+        if let Some(p) = cfg.corpus.existing.as_mut()
+            && p.is_relative()
+        {
+            *p = path.parent().unwrap_or(Path::new("")).join(&*p);
+        }
+        cfg.validate()
+            .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
+        Ok(cfg)
+    }
+
+    /// Checks every setting once.
+    pub fn validate(&self) -> Result<()> {
+        let rule = |ok: bool, msg: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::invalid(msg.to_string()))
+            }
+        };
+        rule(
+            !self.name.is_empty() && !self.name.contains('/'),
+            "name must be a plain folder name",
+        )?;
+        rule(
+            self.corpus.scale > 0.0 && self.corpus.scale <= 1.0,
+            "corpus.scale must be in (0, 1]",
+        )?;
+        rule(self.corpus.dim > 0, "corpus.dim must be positive")?;
+        rule(
+            self.corpus.bench_questions > 0,
+            "corpus.bench_questions must be positive",
+        )?;
+        rule(
+            matches!(self.train.head.as_str(), "linear" | "mlp"),
+            "train.head must be linear or mlp",
+        )?;
+        rule(
+            !self.train.lr_grid.is_empty(),
+            "train.lr_grid must not be empty",
+        )?;
+        rule(
+            self.train.lr_grid.iter().all(|l| l.is_finite() && *l > 0.0),
+            "learning rates must be positive",
+        )?;
+        rule(
+            self.theory.is_some() || self.selection.is_some(),
+            "nothing to run: add [theory] or [selection]",
+        )?;
+        if let Some(s) = &self.selection {
+            s.validate()?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,157 @@
+//! `mprm experiment` and `mprm report`: run a config into a results folder, or redraw one.
+//!
+//! Layout of a results folder:
+//!
+//! ```text
+//! RESULTS/manifest.json          what ran: config, seed, crate version, git commit, device
+//! RESULTS/README.md              the report: findings, key tables, links to every file
+//! RESULTS/<experiment>/results.json   raw numbers (the only input of `mprm report`)
+//! RESULTS/<experiment>/*.md|csv|json|svg|png   tables and figures
+//! RESULTS/timing.json            wall times (the one file that differs between identical runs)
+//! RESULTS/corpus/, RESULTS/cells/   the generated corpus and finished cells (not committed)
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::device::{self, DeviceRequest};
+use crate::error::{Error, IoContext, Result};
+use crate::output::write_json;
+
+use super::cells::CellStore;
+use super::config::ExperimentConfig;
+use super::context::{Corpus, ExperimentContext};
+use super::manifest::{Manifest, git_commit};
+use super::report::{Rendered, write_readme};
+use super::{selection, theory};
+
+/// What a finished run tells its caller.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// The results folder.
+    pub dir: PathBuf,
+    /// The key tables, as Markdown.
+    pub key_tables: String,
+}
+
+/// Runs the experiments of `config_path` into `out` (default `experiments/results/<name>`),
+/// reusing finished cells found there.
+pub fn run_experiment(
+    config_path: &Path,
+    out: Option<&Path>,
+    device_override: Option<DeviceRequest>,
+) -> Result<RunSummary> {
+    let cfg = ExperimentConfig::load(config_path)?;
+    let dir = out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("experiments/results").join(&cfg.name));
+    std::fs::create_dir_all(&dir).at(&dir)?;
+    let request = match device_override {
+        Some(d) => d,
+        None => cfg.device.parse()?,
+    };
+    let device = device::resolve(request)?;
+    let manifest = Manifest {
+        experiment: cfg.name.clone(),
+        config: serde_json::to_value(&cfg).expect("config serialises"),
+        seed: cfg.seed,
+        crate_version: env!("CARGO_PKG_VERSION").into(),
+        git_commit: git_commit(config_path.parent().unwrap_or(Path::new("."))),
+        device: device.to_string(),
+    };
+    write_json(dir.join("manifest.json"), &manifest)?;
+
+    let mut timing = serde_json::Map::new();
+    let started = Instant::now();
+    let corpus = Corpus::prepare(&cfg.corpus, &dir)?;
+    timing.insert("corpus_s".into(), started.elapsed().as_secs_f64().into());
+    let cells = CellStore::open(&dir)?;
+    let ctx = ExperimentContext {
+        corpus: &corpus,
+        cells: &cells,
+        device,
+        seed: cfg.seed,
+        train: &cfg.train,
+    };
+    if let Some(t) = &cfg.theory {
+        let started = Instant::now();
+        save_results(&dir, "theory", &theory::run(t, &ctx)?)?;
+        timing.insert("theory_s".into(), started.elapsed().as_secs_f64().into());
+    }
+    if let Some(s) = &cfg.selection {
+        let started = Instant::now();
+        let (results, cost) = selection::run(s, &ctx)?;
+        save_results(&dir, "selection", &results)?;
+        timing.insert("selection_s".into(), started.elapsed().as_secs_f64().into());
+        timing.insert(
+            "selection_cost".into(),
+            serde_json::to_value(cost).expect("timings serialise"),
+        );
+    }
+    write_json(dir.join("timing.json"), &timing)?;
+    regenerate_report(&dir)
+}
+
+fn save_results<T: Serialize>(dir: &Path, sub: &str, results: &T) -> Result<()> {
+    write_json(dir.join(sub).join("results.json"), results)
+}
+
+fn load_results<T: DeserializeOwned>(dir: &Path, sub: &str) -> Result<Option<T>> {
+    let path = dir.join(sub).join("results.json");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| Error::Other(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Redraws every table and figure of a results folder from its `results.json` files, and its
+/// README.
+pub fn regenerate_report(dir: &Path) -> Result<RunSummary> {
+    let manifest_path = dir.join("manifest.json");
+    let manifest: Manifest =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).at(&manifest_path)?)
+            .map_err(|e| Error::Other(format!("{}: {e}", manifest_path.display())))?;
+    let mut parts: Vec<(&str, Rendered)> = Vec::new();
+    if let Some(r) = load_results::<theory::TheoryResults>(dir, "theory")? {
+        parts.push(("theory", theory::render(&r)));
+    }
+    if let Some(r) = load_results::<selection::SelectionResults>(dir, "selection")? {
+        parts.push(("selection", selection::render(&r)));
+    }
+    if parts.is_empty() {
+        return Err(Error::EmptyInput(format!(
+            "{}: no results.json to report",
+            dir.display()
+        )));
+    }
+    for (sub, r) in &parts {
+        r.save(&dir.join(sub))?;
+    }
+    let header = format!(
+        "# mprm results: {}\n\nProduced by `mprm experiment` (mprm {}, commit {}, device {}, seed {}); \
+         the full configuration is in [`manifest.json`](manifest.json). Regenerate the tables and \
+         figures with `mprm report {}`.\n\n",
+        manifest.experiment,
+        manifest.crate_version,
+        manifest.git_commit,
+        manifest.device,
+        manifest.seed,
+        dir.display()
+    );
+    let refs: Vec<(&str, &Rendered)> = parts.iter().map(|(s, r)| (*s, r)).collect();
+    write_readme(dir, &header, &refs)?;
+    Ok(RunSummary {
+        dir: dir.to_path_buf(),
+        key_tables: parts
+            .iter()
+            .map(|(_, r)| r.key_table.clone())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    })
+}
