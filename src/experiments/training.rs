@@ -16,7 +16,8 @@ use super::context::ExperimentContext;
 /// The headline numbers of one trained head on the bench.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunResult {
-    /// Peak learning rate used.
+    /// Peak learning rate used (NaN for an untrained head).
+    #[serde(with = "super::nan")]
     pub lr: f64,
     /// Seed of the run (order and initialisation).
     pub seed: u64,
@@ -60,7 +61,8 @@ pub struct BestOfN {
 }
 
 impl RunResult {
-    fn from_report(
+    /// Reads the headline numbers off an evaluation.
+    pub fn from_report(
         report: &EvalReport,
         lr: f64,
         seed: u64,
@@ -106,6 +108,16 @@ impl RunResult {
             }),
         })
     }
+}
+
+/// One learning rate tried on dev.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LrTrial {
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Dev Overall at the dev-tuned threshold (NaN when training diverged).
+    #[serde(with = "super::nan")]
+    pub dev_overall: f64,
 }
 
 /// The model the experiment trains.
@@ -181,7 +193,7 @@ pub fn tune_lr(
     subset: Option<&[usize]>,
     labels: LabelScheme,
     seed: u64,
-) -> Result<(f64, Vec<(f64, f64)>)> {
+) -> Result<(f64, Vec<LrTrial>)> {
     let cfg = train_config(ctx, labels, ctx.train.lr_grid[0], seed);
     let (trials, best) = train::lr_sweep(
         &cfg,
@@ -195,7 +207,10 @@ pub fn tune_lr(
         best,
         trials
             .iter()
-            .map(|t| (t.lr, t.dev_overall.unwrap_or(f64::NAN)))
+            .map(|t| LrTrial {
+                lr: t.lr,
+                dev_overall: t.dev_overall.unwrap_or(f64::NAN),
+            })
             .collect(),
     ))
 }

@@ -25,7 +25,8 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::gradnorm::{self, GradNormOptions, Projection, Reduction};
 use crate::head::{HeadKind, HeadParams, LinearHead};
-use crate::select::baselines::source_rng;
+use crate::select::baselines::Baseline;
+use crate::select::pipeline::choose_from_bundle;
 use crate::select::{Selector, SourceView};
 use crate::train::{self, TrainConfig};
 
@@ -235,7 +236,7 @@ pub fn train_proxy(bundle: &FeatureBundle, s: &GradientSettings) -> Result<HeadP
             p.fraction
         )));
     }
-    let subset = random_fraction(bundle, p.fraction, s.seed);
+    let subset = random_fraction(bundle, p.fraction, s.seed)?;
     let mut cfg = TrainConfig::new(match s.head {
         HeadKind::Linear => crate::train::model::ModelSpec::Linear,
         HeadKind::Mlp { hidden, activation } => {
@@ -252,22 +253,10 @@ pub fn train_proxy(bundle: &FeatureBundle, s: &GradientSettings) -> Result<HeadP
         .ok_or_else(|| Error::Training("the proxy run produced no head".into()))
 }
 
-/// A seeded random `fraction` of every source (at least one rollout each), in corpus order.
-pub fn random_fraction(bundle: &FeatureBundle, fraction: f64, seed: u64) -> Vec<usize> {
-    use rand::RngExt;
-    let mut chosen = Vec::new();
-    for (s, name) in bundle.meta.sources.iter().enumerate() {
-        let members: Vec<usize> = (0..bundle.n_rollouts())
-            .filter(|&i| bundle.source[i] as usize == s)
-            .collect();
-        let mut rng = source_rng(seed, name);
-        let keys: Vec<f64> = members.iter().map(|_| rng.random::<f64>()).collect();
-        let k = crate::select::quota(members.len(), fraction);
-        let picked = crate::select::choose_top(&keys, k).expect("uniform keys are never NaN");
-        chosen.extend(picked.into_iter().map(|p| members[p]));
-    }
-    chosen.sort_unstable();
-    chosen
+/// A seeded random `fraction` of every source (the `random` baseline), in corpus order.
+pub fn random_fraction(bundle: &FeatureBundle, fraction: f64, seed: u64) -> Result<Vec<usize>> {
+    let (_, ids) = choose_from_bundle(bundle, &Baseline::Random { seed }, fraction)?;
+    Ok(ids.into_iter().map(|id| id.rollout).collect())
 }
 
 /// The non-neutral steps of the bench's dev split as a bundle, with their true labels

@@ -68,7 +68,7 @@ impl<'a> SourceView<'a> {
 }
 
 /// Assigns every rollout of a source a ranking key; higher keys are kept first.
-pub trait Selector: Sync {
+pub trait Selector: Send + Sync {
     /// Method name as typed on the command line (`bis`, `random`, ...).
     fn name(&self) -> &str;
 

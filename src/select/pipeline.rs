@@ -276,12 +276,24 @@ pub fn select_bundle(
     ratio: f64,
     outputs: &SelectOutputs,
 ) -> Result<SelectReport> {
-    check_ratio(ratio)?;
     if outputs.prm_lines.is_some() {
         return Err(Error::invalid(
             "a features bundle holds no text, so it cannot produce PRM lines; write --ids instead",
         ));
     }
+    let (report, ids) = choose_from_bundle(bundle, selector, ratio)?;
+    finish_outputs(&report, &ids, None, outputs)?;
+    Ok(report)
+}
+
+/// The rollouts `selector` keeps from a bundle at budget `ratio` (in corpus order), without
+/// writing anything.
+pub fn choose_from_bundle(
+    bundle: &FeatureBundle,
+    selector: &dyn Selector,
+    ratio: f64,
+) -> Result<(SelectReport, Vec<SelectedId>)> {
+    check_ratio(ratio)?;
     let input = bundle.path().map(Path::to_path_buf).unwrap_or_default();
     let mut report = SelectReport::new(selector, ratio, &input, Strictness::Strict);
     let mut ids = Vec::new();
@@ -325,8 +337,7 @@ pub fn select_bundle(
         });
     }
     ids.sort_by_key(|id| id.rollout);
-    finish_outputs(&report, &ids, None, outputs)?;
-    Ok(report)
+    Ok((report, ids))
 }
 
 fn finish_outputs(
