@@ -263,6 +263,9 @@ pub struct SelectionResults {
     pub profiles: Vec<SubsetProfile>,
 }
 
+/// A selector built for (row label, seed index), with the seconds it took.
+type BuiltSelector = ((String, usize), Box<dyn Selector>, f64);
+
 /// A training job of the sweep.
 #[derive(Debug, Clone)]
 struct Job {
@@ -366,7 +369,7 @@ pub fn run(
     };
     let proxy_lr = full_data_lr(ctx, hard0)?;
     let bar = crate::progress::bar((specs.len() * seeds.len()) as u64, "selectors");
-    let built: Vec<Result<((String, usize), Box<dyn Selector>, f64)>> = specs
+    let built: Vec<Result<BuiltSelector>> = specs
         .par_iter()
         .flat_map(|spec| (0..seeds.len()).into_par_iter().map(move |i| (spec, i)))
         .map(|(spec, i)| {
@@ -768,7 +771,7 @@ pub fn render(r: &SelectionResults) -> Rendered {
     // Table 4 shape at the sweep budget.
     let b25 = cfg.sweep_budget;
     let mut t4 = Table::new(
-        &format!("Selection ablations at {} (Table 4 shape)", pct(b25)),
+        format!("Selection ablations at {} (Table 4 shape)", pct(b25)),
         &[
             "selector",
             "mprm Overall",
@@ -799,7 +802,7 @@ pub fn render(r: &SelectionResults) -> Rendered {
 
     // Table 5: α sweep.
     let mut t5 = Table::new(
-        &format!("BIS α sensitivity at {} (Table 5 shape)", pct(b25)),
+        format!("BIS α sensitivity at {} (Table 5 shape)", pct(b25)),
         &["α", "mprm Overall", "paper Overall"],
     );
     for &a in &cfg.alpha_sweep {
@@ -924,7 +927,7 @@ pub fn render(r: &SelectionResults) -> Rendered {
 
     // Best-of-N at the sweep budget.
     let mut bon = Table::new(
-        &format!(
+        format!(
             "Best-of-N on bench test questions at {} (accuracy ×100)",
             pct(b25)
         ),
@@ -972,7 +975,7 @@ pub fn render(r: &SelectionResults) -> Rendered {
 
     // What each selector keeps.
     let mut prof = Table::new(
-        &format!("What each selector keeps at {} (first seed)", pct(b25)),
+        format!("What each selector keeps at {} (first seed)", pct(b25)),
         &[
             "selector",
             "rollouts",
