@@ -120,7 +120,7 @@ impl PrecomputedSelector {
     }
 
     /// The key of every bundle rollout.
-    pub fn keys(&self) -> &[f64] {
+    pub fn all_keys(&self) -> &[f64] {
         &self.keys
     }
 }

@@ -1,0 +1,352 @@
+//! Gradient-based selectors on hand-made bundles, and the experiment runner end to end.
+
+mod common;
+
+use common::{code, mprm, stderr};
+use mprm::data::features::{BundleMeta, BundleParts, FeatureBundle, FeatureData, TeacherInfo};
+use mprm::data::labels::LabelScheme;
+use mprm::device::Device;
+use mprm::gradnorm::Reduction;
+use mprm::head::{HeadKind, HeadParams, LinearHead};
+use mprm::select::gradient::{
+    GradientSettings, PrecomputedSelector, ProxySpec, el2n_keys, gradient_norms, grand_keys,
+    teacher_head,
+};
+use mprm::select::pipeline::choose_from_bundle;
+use mprm::select::{Selector, SourceView};
+
+/// Four one-dimensional rollouts; the teacher is w* = 2, b* = 0.
+fn bundle() -> FeatureBundle {
+    // Rollout 0 agrees with the teacher, 1 contradicts it, 2 is mixed, 3 is a single step.
+    let feats = vec![1.0, 2.0, 1.0, 2.0, 1.0, -1.0, 0.5];
+    let labels_mc = vec![1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0];
+    let q: Vec<f32> = feats
+        .iter()
+        .map(|x: &f32| 1.0 / (1.0 + (-2.0 * x).exp()))
+        .collect();
+    FeatureBundle::from_parts(BundleParts {
+        features: FeatureData::F32(feats),
+        dim: 1,
+        offsets: vec![0, 2, 4, 6, 7],
+        mc_scores: labels_mc,
+        source: vec![0, 0, 1, 1],
+        line: Some(vec![0, 1, 0, 1]),
+        labels: None,
+        teacher: Some(TeacherInfo {
+            q,
+            true_correct: vec![1, 1, 1, 1, 1, 0, 1],
+            w_star: vec![2.0],
+            b_star: 0.0,
+        }),
+        meta: BundleMeta {
+            sources: vec!["a".into(), "b".into()],
+            ..Default::default()
+        },
+    })
+    .unwrap()
+}
+
+fn settings() -> GradientSettings {
+    GradientSettings {
+        head: HeadKind::Linear,
+        labels: LabelScheme::Hard { threshold: 0.0 },
+        reduction: Reduction::Mean,
+        seed: 3,
+        inits: 4,
+        proxy: ProxySpec::default(),
+        device: Device::Cpu,
+    }
+}
+
+fn sigmoid(z: f64) -> f64 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+#[test]
+fn gradnorm_at_the_teacher_ranks_the_contradicting_rollout_first() {
+    let b = bundle();
+    let targets = LabelScheme::Hard { threshold: 0.0 }.targets(&b).unwrap();
+    let keys = gradient_norms(&b, &targets, &teacher_head(&b).unwrap(), &settings()).unwrap();
+    // Rollout 1: features (1, 2) labelled 0 while the teacher says σ(2), σ(4); mean reduction.
+    let r = [sigmoid(2.0), sigmoid(4.0)];
+    let gw = (r[0] * 1.0 + r[1] * 2.0) / 2.0;
+    let gb = (r[0] + r[1]) / 2.0;
+    assert!(
+        (keys[1] - (gw * gw + gb * gb).sqrt()).abs() < 1e-6,
+        "{keys:?}"
+    );
+    let order = {
+        let mut o: Vec<usize> = (0..4).collect();
+        o.sort_by(|&i, &j| keys[j].total_cmp(&keys[i]));
+        o
+    };
+    assert_eq!(order[0], 1);
+    assert!(
+        keys[0] < keys[2],
+        "agreeing rollout has the smallest-but-one gradient: {keys:?}"
+    );
+}
+
+#[test]
+fn grand_is_the_mean_over_its_initialisations() {
+    let b = bundle();
+    let targets = LabelScheme::Hard { threshold: 0.0 }.targets(&b).unwrap();
+    let s = settings();
+    let keys = grand_keys(&b, &targets, &s).unwrap();
+    let mut want = vec![0.0; 4];
+    for k in 0..s.inits {
+        let head = HeadParams::init(HeadKind::Linear, 1, s.seed + k as u64);
+        for (w, n) in want
+            .iter_mut()
+            .zip(gradient_norms(&b, &targets, &head, &s).unwrap())
+        {
+            *w += n / s.inits as f64;
+        }
+    }
+    for (a, w) in keys.iter().zip(&want) {
+        assert!((a - w).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn el2n_is_the_residual_norm() {
+    let b = bundle();
+    let targets = LabelScheme::Hard { threshold: 0.0 }.targets(&b).unwrap();
+    let head = HeadParams::Linear(LinearHead {
+        w: vec![1.0],
+        b: -0.5,
+    });
+    let keys = el2n_keys(&b, &targets, &head, Device::Cpu).unwrap();
+    // Rollout 2: features (1, −1), labels (1, 0).
+    let want = ((sigmoid(0.5) - 1.0).powi(2) + sigmoid(-1.5).powi(2)).sqrt();
+    assert!((keys[2] - want).abs() < 1e-6, "{} vs {want}", keys[2]);
+}
+
+#[test]
+fn precomputed_keys_are_found_by_index_and_by_line() {
+    let b = bundle();
+    let sel =
+        PrecomputedSelector::new("k", serde_json::json!({}), &b, vec![0.1, 0.9, 0.4, 0.2]).unwrap();
+    // Source b by (name, line), without corpus indices.
+    let offs = [0usize, 1, 2];
+    let scores = [1.0, 0.0];
+    let view = SourceView::new(1, "b", &[1, 0], &offs, &scores);
+    assert_eq!(sel.keys(&view).unwrap(), vec![0.2, 0.4]);
+    let missing = SourceView::new(1, "b", &[7, 0], &offs, &scores);
+    assert!(
+        sel.keys(&missing)
+            .unwrap_err()
+            .to_string()
+            .contains("line 7")
+    );
+    // Through the bundle path (corpus indices): the top half of each source.
+    let (_, ids) = choose_from_bundle(&b, &sel, 0.5).unwrap();
+    assert_eq!(
+        ids.iter().map(|i| i.rollout).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert!(
+        PrecomputedSelector::new(
+            "k",
+            serde_json::json!({}),
+            &b,
+            vec![0.1, f64::NAN, 0.4, 0.2]
+        )
+        .is_err()
+    );
+}
+
+const TINY: &str = r#"
+name = "tiny"
+seed = 3
+device = "cpu"
+[corpus]
+scale = 0.004
+dim = 16
+min_rollouts = 12
+bench_questions = 40
+[train]
+lr_grid = [1e-2, 3e-2]
+[selection]
+budgets = [0.25, 0.5]
+seeds = 2
+selectors = [{ method = "random" }, { method = "bis" }, { method = "grand" }, { method = "el2n" }, { method = "less" }, { method = "gradnorm-teacher" }]
+saturation_budgets = [0.1]
+labelling = ["hard-0", "soft"]
+alpha_sweep = [0.05, 0.2]
+sweep_budget = 0.25
+grand_inits = 2
+"#;
+
+fn files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn experiment_runs_end_to_end_resumes_and_reports_identically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("tiny.toml");
+    std::fs::write(&cfg, TINY).unwrap();
+    let out = tmp.path().join("results");
+    let run = || {
+        mprm(&[
+            "experiment",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let o = run();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let sel = out.join("selection");
+    for stem in [
+        "table2_overall",
+        "bis_minus_random",
+        "delta_vs_bis",
+        "table4_ablations",
+        "table5_alpha",
+        "labelling",
+        "saturation",
+        "best_of_n",
+        "subset_profiles",
+        "learning_rates",
+    ] {
+        for ext in ["md", "csv", "json"] {
+            assert!(sel.join(format!("{stem}.{ext}")).exists(), "{stem}.{ext}");
+        }
+    }
+    for stem in ["saturation", "budgets"] {
+        assert!(
+            sel.join(format!("{stem}.svg")).exists() && sel.join(format!("{stem}.png")).exists()
+        );
+    }
+    let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
+    assert!(readme.contains("## Selection comparison") && readme.contains("BIS"));
+    let before = files(&sel);
+
+    // `mprm report` redraws the same bytes from results.json alone.
+    let o = mprm(&["report", out.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(files(&sel), before);
+
+    // A finished cell is loaded, not recomputed: tamper with one and rerun.
+    let cell = std::fs::read_dir(out.join("cells"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("run_bis_0.25_seed0")
+        })
+        .expect("a cell for bis at 25%, seed 0");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cell).unwrap()).unwrap();
+    v["test_overall"] = serde_json::json!(0.123456);
+    std::fs::write(&cell, serde_json::to_string(&v).unwrap()).unwrap();
+    let o = run();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let results = std::fs::read_to_string(sel.join("results.json")).unwrap();
+    assert!(
+        results.contains("0.123456"),
+        "the tampered cell was recomputed instead of reused"
+    );
+
+    // A fresh run in another folder gives the same numbers.
+    let other = tmp.path().join("again");
+    let o = mprm(&[
+        "experiment",
+        cfg.to_str().unwrap(),
+        "--out",
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let fresh = std::fs::read_to_string(other.join("selection/results.json")).unwrap();
+    assert_eq!(fresh, results.replace("0.123456", &fresh_value(&fresh)));
+}
+
+/// The untampered value of the bis 25% seed-0 cell in a fresh results file.
+fn fresh_value(results: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(results).unwrap();
+    let cell = v["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["row"] == "bis" && c["budget"] == 0.25 && c["seed_index"] == 0)
+        .unwrap();
+    cell["result"]["test_overall"].to_string()
+}
+
+#[test]
+fn less_is_the_cosine_to_the_mean_dev_gradient() {
+    use mprm::data::bench::{BenchRecord, BenchSet, Split, SplitSettings};
+    let b = bundle();
+    let targets = LabelScheme::Hard { threshold: 0.0 }.targets(&b).unwrap();
+    let head = HeadParams::Linear(LinearHead {
+        w: vec![0.5],
+        b: 0.0,
+    });
+    // Dev: two records, steps (1.5 correct, −0.5 incorrect) and (0.8 neutral, 2.0 correct).
+    let dev_feats = vec![1.5, -0.5, 0.8, 2.0];
+    let record = |labels: Vec<i8>| BenchRecord {
+        line: 0,
+        source: "DynaMath".into(),
+        labels,
+        policy_model: None,
+        split: Some(Split::Dev),
+        question_id: None,
+        final_correct: None,
+    };
+    let bench_bundle = FeatureBundle::from_parts(BundleParts {
+        features: FeatureData::F32(dev_feats),
+        dim: 1,
+        offsets: vec![0, 2, 4],
+        mc_scores: vec![1.0, 0.0, 0.0, 1.0],
+        source: vec![0, 0],
+        line: None,
+        labels: None,
+        teacher: None,
+        meta: BundleMeta {
+            sources: vec!["DynaMath".into()],
+            ..Default::default()
+        },
+    })
+    .unwrap();
+    let bench = BenchSet::from_parts(
+        "dev.jsonl".into(),
+        vec![record(vec![1, -1]), record(vec![0, 1])],
+        Some(bench_bundle),
+        SplitSettings::default(),
+    )
+    .unwrap();
+    let keys = mprm::select::gradient::less_keys(&b, &targets, &head, &bench, &settings()).unwrap();
+    // Mean-reduced per-rollout gradients (w, b) at w = 0.5; the neutral step is left out.
+    let grad = |xs: &[(f64, f64)]| {
+        let n = xs.len() as f64;
+        let r: Vec<f64> = xs.iter().map(|(x, y)| sigmoid(0.5 * x) - y).collect();
+        (
+            xs.iter().zip(&r).map(|((x, _), r)| r * x).sum::<f64>() / n,
+            r.iter().sum::<f64>() / n,
+        )
+    };
+    let d1 = grad(&[(1.5, 1.0), (-0.5, 0.0)]);
+    let d2 = grad(&[(2.0, 1.0)]);
+    let dev = (d1.0 + d2.0, d1.1 + d2.1);
+    let g = grad(&[(1.0, 1.0), (-1.0, 0.0)]); // rollout 2
+    let cos = (g.0 * dev.0 + g.1 * dev.1)
+        / ((g.0 * g.0 + g.1 * g.1).sqrt() * (dev.0 * dev.0 + dev.1 * dev.1).sqrt());
+    assert!((keys[2] - cos).abs() < 1e-6, "{} vs {cos}", keys[2]);
+    assert!(keys.iter().all(|k| (-1.0 - 1e-9..=1.0 + 1e-9).contains(k)));
+}
