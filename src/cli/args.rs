@@ -130,24 +130,9 @@ pub struct SelectArgs {
 /// Settings of the gradient-based selectors.
 #[derive(Debug, Args)]
 pub struct GradientSelectArgs {
-    /// Head architecture: linear or mlp.
-    #[arg(long, default_value = "linear")]
-    pub head: String,
-    /// Hidden width of the mlp head.
-    #[arg(long, default_value_t = 256)]
-    pub hidden: usize,
-    /// Nonlinearity of the mlp head: gelu or relu.
-    #[arg(long, default_value = "gelu")]
-    pub activation: String,
-    /// Step targets of the corpus: mc (hard, s > threshold), soft, true or explicit.
-    #[arg(long, default_value = "mc")]
-    pub labels: String,
-    /// Threshold of the hard mc labels.
-    #[arg(long, default_value_t = 0.0)]
-    pub threshold: f64,
-    /// Reduction over a rollout's steps: mean or sum.
-    #[arg(long, default_value = "mean")]
-    pub reduction: String,
+    /// Architecture and targets.
+    #[command(flatten)]
+    pub model: HeadModelArgs,
     /// GraNd: random initialisations averaged.
     #[arg(long, default_value_t = 10)]
     pub inits: usize,
@@ -239,6 +224,23 @@ pub struct SynthArgs {
 /// Which head, at which parameter point, against which targets.
 #[derive(Debug, Args)]
 pub struct HeadArgs {
+    /// Architecture and targets.
+    #[command(flatten)]
+    pub model: HeadModelArgs,
+    /// Parameter point: init (seeded), teacher (the bundle's w*, b*) or a head .safetensors file.
+    #[arg(long, default_value = "init")]
+    pub at: String,
+    /// Device: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Seed of `--at init` and of random projections.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// A head architecture and the step targets its gradient is taken against.
+#[derive(Debug, Args)]
+pub struct HeadModelArgs {
     /// Head architecture: linear or mlp.
     #[arg(long, default_value = "linear")]
     pub head: String,
@@ -248,9 +250,6 @@ pub struct HeadArgs {
     /// Nonlinearity of the mlp head: gelu or relu.
     #[arg(long, default_value = "gelu")]
     pub activation: String,
-    /// Parameter point: init (seeded), teacher (the bundle's w*, b*) or a head .safetensors file.
-    #[arg(long, default_value = "init")]
-    pub at: String,
     /// Step targets: mc (hard, s > threshold), soft, true (synthetic) or explicit.
     #[arg(long, default_value = "mc")]
     pub labels: String,
@@ -260,12 +259,6 @@ pub struct HeadArgs {
     /// Loss reduction over a rollout's steps: mean or sum.
     #[arg(long, default_value = "mean")]
     pub reduction: String,
-    /// Device: auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// Seed of `--at init` and of random projections.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
 }
 
 /// `mprm gradnorm`.

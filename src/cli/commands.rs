@@ -32,9 +32,9 @@ use mprm::train::{self, RunOptions, TrainConfig, TrainInputs, checkpoint};
 use super::EXIT_CHECK_FAILED;
 use super::args::{
     BenchCommand, BenchGradnormArgs, BenchMembwArgs, BundleInfoArgs, Cli, Command, ConvertArgs,
-    EvalArgs, EvalScoresArgs, ExperimentArgs, GradnormArgs, HeadArgs, KernelsCommand,
-    KernelsPtxArgs, MakeBundleArgs, ReportArgs, SelectArgs, StatsArgs, SynthArgs, TrainArgs,
-    TuneLrArgs, VerifyArgs,
+    EvalArgs, EvalScoresArgs, ExperimentArgs, GradnormArgs, HeadArgs, HeadModelArgs,
+    KernelsCommand, KernelsPtxArgs, MakeBundleArgs, ReportArgs, SelectArgs, StatsArgs, SynthArgs,
+    TrainArgs, TuneLrArgs, VerifyArgs,
 };
 
 /// Runs the parsed command line; returns the process exit status.
@@ -162,22 +162,10 @@ fn gradient_selector_from_args(
     bundle: &FeatureBundle,
 ) -> Result<PrecomputedSelector> {
     let g = &args.gradient;
-    let head = match g.head.as_str() {
-        "linear" => HeadKind::Linear,
-        "mlp" => HeadKind::Mlp {
-            hidden: g.hidden,
-            activation: g.activation.parse()?,
-        },
-        other => {
-            return Err(Error::invalid(format!(
-                "unknown head `{other}`: expected linear or mlp"
-            )));
-        }
-    };
     let settings = GradientSettings {
-        head,
-        labels: LabelScheme::parse(&g.labels, g.threshold)?,
-        reduction: g.reduction.parse()?,
+        head: head_kind(&g.model)?,
+        labels: LabelScheme::parse(&g.model.labels, g.model.threshold)?,
+        reduction: g.model.reduction.parse()?,
         seed: args.seed,
         inits: g.inits,
         proxy: ProxySpec {
@@ -281,7 +269,7 @@ struct HeadSetup {
     device: DeviceRequest,
 }
 
-fn head_kind(args: &HeadArgs) -> Result<HeadKind> {
+fn head_kind(args: &HeadModelArgs) -> Result<HeadKind> {
     match args.head.as_str() {
         "linear" => Ok(HeadKind::Linear),
         "mlp" => Ok(HeadKind::Mlp {
@@ -296,13 +284,13 @@ fn head_kind(args: &HeadArgs) -> Result<HeadKind> {
 
 fn head_setup(args: &HeadArgs, bundle: &FeatureBundle) -> Result<HeadSetup> {
     let point: ParamPoint = args.at.parse()?;
-    let labels = LabelScheme::parse(&args.labels, args.threshold)?;
+    let labels = LabelScheme::parse(&args.model.labels, args.model.threshold)?;
     Ok(HeadSetup {
-        head: point.resolve(head_kind(args)?, bundle, args.seed)?,
+        head: point.resolve(head_kind(&args.model)?, bundle, args.seed)?,
         targets: labels.targets(bundle)?,
         point,
         labels,
-        reduction: args.reduction.parse()?,
+        reduction: args.model.reduction.parse()?,
         device: args.device.parse()?,
     })
 }
@@ -406,7 +394,7 @@ fn verify_cmd(args: VerifyArgs) -> Result<u8> {
     let request: DeviceRequest = args.head.device.parse()?;
     let device = device::resolve(request)?;
     let engine = gradnorm::engine(device)?;
-    let reduction: Reduction = args.head.reduction.parse()?;
+    let reduction: Reduction = args.head.model.reduction.parse()?;
     let cpu = gradnorm::engine(Device::Cpu)?;
     let reference = match args.reference.as_str() {
         "oracle" => verify::Reference::Oracle,
@@ -476,7 +464,7 @@ fn verify_cmd(args: VerifyArgs) -> Result<u8> {
                     None,
                 )?;
             }
-            let kind = head_kind(&args.head)?;
+            let kind = head_kind(&args.head.model)?;
             // Awkward widths on purpose: not multiples of a warp, on both sides of the
             // linear kernel's warp/block switch.
             for (dim, dtype) in [
@@ -488,7 +476,8 @@ fn verify_cmd(args: VerifyArgs) -> Result<u8> {
                 let bundle = fixture::random_bundle(&spec)?;
                 let head = ParamPoint::Init.resolve(kind, &bundle, args.head.seed)?;
                 let targets =
-                    LabelScheme::parse(&args.head.labels, args.head.threshold)?.targets(&bundle)?;
+                    LabelScheme::parse(&args.head.model.labels, args.head.model.threshold)?
+                        .targets(&bundle)?;
                 check(
                     format!("random {dtype:?} d = {dim}, {kind:?} at init"),
                     &bundle,

@@ -213,12 +213,12 @@ pub fn line_text(bytes: &[u8]) -> std::result::Result<Option<&str>, LineProblem>
 
 /// Decodes, strips and parses one physical line; `Ok(None)` for a blank line.
 pub fn parse_line(bytes: &[u8]) -> std::result::Result<Option<Value<'_>>, LineProblem> {
-    match line_text(bytes)? {
-        None => Ok(None),
-        Some(t) => parse(t)
-            .map(Some)
-            .map_err(|e| LineProblem::new(SkipReason::InvalidJson, e.to_string())),
-    }
+    line_text(bytes)?.map(parse_record).transpose()
+}
+
+/// Parses the stripped text of a line.
+fn parse_record(text: &str) -> std::result::Result<Value<'_>, LineProblem> {
+    parse(text).map_err(|e| LineProblem::new(SkipReason::InvalidJson, e.to_string()))
 }
 
 /// The step list of a record as the reference reads it: absent or falsy means empty.
@@ -414,36 +414,25 @@ pub fn source_name(path: &Path) -> String {
     name.strip_suffix(".jsonl").unwrap_or(&name).to_string()
 }
 
-/// Streams the records of one file through `visit`, applying the strictness rules.
-///
-/// `visit` receives every parsed record (with its line) and may reject it with a problem, which
-/// is counted (lenient) or returned as an error naming file and line (strict).
-pub fn for_each_record(
+/// Streams the non-blank lines of one file (decoded and stripped) through `visit`, which may
+/// reject a line with a problem: counted in lenient mode, an error naming file and line in strict
+/// mode.
+fn for_each_line(
     path: &Path,
     strictness: Strictness,
-    mut visit: impl FnMut(
-        &Line<'_>,
-        &Value<'_>,
-        &mut LineCounts,
-    ) -> std::result::Result<(), LineProblem>,
+    mut visit: impl FnMut(&Line<'_>, &str, &mut LineCounts) -> std::result::Result<(), LineProblem>,
 ) -> Result<LineCounts> {
     let file = File::open(path).at(path)?;
     let mut lines = LineSplitter::new(file);
     let mut counts = LineCounts::default();
     while let Some(line) = lines.next().at(path)? {
         counts.lines += 1;
-        let outcome = match parse_line(line.bytes) {
+        let outcome = match line_text(line.bytes) {
             Ok(None) => {
                 counts.blank += 1;
                 continue;
             }
-            Ok(Some(rec)) => {
-                let checked = match strictness {
-                    Strictness::Strict => check_strict(&rec),
-                    Strictness::Lenient => Ok(()),
-                };
-                checked.and_then(|()| visit(&line, &rec, &mut counts))
-            }
+            Ok(Some(text)) => visit(&line, text, &mut counts),
             Err(problem) => Err(problem),
         };
         match outcome {
@@ -457,6 +446,28 @@ pub fn for_each_record(
         }
     }
     Ok(counts)
+}
+
+/// Streams the records of one file through `visit`, applying the strictness rules.
+///
+/// `visit` receives every parsed record (with its line) and may reject it with a problem, which
+/// is counted (lenient) or returned as an error naming file and line (strict).
+pub fn for_each_record(
+    path: &Path,
+    strictness: Strictness,
+    mut visit: impl FnMut(
+        &Line<'_>,
+        &Value<'_>,
+        &mut LineCounts,
+    ) -> std::result::Result<(), LineProblem>,
+) -> Result<LineCounts> {
+    for_each_line(path, strictness, |line, text, counts| {
+        let rec = parse_record(text)?;
+        if strictness == Strictness::Strict {
+            check_strict(&rec)?;
+        }
+        visit(line, &rec, counts)
+    })
 }
 
 /// A ranked rollout's location in its file, so the line can be read again without rescanning.
@@ -518,32 +529,12 @@ pub fn score_file(path: &Path, strictness: Strictness) -> Result<ScoredFile> {
             numeric_scores(rec, &mut scores, &mut counts.anomalies)?;
             keep(line, &scores)
         })?,
-        Strictness::Lenient => {
-            let file = File::open(path).at(path)?;
-            let mut lines = LineSplitter::new(file);
-            let mut counts = LineCounts::default();
-            while let Some(line) = lines.next().at(path)? {
-                counts.lines += 1;
-                let outcome = match line_text(line.bytes) {
-                    Ok(None) => {
-                        counts.blank += 1;
-                        continue;
-                    }
-                    Ok(Some(text)) => {
-                        let before = scores.len();
-                        skim_scores(text, &mut scores, &mut counts.anomalies)
-                            .and_then(|()| keep(&line, &scores))
-                            .inspect_err(|_| scores.truncate(before))
-                    }
-                    Err(problem) => Err(problem),
-                };
-                match outcome {
-                    Ok(()) => counts.records += 1,
-                    Err(problem) => *counts.skipped.entry(problem.reason).or_default() += 1,
-                }
-            }
-            counts
-        }
+        Strictness::Lenient => for_each_line(path, strictness, |line, text, counts| {
+            let before = scores.len();
+            skim_scores(text, &mut scores, &mut counts.anomalies)
+                .and_then(|()| keep(line, &scores))
+                .inspect_err(|_| scores.truncate(before))
+        })?,
     };
     Ok(ScoredFile {
         path: path.to_path_buf(),
