@@ -69,7 +69,8 @@ pub enum Plot {
     },
 }
 
-const PALETTE: [RGBColor; 8] = [
+/// Twelve distinguishable colours (enough for every selector of the comparison).
+const PALETTE: [RGBColor; 12] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
@@ -78,6 +79,10 @@ const PALETTE: [RGBColor; 8] = [
     RGBColor(140, 86, 75),
     RGBColor(227, 119, 194),
     RGBColor(23, 190, 207),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(0, 0, 128),
+    RGBColor(0, 0, 0),
 ];
 
 const SIZE: (u32, u32) = (900, 560);

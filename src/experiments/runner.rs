@@ -110,6 +110,15 @@ fn load_results<T: DeserializeOwned>(dir: &Path, sub: &str) -> Result<Option<T>>
     }
 }
 
+fn load_timing(dir: &Path) -> Result<Option<serde_json::Value>> {
+    let path = dir.join("timing.json");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(serde_json::from_str(&text).ok()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
 /// Redraws every table and figure of a results folder from its `results.json` files, and its
 /// README.
 pub fn regenerate_report(dir: &Path) -> Result<RunSummary> {
@@ -122,7 +131,17 @@ pub fn regenerate_report(dir: &Path) -> Result<RunSummary> {
         parts.push(("theory", theory::render(&r)));
     }
     if let Some(r) = load_results::<selection::SelectionResults>(dir, "selection")? {
-        parts.push(("selection", selection::render(&r)));
+        let mut rendered = selection::render(&r);
+        if let Some(cost) = load_timing(dir)?.and_then(|t| t.get("selection_cost").cloned())
+            && let Ok(cost) =
+                serde_json::from_value::<std::collections::BTreeMap<String, f64>>(cost)
+            && let Some(table) = selection::cost_table(&cost)
+        {
+            rendered.summary.push('\n');
+            rendered.summary.push_str(&table.to_markdown());
+            rendered.tables.push(("cost".into(), table));
+        }
+        parts.push(("selection", rendered));
     }
     if parts.is_empty() {
         return Err(Error::EmptyInput(format!(

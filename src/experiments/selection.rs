@@ -374,8 +374,10 @@ pub fn run(
         .flat_map(|spec| (0..seeds.len()).into_par_iter().map(move |i| (spec, i)))
         .map(|(spec, i)| {
             let seed = if spec.seeded() { seeds[i] } else { seeds[0] };
+            // The cost of a method is computing its keys and choosing one budget's subset.
             let started = Instant::now();
             let sel = build_selector(spec, seed, ctx, cfg, proxy_lr)?;
+            choose_from_bundle(bundle, sel.as_ref(), cfg.sweep_budget)?;
             let secs = started.elapsed().as_secs_f64();
             bar.inc(1);
             Ok(((spec.label(), i), sel, secs))
@@ -1028,6 +1030,29 @@ pub fn render(r: &SelectionResults) -> Rendered {
     out.summary = summary(r, &t2, &gap, &tl, full);
     out.key_table = format!("{}\n{}", t2.to_markdown(), gap.to_markdown());
     out
+}
+
+/// The selection-cost table from the timings a run recorded (wall seconds to compute a method's
+/// keys and choose one budget, as a ratio to BIS). It changes from run to run, unlike the rest.
+pub fn cost_table(cost: &BTreeMap<String, f64>) -> Option<Table> {
+    let bis = *cost.get("bis")?;
+    let mut t = Table::new(
+        "Selection cost: wall time to compute keys and choose a subset (first seed)",
+        &["selector", "seconds", "× BIS"],
+    );
+    for (name, secs) in cost {
+        t.push(vec![
+            Cell::text(name),
+            Cell::num(*secs, 4),
+            Cell::num(secs / bis, 1),
+        ]);
+    }
+    t.notes.push(
+        "Measured in the run that produced these results; timings vary between runs and machines \
+         (the only numbers in this folder that do)."
+            .into(),
+    );
+    Some(t)
 }
 
 fn summary(
