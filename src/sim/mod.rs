@@ -61,6 +61,7 @@ pub mod preset;
 pub mod rng;
 pub mod stats;
 pub mod text;
+pub mod truth;
 
 use std::path::Path;
 
