@@ -28,11 +28,16 @@
 //! probability of each hard MC label: a truly correct step is labelled 0 when all 16
 //! continuations fail, η_j = (1 − r_j)^16; a wrong one is labelled 1 when any succeeds,
 //! η_j = 1 − (1 − r_j)^16 (an early-stopped step is labelled 0 for sure: η_j = 1 if correct,
-//! 0 if not).
+//! 0 if not). That η is a property of the step before it is annotated; the paper instead plugs
+//! in η ≈ η_eff(K), the unreliability of a label *given* its observed count K. S(x) is therefore
+//! also reported with η_j = the corpus's share of wrong labels among steps with the same K (the
+//! exact posterior of the simulator, no Beta prior). Both are oracle quantities (they need the
+//! truth) and are also scored against a(x) next to the stored scores.
 
 use rayon::prelude::*;
 
 use crate::data::bench::Split;
+use crate::data::features::FeatureBundle;
 use crate::data::labels::LabelScheme;
 use crate::error::{Error, Result};
 use crate::experiments::context::ExperimentContext;
@@ -54,6 +59,10 @@ use crate::train::schedule::total_steps;
 
 use super::{StreamKind, TeacherView, TheoryConfig, cell_key, derived_seed, stream};
 
+/// Name of S(x) with η the flip probability given the truth.
+pub const SIGNAL_STEP: &str = "S(x), η given truth";
+/// Name of S(x) with η the probability of a wrong label given the observed K.
+pub const SIGNAL_POSTERIOR: &str = "S(x), η given K";
 /// Projected gradients are computed this many bytes of output at a time.
 const CHUNK_BYTES: usize = 32 << 20;
 /// Heatmap cells with fewer rollouts stay blank.
@@ -333,6 +342,17 @@ pub fn run(
         })
         .collect();
 
+    // The theory's rollout signal, with the flip probability of each label given the truth (the
+    // simulator's generative view) or given the observed count K (the paper's η_eff(K) view).
+    let step_truth = &bundle
+        .teacher
+        .as_ref()
+        .ok_or_else(|| Error::invalid("Finding 6 needs the teacher"))?
+        .true_correct;
+    let signal = signal_per_rollout(bundle, teacher, &eta_given_truth(truth, step_truth));
+    let signal_posterior =
+        signal_per_rollout(bundle, teacher, &eta_given_count(truth, bundle, step_truth));
+
     // Correlations of every score with a(x) and the dev gain, at every point.
     let fixed_scores: Vec<(String, &[f64])> = vec![
         (format!("BIS (α={})", cfg.alpha), &bis[..]),
@@ -345,6 +365,8 @@ pub fn run(
     let mut points = Vec::with_capacity(measured.len());
     for (p, m) in measured.iter().enumerate() {
         let mut scores: Vec<(String, &[f64])> = fixed_scores.clone();
+        scores.push((SIGNAL_STEP.into(), &signal[..]));
+        scores.push((SIGNAL_POSTERIOR.into(), &signal_posterior[..]));
         scores.push(("‖g_x‖".into(), &m.grad[..]));
         scores.push(("‖g_x^c‖".into(), &m.centred[..]));
         let mut jobs: Vec<(&[f64], &[f64])> = Vec::new();
@@ -387,9 +409,11 @@ pub fn run(
     }
 
     // Finding 6.
-    let signal = signal_per_rollout(ctx, teacher, truth)?;
     let predictors: Vec<(String, &[f64])> = fixed_scores[..4].to_vec();
-    let mut f6_targets: Vec<(String, &[f64])> = vec![("S(x)".into(), &signal[..])];
+    let mut f6_targets: Vec<(String, &[f64])> = vec![
+        (SIGNAL_STEP.into(), &signal[..]),
+        (SIGNAL_POSTERIOR.into(), &signal_posterior[..]),
+    ];
     let all_points: Vec<(&str, &Measured)> = point_names
         .iter()
         .map(String::as_str)
@@ -417,10 +441,17 @@ pub fn run(
         ),
         heatmap(
             "finding6_heatmap_signal",
-            "mean S(x) (true q*, simulator's η)",
+            "mean S(x) (η given the truth)",
             &mixture,
             &reliability,
             &signal,
+        ),
+        heatmap(
+            "finding6_heatmap_signal_posterior",
+            "mean S(x) (η given K)",
+            &mixture,
+            &reliability,
+            &signal_posterior,
         ),
         heatmap(
             "finding6_heatmap_useful",
@@ -643,19 +674,11 @@ fn dev_set(ctx: &ExperimentContext<'_>, limit: usize) -> Result<DevSet> {
     Ok(out)
 }
 
-/// S(x) of every rollout (see the module docs for η_j).
-fn signal_per_rollout(
-    ctx: &ExperimentContext<'_>,
-    teacher: &TeacherView,
-    truth: &Truth,
-) -> Result<Vec<f64>> {
-    let bundle = &ctx.corpus.bundle;
-    let correct = &bundle
-        .teacher
-        .as_ref()
-        .ok_or_else(|| Error::invalid("Finding 6 needs the teacher"))?
-        .true_correct;
-    let eta: Vec<f64> = (0..bundle.n_steps())
+/// The flip probability of each step's hard MC label given its truth (`correct`, 0/1) and its
+/// success rate r: (1 − r)^16 for a correct step, 1 − (1 − r)^16 for an incorrect one; an
+/// early-stopped step is labelled 0 for sure.
+fn eta_given_truth(truth: &Truth, correct: &[u8]) -> Vec<f64> {
+    (0..correct.len())
         .map(|j| {
             let is_correct = correct[j] == 1;
             if truth.mc_total[j] == 0 {
@@ -664,8 +687,34 @@ fn signal_per_rollout(
             let all_fail = (1.0 - f64::from(truth.success_rate[j])).powi(MC_SAMPLES as i32);
             if is_correct { all_fail } else { 1.0 - all_fail }
         })
+        .collect()
+}
+
+/// The probability that a step's hard MC label is wrong given what annotation observed, its
+/// success count K (the paper's η ≈ η_eff(K)), read off the corpus itself: the share of steps with
+/// that K (or unsampled, after an early stop) whose label disagrees with `correct`.
+fn eta_given_count(truth: &Truth, bundle: &FeatureBundle, correct: &[u8]) -> Vec<f64> {
+    let class: Vec<usize> = truth
+        .mc_counts(bundle)
+        .into_iter()
+        .map(|k| k.map_or(MC_SAMPLES as usize + 1, |k| k as usize))
         .collect();
-    Ok((0..bundle.n_rollouts())
+    let classes = MC_SAMPLES as usize + 2;
+    let (mut steps, mut wrong) = (vec![0u64; classes], vec![0u64; classes]);
+    for (j, &c) in class.iter().enumerate() {
+        let label = c != 0 && c <= MC_SAMPLES as usize;
+        steps[c] += 1;
+        wrong[c] += u64::from(label != (correct[j] == 1));
+    }
+    class
+        .iter()
+        .map(|&c| wrong[c] as f64 / steps[c] as f64)
+        .collect()
+}
+
+/// S(x) = (1/n)Σ_j (1 − 4η_j) q*_j(1 − q*_j)‖ϕ_j‖² of every rollout.
+fn signal_per_rollout(bundle: &FeatureBundle, teacher: &TeacherView, eta: &[f64]) -> Vec<f64> {
+    (0..bundle.n_rollouts())
         .map(|x| {
             let s = bundle.rollout_steps(x);
             signal_s(
@@ -674,7 +723,7 @@ fn signal_per_rollout(
                 &teacher.phi_sq[s],
             )
         })
-        .collect())
+        .collect()
 }
 
 /// Mean with a 95% normal interval (large samples).

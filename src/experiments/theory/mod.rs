@@ -26,6 +26,7 @@ pub mod mixture;
 pub mod noise;
 pub mod reliability;
 mod render;
+mod summary;
 
 use serde::Serialize;
 
@@ -86,7 +87,7 @@ pub struct TheoryConfig {
 impl Default for TheoryConfig {
     fn default() -> Self {
         TheoryConfig {
-            label_draws: 16,
+            label_draws: 32,
             q_bins: 10,
             flip_etas: vec![0.05, 0.1, 0.2],
             mixture_draws: 400,

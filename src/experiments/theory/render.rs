@@ -1,9 +1,8 @@
 //! The theory checks as tables, figures, a written summary and a key table, from the saved
 //! results alone.
 //!
-//! Verdicts are rules on the stored intervals, stated next to each number: a formula "agrees"
-//! when the 95% interval of the relative error contains 0; a ranking is "clearly ahead" when its
-//! interval does not overlap the runner-up's.
+//! A ranking is "clearly ahead" when its interval does not overlap the runner-up's; the verdicts
+//! on the formulas and the prose are in [`super::summary`].
 
 use crate::experiments::plot::{Plot, Series};
 use crate::experiments::report::Rendered;
@@ -11,6 +10,7 @@ use crate::experiments::stats::{Estimate, MeanCi, Proportion};
 use crate::experiments::table::{Cell, Table};
 
 use super::TheoryResults;
+use super::summary;
 use super::informativeness::{Finding6, Heatmap, Informativeness, PointCheck};
 use super::mixture::{MixtureCheck, MixtureGroup};
 use super::noise::{NoiseBin, NoiseCheck};
@@ -59,8 +59,8 @@ pub(super) fn render(r: &TheoryResults) -> Rendered {
         plots.push((h.name.clone(), heatmap_plot(h)));
     }
 
-    let key = key_table(r);
-    let summary = summary(r, &key, &tables);
+    let key = summary::key_table(r);
+    let summary = summary::summary(r, &key, &tables);
     Rendered {
         tables,
         plots,
@@ -91,11 +91,11 @@ fn proportion(p: Proportion, digits: usize) -> Cell {
     }
 }
 
-fn pct(v: f64) -> String {
+pub(super) fn pct(v: f64) -> String {
     format!("{:.1}%", 100.0 * v)
 }
 
-fn pct_ci(e: MeanCi) -> String {
+pub(super) fn pct_ci(e: MeanCi) -> String {
     format!(
         "{} [{}, {}]",
         pct(e.mean),
@@ -104,7 +104,7 @@ fn pct_ci(e: MeanCi) -> String {
     )
 }
 
-fn est_text(e: Estimate) -> String {
+pub(super) fn est_text(e: Estimate) -> String {
     format!("{:.3} [{:.3}, {:.3}]", e.value, e.lo, e.hi)
 }
 
@@ -331,12 +331,12 @@ fn lemma3_table(l: &ReliabilityCheck) -> Table {
     for t in &l.taus {
         columns.push(format!("Lemma 3: η_eff(k), τ={}", t.tau));
         columns.push(format!("simulated posterior, τ={}", t.tau));
-        columns.push(format!("corpus P(r<τ | K=k), τ={}", t.tau));
+        columns.push(format!("corpus P(r<τ ∣ K=k), τ={}", t.tau));
     }
     columns.extend([
         "corpus steps".to_string(),
-        "simulator P(prefix broken | K=k)".to_string(),
-        "simulator P(step wrong | K=k)".to_string(),
+        "simulator P(prefix broken ∣ K=k)".to_string(),
+        "simulator P(step wrong ∣ K=k)".to_string(),
     ]);
     let refs: Vec<&str> = columns.iter().map(String::as_str).collect();
     let mut t = Table::new(
@@ -592,9 +592,12 @@ fn finding6_table(f: &Finding6) -> Table {
         t.push(row);
     }
     t.notes.push(
-        "S(x) = (1/n)Σ_j (1−4η_j)q*_j(1−q*_j)‖ϕ_j‖² with the simulator's own flip probability of \
-         each hard MC label (η_j = (1−r_j)^16 for a truly correct step, 1−(1−r_j)^16 for a wrong \
-         one). Gradient norms: MC labels, mean over steps. Bootstrap 95% CIs."
+        "S(x) = (1/n)Σ_j (1−4η_j)q*_j(1−q*_j)‖ϕ_j‖². \"η given truth\": the simulator's flip \
+         probability of the hard MC label of a step, (1−r_j)^16 if the step is correct (all 16 \
+         continuations fail), 1−(1−r_j)^16 if not. \"η given K\": the share of wrong labels among \
+         the corpus's steps with the same success count K (the paper's η ≈ η_eff(K), with the \
+         simulator's exact posterior). η_j above 1/4 makes a step's term negative. Gradient \
+         norms: MC labels, mean over steps. Bootstrap 95% CIs."
             .into(),
     );
     t
@@ -602,7 +605,7 @@ fn finding6_table(f: &Finding6) -> Table {
 
 /// The predictor with the highest Spearman correlation, the runner-up, and whether the best's
 /// interval clears the runner-up's.
-fn best_of(vs: &[Estimate]) -> Option<(usize, usize, bool)> {
+pub(super) fn best_of(vs: &[Estimate]) -> Option<(usize, usize, bool)> {
     let mut order: Vec<usize> = (0..vs.len()).filter(|&i| vs[i].value.is_finite()).collect();
     order.sort_by(|&a, &b| vs[b].value.total_cmp(&vs[a].value));
     let (&best, &second) = (order.first()?, order.get(1)?);
@@ -620,6 +623,11 @@ fn best_table(f: &Finding6) -> Table {
             "runner-up's Spearman",
             "clearly ahead",
         ],
+    );
+    t.notes.push(
+        "Best = the highest signed Spearman correlation; a best score with a negative \
+         correlation means no stored score tracks that target positively."
+            .into(),
     );
     for target in &f.targets {
         let Some((best, second, clear)) = best_of(&target.vs) else {
@@ -685,402 +693,6 @@ fn heatmap_plot(h: &Heatmap) -> Plot {
     }
 }
 
-/// "agrees" when every interval holds 0, "partly" when most do.
-fn verdict(agreeing: usize, total: usize) -> &'static str {
-    if agreeing == total {
-        "agrees"
-    } else if 2 * agreeing >= total {
-        "partly"
-    } else {
-        "disagrees"
-    }
-}
-
-fn covers_zero(e: Estimate) -> bool {
-    e.lo <= 0.0 && 0.0 <= e.hi
-}
-
-fn key_table(r: &TheoryResults) -> Table {
-    let mut t = Table::new(
-        "Theory checks: key numbers",
-        &["check", "paper's claim", "measured", "95% CI", "verdict"],
-    );
-    let mut row = |check: String, claim: &str, measured: String, ci: String, verdict: String| {
-        t.push(vec![
-            Cell::text(check),
-            Cell::text(claim),
-            Cell::text(measured),
-            Cell::text(ci),
-            Cell::text(verdict),
-        ]);
-    };
-    for c in std::iter::once(&r.eq5).chain(&r.eq6) {
-        let (check, claim) = if c.eta == 0.0 {
-            ("Eq. 5".to_string(), "E‖g‖² = q*(1−q*)‖ϕ‖²")
-        } else {
-            (
-                format!("Eq. 6, η={}", c.eta),
-                "E‖g̃‖² = [(1−4η)q*(1−q*)+η]‖ϕ‖²",
-            )
-        };
-        row(
-            check,
-            claim,
-            format!(
-                "pooled rel. error {}; max |bin error| {}",
-                pct(c.pooled.rel_error.mean),
-                pct(c.max_abs_rel_error())
-            ),
-            format!(
-                "[{}, {}]",
-                pct(c.pooled.rel_error.lo()),
-                pct(c.pooled.rel_error.hi())
-            ),
-            format!(
-                "{} ({}/{} bins)",
-                verdict(c.bins_agreeing(), c.bins.len()),
-                c.bins_agreeing(),
-                c.bins.len()
-            ),
-        );
-    }
-    let m = &r.lemma2;
-    row(
-        "Lemma 2".into(),
-        "E[p̂(1−p̂)] = θ_x − A(x)/n",
-        format!("rel. error {}", pct(m.all.rel_error.value)),
-        format!("[{}, {}]", pct(m.all.rel_error.lo), pct(m.all.rel_error.hi)),
-        if covers_zero(m.all.rel_error) {
-            "agrees".into()
-        } else {
-            "disagrees".into()
-        },
-    );
-    row(
-        "Lemma 2 bias".into(),
-        "θ_x − E[p̂(1−p̂)] ∈ [0, θ_x/n]",
-        format!("{} of rollouts inside", pct(m.all.within.value)),
-        format!("[{}, {}]", pct(m.all.within.lo), pct(m.all.within.hi)),
-        if m.all.within.hi >= 0.99 {
-            "agrees".into()
-        } else {
-            "disagrees".into()
-        },
-    );
-    row(
-        "Lemma 2 on MC labels".into(),
-        "label mixture tracks θ_x",
-        format!("Spearman {:.3}", m.mixture_vs_theta.value),
-        format!(
-            "[{:.3}, {:.3}]",
-            m.mixture_vs_theta.lo, m.mixture_vs_theta.hi
-        ),
-        format!(
-            "mean mixture {} vs Lemma 2",
-            pct(m.corpus_mc.value)
-        ),
-    );
-    for tau in &r.lemma3.taus {
-        row(
-            format!("Lemma 3, τ={}", tau.tau),
-            "η_eff(k) strictly decreasing",
-            format!(
-                "{}; max |simulated − closed| {:.4}",
-                if tau.strictly_decreasing {
-                    "strictly decreasing"
-                } else {
-                    "NOT strictly decreasing"
-                },
-                tau.max_abs_error
-            ),
-            format!("closed form in {}/{} simulated CIs", tau.within_ci, tau.compared),
-            if tau.strictly_decreasing && 2 * tau.within_ci >= tau.compared {
-                "agrees".into()
-            } else {
-                "disagrees".into()
-            },
-        );
-    }
-    for p in &r.informativeness.points {
-        let vs_a: Vec<Estimate> = p.scores.iter().map(|s| s.vs_a).collect();
-        let bis = p.scores.first().map(|s| s.vs_a);
-        let best = best_of(&vs_a).map(|(b, _, clear)| {
-            format!(
-                "best: {} ({:.3}{})",
-                p.scores[b].score,
-                vs_a[b].value,
-                if clear { ", clearly" } else { "" }
-            )
-        });
-        if let Some(bis) = bis {
-            row(
-                format!("informativeness @ {}", p.point),
-                "mixture × reliability drive a(x)",
-                format!("Spearman(BIS, a(x)) {:.3}", bis.value),
-                format!("[{:.3}, {:.3}]", bis.lo, bis.hi),
-                best.unwrap_or_default(),
-            );
-        }
-    }
-    if let Some(s) = r.finding6.targets.first() {
-        let best = best_of(&s.vs)
-            .map(|(b, _, _)| format!("best: {}", r.finding6.predictors[b]))
-            .unwrap_or_default();
-        row(
-            "Finding 6".into(),
-            "BIS tracks S(x)",
-            format!("Spearman(BIS, S(x)) {:.3}", s.vs[0].value),
-            format!("[{:.3}, {:.3}]", s.vs[0].lo, s.vs[0].hi),
-            best,
-        );
-    }
-    t
-}
-
-fn summary(r: &TheoryResults, key: &Table, tables: &[(String, Table)]) -> String {
-    let s = &r.setup;
-    let mut out = format!(
-        "## Theory checks\n\nMeasured on the simulated corpus ({} rollouts, {} steps, d = {}), \
-         linear head, seed {}, device {}. Each paragraph states the paper's claim, what was \
-         measured and whether they agree; tables and figures are listed below.\n\n",
-        s.rollouts, s.steps, s.dim, s.seed, s.device
-    );
-    out.push_str(&noise_summary(&r.eq5, &r.eq6));
-    out.push_str(&lemma2_summary(&r.lemma2));
-    out.push_str(&lemma3_summary(&r.lemma3));
-    out.push_str(&informativeness_summary(&r.informativeness));
-    out.push_str(&finding6_summary(&r.finding6));
-    out.push('\n');
-    out.push_str(&key.to_markdown());
-    out.push('\n');
-    if let Some((_, t)) = tables.iter().find(|(stem, _)| stem == "informativeness") {
-        out.push_str(&t.to_markdown());
-        out.push('\n');
-    }
-    out
-}
-
-fn noise_summary(eq5: &NoiseCheck, eq6: &[NoiseCheck]) -> String {
-    let mut out = format!(
-        "**Eq. 5 (per-step information at the teacher).** With labels drawn from the teacher \
-         ({} draws per step), the measured mean ‖g‖² matches q*(1−q*)‖ϕ‖² in {} of {} q* bins \
-         (the 95% interval of the relative error contains 0); over all steps the relative \
-         error is {}, and the worst bin is off by {}. {}\n\n",
-        eq5.draws,
-        eq5.bins_agreeing(),
-        eq5.bins.len(),
-        pct_ci(eq5.pooled.rel_error),
-        pct(eq5.max_abs_rel_error()),
-        match verdict(eq5.bins_agreeing(), eq5.bins.len()) {
-            "agrees" => "The measurement agrees with the paper.",
-            "partly" => {
-                "The measurement mostly agrees with the paper; the bins that miss are the most \
-                 confident ones, where a draw of Y against q* is rare and the mean is noisy."
-            }
-            _ => "The measurement does not agree with the paper.",
-        }
-    );
-    if !eq6.is_empty() {
-        let parts: Vec<String> = eq6
-            .iter()
-            .map(|c| {
-                let ignore = c
-                    .bins
-                    .iter()
-                    .map(|b| (b.measured.mean / b.noiseless - 1.0).abs())
-                    .fold(0.0, f64::max);
-                format!(
-                    "η = {}: {} of {} bins agree, pooled error {}, while ignoring η would be off \
-                     by up to {}",
-                    c.eta,
-                    c.bins_agreeing(),
-                    c.bins.len(),
-                    pct_ci(c.pooled.rel_error),
-                    pct(ignore)
-                )
-            })
-            .collect();
-        let all_agree = eq6.iter().all(|c| c.bins_agreeing() == c.bins.len());
-        out.push_str(&format!(
-            "**Eq. 6 (label noise).** Under symmetric flips the formula \
-             [(1−4η)q*(1−q*)+η]‖ϕ‖² holds: {}. {}\n\n",
-            parts.join("; "),
-            if all_agree {
-                "The noise floor η‖ϕ‖² is real and the formula agrees with the measurement."
-            } else {
-                "Where a bin misses, see `eq6.md`; the floor η‖ϕ‖² is nonetheless visible \
-                 exactly where the paper puts it, at q* near 0 or 1."
-            }
-        ));
-    }
-    out
-}
-
-fn lemma2_summary(m: &MixtureCheck) -> String {
-    format!(
-        "**Lemma 2 (label mixture estimates teacher uncertainty).** Under the lemma's \
-         idealisation (independent Bernoulli(q*) labels, {} draws per rollout) the Monte Carlo \
-         E[p̂(1−p̂)] matches θ_x − A(x)/n to a relative error of {} [{}, {}] ({}), and {} \
-         [{}, {}] of rollouts have their measured bias inside [0, θ_x/n] allowing {} Monte \
-         Carlo standard errors. On the corpus's own hard MC labels, however, the mean mixture \
-         is {} relative to the lemma's prediction (true-correctness labels: {}), and its rank \
-         correlation with θ_x is {} — {} of rollouts are mixed, so most ties sit at 0.\n\n",
-        m.draws,
-        pct(m.all.rel_error.value),
-        pct(m.all.rel_error.lo),
-        pct(m.all.rel_error.hi),
-        if covers_zero(m.all.rel_error) {
-            "agrees"
-        } else {
-            "does not agree"
-        },
-        pct(m.all.within.value),
-        pct(m.all.within.lo),
-        pct(m.all.within.hi),
-        m.allowance_z,
-        signed_pct(m.corpus_mc),
-        signed_pct(m.corpus_true),
-        est_text(m.mixture_vs_theta),
-        pct(m.mixed_share)
-    )
-}
-
-fn signed_pct(e: Estimate) -> String {
-    format!(
-        "{}{} [{}, {}]",
-        if e.value >= 0.0 { "+" } else { "" },
-        pct(e.value),
-        pct(e.lo),
-        pct(e.hi)
-    )
-}
-
-fn lemma3_summary(l: &ReliabilityCheck) -> String {
-    let parts: Vec<String> = l
-        .taus
-        .iter()
-        .map(|t| {
-            format!(
-                "at τ = {} it is {}strictly decreasing, the closed form lies inside {} of {} \
-                 simulated 95% intervals (max |error| {:.4}), and it differs from the corpus's \
-                 own P(r < τ | K = k) by up to {:.3}",
-                t.tau,
-                if t.strictly_decreasing { "" } else { "NOT " },
-                t.within_ci,
-                t.compared,
-                t.max_abs_error,
-                t.corpus_max_abs_gap
-            )
-        })
-        .collect();
-    let pseudo = |k: usize| {
-        l.simulator
-            .get(k)
-            .map(|s| pct(s.broken_prefix.value))
-            .unwrap_or_default()
-    };
-    format!(
-        "**Lemma 3 (MC score measures reliability).** With a Beta({:.3}, {:.3}) prior fitted to \
-         the simulator's success rates, η_eff(k) = I_τ(a+k, b+16−k): {}. The gap to the corpus \
-         is the cost of the Beta assumption (the simulator's r is bimodal: near 1 on intact \
-         prefixes, the rollout's small recovery rate after an error). The simulator's own \
-         pseudo-positive rate P(prefix broken | K = k) falls too: {} at k = 1, {} at k = 2, {} \
-         at k = 8, {} at k = 16.\n\n",
-        l.prior.a,
-        l.prior.b,
-        parts.join("; "),
-        pseudo(1),
-        pseudo(2),
-        pseudo(8),
-        pseudo(16)
-    )
-}
-
-fn informativeness_summary(inf: &Informativeness) -> String {
-    let mut out = String::from(
-        "**Informativeness against ground truth (the crux).** For each rollout, a(x) is the \
-         component of its MC-label gradient along the clean population gradient (how much an \
-         SGD step on it alone helps the clean loss), and −ΔL_dev the exact one-step gain on \
-         held-out clean dev loss. ",
-    );
-    for p in &inf.points {
-        let vs_a: Vec<Estimate> = p.scores.iter().map(|s| s.vs_a).collect();
-        let Some((best, _, clear)) = best_of(&vs_a) else {
-            continue;
-        };
-        let named = |prefix: &str| p.scores.iter().find(|s| s.score.starts_with(prefix));
-        let describe = |prefix: &str| {
-            named(prefix)
-                .map(|s| format!("{} {}", s.score, est_text(s.vs_a)))
-                .unwrap_or_default()
-        };
-        let top = |prefix: &str| {
-            named(prefix)
-                .and_then(|s| s.top.first())
-                .map(|t| format!("{:.4}", t.mean.mean))
-                .unwrap_or_default()
-        };
-        let fraction = p
-            .oracle_top
-            .first()
-            .map(|t| format!("{:.0}%", 100.0 * t.fraction))
-            .unwrap_or_default();
-        out.push_str(&format!(
-            "At {}: Spearman with a(x) is {}, {}, {}; the best score is {} ({}{}). The top {} \
-             by BIS has mean a(x) {} against {} for all rollouts and {} for the top by a(x) \
-             itself. ",
-            p.point,
-            describe("BIS"),
-            describe("p̂"),
-            describe("R"),
-            p.scores[best].score,
-            est_text(vs_a[best]),
-            if clear {
-                ", clearly ahead of the runner-up"
-            } else {
-                ", not clearly ahead of the runner-up"
-            },
-            fraction,
-            top("BIS"),
-            format!("{:.4}", p.mean_a.mean),
-            p.oracle_top
-                .first()
-                .map(|t| format!("{:.4}", t.mean.mean))
-                .unwrap_or_default(),
-        ));
-    }
-    out.push_str("\n\n");
-    out
-}
-
-fn finding6_summary(f: &Finding6) -> String {
-    let mut lines = Vec::new();
-    for t in &f.targets {
-        if let Some((best, _, clear)) = best_of(&t.vs) {
-            lines.push(format!(
-                "{}: {} ({}{})",
-                t.target,
-                f.predictors[best],
-                est_text(t.vs[best]),
-                if clear { ", clearly" } else { "" }
-            ));
-        }
-    }
-    let bis_s = f
-        .targets
-        .first()
-        .and_then(|t| t.vs.first())
-        .map(|e| est_text(*e))
-        .unwrap_or_default();
-    format!(
-        "**Finding 6 (uncertainty × reliability).** The rollout signal S(x), computed from the \
-         true q* and the simulator's own label-flip probabilities, has Spearman {} with BIS. \
-         Best stored-score predictor per target — {}.\n",
-        bis_s,
-        lines.join("; ")
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1093,8 +705,5 @@ mod tests {
         let vs = [e(0.2, 0.1, 0.3), e(0.6, 0.5, 0.7)];
         assert_eq!(best_of(&vs), Some((1, 0, true)));
         assert_eq!(best_of(&[e(0.1, 0.0, 0.2)]), None);
-        assert_eq!(verdict(10, 10), "agrees");
-        assert_eq!(verdict(6, 10), "partly");
-        assert_eq!(verdict(2, 10), "disagrees");
     }
 }
