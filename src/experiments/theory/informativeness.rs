@@ -39,6 +39,7 @@ use rayon::prelude::*;
 use crate::data::bench::Split;
 use crate::data::features::FeatureBundle;
 use crate::data::labels::LabelScheme;
+use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::experiments::context::ExperimentContext;
 use crate::experiments::formulas::signal_s;
@@ -551,8 +552,28 @@ fn measure(
             "the clean population gradient has norm {clean_norm}: a(x) is undefined at this head"
         )));
     }
+    let direction: Vec<f32> = clean.iter().map(|v| (v / clean_norm) as f32).collect();
+    let mut out = project_updates(ctx.device, bundle, targets, head, direction, dev, sgd_lr)?;
+    out.clean_norm = clean_norm;
+    Ok(out)
+}
+
+/// For every rollout of `bundle` at the linear `head`: a(x) = ⟨g_x, u⟩ for the unit `direction`
+/// u, the dev gain −ΔL_dev(x) of one SGD step of size `sgd_lr` on x alone, and ‖g_x‖, ‖g_x^c‖
+/// (g_x under `targets`, mean over the rollout's steps). The gradient engine projects each g_x
+/// onto [u; the augmented dev rows] (k = 1 + M directions), a chunk of rollouts at a time.
+fn project_updates(
+    device: Device,
+    bundle: &FeatureBundle,
+    targets: &[f32],
+    head: &HeadParams,
+    direction: Vec<f32>,
+    dev: &DevSet,
+    sgd_lr: f64,
+) -> Result<Measured> {
+    let n_rollouts = bundle.n_rollouts();
     let mut directions = Vec::with_capacity(dev.rows.len() + 1);
-    directions.push(clean.iter().map(|v| (v / clean_norm) as f32).collect());
+    directions.push(direction);
     directions.extend(dev.rows.iter().cloned());
     let k = directions.len();
     let opts = GradNormOptions {
@@ -566,7 +587,6 @@ fn measure(
         .map(|(&z, &q)| bce_with_logits(z, q))
         .collect();
     let m = dev.q.len() as f64;
-    let dev_loss = base.iter().sum::<f64>() / m;
 
     let chunk = (CHUNK_BYTES / (4 * k)).max(1);
     let all: Vec<usize> = (0..n_rollouts).collect();
@@ -575,12 +595,11 @@ fn measure(
         dev_gain: Vec::with_capacity(n_rollouts),
         grad: Vec::with_capacity(n_rollouts),
         centred: Vec::with_capacity(n_rollouts),
-        clean_norm,
-        dev_loss,
+        clean_norm: f64::NAN,
+        dev_loss: base.iter().sum::<f64>() / m,
     };
     for part in all.chunks(chunk) {
-        let stats =
-            gradnorm::rollout_grad_stats_subset(ctx.device, bundle, targets, head, &opts, part)?;
+        let stats = gradnorm::rollout_grad_stats_subset(device, bundle, targets, head, &opts, part)?;
         let (_, projected) = stats
             .projected
             .as_ref()
@@ -856,6 +875,88 @@ mod tests {
         // No ties: the plain top mean.
         let m = top_mean(&[0.1, 0.9, 0.5, 0.7], &[1.0, 2.0, 3.0, 4.0], 0.5);
         assert!((m.mean - 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn one_step_dev_gain_is_exact() {
+        use crate::data::features::{BundleMeta, BundleParts, FeatureData};
+        use crate::gradnorm::sigmoid;
+        use crate::head::LinearHead;
+        // Two rollouts (2 steps, 1 step) in d = 2, a linear head, three dev steps.
+        let feats = [1.0f32, 0.5, -0.5, 2.0, 0.25, -1.0];
+        let bundle = FeatureBundle::from_parts(BundleParts {
+            features: FeatureData::F32(feats.to_vec()),
+            dim: 2,
+            offsets: vec![0, 2, 3],
+            mc_scores: vec![1.0, 0.0, 0.5],
+            source: vec![0, 0],
+            line: None,
+            labels: None,
+            teacher: None,
+            meta: BundleMeta {
+                sources: vec!["s".into()],
+                ..Default::default()
+            },
+        })
+        .unwrap();
+        let targets = [1.0f32, 0.0, 1.0];
+        let (w, b) = ([0.3f32, -0.2], 0.1f32);
+        let head = HeadParams::Linear(LinearHead { w: w.to_vec(), b });
+        let dev_phi = [[0.5, 0.5], [-1.0, 0.25], [2.0, -0.5]];
+        let dev = DevSet {
+            rows: dev_phi
+                .iter()
+                .map(|p| vec![p[0] as f32, p[1] as f32, 1.0])
+                .collect(),
+            phi: dev_phi.iter().map(|p| p.to_vec()).collect(),
+            q: vec![0.9, 0.2, 0.6],
+            available: 3,
+        };
+        let u = [0.6f32, 0.0, 0.8];
+        let eta = 0.5;
+        let got = project_updates(
+            Device::Cpu,
+            &bundle,
+            &targets,
+            &head,
+            u.to_vec(),
+            &dev,
+            eta,
+        )
+        .unwrap();
+        // Direct computation: g = (1/n)Σ_j (σ(z_j) − y_j)[ϕ_j; 1], then the dev loss at w − ηg.
+        let loss = |w: [f64; 3]| {
+            dev_phi
+                .iter()
+                .zip(&dev.q)
+                .map(|(p, &q)| bce_with_logits(w[0] * p[0] + w[1] * p[1] + w[2], q))
+                .sum::<f64>()
+                / 3.0
+        };
+        let w0 = [w[0] as f64, w[1] as f64, b as f64];
+        for (x, steps) in [(0usize, 0..2usize), (1, 2..3)] {
+            let n = steps.len() as f64;
+            let mut g = [0.0f64; 3];
+            for j in steps {
+                let phi = [feats[2 * j] as f64, feats[2 * j + 1] as f64];
+                let r = (sigmoid(w0[0] * phi[0] + w0[1] * phi[1] + w0[2]) - targets[j] as f64) / n;
+                g[0] += r * phi[0];
+                g[1] += r * phi[1];
+                g[2] += r;
+            }
+            let a: f64 = g.iter().zip(&u).map(|(g, &u)| g * u as f64).sum();
+            let stepped = [w0[0] - eta * g[0], w0[1] - eta * g[1], w0[2] - eta * g[2]];
+            let gain = loss(w0) - loss(stepped);
+            assert!((got.a[x] - a).abs() < 1e-6, "a({x}): {} vs {a}", got.a[x]);
+            assert!(
+                (got.dev_gain[x] - gain).abs() < 1e-6,
+                "gain({x}): {} vs {gain}",
+                got.dev_gain[x]
+            );
+            let norm = (g[0] * g[0] + g[1] * g[1] + g[2] * g[2]).sqrt();
+            assert!((got.grad[x] - norm).abs() < 1e-9);
+        }
+        assert!((got.dev_loss - loss(w0)).abs() < 1e-12);
     }
 
     #[test]
