@@ -253,7 +253,10 @@ mod tests {
         // 1.96/1.38416 · √(0.016 + 0.009604) = 0.22658.
         let p = Proportion::wilson_z(8, 10, 1.96);
         assert_eq!(p.value, 0.8);
-        assert!((p.lo - 0.49016).abs() < 1e-4 && (p.hi - 0.94332).abs() < 1e-4, "{p:?}");
+        assert!(
+            (p.lo - 0.49016).abs() < 1e-4 && (p.hi - 0.94332).abs() < 1e-4,
+            "{p:?}"
+        );
         assert!(p.covers(0.8) && !p.covers(0.45));
         let zero = Proportion::wilson(0, 50);
         assert_eq!(zero.lo, 0.0);

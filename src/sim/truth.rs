@@ -222,9 +222,7 @@ impl Truth {
             .mc_scores
             .iter()
             .zip(&self.mc_total)
-            .map(|(&s, &total)| {
-                (total != 0).then(|| (s as f64 * MC_SAMPLES as f64).round() as u32)
-            })
+            .map(|(&s, &total)| (total != 0).then(|| (s as f64 * MC_SAMPLES as f64).round() as u32))
             .collect()
     }
 }

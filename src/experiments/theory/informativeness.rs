@@ -253,13 +253,12 @@ pub fn run(
                 .map(|f| ((f * total as f64).round() as usize).clamp(1, total)),
         )
         .collect();
-    let (flat_heads, _) = ctx.cells.get_or_compute(
-        &cell_key(ctx, "heads", &(tuning.lr, &steps)),
-        || {
-            let heads = heads_along_training(ctx, None, labels, tuning.lr, ctx.seed, &steps)?;
-            Ok(heads.iter().map(flatten_params).collect::<Vec<Vec<f32>>>())
-        },
-    )?;
+    let (flat_heads, _) =
+        ctx.cells
+            .get_or_compute(&cell_key(ctx, "heads", &(tuning.lr, &steps)), || {
+                let heads = heads_along_training(ctx, None, labels, tuning.lr, ctx.seed, &steps)?;
+                Ok(heads.iter().map(flatten_params).collect::<Vec<Vec<f32>>>())
+            })?;
     let heads = flat_heads
         .iter()
         .map(|f| head_from_flat(HeadKind::Linear, dim, f))
@@ -307,7 +306,14 @@ pub fn run(
     )?;
     let (el2n, _) = ctx.cells.get_or_compute(
         &cell_key(ctx, "el2n", &(settings.seed, settings.proxy)),
-        || el2n_keys(bundle, &targets, &train_proxy(bundle, &settings)?, ctx.device),
+        || {
+            el2n_keys(
+                bundle,
+                &targets,
+                &train_proxy(bundle, &settings)?,
+                ctx.device,
+            )
+        },
     )?;
 
     // Measurements at every point.
@@ -335,10 +341,7 @@ pub fn run(
             if s == 0 {
                 "init".to_string()
             } else {
-                format!(
-                    "step {s} ({:.0}%)",
-                    100.0 * s as f64 / total.max(1) as f64
-                )
+                format!("step {s} ({:.0}%)", 100.0 * s as f64 / total.max(1) as f64)
             }
         })
         .collect();
@@ -599,7 +602,8 @@ fn project_updates(
         dev_loss: base.iter().sum::<f64>() / m,
     };
     for part in all.chunks(chunk) {
-        let stats = gradnorm::rollout_grad_stats_subset(device, bundle, targets, head, &opts, part)?;
+        let stats =
+            gradnorm::rollout_grad_stats_subset(device, bundle, targets, head, &opts, part)?;
         let (_, projected) = stats
             .projected
             .as_ref()
@@ -610,9 +614,7 @@ fn project_updates(
                 let change: f64 = row[1..]
                     .iter()
                     .zip(logits.iter().zip(&dev.q).zip(&base))
-                    .map(|(&p, ((&z, &q), &b))| {
-                        bce_with_logits(z - sgd_lr * f64::from(p), q) - b
-                    })
+                    .map(|(&p, ((&z, &q), &b))| bce_with_logits(z - sgd_lr * f64::from(p), q) - b)
                     .sum();
                 -change / m
             })
@@ -673,7 +675,9 @@ fn dev_set(ctx: &ExperimentContext<'_>, limit: usize) -> Result<DevSet> {
         available,
     };
     for s in steps {
-        let phi: Vec<f64> = (s * d..(s + 1) * d).map(|e| f64::from(rows.get(e))).collect();
+        let phi: Vec<f64> = (s * d..(s + 1) * d)
+            .map(|e| f64::from(rows.get(e)))
+            .collect();
         let z = teacher
             .w_star
             .iter()
@@ -736,11 +740,7 @@ fn signal_per_rollout(bundle: &FeatureBundle, teacher: &TeacherView, eta: &[f64]
     (0..bundle.n_rollouts())
         .map(|x| {
             let s = bundle.rollout_steps(x);
-            signal_s(
-                &teacher.q[s.clone()],
-                &eta[s.clone()],
-                &teacher.phi_sq[s],
-            )
+            signal_s(&teacher.q[s.clone()], &eta[s.clone()], &teacher.phi_sq[s])
         })
         .collect()
 }
@@ -820,7 +820,13 @@ fn reliability_bin(v: f64) -> usize {
         .unwrap_or(RELIABILITY_EDGES.len() - 1)
 }
 
-fn heatmap(name: &str, quantity: &str, mixture: &[f64], reliability: &[f64], value: &[f64]) -> Heatmap {
+fn heatmap(
+    name: &str,
+    quantity: &str,
+    mixture: &[f64],
+    reliability: &[f64],
+    value: &[f64],
+) -> Heatmap {
     let rows = MIXTURE_EDGES.len() + 1;
     let cols = RELIABILITY_EDGES.len();
     let mut sum = vec![vec![0.0; cols]; rows];
@@ -839,7 +845,11 @@ fn heatmap(name: &str, quantity: &str, mixture: &[f64], reliability: &[f64], val
     let mut reliability_bins = Vec::new();
     let mut lo = 0.0;
     for (i, e) in RELIABILITY_EDGES.iter().enumerate() {
-        let close = if i + 1 == RELIABILITY_EDGES.len() { "]" } else { ")" };
+        let close = if i + 1 == RELIABILITY_EDGES.len() {
+            "]"
+        } else {
+            ")"
+        };
         reliability_bins.push(format!("[{lo}, {e}{close}"));
         lo = *e;
     }
@@ -914,16 +924,8 @@ mod tests {
         };
         let u = [0.6f32, 0.0, 0.8];
         let eta = 0.5;
-        let got = project_updates(
-            Device::Cpu,
-            &bundle,
-            &targets,
-            &head,
-            u.to_vec(),
-            &dev,
-            eta,
-        )
-        .unwrap();
+        let got =
+            project_updates(Device::Cpu, &bundle, &targets, &head, u.to_vec(), &dev, eta).unwrap();
         // Direct computation: g = (1/n)Σ_j (σ(z_j) − y_j)[ϕ_j; 1], then the dev loss at w − ηg.
         let loss = |w: [f64; 3]| {
             dev_phi

@@ -128,10 +128,7 @@ pub fn run(
         let measured: f64 = members.iter().map(|r| r.measured).sum();
         let se = members.iter().map(|r| r.se * r.se).sum::<f64>().sqrt() / predicted;
         let rel = measured / predicted - 1.0;
-        let inside = members
-            .iter()
-            .filter(|r| bias_within(r, z * r.se))
-            .count();
+        let inside = members.iter().filter(|r| bias_within(r, z * r.se)).count();
         let count = members.len() as f64;
         MixtureGroup {
             n,
@@ -177,10 +174,7 @@ pub fn run(
         .map(|x| {
             let steps = bundle.rollout_steps(x);
             let n = steps.len();
-            mixture_of(
-                truth_labels[steps].iter().filter(|&&c| c == 1).count(),
-                n,
-            )
+            mixture_of(truth_labels[steps].iter().filter(|&&c| c == 1).count(), n)
         })
         .collect();
     let multi_idx: Vec<usize> = (0..rows.len()).filter(|&x| rows[x].n >= 2).collect();

@@ -132,7 +132,10 @@ impl TheoryConfig {
             !self.taus.is_empty() && self.taus.iter().all(|t| *t > 0.0 && *t < 1.0),
             "taus must be a non-empty list of numbers in (0, 1)",
         )?;
-        rule(self.posterior_draws >= 1, "posterior_draws must be positive")?;
+        rule(
+            self.posterior_draws >= 1,
+            "posterior_draws must be positive",
+        )?;
         rule(
             self.checkpoints.iter().all(|f| *f > 0.0 && *f <= 1.0),
             "checkpoints must lie in (0, 1]",

@@ -96,12 +96,12 @@ pub fn run(
     };
     // measured[e][t][b]: bin means of ‖g_w‖² for flip rate e and draw t; the last "bin" is all
     // steps.
-    let mut measured = vec![vec![Vec::new(); cfg.label_draws]; etas.len()];
+    let mut measured: Vec<Vec<Vec<f64>>> = vec![Vec::with_capacity(cfg.label_draws); etas.len()];
     let mut targets = vec![vec![0f32; s]; etas.len()];
     for t in 0..cfg.label_draws {
         let mut rng = stream(ctx.seed, StreamKind::Labels, t as u64, 0);
-        for j in 0..s {
-            let y = uniform(&mut rng) < teacher.q[j];
+        for (j, &q) in teacher.q.iter().enumerate() {
+            let y = uniform(&mut rng) < q;
             targets[0][j] = f32::from(u8::from(y));
             for (e, &eta) in etas.iter().enumerate().skip(1) {
                 let flip = uniform(&mut rng) < eta;
@@ -113,7 +113,7 @@ pub fn run(
             let g = weight_group(&stats)?;
             let mut means: Vec<f64> = bins.iter().map(|b| mean_over(g, b)).collect();
             means.push(g.iter().sum::<f64>() / s as f64);
-            measured[e][t] = means;
+            measured[e].push(means);
         }
     }
     let all: Vec<usize> = (0..s).collect();

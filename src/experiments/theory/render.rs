@@ -10,11 +10,11 @@ use crate::experiments::stats::{Estimate, MeanCi, Proportion};
 use crate::experiments::table::{Cell, Table};
 
 use super::TheoryResults;
-use super::summary;
 use super::informativeness::{Finding6, Heatmap, Informativeness, PointCheck};
 use super::mixture::{MixtureCheck, MixtureGroup};
 use super::noise::{NoiseBin, NoiseCheck};
 use super::reliability::{MIN_SIMULATED, ReliabilityCheck};
+use super::summary;
 
 pub(super) fn render(r: &TheoryResults) -> Rendered {
     let mut tables = Vec::new();
@@ -53,7 +53,10 @@ pub(super) fn render(r: &TheoryResults) -> Rendered {
         finding6_table(&r.finding6),
     ));
     tables.push(("finding6_best".to_string(), best_table(&r.finding6)));
-    plots.push(("finding6_spearman".to_string(), finding6_heatmap(&r.finding6)));
+    plots.push((
+        "finding6_spearman".to_string(),
+        finding6_heatmap(&r.finding6),
+    ));
     for h in &r.finding6.heatmaps {
         tables.push((h.name.clone(), heatmap_table(h)));
         plots.push((h.name.clone(), heatmap_plot(h)));
@@ -96,12 +99,7 @@ pub(super) fn pct(v: f64) -> String {
 }
 
 pub(super) fn pct_ci(e: MeanCi) -> String {
-    format!(
-        "{} [{}, {}]",
-        pct(e.mean),
-        pct(e.lo()),
-        pct(e.hi())
-    )
+    format!("{} [{}, {}]", pct(e.mean), pct(e.lo()), pct(e.hi()))
 }
 
 pub(super) fn est_text(e: Estimate) -> String {

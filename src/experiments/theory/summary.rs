@@ -133,10 +133,7 @@ pub(super) fn key_table(r: &TheoryResults) -> Table {
             "[{:.3}, {:.3}]",
             m.mixture_vs_theta.lo, m.mixture_vs_theta.hi
         ),
-        format!(
-            "mean mixture {} vs Lemma 2",
-            pct(m.corpus_mc.value)
-        ),
+        format!("mean mixture {} vs Lemma 2", pct(m.corpus_mc.value)),
     );
     for tau in &r.lemma3.taus {
         row(
@@ -151,7 +148,10 @@ pub(super) fn key_table(r: &TheoryResults) -> Table {
                 },
                 tau.max_abs_error
             ),
-            format!("closed form in {}/{} simulated CIs", tau.within_ci, tau.compared),
+            format!(
+                "closed form in {}/{} simulated CIs",
+                tau.within_ci, tau.compared
+            ),
             if tau.strictly_decreasing
                 && tau.compared - tau.within_ci <= allowed_misses(tau.compared)
             {
@@ -405,7 +405,7 @@ fn informativeness_summary(inf: &Informativeness) -> String {
             .unwrap_or_default();
         out.push_str(&format!(
             "At {}: Spearman with a(x) is {}, {}, {}; the best score is {} ({}{}). The top {} \
-             by BIS has mean a(x) {} against {} for all rollouts and {} for the top by a(x) \
+             by BIS has mean a(x) {} against {:.4} for all rollouts and {} for the top by a(x) \
              itself. ",
             p.point,
             describe("BIS"),
@@ -420,7 +420,7 @@ fn informativeness_summary(inf: &Informativeness) -> String {
             },
             fraction,
             top("BIS"),
-            format!("{:.4}", p.mean_a.mean),
+            p.mean_a.mean,
             p.oracle_top
                 .first()
                 .map(|t| format!("{:.4}", t.mean.mean))
@@ -483,8 +483,11 @@ fn finding6_summary(f: &Finding6) -> String {
             .map(|e| est_text(*e))
             .unwrap_or_default()
     };
-    let norms: Vec<&super::informativeness::SignalCorrelation> =
-        f.targets.iter().filter(|t| t.target.starts_with('‖')).collect();
+    let norms: Vec<&super::informativeness::SignalCorrelation> = f
+        .targets
+        .iter()
+        .filter(|t| t.target.starts_with('‖'))
+        .collect();
     let mut best_counts = vec![0usize; f.predictors.len()];
     for t in &norms {
         if let Some((best, _, _)) = best_of(&t.vs) {
