@@ -49,7 +49,7 @@ use crate::gradnorm::{
     self, GradNormOptions, Projection, Reduction, bce_with_logits, flatten_params, head_from_flat,
 };
 use crate::head::{HeadKind, HeadParams};
-use crate::select::bis::LabelStats;
+use crate::select::bis::{LabelStats, mean_mc};
 use crate::select::gradient::{
     GradientSettings, ProxySpec, el2n_keys, grand_keys, teacher_head, train_proxy,
 };
@@ -218,6 +218,105 @@ struct DevSet {
     available: usize,
 }
 
+/// The parameter points: the initialisation and the checkpoints of one full-data run with the
+/// hard MC labels, at the dev-tuned learning rate.
+struct TrainedPoints {
+    tuning: LrTuning,
+    global_batch: usize,
+    total_steps: usize,
+    steps: Vec<usize>,
+    heads: Vec<HeadParams>,
+}
+
+impl TrainedPoints {
+    fn train(cfg: &TheoryConfig, ctx: &ExperimentContext<'_>, labels: LabelScheme) -> Result<Self> {
+        let n_rollouts = ctx.corpus.bundle.n_rollouts();
+        let (tuning, _) = ctx
+            .cells
+            .get_or_compute(&cell_key(ctx, "lr", &"hard-mc"), || {
+                let (lr, trials) = tune_lr(ctx, None, labels, ctx.seed)?;
+                Ok(LrTuning {
+                    lr,
+                    trials: trials
+                        .into_iter()
+                        .map(|(lr, dev_overall)| LrTrial { lr, dev_overall })
+                        .collect(),
+                })
+            })?;
+        let global_batch = ctx.train.global_batch_for(n_rollouts);
+        let total = total_steps(n_rollouts, global_batch, ctx.train.epochs);
+        let steps: Vec<usize> = std::iter::once(0)
+            .chain(
+                cfg.checkpoints
+                    .iter()
+                    .map(|f| ((f * total as f64).round() as usize).clamp(1, total)),
+            )
+            .collect();
+        let (flat, _) =
+            ctx.cells
+                .get_or_compute(&cell_key(ctx, "heads", &(tuning.lr, &steps)), || {
+                    let heads =
+                        heads_along_training(ctx, None, labels, tuning.lr, ctx.seed, &steps)?;
+                    Ok(heads.iter().map(flatten_params).collect::<Vec<Vec<f32>>>())
+                })?;
+        let heads = flat
+            .iter()
+            .map(|f| head_from_flat(HeadKind::Linear, ctx.corpus.bundle.dim(), f))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(TrainedPoints {
+            tuning,
+            global_batch,
+            total_steps: total,
+            steps,
+            heads,
+        })
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.steps
+            .iter()
+            .map(|&s| {
+                if s == 0 {
+                    "init".to_string()
+                } else {
+                    format!(
+                        "step {s} ({:.0}%)",
+                        100.0 * s as f64 / self.total_steps.max(1) as f64
+                    )
+                }
+            })
+            .collect()
+    }
+}
+
+/// The rollout scores computed from the stored MC scores alone.
+struct StoredScores {
+    bis: Vec<f64>,
+    mixture: Vec<f64>,
+    reliability: Vec<f64>,
+    mean_mc: Vec<f64>,
+}
+
+impl StoredScores {
+    fn of(bundle: &FeatureBundle, alpha: f64) -> Self {
+        let scores: Vec<Vec<f64>> = (0..bundle.n_rollouts())
+            .map(|x| {
+                bundle.mc_scores[bundle.rollout_steps(x)]
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .collect()
+            })
+            .collect();
+        let stats: Vec<LabelStats> = scores.iter().map(|s| LabelStats::of(s)).collect();
+        StoredScores {
+            bis: stats.iter().map(|s| s.bis(alpha)).collect(),
+            mixture: stats.iter().map(LabelStats::mixture).collect(),
+            reliability: stats.iter().map(|s| s.reliability).collect(),
+            mean_mc: scores.iter().map(|s| mean_mc(s)).collect(),
+        }
+    }
+}
+
 /// Runs the informativeness check and Finding 6.
 pub fn run(
     cfg: &TheoryConfig,
@@ -226,64 +325,13 @@ pub fn run(
     truth: &Truth,
 ) -> Result<(Informativeness, Finding6)> {
     let bundle = &ctx.corpus.bundle;
-    let n_rollouts = bundle.n_rollouts();
-    let dim = bundle.dim();
     let labels = LabelScheme::Hard { threshold: 0.0 };
     let targets = labels.targets(bundle)?;
     let q_targets: Vec<f32> = teacher.q.iter().map(|&q| q as f32).collect();
-
-    let (tuning, _) = ctx
-        .cells
-        .get_or_compute(&cell_key(ctx, "lr", &"hard-mc"), || {
-            let (lr, trials) = tune_lr(ctx, None, labels, ctx.seed)?;
-            Ok(LrTuning {
-                lr,
-                trials: trials
-                    .into_iter()
-                    .map(|(lr, dev_overall)| LrTrial { lr, dev_overall })
-                    .collect(),
-            })
-        })?;
-    let global_batch = ctx.train.global_batch_for(n_rollouts);
-    let total = total_steps(n_rollouts, global_batch, ctx.train.epochs);
-    let steps: Vec<usize> = std::iter::once(0)
-        .chain(
-            cfg.checkpoints
-                .iter()
-                .map(|f| ((f * total as f64).round() as usize).clamp(1, total)),
-        )
-        .collect();
-    let (flat_heads, _) =
-        ctx.cells
-            .get_or_compute(&cell_key(ctx, "heads", &(tuning.lr, &steps)), || {
-                let heads = heads_along_training(ctx, None, labels, tuning.lr, ctx.seed, &steps)?;
-                Ok(heads.iter().map(flatten_params).collect::<Vec<Vec<f32>>>())
-            })?;
-    let heads = flat_heads
-        .iter()
-        .map(|f| head_from_flat(HeadKind::Linear, dim, f))
-        .collect::<Result<Vec<_>>>()?;
+    let points = TrainedPoints::train(cfg, ctx, labels)?;
+    let names = points.names();
     let dev = dev_set(ctx, cfg.dev_steps)?;
-
-    // Scores from the stored MC scores.
-    let label_stats: Vec<LabelStats> = (0..n_rollouts)
-        .map(|x| {
-            let s: Vec<f64> = bundle.mc_scores[bundle.rollout_steps(x)]
-                .iter()
-                .map(|&v| f64::from(v))
-                .collect();
-            LabelStats::of(&s)
-        })
-        .collect();
-    let bis: Vec<f64> = label_stats.iter().map(|s| s.bis(cfg.alpha)).collect();
-    let mixture: Vec<f64> = label_stats.iter().map(LabelStats::mixture).collect();
-    let reliability: Vec<f64> = label_stats.iter().map(|s| s.reliability).collect();
-    let mean_mc: Vec<f64> = (0..n_rollouts)
-        .map(|x| {
-            let s = &bundle.mc_scores[bundle.rollout_steps(x)];
-            s.iter().map(|&v| f64::from(v)).sum::<f64>() / s.len() as f64
-        })
-        .collect();
+    let stored = StoredScores::of(bundle, cfg.alpha);
 
     // Gradient-based scores, exactly as the selectors compute them.
     let settings = GradientSettings {
@@ -294,8 +342,8 @@ pub fn run(
         inits: cfg.grand_inits,
         proxy: ProxySpec {
             fraction: cfg.el2n_fraction,
-            lr: tuning.lr,
-            global_batch,
+            lr: points.tuning.lr,
+            global_batch: points.global_batch,
             epochs: cfg.el2n_epochs,
         },
         device: ctx.device,
@@ -316,9 +364,9 @@ pub fn run(
         },
     )?;
 
-    // Measurements at every point.
-    let mut measured = Vec::with_capacity(heads.len());
-    for (head, &step) in heads.iter().zip(&steps) {
+    // Measurements at every point, and the gradient norms at the teacher.
+    let mut measured = Vec::with_capacity(points.heads.len());
+    for (head, &step) in points.heads.iter().zip(&points.steps) {
         let key = cell_key(
             ctx,
             "point",
@@ -335,16 +383,6 @@ pub fn run(
         .get_or_compute(&cell_key(ctx, "teacher-norms", &"mean"), || {
             measure(ctx, &wstar, &targets, &q_targets, None, cfg.sgd_lr)
         })?;
-    let point_names: Vec<String> = steps
-        .iter()
-        .map(|&s| {
-            if s == 0 {
-                "init".to_string()
-            } else {
-                format!("step {s} ({:.0}%)", 100.0 * s as f64 / total.max(1) as f64)
-            }
-        })
-        .collect();
 
     // The theory's rollout signal, with the flip probability of each label given the truth (the
     // simulator's generative view) or given the observed count K (the paper's η_eff(K) view).
@@ -357,74 +395,45 @@ pub fn run(
     let signal_posterior =
         signal_per_rollout(bundle, teacher, &eta_given_count(truth, bundle, step_truth));
 
-    // Correlations of every score with a(x) and the dev gain, at every point.
-    let fixed_scores: Vec<(String, &[f64])> = vec![
-        (format!("BIS (α={})", cfg.alpha), &bis[..]),
-        ("p̂(1−p̂)".into(), &mixture[..]),
-        ("R".into(), &reliability[..]),
-        ("mean MC".into(), &mean_mc[..]),
-        (format!("GraNd (K={})", cfg.grand_inits), &grand[..]),
-        ("EL2N".into(), &el2n[..]),
+    let predictors: Vec<(String, &[f64])> = vec![
+        (format!("BIS (α={})", cfg.alpha), &stored.bis[..]),
+        ("p̂(1−p̂)".into(), &stored.mixture[..]),
+        ("R".into(), &stored.reliability[..]),
+        ("mean MC".into(), &stored.mean_mc[..]),
     ];
-    let mut points = Vec::with_capacity(measured.len());
-    for (p, m) in measured.iter().enumerate() {
-        let mut scores: Vec<(String, &[f64])> = fixed_scores.clone();
-        scores.push((SIGNAL_STEP.into(), &signal[..]));
-        scores.push((SIGNAL_POSTERIOR.into(), &signal_posterior[..]));
-        scores.push(("‖g_x‖".into(), &m.grad[..]));
-        scores.push(("‖g_x^c‖".into(), &m.centred[..]));
-        let mut jobs: Vec<(&[f64], &[f64])> = Vec::new();
-        for (_, s) in &scores {
-            jobs.push((s, &m.a[..]));
-            jobs.push((s, &m.dev_gain[..]));
-        }
-        jobs.push((&m.a[..], &m.dev_gain[..]));
-        let est = bootstrap_all(&jobs, cfg.bootstrap, ctx.seed, 5 + p as u64);
-        let top = |score: &[f64]| {
-            cfg.top_fractions
-                .iter()
-                .map(|&f| TopMean {
-                    fraction: f,
-                    mean: top_mean(score, &m.a, f),
-                })
-                .collect::<Vec<_>>()
-        };
-        points.push(PointCheck {
-            point: point_names[p].clone(),
-            step: steps[p],
-            clean_grad_norm: m.clean_norm,
-            dev_loss: m.dev_loss,
-            mean_a: plain_mean(&m.a),
-            positive_a: m.a.iter().filter(|&&a| a > 0.0).count() as f64 / m.a.len() as f64,
-            mean_dev_gain: plain_mean(&m.dev_gain),
-            a_vs_dev: *est.last().expect("one job per point at least"),
-            oracle_top: top(&m.a),
-            scores: scores
-                .iter()
-                .enumerate()
-                .map(|(i, (name, s))| ScoreCorrelation {
-                    score: name.clone(),
-                    vs_a: est[2 * i],
-                    vs_dev: est[2 * i + 1],
-                    top: top(s),
-                })
-                .collect(),
-        });
-    }
-
-    // Finding 6.
-    let predictors: Vec<(String, &[f64])> = fixed_scores[..4].to_vec();
-    let mut f6_targets: Vec<(String, &[f64])> = vec![
+    let signals: Vec<(String, &[f64])> = vec![
         (SIGNAL_STEP.into(), &signal[..]),
         (SIGNAL_POSTERIOR.into(), &signal_posterior[..]),
     ];
-    let all_points: Vec<(&str, &Measured)> = point_names
+    let fixed_scores: Vec<(String, &[f64])> = predictors
         .iter()
-        .map(String::as_str)
-        .zip(&measured)
-        .chain([("w*", &at_teacher)])
+        .cloned()
+        .chain([
+            (format!("GraNd (K={})", cfg.grand_inits), &grand[..]),
+            ("EL2N".into(), &el2n[..]),
+        ])
+        .chain(signals.iter().cloned())
         .collect();
-    for (name, m) in &all_points {
+    let checks = measured
+        .iter()
+        .enumerate()
+        .map(|(p, m)| {
+            point_check(
+                cfg,
+                ctx.seed,
+                p,
+                &names[p],
+                points.steps[p],
+                m,
+                &fixed_scores,
+            )
+        })
+        .collect();
+
+    // Finding 6: the signal and every gradient norm against the four stored scores.
+    let mut f6_targets = signals;
+    let all_points = names.iter().map(String::as_str).zip(&measured);
+    for (name, m) in all_points.chain([("w*", &at_teacher)]) {
         f6_targets.push((format!("‖g_x‖ at {name}"), &m.grad[..]));
         f6_targets.push((format!("‖g_x^c‖ at {name}"), &m.centred[..]));
     }
@@ -434,37 +443,10 @@ pub fn run(
         .collect();
     let est = bootstrap_all(&jobs, cfg.bootstrap, ctx.seed, 4);
     let width = predictors.len();
-    let last_point = measured.last().expect("the init point is always measured");
-    let heatmaps = vec![
-        heatmap(
-            "finding6_heatmap_grad_teacher",
-            "mean ‖g_x‖ at w* (MC labels)",
-            &mixture,
-            &reliability,
-            &at_teacher.grad,
-        ),
-        heatmap(
-            "finding6_heatmap_signal",
-            "mean S(x) (η given the truth)",
-            &mixture,
-            &reliability,
-            &signal,
-        ),
-        heatmap(
-            "finding6_heatmap_signal_posterior",
-            "mean S(x) (η given K)",
-            &mixture,
-            &reliability,
-            &signal_posterior,
-        ),
-        heatmap(
-            "finding6_heatmap_useful",
-            &format!("mean a(x) at {}", point_names.last().expect("init")),
-            &mixture,
-            &reliability,
-            &last_point.a,
-        ),
-    ];
+    let bin = |name: &str, quantity: &str, value: &[f64]| {
+        heatmap(name, quantity, &stored.mixture, &stored.reliability, value)
+    };
+    let last = measured.last().expect("the init point is always measured");
     let finding6 = Finding6 {
         predictors: predictors.iter().map(|(n, _)| n.clone()).collect(),
         targets: f6_targets
@@ -475,21 +457,95 @@ pub fn run(
                 vs: est[t * width..(t + 1) * width].to_vec(),
             })
             .collect(),
-        heatmaps,
+        heatmaps: vec![
+            bin(
+                "finding6_heatmap_grad_teacher",
+                "mean ‖g_x‖ at w* (MC labels)",
+                &at_teacher.grad,
+            ),
+            bin(
+                "finding6_heatmap_signal",
+                "mean S(x) (η given the truth)",
+                &signal,
+            ),
+            bin(
+                "finding6_heatmap_signal_posterior",
+                "mean S(x) (η given K)",
+                &signal_posterior,
+            ),
+            bin(
+                "finding6_heatmap_useful",
+                &format!("mean a(x) at {}", names.last().expect("init")),
+                &last.a,
+            ),
+        ],
     };
     Ok((
         Informativeness {
-            lr: tuning.lr,
-            lr_trials: tuning.trials,
-            global_batch,
-            total_steps: total,
+            lr: points.tuning.lr,
+            lr_trials: points.tuning.trials,
+            global_batch: points.global_batch,
+            total_steps: points.total_steps,
             dev_steps: dev.q.len(),
             dev_steps_available: dev.available,
             sgd_lr: cfg.sgd_lr,
-            points,
+            points: checks,
         },
         finding6,
     ))
+}
+
+/// Every score (the fixed ones plus the gradient norms at this point) against a(x) and the dev
+/// gain at point `p`.
+fn point_check(
+    cfg: &TheoryConfig,
+    seed: u64,
+    p: usize,
+    name: &str,
+    step: usize,
+    m: &Measured,
+    fixed_scores: &[(String, &[f64])],
+) -> PointCheck {
+    let mut scores: Vec<(String, &[f64])> = fixed_scores.to_vec();
+    scores.push(("‖g_x‖".into(), &m.grad[..]));
+    scores.push(("‖g_x^c‖".into(), &m.centred[..]));
+    let mut jobs: Vec<(&[f64], &[f64])> = Vec::new();
+    for (_, s) in &scores {
+        jobs.push((s, &m.a[..]));
+        jobs.push((s, &m.dev_gain[..]));
+    }
+    jobs.push((&m.a[..], &m.dev_gain[..]));
+    let est = bootstrap_all(&jobs, cfg.bootstrap, seed, 5 + p as u64);
+    let top = |score: &[f64]| {
+        cfg.top_fractions
+            .iter()
+            .map(|&f| TopMean {
+                fraction: f,
+                mean: top_mean(score, &m.a, f),
+            })
+            .collect::<Vec<_>>()
+    };
+    PointCheck {
+        point: name.to_string(),
+        step,
+        clean_grad_norm: m.clean_norm,
+        dev_loss: m.dev_loss,
+        mean_a: plain_mean(&m.a),
+        positive_a: m.a.iter().filter(|&&a| a > 0.0).count() as f64 / m.a.len() as f64,
+        mean_dev_gain: plain_mean(&m.dev_gain),
+        a_vs_dev: *est.last().expect("one job per point at least"),
+        oracle_top: top(&m.a),
+        scores: scores
+            .iter()
+            .enumerate()
+            .map(|(i, (name, s))| ScoreCorrelation {
+                score: name.clone(),
+                vs_a: est[2 * i],
+                vs_dev: est[2 * i + 1],
+                top: top(s),
+            })
+            .collect(),
+    }
 }
 
 /// Spearman with bootstrap intervals for every (x, y) pair, in parallel; job i of group `group`

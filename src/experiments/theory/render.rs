@@ -198,7 +198,13 @@ fn noise_plot(checks: &[&NoiseCheck], formula: &str) -> Plot {
             points: c
                 .bins
                 .iter()
-                .map(|b| (b.q_mean, b.measured.mean, Some(b.measured.half_width)))
+                .map(|b| {
+                    (
+                        logit(b.q_mean),
+                        b.measured.mean,
+                        Some(b.measured.half_width),
+                    )
+                })
                 .collect(),
             reference: false,
         });
@@ -207,17 +213,22 @@ fn noise_plot(checks: &[&NoiseCheck], formula: &str) -> Plot {
             points: c
                 .bins
                 .iter()
-                .map(|b| (b.q_mean, b.predicted, None))
+                .map(|b| (logit(b.q_mean), b.predicted, None))
                 .collect(),
             reference: false,
         });
     }
     Plot::Lines {
         title: format!("{formula}: mean per-step ‖g‖² at w*, measured vs formula"),
-        x_label: "bin mean of q*".into(),
+        x_label: "logit of the bin's mean q*".into(),
         y_label: "mean ‖g_w‖²".into(),
         series,
     }
+}
+
+/// The bins crowd near q* = 1, so the noise plots use the teacher's own scale, the logit.
+fn logit(q: f64) -> f64 {
+    (q / (1.0 - q)).ln()
 }
 
 fn rel_error_plot(checks: &[&NoiseCheck]) -> Plot {
@@ -232,7 +243,13 @@ fn rel_error_plot(checks: &[&NoiseCheck]) -> Plot {
             points: c
                 .bins
                 .iter()
-                .map(|b| (b.q_mean, b.rel_error.mean, Some(b.rel_error.half_width)))
+                .map(|b| {
+                    (
+                        logit(b.q_mean),
+                        b.rel_error.mean,
+                        Some(b.rel_error.half_width),
+                    )
+                })
                 .collect(),
             reference: false,
         })
@@ -244,7 +261,7 @@ fn rel_error_plot(checks: &[&NoiseCheck]) -> Plot {
     });
     Plot::Lines {
         title: "Eqs. 5–6: relative error per q* bin (95% CI over label draws)".into(),
-        x_label: "bin mean of q*".into(),
+        x_label: "logit of the bin's mean q*".into(),
         y_label: "measured / formula − 1".into(),
         series,
     }
@@ -555,8 +572,9 @@ fn informativeness_heatmap(inf: &Informativeness) -> Plot {
         .unwrap_or_default();
     let mut x_ticks = Vec::new();
     for p in &inf.points {
-        x_ticks.push(format!("a(x) @ {}", p.point));
-        x_ticks.push(format!("−ΔL @ {}", p.point));
+        let at = short_point(p);
+        x_ticks.push(format!("a(x) {at}"));
+        x_ticks.push(format!("−ΔL {at}"));
     }
     let values = (0..scores.len())
         .map(|i| {
@@ -568,11 +586,19 @@ fn informativeness_heatmap(inf: &Informativeness) -> Plot {
         .collect();
     Plot::Heatmap {
         title: "Spearman correlation of each score with a(x) and −ΔL_dev".into(),
-        x_label: "target @ parameter point".into(),
+        x_label: "target at the parameter point (share of the full run)".into(),
         y_label: "score".into(),
         x_ticks,
         y_ticks: scores,
         values,
+    }
+}
+
+/// "init" or the share of the run ("25%"), for crowded axes.
+fn short_point(p: &PointCheck) -> String {
+    match p.point.rsplit_once('(') {
+        Some((_, share)) => share.trim_end_matches(')').to_string(),
+        None => p.point.clone(),
     }
 }
 
