@@ -217,10 +217,18 @@ pub fn run(cfg: &TheoryConfig, ctx: &ExperimentContext<'_>) -> Result<TheoryResu
         seed: ctx.seed,
         train: &train,
     };
+    let stages = crate::progress::bar(4, "Eqs. 5–6");
     let (eq5, eq6) = noise::run(cfg, &ctx, &teacher)?;
+    stages.inc(1);
+    stages.set_message("Lemma 2");
     let lemma2 = mixture::run(cfg, &ctx, &teacher)?;
+    stages.inc(1);
+    stages.set_message("Lemma 3");
     let lemma3 = reliability::run(cfg, &ctx, &truth)?;
+    stages.inc(1);
+    stages.set_message("informativeness");
     let (informativeness, finding6) = informativeness::run(cfg, &ctx, &teacher, &truth)?;
+    stages.finish_and_clear();
     Ok(TheoryResults {
         setup: Setup {
             rollouts: ctx.corpus.bundle.n_rollouts(),
