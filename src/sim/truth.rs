@@ -9,16 +9,16 @@
 //!
 //! | tensor | dtype | shape | meaning |
 //! |---|---|---|---|
-//! | `offsets` | I64 | [R+1] | rollout i owns steps `offsets[i]..offsets[i+1]` (as in the bundle) |
-//! | `success_rate` | F32 | [S] | r_j, the one-shot success rate behind step j's MC score |
-//! | `prefix_correct` | U8 | [S] | 1 while every step up to j is truly correct |
-//! | `mc_total` | U8 | [S] | continuations sampled (16, or 0 after an early stop) |
-//! | `ability` | F32 | [R] | the rollout's ability a_x |
-//! | `recovery` | F32 | [R] | its post-error success rate ρ_x |
-//! | `early_stop` | U8 | [R] | 1 when its annotation stops at the first zero |
-//! | `question` | I64 | [R] | question index within the source |
+//! | `offsets` | I64 | \[R+1\] | rollout i owns steps `offsets[i]..offsets[i+1]` (as in the bundle) |
+//! | `success_rate` | F32 | \[S\] | r_j, the one-shot success rate behind step j's MC score |
+//! | `prefix_correct` | U8 | \[S\] | 1 while every step up to j is truly correct |
+//! | `mc_total` | U8 | \[S\] | continuations sampled (16, or 0 after an early stop) |
+//! | `ability` | F32 | \[R\] | the rollout's ability a_x |
+//! | `recovery` | F32 | \[R\] | its post-error success rate ρ_x |
+//! | `early_stop` | U8 | \[R\] | 1 when its annotation stops at the first zero |
+//! | `question` | I64 | \[R\] | question index within the source |
 //!
-//! Metadata: `format` = [`corpus::TRUTH_FORMAT`], `sources` (JSON list, as in the bundle).
+//! Metadata: `format` = [`TRUTH_FORMAT`], `sources` (JSON list, as in the bundle).
 //!
 //! [`corpus`]: super::corpus
 

@@ -10,7 +10,7 @@ use crate::experiments::stats::Estimate;
 use crate::experiments::table::{Cell, Table};
 
 use super::TheoryResults;
-use super::informativeness::{Finding6, Informativeness, PointCheck};
+use super::informativeness::{Informativeness, PointCheck};
 use super::mixture::MixtureCheck;
 use super::noise::NoiseCheck;
 use super::reliability::ReliabilityCheck;
@@ -133,7 +133,19 @@ pub(super) fn key_table(r: &TheoryResults) -> Table {
             "[{:.3}, {:.3}]",
             m.mixture_vs_theta.lo, m.mixture_vs_theta.hi
         ),
-        format!("mean mixture {} vs Lemma 2", pct(m.corpus_mc.value)),
+        if covers_zero(m.corpus_mc) {
+            "MC labels as mixed as Lemma 2 predicts".to_string()
+        } else {
+            format!(
+                "MC labels {} mixed than Lemma 2 predicts ({})",
+                if m.corpus_mc.value < 0.0 {
+                    "less"
+                } else {
+                    "more"
+                },
+                pct(m.corpus_mc.value)
+            )
+        },
     );
     for tau in &r.lemma3.taus {
         row(
@@ -215,7 +227,7 @@ pub(super) fn summary(r: &TheoryResults, key: &Table, tables: &[(String, Table)]
     out.push_str(&lemma2_summary(&r.lemma2));
     out.push_str(&lemma3_summary(&r.lemma3));
     out.push_str(&informativeness_summary(&r.informativeness));
-    out.push_str(&finding6_summary(&r.finding6));
+    out.push_str(&finding6_summary(r));
     out.push('\n');
     out.push_str(&key.to_markdown());
     out.push('\n');
@@ -474,14 +486,47 @@ fn crux_verdict(p: &PointCheck) -> String {
     )
 }
 
-fn finding6_summary(f: &Finding6) -> String {
-    let bis_with = |name: &str| {
+fn finding6_summary(r: &TheoryResults) -> String {
+    let (f, l) = (&r.finding6, &r.lemma3);
+    let bis_of = |name: &str| {
         f.targets
             .iter()
             .find(|t| t.target == name)
             .and_then(|t| t.vs.first())
-            .map(|e| est_text(*e))
-            .unwrap_or_default()
+            .copied()
+    };
+    let bis_with = |name: &str| bis_of(name).map(est_text).unwrap_or_default();
+    let posterior = bis_of(super::informativeness::SIGNAL_POSTERIOR);
+    let verdict = match posterior {
+        Some(e) if e.hi < 0.0 => {
+            let correct_zeros = l
+                .simulator
+                .first()
+                .map(|z| pct(1.0 - z.incorrect.value))
+                .unwrap_or_default();
+            let bis_leads = r.informativeness.points.last().is_some_and(|p| {
+                let vs_a: Vec<Estimate> = p.scores.iter().map(|s| s.vs_a).collect();
+                best_of(&vs_a).is_some_and(|(b, _, _)| p.scores[b].score.starts_with("BIS"))
+            });
+            format!(
+                " This does not agree with the paper's motivation of BIS as an observable \
+                 stand-in for S(x): here the two rank rollouts in opposite directions. In the \
+                 simulator {correct_zeros} of zero-score steps are truly correct (a correct \
+                 step after an earlier error rarely leads to the right answer), so η given \
+                 K = 0 exceeds 1/4 and the zero steps that make a rollout mixed contribute \
+                 negative terms to S(x).{}",
+                if bis_leads {
+                    " Yet BIS is the best predictor of the measured useful update a(x) at the \
+                     latest checkpoint (above): S(x), an expected per-step quantity at w*, is \
+                     what fails as a predictor here."
+                } else {
+                    ""
+                }
+            )
+        }
+        Some(e) if e.lo > 0.0 => " BIS tracks S(x), as the paper argues.".to_string(),
+        Some(_) => " BIS and S(x) are not clearly related.".to_string(),
+        None => String::new(),
     };
     let norms: Vec<&super::informativeness::SignalCorrelation> = f
         .targets
@@ -506,23 +551,42 @@ fn finding6_summary(f: &Finding6) -> String {
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), e| {
             (lo.min(e.value), hi.max(e.value))
         });
+    // At the teacher: do large gradients go with mixture and with *un*reliable labels?
+    let at_teacher = norms.iter().find(|t| t.target.starts_with("‖g_x‖ at w*"));
+    let spearman_of = |name: &str| {
+        let i = f.predictors.iter().position(|p| p == name)?;
+        at_teacher.and_then(|t| t.vs.get(i)).map(|e| e.value)
+    };
+    let reading = match (spearman_of("p̂(1−p̂)"), spearman_of("R")) {
+        (Some(mix), Some(rel)) if mix > 0.0 && rel < 0.0 => format!(
+            " At w*, ‖g_x‖ rises with label mixture (Spearman {mix:.3}) but falls with \
+             reliability ({rel:.3}): large gradients come from mixed labels and from unreliable \
+             ones alike, so gradient size alone cannot tell an informative update from a noisy \
+             one (compare a(x) above)."
+        ),
+        (Some(mix), Some(rel)) => format!(
+            " At w*, ‖g_x‖ has Spearman {mix:.3} with label mixture and {rel:.3} with \
+             reliability."
+        ),
+        _ => String::new(),
+    };
     format!(
         "**Finding 6 (uncertainty × reliability).** The rollout signal S(x), from the true q* and \
          the simulator's label-flip probabilities, has Spearman {} with BIS when η is the flip \
          probability given the truth, and {} when η is the probability of a wrong label given \
-         the observed count K (the paper's reading); see `finding6_best.md` for the best stored \
-         score per target. Of the {} measured gradient-norm targets (‖g_x‖ and the centred \
+         the observed count K (the paper's reading).{} See `finding6_best.md` for the best \
+         stored score per target. Of the {} measured gradient-norm targets (‖g_x‖ and the centred \
          ‖g_x^c‖ at every point), {} tracks {} best; BIS's correlation with them ranges from \
-         {:.3} to {:.3}. Large gradients come with label mixture but also with unreliable \
-         labels, so gradient size is not the informative part of an update (compare a(x) \
-         above).\n",
+         {:.3} to {:.3}.{}\n",
         bis_with(super::informativeness::SIGNAL_STEP),
         bis_with(super::informativeness::SIGNAL_POSTERIOR),
+        verdict,
         norms.len(),
         leader,
         count,
         bis_range.0,
-        bis_range.1
+        bis_range.1,
+        reading
     )
 }
 
