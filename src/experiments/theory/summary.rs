@@ -441,6 +441,10 @@ fn informativeness_summary(inf: &Informativeness) -> String {
     }
     if let Some(last) = inf.points.last() {
         out.push_str(&crux_verdict(last));
+        out.push_str(
+            " The figure `finding6_heatmap_useful` shows the mean a(x) over label mixture × \
+             reliability at that point.",
+        );
     }
     out.push_str("\n\n");
     out
