@@ -185,6 +185,9 @@ impl ExperimentConfig {
             self.theory.is_some() || self.selection.is_some(),
             "nothing to run: add [theory] or [selection]",
         )?;
+        if let Some(t) = &self.theory {
+            t.validate()?;
+        }
         if let Some(s) = &self.selection {
             s.validate()?;
         }

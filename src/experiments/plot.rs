@@ -10,6 +10,7 @@ use std::sync::Once;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::colors::colormaps::ViridisRGB;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::error::{Error, Result};
 use crate::output::{TempPath, write_text};
@@ -211,15 +212,24 @@ impl Plot {
                         .filter(|v| v.is_finite()),
                 );
                 let (nx, ny) = (x_ticks.len(), y_ticks.len());
+                if nx == 0 || ny == 0 {
+                    root.present().map_err(|e| err(&e))?;
+                    return Ok(());
+                }
+                // Segmented axes put each tick label at the centre of its cell, not on an edge;
+                // the row labels get as much room as the longest one needs.
+                let longest = y_ticks.iter().map(|t| t.chars().count()).max().unwrap_or(0);
                 let mut chart = ChartBuilder::on(root)
                     .caption(title, ("sans-serif", 22))
                     .margin(14)
                     .x_label_area_size(50)
-                    .y_label_area_size(90)
-                    .build_cartesian_2d(0..nx, 0..ny)
+                    .y_label_area_size((30 + 7 * longest).clamp(60, 260) as u32)
+                    .build_cartesian_2d((0..nx - 1).into_segmented(), (0..ny - 1).into_segmented())
                     .map_err(|e| err(&e))?;
-                let xt = x_ticks.clone();
-                let yt = y_ticks.clone();
+                let label = |ticks: &[String], v: &SegmentValue<usize>| match v {
+                    SegmentValue::CenterOf(i) => ticks.get(*i).cloned().unwrap_or_default(),
+                    _ => String::new(),
+                };
                 chart
                     .configure_mesh()
                     .disable_mesh()
@@ -227,11 +237,12 @@ impl Plot {
                     .y_desc(y_label.as_str())
                     .x_labels(nx)
                     .y_labels(ny)
-                    .x_label_formatter(&|i| xt.get(*i).cloned().unwrap_or_default())
-                    .y_label_formatter(&|i| yt.get(*i).cloned().unwrap_or_default())
+                    .x_label_formatter(&|v| label(x_ticks, v))
+                    .y_label_formatter(&|v| label(y_ticks, v))
                     .label_style(("sans-serif", 13))
                     .draw()
                     .map_err(|e| err(&e))?;
+                let at = SegmentValue::Exact;
                 for (r, row) in values.iter().enumerate() {
                     for (c, v) in row.iter().enumerate() {
                         let Some(v) = v.filter(|v| v.is_finite()) else {
@@ -241,7 +252,7 @@ impl Plot {
                         let color = ViridisRGB::get_color(t as f32);
                         chart
                             .draw_series(std::iter::once(Rectangle::new(
-                                [(c, r), (c + 1, r + 1)],
+                                [(at(c), at(r)), (at(c + 1), at(r + 1))],
                                 color.filled(),
                             )))
                             .map_err(|e| err(&e))?;
@@ -249,8 +260,11 @@ impl Plot {
                         chart
                             .draw_series(std::iter::once(Text::new(
                                 format!("{v:.3}"),
-                                (c, r + 1),
-                                ("sans-serif", 13).into_font().color(&text_color),
+                                (SegmentValue::CenterOf(c), SegmentValue::CenterOf(r)),
+                                ("sans-serif", 13)
+                                    .into_font()
+                                    .color(&text_color)
+                                    .pos(Pos::new(HPos::Center, VPos::Center)),
                             )))
                             .map_err(|e| err(&e))?;
                     }

@@ -155,6 +155,62 @@ pub fn top_fraction_mean(score: &[f64], target: &[f64], fraction: f64) -> f64 {
     order[..k].iter().map(|&i| target[i]).sum::<f64>() / k as f64
 }
 
+/// A proportion with its 95% Wilson score interval (sound near 0 and 1, unlike the normal
+/// approximation).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Proportion {
+    /// successes / trials (NaN without trials).
+    #[serde(with = "super::nan")]
+    pub value: f64,
+    /// Lower end of the interval.
+    #[serde(with = "super::nan")]
+    pub lo: f64,
+    /// Upper end of the interval.
+    #[serde(with = "super::nan")]
+    pub hi: f64,
+    /// Successes.
+    pub successes: u64,
+    /// Trials.
+    pub trials: u64,
+}
+
+impl Proportion {
+    /// `successes` out of `trials` with the 95% Wilson interval.
+    pub fn wilson(successes: u64, trials: u64) -> Self {
+        Self::wilson_z(successes, trials, 1.959_963_984_540_054)
+    }
+
+    /// The same at an explicit normal quantile `z` (e.g. a Bonferroni-adjusted one).
+    pub fn wilson_z(successes: u64, trials: u64, z: f64) -> Self {
+        if trials == 0 {
+            return Proportion {
+                value: f64::NAN,
+                lo: f64::NAN,
+                hi: f64::NAN,
+                successes,
+                trials,
+            };
+        }
+        let n = trials as f64;
+        let p = successes as f64 / n;
+        let z2 = z * z;
+        let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+        let half = z / (1.0 + z2 / n) * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+        Proportion {
+            value: p,
+            lo: (centre - half).max(0.0),
+            hi: (centre + half).min(1.0),
+            successes,
+            trials,
+        }
+    }
+
+    /// True when `x` lies inside the interval.
+    pub fn covers(&self, x: f64) -> bool {
+        self.lo <= x && x <= self.hi
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +245,23 @@ mod tests {
         let e = spearman_bootstrap(&x, &y, 200, 1);
         assert!(e.lo <= e.value && e.value <= e.hi, "{e:?}");
         assert_eq!(e, spearman_bootstrap(&x, &y, 200, 1));
+    }
+
+    #[test]
+    fn wilson_matches_a_hand_computation() {
+        // 8 of 10 at z = 1.96: centre (0.8 + 0.19208)/1.38416 = 0.71674, half-width
+        // 1.96/1.38416 · √(0.016 + 0.009604) = 0.22658.
+        let p = Proportion::wilson_z(8, 10, 1.96);
+        assert_eq!(p.value, 0.8);
+        assert!(
+            (p.lo - 0.49016).abs() < 1e-4 && (p.hi - 0.94332).abs() < 1e-4,
+            "{p:?}"
+        );
+        assert!(p.covers(0.8) && !p.covers(0.45));
+        let zero = Proportion::wilson(0, 50);
+        assert_eq!(zero.lo, 0.0);
+        assert!(zero.hi > 0.0 && zero.hi < 0.1);
+        assert!(Proportion::wilson(0, 0).value.is_nan());
     }
 
     #[test]

@@ -50,6 +50,7 @@
 //! rates and prefix correctness, per-rollout latents), `bench.jsonl` + `bench.safetensors` (the
 //! VisualProcessBench-like set, see [`mod@bench`]) and `manifest.json` (every setting, the fit, and the
 //! statistics achieved against the paper's).
+//! [`truth`] reads the ground truth back (the theory checks need it).
 
 pub mod bench;
 pub mod calibrate;
@@ -61,6 +62,7 @@ pub mod preset;
 pub mod rng;
 pub mod stats;
 pub mod text;
+pub mod truth;
 
 use std::path::Path;
 

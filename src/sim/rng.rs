@@ -46,7 +46,9 @@ pub fn bench_stream(seed: u64, kind: Stream, a: u64, b: u64) -> ChaCha8Rng {
     keyed(seed, Stream::Bench as u64 + kind as u64, a, b)
 }
 
-fn keyed(seed: u64, kind: u64, a: u64, b: u64) -> ChaCha8Rng {
+/// The stream for a raw `kind` key: for users outside the simulator (experiments) that need
+/// their own families of independent streams, with kinds clear of [`Stream`]'s.
+pub fn keyed(seed: u64, kind: u64, a: u64, b: u64) -> ChaCha8Rng {
     let mut key = [0u8; 32];
     key[..8].copy_from_slice(&seed.to_le_bytes());
     key[8..16].copy_from_slice(&kind.to_le_bytes());

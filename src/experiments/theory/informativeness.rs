@@ -1,0 +1,1031 @@
+//! Do mixture and reliability drive informative updates? Measured against the simulator's
+//! ground truth, and Finding 6's signal S(x).
+//!
+//! **Parameter points.** The initialisation and heads part-way through one full-data run with
+//! the hard MC labels, at the learning rate tuned on the bench's dev split (the experiment's
+//! protocol, linear head), plus the teacher w* for the gradient-norm statistics.
+//!
+//! **Useful part of an update.** The clean population gradient ∇L_clean(w) is the gradient of
+//! the loss against the teacher's own probabilities q* (soft targets), averaged over steps within
+//! each rollout and then over the R rollouts, i.e. `total_gradient(q*, mean) / R`. For each
+//! rollout x, g_x is its gradient under its MC labels (mean over its steps, the reference
+//! trainer's reduction), and a(x) = ⟨g_x, ∇L_clean⟩/‖∇L_clean‖: positive when an SGD step on x
+//! alone moves w downhill on the clean loss.
+//!
+//! **One-step dev-loss change.** ΔL_dev(x) = L_dev(w − η g_x) − L_dev(w), with L_dev the mean BCE
+//! against q* over a seeded sample of the bench's dev steps (held-out questions, never trained
+//! on). For the linear head the new logits are z_m − η⟨g_x, [ϕ_m; 1]⟩, so projecting every g_x
+//! onto the augmented dev rows (one direction per dev step, through the gradient engine) gives
+//! the change exactly, without forming any head. The tables report the gain −ΔL_dev.
+//!
+//! **Scores.** BIS(α), p̂(1 − p̂), R and mean MC from the stored scores; GraNd (mean norm over K
+//! random inits) and EL2N (after a short proxy run) from [`crate::select::gradient`]; and the raw
+//! and centred gradient norms ‖g_x‖, ‖g_x^c‖ at the same point. Each score's Spearman correlation
+//! with a(x) and with −ΔL_dev (bootstrap 95% CIs) and the mean a(x) of its top rollouts are
+//! reported.
+//!
+//! **Finding 6.** S(x) = (1/n)Σ_j (1 − 4η_j) q*_j(1 − q*_j)‖ϕ_j‖² with the simulator's own flip
+//! probability of each hard MC label: a truly correct step is labelled 0 when all 16
+//! continuations fail, η_j = (1 − r_j)^16; a wrong one is labelled 1 when any succeeds,
+//! η_j = 1 − (1 − r_j)^16 (an early-stopped step is labelled 0 for sure: η_j = 1 if correct,
+//! 0 if not). That η is a property of the step before it is annotated; the paper instead plugs
+//! in η ≈ η_eff(K), the unreliability of a label *given* its observed count K. S(x) is therefore
+//! also reported with η_j = the corpus's share of wrong labels among steps with the same K (the
+//! exact posterior of the simulator, no Beta prior). Both are oracle quantities (they need the
+//! truth) and are also scored against a(x) next to the stored scores.
+
+use rayon::prelude::*;
+
+use crate::data::bench::Split;
+use crate::data::features::FeatureBundle;
+use crate::data::labels::LabelScheme;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::experiments::context::ExperimentContext;
+use crate::experiments::formulas::signal_s;
+use crate::experiments::stats::{Estimate, MeanCi, spearman_bootstrap};
+use crate::experiments::training::{heads_along_training, tune_lr};
+use crate::gradnorm::{
+    self, GradNormOptions, Projection, Reduction, bce_with_logits, flatten_params, head_from_flat,
+};
+use crate::head::{HeadKind, HeadParams};
+use crate::select::bis::{LabelStats, mean_mc};
+use crate::select::gradient::{
+    GradientSettings, ProxySpec, el2n_keys, grand_keys, teacher_head, train_proxy,
+};
+use crate::sim::model::MC_SAMPLES;
+use crate::sim::rng::uniform;
+use crate::sim::truth::Truth;
+use crate::train::schedule::total_steps;
+
+use super::{StreamKind, TeacherView, TheoryConfig, cell_key, derived_seed, stream};
+
+/// Name of S(x) with η the flip probability given the truth.
+pub const SIGNAL_STEP: &str = "S(x), η given truth";
+/// Name of S(x) with η the probability of a wrong label given the observed K.
+pub const SIGNAL_POSTERIOR: &str = "S(x), η given K";
+/// Projected gradients are computed this many bytes of output at a time.
+const CHUNK_BYTES: usize = 32 << 20;
+/// Heatmap cells with fewer rollouts stay blank.
+pub const HEATMAP_MIN_ROLLOUTS: usize = 10;
+/// 97.5% normal quantile.
+const Z95: f64 = 1.959_963_984_540_054;
+
+/// One learning rate tried on the dev split.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LrTrial {
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Dev Overall it reached.
+    #[serde(with = "crate::experiments::nan")]
+    pub dev_overall: f64,
+}
+
+/// The mean a(x) of a score's top rollouts.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TopMean {
+    /// Fraction of rollouts kept.
+    pub fraction: f64,
+    /// Mean a(x) over them (a tie group straddling the cut counts proportionally) with a 95%
+    /// interval conditional on the selection.
+    pub mean: MeanCi,
+}
+
+/// How one score predicts informativeness at one point.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ScoreCorrelation {
+    /// Score name.
+    pub score: String,
+    /// Spearman(score, a(x)), bootstrap 95% CI.
+    pub vs_a: Estimate,
+    /// Spearman(score, −ΔL_dev(x)).
+    pub vs_dev: Estimate,
+    /// Mean a(x) of the score's top rollouts, one per configured fraction.
+    pub top: Vec<TopMean>,
+}
+
+/// Informativeness at one parameter point.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PointCheck {
+    /// Name of the point (`init`, `step 283 (25%)`).
+    pub point: String,
+    /// Optimiser steps taken to reach it.
+    pub step: usize,
+    /// ‖∇L_clean(w)‖.
+    pub clean_grad_norm: f64,
+    /// Clean dev loss L_dev(w).
+    pub dev_loss: f64,
+    /// Mean a(x) over all rollouts: the baseline of every top-fraction mean.
+    pub mean_a: MeanCi,
+    /// Share of rollouts with a(x) > 0.
+    pub positive_a: f64,
+    /// Mean −ΔL_dev(x) over all rollouts.
+    pub mean_dev_gain: MeanCi,
+    /// Spearman(a(x), −ΔL_dev(x)): how far the two targets agree.
+    pub a_vs_dev: Estimate,
+    /// Mean a(x) of the top rollouts by a(x) itself: the ceiling of any score.
+    pub oracle_top: Vec<TopMean>,
+    /// One row per score.
+    pub scores: Vec<ScoreCorrelation>,
+}
+
+/// The informativeness check.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Informativeness {
+    /// Learning rate of the full-data run (tuned on dev).
+    pub lr: f64,
+    /// Every rate tried.
+    pub lr_trials: Vec<LrTrial>,
+    /// Rollouts per optimiser step.
+    pub global_batch: usize,
+    /// Optimiser steps of the full run.
+    pub total_steps: usize,
+    /// Bench dev steps in the clean dev loss.
+    pub dev_steps: usize,
+    /// Bench dev steps available.
+    pub dev_steps_available: usize,
+    /// The SGD step size η of ΔL_dev.
+    pub sgd_lr: f64,
+    /// One entry per point (init, then the checkpoints).
+    pub points: Vec<PointCheck>,
+}
+
+/// One target of Finding 6 against the four stored-score predictors.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SignalCorrelation {
+    /// Target name (`S(x)`, `‖g_x‖ at w*`, …).
+    pub target: String,
+    /// Spearman(predictor, target) with bootstrap 95% CI, in [`Finding6::predictors`] order.
+    pub vs: Vec<Estimate>,
+}
+
+/// Mean of a per-rollout quantity over (p̂(1 − p̂) bin × R bin).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Heatmap {
+    /// File stem.
+    pub name: String,
+    /// What is averaged.
+    pub quantity: String,
+    /// Row labels: p̂(1 − p̂) bins, pure rollouts first.
+    pub mixture_bins: Vec<String>,
+    /// Column labels: R bins.
+    pub reliability_bins: Vec<String>,
+    /// `mean[row][col]`; blank below [`HEATMAP_MIN_ROLLOUTS`] rollouts.
+    pub mean: Vec<Vec<Option<f64>>>,
+    /// Rollouts per cell.
+    pub counts: Vec<Vec<usize>>,
+}
+
+/// Finding 6.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Finding6 {
+    /// The predictors: BIS, p̂(1 − p̂), R, mean MC.
+    pub predictors: Vec<String>,
+    /// S(x) and the measured gradient norms at every point.
+    pub targets: Vec<SignalCorrelation>,
+    /// Heatmaps over (p̂(1 − p̂) × R).
+    pub heatmaps: Vec<Heatmap>,
+}
+
+/// Per-rollout measurements at one head.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Measured {
+    /// a(x) (empty without a clean direction).
+    a: Vec<f64>,
+    /// −ΔL_dev(x) (empty without a dev set).
+    dev_gain: Vec<f64>,
+    /// ‖g_x‖.
+    grad: Vec<f64>,
+    /// ‖g_x^c‖.
+    centred: Vec<f64>,
+    #[serde(with = "crate::experiments::nan")]
+    clean_norm: f64,
+    #[serde(with = "crate::experiments::nan")]
+    dev_loss: f64,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct LrTuning {
+    lr: f64,
+    trials: Vec<LrTrial>,
+}
+
+/// Held-out steps with their clean targets: augmented rows [ϕ_m; 1] and q*_m.
+struct DevSet {
+    rows: Vec<Vec<f32>>,
+    phi: Vec<Vec<f64>>,
+    q: Vec<f64>,
+    available: usize,
+}
+
+/// The parameter points: the initialisation and the checkpoints of one full-data run with the
+/// hard MC labels, at the dev-tuned learning rate.
+struct TrainedPoints {
+    tuning: LrTuning,
+    global_batch: usize,
+    total_steps: usize,
+    steps: Vec<usize>,
+    heads: Vec<HeadParams>,
+}
+
+impl TrainedPoints {
+    fn train(cfg: &TheoryConfig, ctx: &ExperimentContext<'_>, labels: LabelScheme) -> Result<Self> {
+        let n_rollouts = ctx.corpus.bundle.n_rollouts();
+        let (tuning, _) = ctx
+            .cells
+            .get_or_compute(&cell_key(ctx, "lr", &"hard-mc"), || {
+                let (lr, trials) = tune_lr(ctx, None, labels, ctx.seed)?;
+                Ok(LrTuning {
+                    lr,
+                    trials: trials
+                        .into_iter()
+                        .map(|(lr, dev_overall)| LrTrial { lr, dev_overall })
+                        .collect(),
+                })
+            })?;
+        let global_batch = ctx.train.global_batch_for(n_rollouts);
+        let total = total_steps(n_rollouts, global_batch, ctx.train.epochs);
+        let steps: Vec<usize> = std::iter::once(0)
+            .chain(
+                cfg.checkpoints
+                    .iter()
+                    .map(|f| ((f * total as f64).round() as usize).clamp(1, total)),
+            )
+            .collect();
+        let (flat, _) =
+            ctx.cells
+                .get_or_compute(&cell_key(ctx, "heads", &(tuning.lr, &steps)), || {
+                    let heads =
+                        heads_along_training(ctx, None, labels, tuning.lr, ctx.seed, &steps)?;
+                    Ok(heads.iter().map(flatten_params).collect::<Vec<Vec<f32>>>())
+                })?;
+        let heads = flat
+            .iter()
+            .map(|f| head_from_flat(HeadKind::Linear, ctx.corpus.bundle.dim(), f))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(TrainedPoints {
+            tuning,
+            global_batch,
+            total_steps: total,
+            steps,
+            heads,
+        })
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.steps
+            .iter()
+            .map(|&s| {
+                if s == 0 {
+                    "init".to_string()
+                } else {
+                    format!(
+                        "step {s} ({:.0}%)",
+                        100.0 * s as f64 / self.total_steps.max(1) as f64
+                    )
+                }
+            })
+            .collect()
+    }
+}
+
+/// The rollout scores computed from the stored MC scores alone.
+struct StoredScores {
+    bis: Vec<f64>,
+    mixture: Vec<f64>,
+    reliability: Vec<f64>,
+    mean_mc: Vec<f64>,
+}
+
+impl StoredScores {
+    fn of(bundle: &FeatureBundle, alpha: f64) -> Self {
+        let scores: Vec<Vec<f64>> = (0..bundle.n_rollouts())
+            .map(|x| {
+                bundle.mc_scores[bundle.rollout_steps(x)]
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .collect()
+            })
+            .collect();
+        let stats: Vec<LabelStats> = scores.iter().map(|s| LabelStats::of(s)).collect();
+        StoredScores {
+            bis: stats.iter().map(|s| s.bis(alpha)).collect(),
+            mixture: stats.iter().map(LabelStats::mixture).collect(),
+            reliability: stats.iter().map(|s| s.reliability).collect(),
+            mean_mc: scores.iter().map(|s| mean_mc(s)).collect(),
+        }
+    }
+}
+
+/// Runs the informativeness check and Finding 6.
+pub fn run(
+    cfg: &TheoryConfig,
+    ctx: &ExperimentContext<'_>,
+    teacher: &TeacherView,
+    truth: &Truth,
+) -> Result<(Informativeness, Finding6)> {
+    let bundle = &ctx.corpus.bundle;
+    let labels = LabelScheme::Hard { threshold: 0.0 };
+    let targets = labels.targets(bundle)?;
+    let q_targets: Vec<f32> = teacher.q.iter().map(|&q| q as f32).collect();
+    let points = TrainedPoints::train(cfg, ctx, labels)?;
+    let names = points.names();
+    let dev = dev_set(ctx, cfg.dev_steps)?;
+    let stored = StoredScores::of(bundle, cfg.alpha);
+
+    // Gradient-based scores, exactly as the selectors compute them.
+    let settings = GradientSettings {
+        head: HeadKind::Linear,
+        labels,
+        reduction: Reduction::Mean,
+        seed: derived_seed(ctx.seed, StreamKind::Derived, 0, 0),
+        inits: cfg.grand_inits,
+        proxy: ProxySpec {
+            fraction: cfg.el2n_fraction,
+            lr: points.tuning.lr,
+            global_batch: points.global_batch,
+            epochs: cfg.el2n_epochs,
+        },
+        device: ctx.device,
+    };
+    let (grand, _) = ctx.cells.get_or_compute(
+        &cell_key(ctx, "grand", &(settings.seed, settings.inits)),
+        || grand_keys(bundle, &targets, &settings),
+    )?;
+    let (el2n, _) = ctx.cells.get_or_compute(
+        &cell_key(ctx, "el2n", &(settings.seed, settings.proxy)),
+        || {
+            el2n_keys(
+                bundle,
+                &targets,
+                &train_proxy(bundle, &settings)?,
+                ctx.device,
+            )
+        },
+    )?;
+
+    // Measurements at every point, and the gradient norms at the teacher.
+    let mut measured = Vec::with_capacity(points.heads.len());
+    for (head, &step) in points.heads.iter().zip(&points.steps) {
+        let key = cell_key(
+            ctx,
+            "point",
+            &(step, flatten_params(head), cfg.sgd_lr, cfg.dev_steps),
+        );
+        let (m, _) = ctx.cells.get_or_compute(&key, || {
+            measure(ctx, head, &targets, &q_targets, Some(&dev), cfg.sgd_lr)
+        })?;
+        measured.push(m);
+    }
+    let wstar = teacher_head(bundle)?;
+    let (at_teacher, _) = ctx
+        .cells
+        .get_or_compute(&cell_key(ctx, "teacher-norms", &"mean"), || {
+            measure(ctx, &wstar, &targets, &q_targets, None, cfg.sgd_lr)
+        })?;
+
+    // The theory's rollout signal, with the flip probability of each label given the truth (the
+    // simulator's generative view) or given the observed count K (the paper's η_eff(K) view).
+    let step_truth = &bundle
+        .teacher
+        .as_ref()
+        .ok_or_else(|| Error::invalid("Finding 6 needs the teacher"))?
+        .true_correct;
+    let signal = signal_per_rollout(bundle, teacher, &eta_given_truth(truth, step_truth));
+    let signal_posterior =
+        signal_per_rollout(bundle, teacher, &eta_given_count(truth, bundle, step_truth));
+
+    let predictors: Vec<(String, &[f64])> = vec![
+        (format!("BIS (α={})", cfg.alpha), &stored.bis[..]),
+        ("p̂(1−p̂)".into(), &stored.mixture[..]),
+        ("R".into(), &stored.reliability[..]),
+        ("mean MC".into(), &stored.mean_mc[..]),
+    ];
+    let signals: Vec<(String, &[f64])> = vec![
+        (SIGNAL_STEP.into(), &signal[..]),
+        (SIGNAL_POSTERIOR.into(), &signal_posterior[..]),
+    ];
+    let fixed_scores: Vec<(String, &[f64])> = predictors
+        .iter()
+        .cloned()
+        .chain([
+            (format!("GraNd (K={})", cfg.grand_inits), &grand[..]),
+            ("EL2N".into(), &el2n[..]),
+        ])
+        .chain(signals.iter().cloned())
+        .collect();
+    let checks = measured
+        .iter()
+        .enumerate()
+        .map(|(p, m)| {
+            point_check(
+                cfg,
+                ctx.seed,
+                p,
+                &names[p],
+                points.steps[p],
+                m,
+                &fixed_scores,
+            )
+        })
+        .collect();
+
+    // Finding 6: the signal and every gradient norm against the four stored scores.
+    let mut f6_targets = signals;
+    let all_points = names.iter().map(String::as_str).zip(&measured);
+    for (name, m) in all_points.chain([("w*", &at_teacher)]) {
+        f6_targets.push((format!("‖g_x‖ at {name}"), &m.grad[..]));
+        f6_targets.push((format!("‖g_x^c‖ at {name}"), &m.centred[..]));
+    }
+    let jobs: Vec<(&[f64], &[f64])> = f6_targets
+        .iter()
+        .flat_map(|(_, t)| predictors.iter().map(move |(_, p)| (*p, *t)))
+        .collect();
+    let est = bootstrap_all(&jobs, cfg.bootstrap, ctx.seed, 4);
+    let width = predictors.len();
+    let bin = |name: &str, quantity: &str, value: &[f64]| {
+        heatmap(name, quantity, &stored.mixture, &stored.reliability, value)
+    };
+    let last = measured.last().expect("the init point is always measured");
+    let finding6 = Finding6 {
+        predictors: predictors.iter().map(|(n, _)| n.clone()).collect(),
+        targets: f6_targets
+            .iter()
+            .enumerate()
+            .map(|(t, (name, _))| SignalCorrelation {
+                target: name.clone(),
+                vs: est[t * width..(t + 1) * width].to_vec(),
+            })
+            .collect(),
+        heatmaps: vec![
+            bin(
+                "finding6_heatmap_grad_teacher",
+                "mean ‖g_x‖ at w* (MC labels)",
+                &at_teacher.grad,
+            ),
+            bin(
+                "finding6_heatmap_signal",
+                "mean S(x) (η given the truth)",
+                &signal,
+            ),
+            bin(
+                "finding6_heatmap_signal_posterior",
+                "mean S(x) (η given K)",
+                &signal_posterior,
+            ),
+            bin(
+                "finding6_heatmap_useful",
+                &format!("mean a(x) at {}", names.last().expect("init")),
+                &last.a,
+            ),
+        ],
+    };
+    Ok((
+        Informativeness {
+            lr: points.tuning.lr,
+            lr_trials: points.tuning.trials,
+            global_batch: points.global_batch,
+            total_steps: points.total_steps,
+            dev_steps: dev.q.len(),
+            dev_steps_available: dev.available,
+            sgd_lr: cfg.sgd_lr,
+            points: checks,
+        },
+        finding6,
+    ))
+}
+
+/// Every score (the fixed ones plus the gradient norms at this point) against a(x) and the dev
+/// gain at point `p`.
+fn point_check(
+    cfg: &TheoryConfig,
+    seed: u64,
+    p: usize,
+    name: &str,
+    step: usize,
+    m: &Measured,
+    fixed_scores: &[(String, &[f64])],
+) -> PointCheck {
+    let mut scores: Vec<(String, &[f64])> = fixed_scores.to_vec();
+    scores.push(("‖g_x‖".into(), &m.grad[..]));
+    scores.push(("‖g_x^c‖".into(), &m.centred[..]));
+    let mut jobs: Vec<(&[f64], &[f64])> = Vec::new();
+    for (_, s) in &scores {
+        jobs.push((s, &m.a[..]));
+        jobs.push((s, &m.dev_gain[..]));
+    }
+    jobs.push((&m.a[..], &m.dev_gain[..]));
+    let est = bootstrap_all(&jobs, cfg.bootstrap, seed, 5 + p as u64);
+    let top = |score: &[f64]| {
+        cfg.top_fractions
+            .iter()
+            .map(|&f| TopMean {
+                fraction: f,
+                mean: top_mean(score, &m.a, f),
+            })
+            .collect::<Vec<_>>()
+    };
+    PointCheck {
+        point: name.to_string(),
+        step,
+        clean_grad_norm: m.clean_norm,
+        dev_loss: m.dev_loss,
+        mean_a: plain_mean(&m.a),
+        positive_a: m.a.iter().filter(|&&a| a > 0.0).count() as f64 / m.a.len() as f64,
+        mean_dev_gain: plain_mean(&m.dev_gain),
+        a_vs_dev: *est.last().expect("one job per point at least"),
+        oracle_top: top(&m.a),
+        scores: scores
+            .iter()
+            .enumerate()
+            .map(|(i, (name, s))| ScoreCorrelation {
+                score: name.clone(),
+                vs_a: est[2 * i],
+                vs_dev: est[2 * i + 1],
+                top: top(s),
+            })
+            .collect(),
+    }
+}
+
+/// Spearman with bootstrap intervals for every (x, y) pair, in parallel; job i of group `group`
+/// always resamples with the same seed.
+fn bootstrap_all(
+    jobs: &[(&[f64], &[f64])],
+    resamples: usize,
+    seed: u64,
+    group: u64,
+) -> Vec<Estimate> {
+    jobs.par_iter()
+        .enumerate()
+        .map(|(i, (x, y))| {
+            spearman_bootstrap(
+                x,
+                y,
+                resamples,
+                derived_seed(seed, StreamKind::Bootstrap, group, i as u64),
+            )
+        })
+        .collect()
+}
+
+/// Per-rollout gradient statistics at `head`; with a dev set also a(x) and the dev gain.
+fn measure(
+    ctx: &ExperimentContext<'_>,
+    head: &HeadParams,
+    targets: &[f32],
+    q_targets: &[f32],
+    dev: Option<&DevSet>,
+    sgd_lr: f64,
+) -> Result<Measured> {
+    let bundle = &ctx.corpus.bundle;
+    let n_rollouts = bundle.n_rollouts();
+    let Some(dev) = dev else {
+        let stats = gradnorm::rollout_grad_stats(
+            ctx.device,
+            bundle,
+            targets,
+            head,
+            &GradNormOptions {
+                reduction: Reduction::Mean,
+                projection: None,
+            },
+        )?;
+        return Ok(Measured {
+            a: Vec::new(),
+            dev_gain: Vec::new(),
+            grad: stats.grad_sq.iter().map(|v| v.sqrt()).collect(),
+            centred: stats.centered_grad_sq.iter().map(|v| v.sqrt()).collect(),
+            clean_norm: f64::NAN,
+            dev_loss: f64::NAN,
+        });
+    };
+    let clean: Vec<f64> =
+        gradnorm::total_gradient(ctx.device, bundle, q_targets, head, Reduction::Mean, None)?
+            .into_iter()
+            .map(|v| v / n_rollouts as f64)
+            .collect();
+    let clean_norm = clean.iter().map(|v| v * v).sum::<f64>().sqrt();
+    if !(clean_norm > 0.0 && clean_norm.is_finite()) {
+        return Err(Error::Other(format!(
+            "the clean population gradient has norm {clean_norm}: a(x) is undefined at this head"
+        )));
+    }
+    let direction: Vec<f32> = clean.iter().map(|v| (v / clean_norm) as f32).collect();
+    let mut out = project_updates(ctx.device, bundle, targets, head, direction, dev, sgd_lr)?;
+    out.clean_norm = clean_norm;
+    Ok(out)
+}
+
+/// For every rollout of `bundle` at the linear `head`: a(x) = ⟨g_x, u⟩ for the unit `direction`
+/// u, the dev gain −ΔL_dev(x) of one SGD step of size `sgd_lr` on x alone, and ‖g_x‖, ‖g_x^c‖
+/// (g_x under `targets`, mean over the rollout's steps). The gradient engine projects each g_x
+/// onto [u; the augmented dev rows] (k = 1 + M directions), a chunk of rollouts at a time.
+fn project_updates(
+    device: Device,
+    bundle: &FeatureBundle,
+    targets: &[f32],
+    head: &HeadParams,
+    direction: Vec<f32>,
+    dev: &DevSet,
+    sgd_lr: f64,
+) -> Result<Measured> {
+    let n_rollouts = bundle.n_rollouts();
+    let mut directions = Vec::with_capacity(dev.rows.len() + 1);
+    directions.push(direction);
+    directions.extend(dev.rows.iter().cloned());
+    let k = directions.len();
+    let opts = GradNormOptions {
+        reduction: Reduction::Mean,
+        projection: Some(Projection::Directions(directions)),
+    };
+    let logits: Vec<f64> = dev.phi.iter().map(|phi| head.logit(phi)).collect();
+    let base: Vec<f64> = logits
+        .iter()
+        .zip(&dev.q)
+        .map(|(&z, &q)| bce_with_logits(z, q))
+        .collect();
+    let m = dev.q.len() as f64;
+
+    let chunk = (CHUNK_BYTES / (4 * k)).max(1);
+    let all: Vec<usize> = (0..n_rollouts).collect();
+    let mut out = Measured {
+        a: Vec::with_capacity(n_rollouts),
+        dev_gain: Vec::with_capacity(n_rollouts),
+        grad: Vec::with_capacity(n_rollouts),
+        centred: Vec::with_capacity(n_rollouts),
+        clean_norm: f64::NAN,
+        dev_loss: base.iter().sum::<f64>() / m,
+    };
+    for part in all.chunks(chunk) {
+        let stats =
+            gradnorm::rollout_grad_stats_subset(device, bundle, targets, head, &opts, part)?;
+        let (_, projected) = stats
+            .projected
+            .as_ref()
+            .expect("a projection was asked for");
+        let gains: Vec<f64> = projected
+            .par_chunks(k)
+            .map(|row| {
+                let change: f64 = row[1..]
+                    .iter()
+                    .zip(logits.iter().zip(&dev.q).zip(&base))
+                    .map(|(&p, ((&z, &q), &b))| bce_with_logits(z - sgd_lr * f64::from(p), q) - b)
+                    .sum();
+                -change / m
+            })
+            .collect();
+        out.a
+            .extend(projected.chunks(k).map(|row| f64::from(row[0])));
+        out.dev_gain.extend(gains);
+        out.grad.extend(stats.grad_sq.iter().map(|v| v.sqrt()));
+        out.centred
+            .extend(stats.centered_grad_sq.iter().map(|v| v.sqrt()));
+    }
+    Ok(out)
+}
+
+/// The bench's dev steps (all steps of dev records, neutral ones included: the clean target is
+/// q*, not the human label), sampled down to `limit` with a seeded draw.
+fn dev_set(ctx: &ExperimentContext<'_>, limit: usize) -> Result<DevSet> {
+    let bench = &ctx.corpus.bench;
+    let feats = bench.features.as_ref().ok_or_else(|| {
+        Error::invalid(format!(
+            "{}: the informativeness check needs the bench's features",
+            bench.path.display()
+        ))
+    })?;
+    let teacher = ctx
+        .corpus
+        .bundle
+        .teacher
+        .as_ref()
+        .ok_or_else(|| Error::invalid("the informativeness check needs the teacher"))?;
+    let mut steps: Vec<usize> = bench
+        .indices(Split::Dev)
+        .into_iter()
+        .flat_map(|i| feats.rollout_steps(i))
+        .collect();
+    if steps.is_empty() {
+        return Err(Error::invalid(format!(
+            "{}: no dev steps for the clean dev loss",
+            bench.path.display()
+        )));
+    }
+    let available = steps.len();
+    if limit > 0 && available > limit {
+        let mut rng = stream(ctx.seed, StreamKind::DevSample, 0, 0);
+        let keys: Vec<f64> = steps.iter().map(|_| uniform(&mut rng)).collect();
+        let mut order: Vec<usize> = (0..available).collect();
+        order.sort_by(|&a, &b| keys[a].total_cmp(&keys[b]));
+        let mut kept: Vec<usize> = order[..limit].iter().map(|&i| steps[i]).collect();
+        kept.sort_unstable();
+        steps = kept;
+    }
+    let d = feats.dim();
+    let rows = feats.features();
+    let mut out = DevSet {
+        rows: Vec::with_capacity(steps.len()),
+        phi: Vec::with_capacity(steps.len()),
+        q: Vec::with_capacity(steps.len()),
+        available,
+    };
+    for s in steps {
+        let phi: Vec<f64> = (s * d..(s + 1) * d)
+            .map(|e| f64::from(rows.get(e)))
+            .collect();
+        let z = teacher
+            .w_star
+            .iter()
+            .zip(&phi)
+            .map(|(&w, &x)| f64::from(w) * x)
+            .sum::<f64>()
+            + f64::from(teacher.b_star);
+        out.q.push(gradnorm::sigmoid(z));
+        out.rows.push(
+            (s * d..(s + 1) * d)
+                .map(|e| rows.get(e))
+                .chain([1.0])
+                .collect(),
+        );
+        out.phi.push(phi);
+    }
+    Ok(out)
+}
+
+/// The flip probability of each step's hard MC label given its truth (`correct`, 0/1) and its
+/// success rate r: (1 − r)^16 for a correct step, 1 − (1 − r)^16 for an incorrect one; an
+/// early-stopped step is labelled 0 for sure.
+fn eta_given_truth(truth: &Truth, correct: &[u8]) -> Vec<f64> {
+    (0..correct.len())
+        .map(|j| {
+            let is_correct = correct[j] == 1;
+            if truth.mc_total[j] == 0 {
+                return if is_correct { 1.0 } else { 0.0 };
+            }
+            let all_fail = (1.0 - f64::from(truth.success_rate[j])).powi(MC_SAMPLES as i32);
+            if is_correct { all_fail } else { 1.0 - all_fail }
+        })
+        .collect()
+}
+
+/// The probability that a step's hard MC label is wrong given what annotation observed, its
+/// success count K (the paper's η ≈ η_eff(K)), read off the corpus itself: the share of steps with
+/// that K (or unsampled, after an early stop) whose label disagrees with `correct`.
+fn eta_given_count(truth: &Truth, bundle: &FeatureBundle, correct: &[u8]) -> Vec<f64> {
+    let class: Vec<usize> = truth
+        .mc_counts(bundle)
+        .into_iter()
+        .map(|k| k.map_or(MC_SAMPLES as usize + 1, |k| k as usize))
+        .collect();
+    let classes = MC_SAMPLES as usize + 2;
+    let (mut steps, mut wrong) = (vec![0u64; classes], vec![0u64; classes]);
+    for (j, &c) in class.iter().enumerate() {
+        let label = c != 0 && c <= MC_SAMPLES as usize;
+        steps[c] += 1;
+        wrong[c] += u64::from(label != (correct[j] == 1));
+    }
+    class
+        .iter()
+        .map(|&c| wrong[c] as f64 / steps[c] as f64)
+        .collect()
+}
+
+/// S(x) = (1/n)Σ_j (1 − 4η_j) q*_j(1 − q*_j)‖ϕ_j‖² of every rollout.
+fn signal_per_rollout(bundle: &FeatureBundle, teacher: &TeacherView, eta: &[f64]) -> Vec<f64> {
+    (0..bundle.n_rollouts())
+        .map(|x| {
+            let s = bundle.rollout_steps(x);
+            signal_s(&teacher.q[s.clone()], &eta[s.clone()], &teacher.phi_sq[s])
+        })
+        .collect()
+}
+
+/// Mean with a 95% normal interval (large samples).
+fn plain_mean(v: &[f64]) -> MeanCi {
+    weighted_mean(v.iter().map(|&x| (x, 1.0)))
+}
+
+fn weighted_mean(items: impl Iterator<Item = (f64, f64)> + Clone) -> MeanCi {
+    let (mut sw, mut sw2, mut swx, mut n) = (0.0, 0.0, 0.0, 0usize);
+    for (x, w) in items.clone() {
+        sw += w;
+        sw2 += w * w;
+        swx += w * x;
+        n += 1;
+    }
+    let mean = swx / sw;
+    let var = items.map(|(x, w)| w * (x - mean).powi(2)).sum::<f64>() / sw;
+    let n_eff = sw * sw / sw2;
+    MeanCi {
+        mean,
+        half_width: if n_eff > 1.0 {
+            Z95 * (var / (n_eff - 1.0)).sqrt()
+        } else {
+            f64::NAN
+        },
+        n,
+    }
+}
+
+/// Mean of `target` over the top `fraction` of items by `score`. A group of tied scores that
+/// straddles the cut contributes with the weight that keeps the count right: the expectation
+/// over random tie-breaking (p̂(1 − p̂) is 0 for over 90% of rollouts, so the cut nearly always
+/// falls in a tie). The interval treats the selection as fixed.
+pub fn top_mean(score: &[f64], target: &[f64], fraction: f64) -> MeanCi {
+    let n = score.len();
+    let want = ((n as f64 * fraction).round() as usize).clamp(1, n) as f64;
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| score[b].total_cmp(&score[a]));
+    let mut weighted = Vec::new();
+    let (mut taken, mut i) = (0.0, 0);
+    while i < n && taken < want {
+        let mut j = i;
+        while j + 1 < n && score[order[j + 1]] == score[order[i]] {
+            j += 1;
+        }
+        let size = (j - i + 1) as f64;
+        let w = ((want - taken) / size).min(1.0);
+        weighted.extend(order[i..=j].iter().map(|&x| (target[x], w)));
+        taken += w * size;
+        i = j + 1;
+    }
+    weighted_mean(weighted.into_iter())
+}
+
+/// p̂(1 − p̂) bins: pure rollouts, then four bands up to the maximum 1/4.
+const MIXTURE_EDGES: [f64; 4] = [0.15, 0.2, 0.24, 0.25];
+/// R bins (R = 1 also for all-negative rollouts, by BIS's convention).
+const RELIABILITY_EDGES: [f64; 5] = [0.3, 0.6, 0.8, 0.95, 1.0];
+
+fn mixture_bin(v: f64) -> usize {
+    if v <= 0.0 {
+        0
+    } else {
+        1 + MIXTURE_EDGES
+            .iter()
+            .position(|&e| v <= e + 1e-12)
+            .unwrap_or(MIXTURE_EDGES.len() - 1)
+    }
+}
+
+fn reliability_bin(v: f64) -> usize {
+    RELIABILITY_EDGES
+        .iter()
+        .position(|&e| v < e)
+        .unwrap_or(RELIABILITY_EDGES.len() - 1)
+}
+
+fn heatmap(
+    name: &str,
+    quantity: &str,
+    mixture: &[f64],
+    reliability: &[f64],
+    value: &[f64],
+) -> Heatmap {
+    let rows = MIXTURE_EDGES.len() + 1;
+    let cols = RELIABILITY_EDGES.len();
+    let mut sum = vec![vec![0.0; cols]; rows];
+    let mut counts = vec![vec![0usize; cols]; rows];
+    for x in 0..value.len() {
+        let (r, c) = (mixture_bin(mixture[x]), reliability_bin(reliability[x]));
+        sum[r][c] += value[x];
+        counts[r][c] += 1;
+    }
+    let mut mixture_bins = vec!["0 (pure)".to_string()];
+    let mut lo = 0.0;
+    for e in MIXTURE_EDGES {
+        mixture_bins.push(format!("({lo}, {e}]"));
+        lo = e;
+    }
+    let mut reliability_bins = Vec::new();
+    let mut lo = 0.0;
+    for (i, e) in RELIABILITY_EDGES.iter().enumerate() {
+        let close = if i + 1 == RELIABILITY_EDGES.len() {
+            "]"
+        } else {
+            ")"
+        };
+        reliability_bins.push(format!("[{lo}, {e}{close}"));
+        lo = *e;
+    }
+    Heatmap {
+        name: name.into(),
+        quantity: quantity.into(),
+        mixture_bins,
+        reliability_bins,
+        mean: sum
+            .iter()
+            .zip(&counts)
+            .map(|(s, c)| {
+                s.iter()
+                    .zip(c)
+                    .map(|(&s, &c)| (c >= HEATMAP_MIN_ROLLOUTS).then(|| s / c as f64))
+                    .collect()
+            })
+            .collect(),
+        counts,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_mean_splits_tied_groups_evenly() {
+        // Top 50% of 4 by score: 0.9 surely, then one of the two tied 0.5s: weight 1/2 each.
+        let m = top_mean(&[0.9, 0.5, 0.1, 0.5], &[10.0, 2.0, 100.0, 4.0], 0.5);
+        assert!((m.mean - (10.0 + 0.5 * 2.0 + 0.5 * 4.0) / 2.0).abs() < 1e-12);
+        assert_eq!(m.n, 3);
+        // No ties: the plain top mean.
+        let m = top_mean(&[0.1, 0.9, 0.5, 0.7], &[1.0, 2.0, 3.0, 4.0], 0.5);
+        assert!((m.mean - 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn one_step_dev_gain_is_exact() {
+        use crate::data::features::{BundleMeta, BundleParts, FeatureData};
+        use crate::gradnorm::sigmoid;
+        use crate::head::LinearHead;
+        // Two rollouts (2 steps, 1 step) in d = 2, a linear head, three dev steps.
+        let feats = [1.0f32, 0.5, -0.5, 2.0, 0.25, -1.0];
+        let bundle = FeatureBundle::from_parts(BundleParts {
+            features: FeatureData::F32(feats.to_vec()),
+            dim: 2,
+            offsets: vec![0, 2, 3],
+            mc_scores: vec![1.0, 0.0, 0.5],
+            source: vec![0, 0],
+            line: None,
+            labels: None,
+            teacher: None,
+            meta: BundleMeta {
+                sources: vec!["s".into()],
+                ..Default::default()
+            },
+        })
+        .unwrap();
+        let targets = [1.0f32, 0.0, 1.0];
+        let (w, b) = ([0.3f32, -0.2], 0.1f32);
+        let head = HeadParams::Linear(LinearHead { w: w.to_vec(), b });
+        let dev_phi = [[0.5, 0.5], [-1.0, 0.25], [2.0, -0.5]];
+        let dev = DevSet {
+            rows: dev_phi
+                .iter()
+                .map(|p| vec![p[0] as f32, p[1] as f32, 1.0])
+                .collect(),
+            phi: dev_phi.iter().map(|p| p.to_vec()).collect(),
+            q: vec![0.9, 0.2, 0.6],
+            available: 3,
+        };
+        let u = [0.6f32, 0.0, 0.8];
+        let eta = 0.5;
+        let got =
+            project_updates(Device::Cpu, &bundle, &targets, &head, u.to_vec(), &dev, eta).unwrap();
+        // Direct computation: g = (1/n)Σ_j (σ(z_j) − y_j)[ϕ_j; 1], then the dev loss at w − ηg.
+        let loss = |w: [f64; 3]| {
+            dev_phi
+                .iter()
+                .zip(&dev.q)
+                .map(|(p, &q)| bce_with_logits(w[0] * p[0] + w[1] * p[1] + w[2], q))
+                .sum::<f64>()
+                / 3.0
+        };
+        let w0 = [w[0] as f64, w[1] as f64, b as f64];
+        for (x, steps) in [(0usize, 0..2usize), (1, 2..3)] {
+            let n = steps.len() as f64;
+            let mut g = [0.0f64; 3];
+            for j in steps {
+                let phi = [feats[2 * j] as f64, feats[2 * j + 1] as f64];
+                let r = (sigmoid(w0[0] * phi[0] + w0[1] * phi[1] + w0[2]) - targets[j] as f64) / n;
+                g[0] += r * phi[0];
+                g[1] += r * phi[1];
+                g[2] += r;
+            }
+            let a: f64 = g.iter().zip(&u).map(|(g, &u)| g * u as f64).sum();
+            let stepped = [w0[0] - eta * g[0], w0[1] - eta * g[1], w0[2] - eta * g[2]];
+            let gain = loss(w0) - loss(stepped);
+            assert!((got.a[x] - a).abs() < 1e-6, "a({x}): {} vs {a}", got.a[x]);
+            assert!(
+                (got.dev_gain[x] - gain).abs() < 1e-6,
+                "gain({x}): {} vs {gain}",
+                got.dev_gain[x]
+            );
+            let norm = (g[0] * g[0] + g[1] * g[1] + g[2] * g[2]).sqrt();
+            assert!((got.grad[x] - norm).abs() < 1e-9);
+        }
+        assert!((got.dev_loss - loss(w0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn bins_cover_every_value() {
+        assert_eq!(mixture_bin(0.0), 0);
+        assert_eq!(mixture_bin(1.0 / 12.0 * 11.0 / 12.0), 1);
+        assert_eq!(mixture_bin(0.1875), 2);
+        assert_eq!(mixture_bin(2.0 / 9.0), 3);
+        assert_eq!(mixture_bin(0.25), 4);
+        assert_eq!(reliability_bin(0.0625), 0);
+        assert_eq!(reliability_bin(0.95), 4);
+        assert_eq!(reliability_bin(1.0), 4);
+    }
+}

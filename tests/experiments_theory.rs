@@ -1,0 +1,228 @@
+//! The theory checks end to end on a small simulated corpus: every check lands within a
+//! tolerance derived from its own sampling error, the results do not depend on the thread count
+//! or on resuming from cells, and `mprm report` regenerates identical files from them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use mprm::device::Device;
+use mprm::experiments::cells::CellStore;
+use mprm::experiments::config::{CorpusConfig, TrainSettings};
+use mprm::experiments::context::{Corpus, ExperimentContext};
+use mprm::experiments::manifest::Manifest;
+use mprm::experiments::runner::regenerate_report;
+use mprm::experiments::theory::{self, TheoryConfig, TheoryResults};
+use mprm::output::write_json;
+
+fn corpus(dir: &Path) -> Corpus {
+    Corpus::prepare(
+        &CorpusConfig {
+            scale: 0.005,
+            dim: 16,
+            seed: 3,
+            min_rollouts: 40,
+            bench_questions: 60,
+            ..CorpusConfig::default()
+        },
+        dir,
+    )
+    .unwrap()
+}
+
+fn config() -> TheoryConfig {
+    TheoryConfig {
+        label_draws: 16,
+        mixture_draws: 400,
+        posterior_draws: 200_000,
+        dev_steps: 512,
+        bootstrap: 50,
+        grand_inits: 2,
+        ..TheoryConfig::default()
+    }
+}
+
+fn run(corpus: &Corpus, cells: &Path, train: &TrainSettings) -> TheoryResults {
+    let cells = CellStore::open(cells).unwrap();
+    let ctx = ExperimentContext {
+        corpus,
+        cells: &cells,
+        device: Device::Cpu,
+        seed: 11,
+        train,
+    };
+    theory::run(&config(), &ctx).unwrap()
+}
+
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn theory_checks_hold_and_reports_regenerate_identically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = corpus(tmp.path());
+    let train = TrainSettings {
+        lr_grid: vec![1e-2, 3e-2],
+        ..TrainSettings::default()
+    };
+    let r = run(&corpus, &tmp.path().join("a"), &train);
+
+    // The same numbers on one thread with nothing cached, and again when resumed from cells.
+    let single = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap()
+        .install(|| run(&corpus, &tmp.path().join("b"), &train));
+    // (Compared as JSON: NaN, written as null, is then equal to itself.)
+    let json = |r: &TheoryResults| serde_json::to_string(r).unwrap();
+    assert_eq!(
+        json(&r),
+        json(&single),
+        "results depend on the thread count"
+    );
+    let resumed = run(&corpus, &tmp.path().join("a"), &train);
+    assert_eq!(
+        json(&r),
+        json(&resumed),
+        "resuming from cells changed the results"
+    );
+
+    // Eq. 5 and 6: under the formula, each bin's relative error is a mean of 16 independent
+    // per-draw errors, so it lies within two 95% half-widths (≈ 4 standard errors) of 0 unless
+    // the formula is wrong; pooled over all steps its standard error is below 1%.
+    for c in std::iter::once(&r.eq5).chain(&r.eq6) {
+        assert_eq!(c.bins.len(), 10);
+        assert_eq!(
+            c.bins.iter().map(|b| b.steps).sum::<usize>(),
+            corpus.bundle.n_steps()
+        );
+        for b in &c.bins {
+            assert!(
+                b.rel_error.mean.abs() <= 2.0 * b.rel_error.half_width,
+                "η = {}, q* in [{}, {}]: {:?}",
+                c.eta,
+                b.q_lo,
+                b.q_hi,
+                b.rel_error
+            );
+        }
+        assert!(c.pooled.rel_error.mean.abs() < 0.04, "{:?}", c.pooled);
+    }
+    // The measurement can tell the formulas apart: with η = 0.2, Eq. 5 misses the confident bins
+    // by far (the noise floor).
+    let noisy = r.eq6.iter().find(|c| c.eta == 0.2).unwrap();
+    let top = noisy.bins.last().unwrap();
+    assert!(top.measured.mean > 5.0 * top.noiseless, "{top:?}");
+
+    // Lemma 2: the Monte Carlo mean agrees with θ − A/n within 1% overall (its standard error is
+    // a few tenths of a percent here), the exact Poisson-binomial mean to rounding, and nearly
+    // every rollout's bias lies in [0, θ/n] once Monte Carlo error is allowed for.
+    let m = &r.lemma2;
+    assert!(m.all.rel_error.value.abs() < 0.01, "{:?}", m.all.rel_error);
+    assert!(m.exact_max_abs_diff < 1e-12);
+    assert!(m.all.within.value > 0.99, "{:?}", m.all.within);
+    assert!(m.mixture_vs_theta.value > 0.0);
+
+    // Lemma 3: strictly decreasing at every τ, and the simulated posterior frequency within four
+    // binomial standard errors of the closed form wherever it has 2,000 draws or more.
+    for tau in &r.lemma3.taus {
+        assert!(tau.strictly_decreasing, "τ = {}", tau.tau);
+        for row in tau.rows.iter().filter(|row| row.simulated.trials >= 2000) {
+            let n = row.simulated.trials as f64;
+            let se = (row.closed * (1.0 - row.closed) / n).sqrt();
+            assert!(
+                (row.simulated.value - row.closed).abs() <= 4.0 * se + 1e-3,
+                "τ = {}, k = {}: {:?} vs {}",
+                tau.tau,
+                row.k,
+                row.simulated,
+                row.closed
+            );
+        }
+    }
+
+    // Informativeness: at a random init the MC labels and the clean targets pull the head the
+    // same way on average; no score's top rollouts can beat the top by a(x) itself.
+    let inf = &r.informativeness;
+    assert_eq!(inf.points.len(), 3);
+    assert!(inf.points[0].mean_a.mean > 0.0);
+    for p in &inf.points {
+        assert_eq!(p.scores.len(), 10);
+        for s in &p.scores {
+            for (t, o) in s.top.iter().zip(&p.oracle_top) {
+                assert!(t.mean.mean <= o.mean.mean + 1e-9, "{}: {t:?}", s.score);
+            }
+            assert!((-1.0..=1.0).contains(&s.vs_a.value));
+        }
+    }
+    for h in &r.finding6.heatmaps {
+        let total: usize = h.counts.iter().flatten().sum();
+        assert_eq!(total, corpus.bundle.n_rollouts(), "{}", h.name);
+    }
+    assert_eq!(r.finding6.targets.len(), 2 + 2 * 4);
+
+    // The report: every table and figure, byte-identical when regenerated.
+    let out = tmp.path().join("results");
+    write_json(
+        out.join("manifest.json"),
+        &Manifest {
+            experiment: "theory-test".into(),
+            config: serde_json::Value::Null,
+            seed: 11,
+            crate_version: "test".into(),
+            git_commit: "unknown".into(),
+            device: "cpu".into(),
+        },
+    )
+    .unwrap();
+    write_json(out.join("theory").join("results.json"), &r).unwrap();
+    let first = regenerate_report(&out).unwrap();
+    let before = files(&out.join("theory"));
+    let readme = std::fs::read(out.join("README.md")).unwrap();
+    regenerate_report(&out).unwrap();
+    assert_eq!(before, files(&out.join("theory")));
+    assert_eq!(readme, std::fs::read(out.join("README.md")).unwrap());
+    for stem in [
+        "eq5",
+        "eq6",
+        "lemma2",
+        "lemma3",
+        "informativeness",
+        "finding6_best",
+    ] {
+        for ext in ["md", "csv", "json"] {
+            assert!(
+                before.contains_key(&format!("{stem}.{ext}")),
+                "{stem}.{ext}"
+            );
+        }
+    }
+    for stem in [
+        "eq5_plot",
+        "lemma3_eta_eff",
+        "finding6_heatmap_grad_teacher",
+    ] {
+        for ext in ["svg", "png"] {
+            assert!(
+                before.contains_key(&format!("{stem}.{ext}")),
+                "{stem}.{ext}"
+            );
+        }
+    }
+    assert!(first.key_tables.contains("Lemma 3"));
+    assert!(
+        String::from_utf8(readme)
+            .unwrap()
+            .contains("## Theory checks")
+    );
+}
