@@ -44,7 +44,7 @@ use crate::error::{Error, Result};
 use crate::experiments::context::ExperimentContext;
 use crate::experiments::formulas::signal_s;
 use crate::experiments::stats::{Estimate, MeanCi, spearman_bootstrap};
-use crate::experiments::training::{heads_along_training, tune_lr};
+use crate::experiments::training::{LrTrial, heads_along_training, tune_lr};
 use crate::gradnorm::{
     self, GradNormOptions, Projection, Reduction, bce_with_logits, flatten_params, head_from_flat,
 };
@@ -70,16 +70,6 @@ const CHUNK_BYTES: usize = 32 << 20;
 pub const HEATMAP_MIN_ROLLOUTS: usize = 10;
 /// 97.5% normal quantile.
 const Z95: f64 = 1.959_963_984_540_054;
-
-/// One learning rate tried on the dev split.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct LrTrial {
-    /// Peak learning rate.
-    pub lr: f64,
-    /// Dev Overall it reached.
-    #[serde(with = "crate::experiments::nan")]
-    pub dev_overall: f64,
-}
 
 /// The mean a(x) of a score's top rollouts.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -235,13 +225,7 @@ impl TrainedPoints {
             .cells
             .get_or_compute(&cell_key(ctx, "lr", &"hard-mc"), || {
                 let (lr, trials) = tune_lr(ctx, None, labels, ctx.seed)?;
-                Ok(LrTuning {
-                    lr,
-                    trials: trials
-                        .into_iter()
-                        .map(|(lr, dev_overall)| LrTrial { lr, dev_overall })
-                        .collect(),
-                })
+                Ok(LrTuning { lr, trials })
             })?;
         let global_batch = ctx.train.global_batch_for(n_rollouts);
         let total = total_steps(n_rollouts, global_batch, ctx.train.epochs);
