@@ -59,7 +59,7 @@ pub fn run_experiment(
         config: serde_json::to_value(&cfg).expect("config serialises"),
         seed: cfg.seed,
         crate_version: env!("CARGO_PKG_VERSION").into(),
-        git_commit: git_commit(config_path.parent().unwrap_or(Path::new("."))),
+        git_commit: git_commit(config_path.parent().unwrap_or(Path::new(".")), &dir),
         device: device.to_string(),
     };
     write_json(dir.join("manifest.json"), &manifest)?;
