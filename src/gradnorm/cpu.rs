@@ -649,13 +649,8 @@ impl GradNormEngine for CpuEngine {
             FeatureRows::F32(x) => run_typed(input, x, reduction, projection),
             FeatureRows::Bf16(x) => run_typed(input, x, reduction, projection),
         };
-        Ok(RolloutGradStats::from_rows(
-            input.head,
-            reduction,
-            input.rollout_indices(),
-            input.n_steps(),
-            &rows,
-            projection.zip(projected).map(|(p, v)| (p.k, v)),
+        Ok(RolloutGradStats::for_input(
+            input, reduction, &rows, projection, projected,
         ))
     }
 

@@ -257,7 +257,26 @@ impl RolloutGradStats {
         cols
     }
 
-    /// Assembles the arrays from per-rollout rows (engines' common exit).
+    /// The engines' common exit: the rows of `input`'s rollouts, in order, and their projections
+    /// when a projection was asked for.
+    pub(crate) fn for_input(
+        input: &GradInput<'_>,
+        reduction: Reduction,
+        rows: &[RolloutRow],
+        projection: Option<&ProjectionMatrix>,
+        projected: Option<Vec<f32>>,
+    ) -> Self {
+        Self::from_rows(
+            input.head,
+            reduction,
+            input.rollout_indices(),
+            input.n_steps(),
+            rows,
+            projection.zip(projected).map(|(p, v)| (p.k, v)),
+        )
+    }
+
+    /// Assembles the arrays from per-rollout rows.
     pub(crate) fn from_rows(
         head: &HeadParams,
         reduction: Reduction,

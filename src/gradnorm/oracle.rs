@@ -292,13 +292,8 @@ pub fn stats(
             }
         }
     }
-    Ok(RolloutGradStats::from_rows(
-        input.head,
-        reduction,
-        input.rollout_indices(),
-        input.n_steps(),
-        &rows,
-        projection.zip(projected).map(|(p, v)| (p.k, v)),
+    Ok(RolloutGradStats::for_input(
+        input, reduction, &rows, projection, projected,
     ))
 }
 

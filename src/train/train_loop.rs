@@ -156,6 +156,19 @@ pub fn train_on<B: AutodiffBackend>(
     let mut plan = Plan::new(rollouts, config.global_batch, config.epochs, config.seed);
     let total = plan.total_steps();
     let schedule = Schedule::new(config.optim.lr, total, config.optim.warmup_fraction);
+    let manifest_at = |plan: &Plan, step: usize, status: &str| {
+        Manifest::new(
+            config,
+            bundle,
+            plan,
+            &schedule,
+            opts,
+            device_label,
+            backend_name,
+            step,
+            status,
+        )
+    };
     let dim = bundle.dim();
 
     let mut model = PrmModel::<B>::init(&config.head, dim, config.seed, device);
@@ -195,17 +208,7 @@ pub fn train_on<B: AutodiffBackend>(
                 )));
             }
         }
-        files.write_manifest(&Manifest::new(
-            config,
-            bundle,
-            &plan,
-            &schedule,
-            opts,
-            device_label,
-            backend_name,
-            start,
-            "running",
-        ))?;
+        files.write_manifest(&manifest_at(&plan, start, "running"))?;
     }
 
     let bar = opts
@@ -329,17 +332,7 @@ pub fn train_on<B: AutodiffBackend>(
         } else {
             "stopped"
         };
-        files.write_manifest(&Manifest::new(
-            config,
-            bundle,
-            &plan,
-            &schedule,
-            opts,
-            device_label,
-            backend_name,
-            steps_done,
-            status,
-        ))?;
+        files.write_manifest(&manifest_at(&plan, steps_done, status))?;
         write_json(
             files.dir.join("timing.json"),
             &serde_json::json!({

@@ -585,13 +585,8 @@ impl GradNormEngine for CudaEngine {
             }
         }
         s.synchronize().w("finishing the statistics kernels")?;
-        Ok(RolloutGradStats::from_rows(
-            input.head,
-            reduction,
-            input.rollout_indices(),
-            input.n_steps(),
-            &rows,
-            projection.zip(projected).map(|(p, v)| (p.k, v)),
+        Ok(RolloutGradStats::for_input(
+            input, reduction, &rows, projection, projected,
         ))
     }
 
