@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{code, mprm, stderr};
+use common::{code, files_in, mprm, stderr};
 use mprm::data::features::{BundleMeta, BundleParts, FeatureBundle, FeatureData, TeacherInfo};
 use mprm::data::labels::LabelScheme;
 use mprm::device::Device;
@@ -178,22 +178,6 @@ sweep_budget = 0.25
 grand_inits = 2
 "#;
 
-fn files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&p).unwrap(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 #[test]
 fn experiment_runs_end_to_end_resumes_and_reports_identically() {
     let tmp = tempfile::tempdir().unwrap();
@@ -234,12 +218,12 @@ fn experiment_runs_end_to_end_resumes_and_reports_identically() {
     }
     let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
     assert!(readme.contains("## Selection comparison") && readme.contains("BIS"));
-    let before = files(&sel);
+    let before = files_in(&sel);
 
     // `mprm report` redraws the same bytes from results.json alone.
     let o = mprm(&["report", out.to_str().unwrap()]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(files(&sel), before);
+    assert_eq!(files_in(&sel), before);
 
     // A finished cell is loaded, not recomputed: tamper with one and rerun.
     let cell = std::fs::read_dir(out.join("cells"))

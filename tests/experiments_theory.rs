@@ -2,7 +2,8 @@
 //! tolerance derived from its own sampling error, the results do not depend on the thread count
 //! or on resuming from cells, and `mprm report` regenerates identical files from them.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::path::Path;
 
 use mprm::device::Device;
@@ -13,6 +14,8 @@ use mprm::experiments::manifest::Manifest;
 use mprm::experiments::runner::regenerate_report;
 use mprm::experiments::theory::{self, TheoryConfig, TheoryResults};
 use mprm::output::write_json;
+
+use common::files_in;
 
 fn corpus(dir: &Path) -> Corpus {
     Corpus::prepare(
@@ -51,20 +54,6 @@ fn run(corpus: &Corpus, cells: &Path, train: &TrainSettings) -> TheoryResults {
         train,
     };
     theory::run(&config(), &ctx).unwrap()
-}
-
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read(&p).unwrap(),
-            )
-        })
-        .collect()
 }
 
 #[test]
@@ -187,10 +176,10 @@ fn theory_checks_hold_and_reports_regenerate_identically() {
     .unwrap();
     write_json(out.join("theory").join("results.json"), &r).unwrap();
     let first = regenerate_report(&out).unwrap();
-    let before = files(&out.join("theory"));
+    let before = files_in(&out.join("theory"));
     let readme = std::fs::read(out.join("README.md")).unwrap();
     regenerate_report(&out).unwrap();
-    assert_eq!(before, files(&out.join("theory")));
+    assert_eq!(before, files_in(&out.join("theory")));
     assert_eq!(readme, std::fs::read(out.join("README.md")).unwrap());
     for stem in [
         "eq5",
