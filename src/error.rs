@@ -40,6 +40,38 @@ pub enum Error {
         /// The rule that was broken.
         reason: String,
     },
+    /// Two files that must come from one corpus do not (fingerprints or step counts differ).
+    #[error("{reason}")]
+    CorpusMismatch {
+        /// The first file.
+        left: PathBuf,
+        /// The second file.
+        right: PathBuf,
+        /// What differs.
+        reason: String,
+    },
+    /// An output path that is also an input, or one file named for two outputs; nothing was
+    /// written.
+    #[error("{0}")]
+    PathConflict(String),
+    /// A folder left incomplete by an interrupted or failed writer.
+    #[error("{}: {reason}", path.display())]
+    Incomplete {
+        /// The folder.
+        path: PathBuf,
+        /// How it came to be incomplete.
+        reason: String,
+    },
+    /// A folder another process is writing.
+    #[error("{}: in use by pid {pid} (lock file {}); wait for it to finish or stop it", path.display(), lock.display())]
+    Locked {
+        /// The folder.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+        /// The holder's process id, as it recorded it.
+        pid: String,
+    },
     /// A user-supplied setting that is out of range or inconsistent.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

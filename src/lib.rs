@@ -26,6 +26,7 @@ pub mod experiments;
 pub mod gradnorm;
 pub mod head;
 pub mod output;
+pub mod paths;
 pub mod progress;
 pub mod select;
 pub mod sim;

@@ -1,12 +1,20 @@
-//! Atomic output files.
+//! Atomic outputs: files, sets of files and whole folders.
 //!
 //! Every file mprm writes goes to a temporary sibling first and is renamed into place only when it
 //! is complete, so a failed or interrupted run never leaves a half-written output and never
-//! clobbers an existing one.
+//! clobbers an existing one. A command with several outputs stages them all ([`Staged`]) and
+//! renames them only once every one is complete. A command that writes a folder (`synth`) builds
+//! it under a hidden temporary name marked incomplete ([`AtomicDir`]) and swaps it in at the end;
+//! readers refuse a marked folder ([`refuse_incomplete`]).
+//!
+//! For tests, `MPRM_FAULT_ENOSPC_AFTER=N` makes every write through this module fail with "No
+//! space left on device" once N bytes have been written by the process (a full disk on demand).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, IoContext, Result};
 
@@ -90,18 +98,31 @@ impl AtomicFile {
     }
 
     /// Flushes and renames the file into place.
-    pub fn commit(mut self) -> Result<()> {
+    pub fn commit(self) -> Result<()> {
+        self.finish()?.commit()
+    }
+
+    /// Flushes and closes the file, leaving it under its temporary name (see [`Staged`]).
+    pub fn finish(mut self) -> Result<TempPath> {
         let writer = self.writer.take().expect("writer present until commit");
         let file = writer
             .into_inner()
             .map_err(|e| Error::io(self.path.tmp(), e.into_error()))?;
         drop(file);
-        self.path.commit()
+        Ok(std::mem::replace(
+            &mut self.path,
+            TempPath {
+                dest: PathBuf::new(),
+                tmp: PathBuf::new(),
+                committed: true,
+            },
+        ))
     }
 }
 
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        charge_write(buf.len())?;
         self.writer
             .as_mut()
             .expect("writer present until commit")
@@ -109,6 +130,7 @@ impl Write for AtomicFile {
     }
 
     fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        charge_write(buf.len())?;
         self.writer
             .as_mut()
             .expect("writer present until commit")
@@ -125,10 +147,238 @@ impl Write for AtomicFile {
 
 /// Writes `bytes` to `dest` atomically.
 pub fn write_bytes(dest: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
+    stage_bytes(dest, bytes)?.commit()
+}
+
+/// Writes `bytes` to a temporary sibling of `dest`, to be renamed later (see [`Staged`]).
+pub fn stage_bytes(dest: impl AsRef<Path>, bytes: &[u8]) -> Result<AtomicFile> {
     let mut file = AtomicFile::create(dest)?;
     let tmp = file.path.tmp().to_path_buf();
     file.write_all(bytes).at(&tmp)?;
-    file.commit()
+    Ok(file)
+}
+
+/// Pretty JSON (with a trailing newline), staged like [`stage_bytes`].
+pub fn stage_json<T: serde::Serialize + ?Sized>(
+    dest: impl AsRef<Path>,
+    value: &T,
+) -> Result<AtomicFile> {
+    let mut text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::Other(format!("cannot serialise JSON: {e}")))?;
+    text.push('\n');
+    stage_bytes(dest, text.as_bytes())
+}
+
+/// Outputs of one command that become visible together: every file is written and flushed under
+/// its temporary name before the first is renamed, so a failure while writing any of them leaves
+/// all the old outputs as they were.
+#[derive(Default)]
+pub struct Staged(Vec<AtomicFile>);
+
+impl Staged {
+    /// Nothing staged yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a complete (but uncommitted) file.
+    pub fn push(&mut self, file: AtomicFile) {
+        self.0.push(file);
+    }
+
+    /// Flushes every file, then renames them all into place.
+    pub fn commit(self) -> Result<()> {
+        let finished = self
+            .0
+            .into_iter()
+            .map(AtomicFile::finish)
+            .collect::<Result<Vec<TempPath>>>()?;
+        for f in finished {
+            f.commit()?;
+        }
+        Ok(())
+    }
+}
+
+/// Counts bytes against `MPRM_FAULT_ENOSPC_AFTER` (see the module docs).
+pub(crate) fn charge_write(n: usize) -> std::io::Result<()> {
+    static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
+    static WRITTEN: AtomicU64 = AtomicU64::new(0);
+    let limit = LIMIT.get_or_init(|| {
+        std::env::var("MPRM_FAULT_ENOSPC_AFTER")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    if let Some(limit) = *limit {
+        let before = WRITTEN.fetch_add(n as u64, Ordering::Relaxed);
+        if before + n as u64 > limit {
+            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+    }
+    Ok(())
+}
+
+/// Name of the marker file inside a folder that is still being written.
+pub const INCOMPLETE_MARKER: &str = ".mprm-incomplete";
+
+/// Refuses `path` (a file or folder) when it or one of its two parent folders carries the
+/// incomplete marker, quoting how it came to be incomplete.
+pub fn refuse_incomplete(path: &Path) -> Result<()> {
+    let mut dir = if path.is_dir() {
+        Some(path)
+    } else {
+        path.parent()
+    };
+    for _ in 0..3 {
+        let Some(d) = dir.filter(|d| !d.as_os_str().is_empty()) else {
+            break;
+        };
+        let marker = d.join(INCOMPLETE_MARKER);
+        if let Ok(note) = std::fs::read_to_string(&marker) {
+            return Err(Error::Incomplete {
+                path: d.to_path_buf(),
+                reason: format!(
+                    "this folder is incomplete: {}; its writer was interrupted or failed before \
+                     it finished (the finished folder is swapped in under its final name only \
+                     when complete), so delete it and run the writer again",
+                    note.trim()
+                ),
+            });
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
+
+/// A folder built under a hidden temporary name next to its destination and swapped in whole.
+///
+/// The temporary folder holds [`INCOMPLETE_MARKER`] until [`AtomicDir::commit`], so a reader
+/// pointed at it (or at what an interrupted swap left) refuses it. On drop without commit the
+/// temporary folder is removed.
+pub struct AtomicDir {
+    dest: PathBuf,
+    tmp: PathBuf,
+    committed: bool,
+}
+
+impl AtomicDir {
+    /// Starts building `dest`. An existing `dest` is replaced at commit only when it is empty or
+    /// `replaceable` says it is an earlier output of the same writer; anything else is refused
+    /// now, so a folder of other files is never swapped away. Temporary folders left by killed
+    /// writers of the same destination are removed.
+    pub fn create(dest: &Path, writer: &str, replaceable: impl Fn(&Path) -> bool) -> Result<Self> {
+        if dest.exists() {
+            let meta = std::fs::metadata(dest).at(dest)?;
+            if !meta.is_dir() {
+                return Err(Error::PathConflict(format!(
+                    "{} exists and is not a folder",
+                    dest.display()
+                )));
+            }
+            let empty = std::fs::read_dir(dest).at(dest)?.next().is_none();
+            if !empty && !replaceable(dest) {
+                return Err(Error::PathConflict(format!(
+                    "{} exists and is not an earlier `{writer}` output; it would be replaced \
+                     whole, so choose a new or empty folder",
+                    dest.display()
+                )));
+            }
+        }
+        let name = dest
+            .file_name()
+            .ok_or_else(|| Error::invalid(format!("output folder {} has no name", dest.display())))?
+            .to_string_lossy()
+            .into_owned();
+        let parent = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).at(parent)?;
+        remove_stale_siblings(parent, &name);
+        let tmp = parent.join(format!(".{name}.{}.tmp", std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).at(&tmp)?;
+        }
+        std::fs::create_dir(&tmp).at(&tmp)?;
+        let dir = AtomicDir {
+            dest: dest.to_path_buf(),
+            tmp,
+            committed: false,
+        };
+        let note = format!(
+            "being written by `{writer}` (pid {}) for {}",
+            std::process::id(),
+            dest.display()
+        );
+        std::fs::write(dir.tmp.join(INCOMPLETE_MARKER), note).at(&dir.tmp)?;
+        Ok(dir)
+    }
+
+    /// The folder to write into.
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// The final folder.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// Unmarks the folder and swaps it in for `dest`.
+    pub fn commit(mut self) -> Result<()> {
+        let marker = self.tmp.join(INCOMPLETE_MARKER);
+        std::fs::remove_file(&marker).at(&marker)?;
+        let old = self.tmp.with_extension("old");
+        if self.dest.exists() {
+            std::fs::rename(&self.dest, &old).at(&self.dest)?;
+        }
+        if let Err(e) = std::fs::rename(&self.tmp, &self.dest) {
+            // Put the old folder back so the destination is never left missing.
+            let _ = std::fs::rename(&old, &self.dest);
+            return Err(Error::io(&self.dest, e));
+        }
+        self.committed = true;
+        if old.exists() {
+            std::fs::remove_dir_all(&old).at(&old)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for AtomicDir {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+/// Removes `.{name}.{pid}.tmp` / `.old` folders next to a destination whose writer is gone.
+fn remove_stale_siblings(parent: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for e in entries.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some((pid, ext)) = rest.split_once('.') else {
+            continue;
+        };
+        if !matches!(ext, "tmp" | "old") || !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if !process_alive(pid) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Whether process `pid` is running (Linux: it has a /proc entry).
+pub fn process_alive(pid: &str) -> bool {
+    pid == std::process::id().to_string() || Path::new("/proc").join(pid).exists()
 }
 
 /// Writes `value` as pretty JSON (with a trailing newline) to `dest` atomically.

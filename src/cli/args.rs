@@ -164,6 +164,10 @@ pub struct GradientSelectArgs {
 pub struct BundleInfoArgs {
     /// The features bundle (.safetensors).
     pub bundle: PathBuf,
+    /// Write a copy of the bundle that records its corpus fingerprint (for bundles written
+    /// before mprm recorded one).
+    #[arg(long, value_name = "NEW.safetensors")]
+    pub add_fingerprint: Option<PathBuf>,
 }
 
 /// `mprm synth`.

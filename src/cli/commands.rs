@@ -20,6 +20,7 @@ use mprm::gradnorm::{
 };
 use mprm::head::{HeadKind, HeadParams};
 use mprm::output::{self, write_json, write_text};
+use mprm::paths::PathRoles;
 use mprm::select::Selector;
 use mprm::select::baselines::Baseline;
 use mprm::select::gradient::{
@@ -69,6 +70,7 @@ fn strictness(strict: bool) -> Strictness {
 }
 
 fn stats(args: StatsArgs) -> Result<u8> {
+    output::refuse_incomplete(&args.input)?;
     let report = corpus_stats(&args.input, strictness(!args.lenient))?;
     if args.json {
         println!(
@@ -82,6 +84,11 @@ fn stats(args: StatsArgs) -> Result<u8> {
 }
 
 fn convert(args: ConvertArgs) -> Result<u8> {
+    PathRoles::new()
+        .input("--annotations-dir", &args.annotations_dir)
+        .output("--output", &args.output)
+        .output_opt("--report", args.report.as_ref())
+        .check()?;
     let labels = match args.labels.as_str() {
         "soft" => ConvertLabels::Soft,
         _ => ConvertLabels::Hard {
@@ -114,10 +121,27 @@ fn convert(args: ConvertArgs) -> Result<u8> {
 }
 
 fn select(args: SelectArgs) -> Result<u8> {
-    let outputs = SelectOutputs {
+    let default_annotations = PathBuf::from("datasets/VisualPRM400K-v1.1-raw/annotations");
+    let annotations_dir = match (&args.bundle, &args.annotations_dir) {
+        (Some(_), None) => None,
+        (_, Some(dir)) => Some(dir.clone()),
+        (None, None) => Some(default_annotations),
+    };
+    PathRoles::new()
+        .input_opt("--annotations-dir", annotations_dir.as_ref())
+        .input_opt("--bundle", args.bundle.as_ref())
+        .input_opt("--checkpoint", args.gradient.checkpoint.as_ref())
+        .input_opt("--bench", args.gradient.bench.as_ref())
+        .input_opt("--bench-features", args.gradient.bench_features.as_ref())
+        .output_opt("--output", args.output.as_ref())
+        .output_opt("--ids", args.ids.as_ref())
+        .output_opt("--report", args.report.as_ref())
+        .check()?;
+    let mut outputs = SelectOutputs {
         prm_lines: args.output.clone(),
         ids: args.ids.clone(),
         report: args.report.clone(),
+        same_corpus_as: None,
     };
     if outputs.prm_lines.is_none() && outputs.ids.is_none() && outputs.report.is_none() {
         return Err(Error::invalid(
@@ -140,12 +164,18 @@ fn select(args: SelectArgs) -> Result<u8> {
     } else {
         Box::new(Baseline::from_name(&args.method, args.alpha, args.seed)?)
     };
-    let report = match (&bundle, &args.annotations_dir) {
+    let report = match (&bundle, &annotations_dir) {
         (Some(b), None) => select_bundle(b, selector.as_ref(), args.top_ratio, &outputs)?,
         (_, dir) => {
-            let default = PathBuf::from("datasets/VisualPRM400K-v1.1-raw/annotations");
+            let dir = dir
+                .as_deref()
+                .expect("an annotations folder unless bundle-only");
+            if let (Some(b), Some(path)) = (&bundle, &args.bundle) {
+                // Keys from the bundle, lines from the annotations: one corpus or nothing.
+                outputs.same_corpus_as = Some((path.clone(), b.recorded_fingerprint()?));
+            }
             select_annotations(
-                dir.as_deref().unwrap_or(&default),
+                dir,
                 selector.as_ref(),
                 args.top_ratio,
                 strictness(args.strict),
@@ -194,17 +224,37 @@ fn gradient_selector_from_args(
 }
 
 fn bundle_info(args: BundleInfoArgs) -> Result<u8> {
+    PathRoles::new()
+        .input("BUNDLE", &args.bundle)
+        .output_opt("--add-fingerprint", args.add_fingerprint.as_ref())
+        .check()?;
     let b = FeatureBundle::open(&args.bundle)?;
+    let recorded = b.meta.extra.get(mprm::data::features::FINGERPRINT_KEY);
     println!(
-        "{}: {} rollouts, {} steps, d = {}, {:?}, {} sources, teacher: {}",
+        "{}: {} rollouts, {} steps, d = {}, {:?}, {} sources, teacher: {}, corpus {}{}",
         args.bundle.display(),
         b.n_rollouts(),
         b.n_steps(),
         b.dim(),
         b.dtype(),
         b.meta.sources.len(),
-        if b.teacher.is_some() { "yes" } else { "no" }
+        if b.teacher.is_some() { "yes" } else { "no" },
+        b.fingerprint(),
+        if recorded.is_some() {
+            ""
+        } else {
+            " (not recorded in the file)"
+        }
     );
+    if let Some(dest) = &args.add_fingerprint {
+        // Saving goes through the bundle writer, which records the fingerprint.
+        b.save(dest)?;
+        println!(
+            "{}: written with corpus {}",
+            dest.display(),
+            b.fingerprint()
+        );
+    }
     Ok(0)
 }
 
@@ -233,6 +283,7 @@ fn synth(args: SynthArgs) -> Result<u8> {
         },
         ..defaults
     };
+    PathRoles::new().output_dir("--out", &args.out).check()?;
     let manifest = mprm::sim::synthesize(&cfg, &args.out)?;
     println!(
         "{}: {} rollouts in {} sources, {} steps, d = {} ({:?}), seed {}",
@@ -295,6 +346,14 @@ fn head_setup(args: &HeadArgs, bundle: &FeatureBundle) -> Result<HeadSetup> {
     })
 }
 
+/// The checkpoint file an `--at` value names, if it names one.
+fn point_file(at: &str) -> Option<PathBuf> {
+    match at {
+        "init" | "teacher" | "" => None,
+        path => Some(PathBuf::from(path)),
+    }
+}
+
 /// `FILE.ext` → `FILE.ext.manifest.json`.
 fn manifest_path(out: &Path) -> PathBuf {
     let mut name = out.file_name().unwrap_or_default().to_os_string();
@@ -315,6 +374,12 @@ fn bundle_record(path: &Path, bundle: &FeatureBundle) -> serde_json::Value {
 }
 
 fn gradnorm_cmd(args: GradnormArgs) -> Result<u8> {
+    PathRoles::new()
+        .input("--bundle", &args.bundle)
+        .input_opt("--at", point_file(&args.head.at))
+        .output("--out", &args.out)
+        .output("--out's manifest", manifest_path(&args.out))
+        .check()?;
     let bundle = FeatureBundle::open(&args.bundle)?;
     let setup = head_setup(&args.head, &bundle)?;
     let device = device::resolve(setup.device)?;
@@ -339,7 +404,6 @@ fn gradnorm_cmd(args: GradnormArgs) -> Result<u8> {
     let stats = engine.rollout_stats(&input, opts.reduction, projection.as_ref())?;
     let elapsed = started.elapsed().as_secs_f64();
     let table = table::gradnorm_table(&bundle, &stats, args.alpha);
-    table.write(&args.out)?;
     let manifest = serde_json::json!({
         "command": "gradnorm",
         "mprm_version": env!("CARGO_PKG_VERSION"),
@@ -358,7 +422,10 @@ fn gradnorm_cmd(args: GradnormArgs) -> Result<u8> {
         "columns": table.columns.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
         "elapsed_s": elapsed,
     });
-    output::write_json(manifest_path(&args.out), &manifest)?;
+    // The table first, its manifest last: a manifest never describes a table that is not there.
+    let manifest_file = output::stage_json(manifest_path(&args.out), &manifest)?;
+    table.write(&args.out)?;
+    manifest_file.commit()?;
     println!(
         "{}: {} rollouts in {:.3} s on {} (reduction {})",
         args.out.display(),
@@ -430,6 +497,7 @@ fn verify_cmd(args: VerifyArgs) -> Result<u8> {
     };
     match &args.bundle {
         Some(path) => {
+            output::refuse_incomplete(path)?;
             let bundle = FeatureBundle::open(path)?;
             let setup = head_setup(&args.head, &bundle)?;
             let n = bundle.n_rollouts();
@@ -493,6 +561,12 @@ fn verify_cmd(args: VerifyArgs) -> Result<u8> {
 
 fn kernels_ptx(args: KernelsPtxArgs) -> Result<u8> {
     let arch: &str = &args.arch;
+    if std::fs::metadata(&args.out).is_ok_and(|m| !m.is_dir()) {
+        return Err(Error::PathConflict(format!(
+            "--out {} is a file; it must name a folder",
+            args.out.display()
+        )));
+    }
     for k in &kernels::ALL {
         let ptx = gradnorm::cuda::compile_ptx(k, arch)?;
         let stem = k.file.trim_end_matches(".cu");
@@ -520,6 +594,10 @@ fn print_timing(t: &bench::KernelTiming) {
 }
 
 fn bench_gradnorm(args: BenchGradnormArgs) -> Result<u8> {
+    PathRoles::new()
+        .input("--bundle", &args.bundle)
+        .output_opt("--json", args.json.as_ref())
+        .check()?;
     let bundle = FeatureBundle::open(&args.bundle)?;
     let setup = head_setup(&args.head, &bundle)?;
     let device = device::resolve(setup.device)?;
@@ -613,6 +691,7 @@ fn make_bundle(args: MakeBundleArgs) -> Result<u8> {
         sources: 4,
         seed: args.seed,
     };
+    PathRoles::new().output("--out", &args.out).check()?;
     let started = Instant::now();
     fixture::write_random_bundle(&spec, &args.out)?;
     let b = FeatureBundle::open(&args.out)?;
@@ -682,6 +761,12 @@ fn train_cmd(args: TrainArgs) -> Result<u8> {
 
 fn tune_lr(args: TuneLrArgs) -> Result<u8> {
     let mut config = TrainConfig::load(&args.config)?;
+    PathRoles::new()
+        .input("--config", &args.config)
+        .input_opt("the config's bundle", config.data.bundle.as_ref())
+        .input_opt("--subset", args.subset.as_ref())
+        .output_opt("--out", args.out.as_ref())
+        .check()?;
     let device = pick_device(args.device.as_deref(), &config)?;
     let data = train::load_data(&config, args.subset.as_deref())?;
     let bench = data
@@ -755,6 +840,11 @@ fn eval_scores(args: EvalScoresArgs) -> Result<u8> {
         dev_fraction: args.dev_fraction,
         seed: args.split_seed,
     };
+    PathRoles::new()
+        .input("--bench", &args.bench)
+        .input("--scores", &args.scores)
+        .output_opt("--out", args.out.as_ref())
+        .check()?;
     let bench = BenchSet::open(&args.bench, None, settings)?;
     let scores = eval::read_scores(&args.scores)?;
     let report = eval::evaluate_scores(&bench, &scores)?;

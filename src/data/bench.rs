@@ -289,6 +289,7 @@ impl BenchSet {
         settings: SplitSettings,
     ) -> Result<Self> {
         let path = jsonl.as_ref().to_path_buf();
+        crate::output::refuse_incomplete(&path)?;
         let records = read_bench(&path)?;
         let features = features.map(FeatureBundle::open).transpose()?;
         Self::from_parts(path, records, features, settings)

@@ -18,7 +18,9 @@
 //! | `b_star` | F32 | [1] | synthetic only: teacher bias |
 //!
 //! Metadata (`__metadata__`, all strings): `format` = `mprm-features/1`, `sources` (a JSON list of
-//! source names), and optionally `seed` and `generator` (a JSON object of settings).
+//! source names), `corpus_fingerprint` (see [`crate::data::fingerprint`]; every bundle mprm writes
+//! has one, and a bundle whose recorded fingerprint disagrees with its rollouts is refused), and
+//! optionally `seed` and `generator` (a JSON object of settings).
 //!
 //! Large files are memory-mapped: the feature matrix is viewed in place, never copied.
 
@@ -31,11 +33,38 @@ use memmap2::Mmap;
 use rayon::prelude::*;
 use safetensors::Dtype;
 
+use crate::data::fingerprint::{CorpusFingerprint, FingerprintBuilder};
 use crate::data::safetensors_io::{MappedSafetensors, SafetensorsWriter, TensorSpec, pod_vec};
 use crate::error::{Error, Result};
 
 /// Value of the `format` metadata key.
 pub const FORMAT_TAG: &str = "mprm-features/1";
+
+/// Metadata key of the corpus fingerprint.
+pub const FINGERPRINT_KEY: &str = "corpus_fingerprint";
+
+/// The fingerprint of a bundle's rollouts (a rollout without a line number counts by its position
+/// within its source).
+fn fingerprint_of(
+    sources: &[String],
+    offsets: &[usize],
+    source: &[u32],
+    line: Option<&[u64]>,
+) -> CorpusFingerprint {
+    let mut seen = vec![0u64; sources.len()];
+    let mut b = FingerprintBuilder::default();
+    for (i, &s) in source.iter().enumerate() {
+        let s = s as usize;
+        let name = sources.get(s).map_or("", String::as_str);
+        let pos = seen.get(s).copied().unwrap_or(0);
+        if let Some(slot) = seen.get_mut(s) {
+            *slot += 1;
+        }
+        let line = line.map_or(pos, |l| l[i]);
+        b.push(name, line, (offsets[i + 1] - offsets[i]) as u64);
+    }
+    b.finish()
+}
 
 /// Element type of the feature matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -245,8 +274,11 @@ impl std::fmt::Debug for FeatureBundle {
 
 impl FeatureBundle {
     /// Builds and validates a bundle from in-memory parts.
+    ///
+    /// The bundle is its own corpus: its metadata gets the fingerprint of its rollouts, replacing
+    /// any carried over from the bundle it was cut from.
     pub fn from_parts(parts: BundleParts) -> Result<Self> {
-        let bundle = FeatureBundle {
+        let mut bundle = FeatureBundle {
             path: None,
             dim: parts.dim,
             store: FeatureStore::Owned(parts.features),
@@ -259,12 +291,18 @@ impl FeatureBundle {
             meta: parts.meta,
         };
         bundle.validate(Path::new("(in memory)"))?;
+        let fp = bundle.fingerprint();
+        bundle
+            .meta
+            .extra
+            .insert(FINGERPRINT_KEY.into(), fp.to_string());
         Ok(bundle)
     }
 
     /// Opens and validates a bundle file, memory-mapping the feature matrix.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        crate::output::refuse_incomplete(path)?;
         let file = MappedSafetensors::open(path)?;
         let err = |tensor: &str, reason: String| Error::bundle(path, tensor, reason);
 
@@ -398,7 +436,57 @@ impl FeatureBundle {
             meta,
         };
         bundle.validate(path)?;
+        if let Some(text) = bundle.meta.extra.get(FINGERPRINT_KEY) {
+            let recorded: CorpusFingerprint = text.parse().map_err(|e| {
+                Error::bundle(path, "__metadata__", format!("`{FINGERPRINT_KEY}`: {e}"))
+            })?;
+            let actual = bundle.fingerprint();
+            if recorded != actual {
+                return Err(Error::bundle(
+                    path,
+                    "__metadata__",
+                    format!(
+                        "`{FINGERPRINT_KEY}` says {recorded} but the rollouts hash to {actual}: \
+                         the tensors were changed after the file was written"
+                    ),
+                ));
+            }
+        }
         Ok(bundle)
+    }
+
+    /// The fingerprint of this bundle's rollouts, computed from its tensors.
+    pub fn fingerprint(&self) -> CorpusFingerprint {
+        fingerprint_of(
+            &self.meta.sources,
+            &self.offsets,
+            &self.source,
+            self.line.as_deref(),
+        )
+    }
+
+    /// The fingerprint recorded in the bundle's metadata (checked against its tensors on open).
+    ///
+    /// Commands that join a bundle with another file call this: a bundle written before
+    /// fingerprints existed is refused with the command that adds one.
+    pub fn recorded_fingerprint(&self) -> Result<CorpusFingerprint> {
+        match self.meta.extra.get(FINGERPRINT_KEY) {
+            Some(text) => text.parse(),
+            None => {
+                let path = self.path.as_deref().unwrap_or(Path::new("(in memory)"));
+                Err(Error::bundle(
+                    path,
+                    "__metadata__",
+                    format!(
+                        "no `{FINGERPRINT_KEY}`: the bundle was written before mprm recorded \
+                         corpus fingerprints, so it cannot be checked against the file it is \
+                         joined with; add one with `mprm bundle-info {} --add-fingerprint \
+                         NEW.safetensors` and use NEW.safetensors",
+                        path.display()
+                    ),
+                ))
+            }
+        }
     }
 
     /// Checks every rule of the format; the error names the tensor that breaks one.
@@ -720,6 +808,11 @@ pub struct BundleLayout {
 pub struct BundleWriter {
     inner: SafetensorsWriter,
     layout: BundleLayout,
+    sources: Vec<String>,
+    offsets: Vec<usize>,
+    source: Vec<u32>,
+    line: Option<Vec<u64>>,
+    fingerprint_placeholder: String,
 }
 
 impl BundleWriter {
@@ -750,6 +843,10 @@ impl BundleWriter {
         }
         let mut header = meta.extra.clone();
         header.insert("format".into(), FORMAT_TAG.into());
+        // The fingerprint is known only once offsets, sources and lines are written; reserve its
+        // exact length now and fill it in at `finish`.
+        let fingerprint_placeholder = format!("fp1-{r}-{}", "?".repeat(16));
+        header.insert(FINGERPRINT_KEY.into(), fingerprint_placeholder.clone());
         header.insert(
             "sources".into(),
             serde_json::to_string(&meta.sources).expect("strings serialise"),
@@ -763,6 +860,11 @@ impl BundleWriter {
         Ok(BundleWriter {
             inner: SafetensorsWriter::create(path, &specs, &header)?,
             layout: layout.clone(),
+            sources: meta.sources.clone(),
+            offsets: Vec::new(),
+            source: Vec::new(),
+            line: None,
+            fingerprint_placeholder,
         })
     }
 
@@ -782,7 +884,9 @@ impl BundleWriter {
     /// Writes the CSR offsets.
     pub fn write_offsets(&mut self, offsets: &[usize]) -> Result<()> {
         let v: Vec<i64> = offsets.iter().map(|&o| o as i64).collect();
-        self.inner.write_all("offsets", &v)
+        self.inner.write_all("offsets", &v)?;
+        self.offsets = offsets.to_vec();
+        Ok(())
     }
 
     /// Writes the MC scores.
@@ -793,13 +897,17 @@ impl BundleWriter {
     /// Writes the per-rollout source indices.
     pub fn write_source(&mut self, source: &[u32]) -> Result<()> {
         let v: Vec<i32> = source.iter().map(|&s| s as i32).collect();
-        self.inner.write_all("source", &v)
+        self.inner.write_all("source", &v)?;
+        self.source = source.to_vec();
+        Ok(())
     }
 
     /// Writes the per-rollout line numbers.
     pub fn write_line(&mut self, line: &[u64]) -> Result<()> {
         let v: Vec<i64> = line.iter().map(|&l| l as i64).collect();
-        self.inner.write_all("line", &v)
+        self.inner.write_all("line", &v)?;
+        self.line = Some(line.to_vec());
+        Ok(())
     }
 
     /// Writes explicit labels.
@@ -815,8 +923,23 @@ impl BundleWriter {
         self.inner.write_all("b_star", &[t.b_star])
     }
 
-    /// Checks completeness and renames the file into place.
-    pub fn finish(self) -> Result<()> {
+    /// Records the corpus fingerprint, checks completeness and renames the file into place.
+    pub fn finish(mut self) -> Result<()> {
+        if self.offsets.len() != self.layout.n_rollouts + 1
+            || self.source.len() != self.layout.n_rollouts
+        {
+            return Err(Error::Other(
+                "bundle writer: offsets and source must be written before finish".into(),
+            ));
+        }
+        let fp = fingerprint_of(
+            &self.sources,
+            &self.offsets,
+            &self.source,
+            self.line.as_deref(),
+        );
+        self.inner
+            .patch_metadata(&self.fingerprint_placeholder, &fp.to_string())?;
         self.inner.finish()
     }
 }

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod convert;
 pub mod features;
+pub mod fingerprint;
 pub mod labels;
 pub mod lines;
 pub mod prm_line;

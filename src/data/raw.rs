@@ -377,6 +377,7 @@ pub fn check_strict(rec: &Value<'_>) -> std::result::Result<(), LineProblem> {
 /// The `*.jsonl` files of an annotation folder in sorted path order (hidden files excluded, as
 /// Python's `glob` excludes them). A missing folder is an error; an empty list is returned as is.
 pub fn list_annotation_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    crate::output::refuse_incomplete(dir)?;
     let meta = std::fs::metadata(dir).at(dir)?;
     if !meta.is_dir() {
         return Err(Error::invalid(format!(

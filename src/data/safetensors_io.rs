@@ -52,6 +52,7 @@ pub struct SafetensorsWriter {
     data_start: u64,
     layout: BTreeMap<String, (TensorSpec, u64)>,
     written: BTreeMap<String, usize>,
+    header: Vec<u8>,
 }
 
 impl SafetensorsWriter {
@@ -118,7 +119,30 @@ impl SafetensorsWriter {
             data_start,
             layout,
             written: BTreeMap::new(),
+            header: header_bytes,
         })
+    }
+
+    /// Replaces a placeholder metadata value written by [`SafetensorsWriter::create`] with its
+    /// final value of the same length (for values known only once the data is written, such as a
+    /// corpus fingerprint).
+    pub fn patch_metadata(&mut self, placeholder: &str, value: &str) -> Result<()> {
+        if placeholder.len() != value.len() {
+            return Err(Error::Other(format!(
+                "metadata value `{value}` does not fit placeholder `{placeholder}`"
+            )));
+        }
+        let quoted = format!("\"{placeholder}\"");
+        let at = memchr::memmem::find(&self.header, quoted.as_bytes()).ok_or_else(|| {
+            Error::Other(format!("placeholder `{placeholder}` is not in the header"))
+        })?;
+        self.header[at + 1..at + 1 + value.len()].copy_from_slice(value.as_bytes());
+        self.file
+            .write_all_at(
+                &self.header[at + 1..at + 1 + value.len()],
+                8 + at as u64 + 1,
+            )
+            .at(self.path.tmp())
     }
 
     /// Writes `bytes` into tensor `name` starting at element `first_elem`.
@@ -136,6 +160,7 @@ impl SafetensorsWriter {
                 spec.n_bytes()
             )));
         }
+        crate::output::charge_write(bytes.len()).at(self.path.tmp())?;
         self.file
             .write_all_at(bytes, self.data_start + start + at as u64)
             .at(self.path.tmp())?;

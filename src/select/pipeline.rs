@@ -13,13 +13,14 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::ids::{SelectedId, write_ids};
+use super::ids::{SelectedId, stage_ids};
 use super::{Selector, SourceView, check_ratio, select_source};
 use crate::data::features::FeatureBundle;
+use crate::data::fingerprint::{CorpusFingerprint, FingerprintBuilder, check_same_corpus};
 use crate::data::prm_line::{DropReason, bis_builder_line};
 use crate::data::raw::{LineCounts, Strictness, list_annotation_files, parse_line, score_file};
 use crate::error::{Error, IoContext, Result};
-use crate::output::{AtomicFile, par_map_concat};
+use crate::output::{AtomicFile, Staged, par_map_concat, stage_json};
 
 /// Where a selection goes.
 #[derive(Debug, Clone, Default)]
@@ -30,6 +31,9 @@ pub struct SelectOutputs {
     pub ids: Option<PathBuf>,
     /// The per-source report (JSON).
     pub report: Option<PathBuf>,
+    /// A file (a features bundle) whose corpus the input must be, with its fingerprint: checked
+    /// before any output is committed.
+    pub same_corpus_as: Option<(PathBuf, CorpusFingerprint)>,
 }
 
 /// What happened to one source.
@@ -64,6 +68,8 @@ pub struct SelectReport {
     pub top_ratio: f64,
     /// Input folder or bundle.
     pub input: PathBuf,
+    /// Fingerprint of the input corpus (its rankable rollouts).
+    pub corpus: Option<CorpusFingerprint>,
     /// How bad lines were treated.
     pub strictness: Strictness,
     /// Per source, in corpus order.
@@ -79,6 +85,7 @@ impl SelectReport {
             selector: selector.settings(),
             top_ratio: ratio,
             input: input.to_path_buf(),
+            corpus: None,
             strictness,
             sources: Vec::new(),
             totals: SourceReport {
@@ -158,6 +165,7 @@ impl SelectReport {
 struct FileOutcome {
     report: SourceReport,
     chosen: Vec<(u64, usize, f64)>, // (line, position among ranked, key), written ones only
+    ranked: Vec<(u64, u64)>,        // (line, scored steps) of every ranked rollout
 }
 
 /// Selects from a folder of raw annotation files (`*.jsonl`, sorted), writing the requested
@@ -190,18 +198,24 @@ pub fn select_annotations(
     let mut report = SelectReport::new(selector, ratio, dir, strictness);
     let mut ids = Vec::new();
     let mut first_rollout = 0usize;
+    let mut fingerprint = FingerprintBuilder::default();
     for outcome in outcomes {
+        for &(line, steps) in &outcome.ranked {
+            fingerprint.push(&outcome.report.source, line, steps);
+        }
         for &(line, pos, key) in &outcome.chosen {
             ids.push(SelectedId {
                 source: outcome.report.source.clone(),
                 line: Some(line),
                 rollout: first_rollout + pos,
+                steps: Some(outcome.ranked[pos].1),
                 score: key,
             });
         }
         first_rollout += outcome.report.ranked;
         report.push(outcome.report);
     }
+    report.corpus = Some(fingerprint.finish());
     finish_outputs(&report, &ids, prm, outputs)?;
     Ok(report)
 }
@@ -262,9 +276,13 @@ fn select_file(
             Err(reason) => *report.dropped.entry(reason).or_default() += 1,
         }
     }
+    let ranked = (0..view.len())
+        .map(|i| (lines[i], scored.scores_of(i).len() as u64))
+        .collect();
     Ok(FileOutcome {
         report,
         chosen: kept,
+        ranked,
     })
 }
 
@@ -296,6 +314,7 @@ pub fn choose_from_bundle(
     check_ratio(ratio)?;
     let input = bundle.path().map(Path::to_path_buf).unwrap_or_default();
     let mut report = SelectReport::new(selector, ratio, &input, Strictness::Strict);
+    report.corpus = Some(bundle.fingerprint());
     let mut ids = Vec::new();
     for (s, name) in bundle.meta.sources.iter().enumerate() {
         let members: Vec<usize> = (0..bundle.n_rollouts())
@@ -325,6 +344,7 @@ pub fn choose_from_bundle(
                 source: name.clone(),
                 line: bundle.line.as_ref().map(|l| l[members[pos]]),
                 rollout: members[pos],
+                steps: Some(bundle.rollout_len(members[pos]) as u64),
                 score: keys[pos],
             });
         }
@@ -340,12 +360,23 @@ pub fn choose_from_bundle(
     Ok((report, ids))
 }
 
+/// Checks the corpus against `outputs.same_corpus_as`, then makes every output visible together.
 fn finish_outputs(
     report: &SelectReport,
     ids: &[SelectedId],
     prm: Option<AtomicFile>,
     outputs: &SelectOutputs,
 ) -> Result<()> {
+    let corpus = report
+        .corpus
+        .expect("every selection fingerprints its input");
+    if let Some((other, fp)) = &outputs.same_corpus_as {
+        check_same_corpus(&report.input, &corpus, other, fp)?;
+    }
+    let mut staged = Staged::new();
+    if let Some(f) = prm {
+        staged.push(f);
+    }
     if let Some(path) = &outputs.ids {
         let settings = format!(
             "selector={} top_ratio={} input={}",
@@ -353,13 +384,10 @@ fn finish_outputs(
             report.top_ratio,
             report.input.display()
         );
-        write_ids(path, &settings, ids)?;
+        staged.push(stage_ids(path, &corpus, &settings, ids)?);
     }
     if let Some(path) = &outputs.report {
-        crate::output::write_json(path, report)?;
+        staged.push(stage_json(path, report)?);
     }
-    if let Some(f) = prm {
-        f.commit()?;
-    }
-    Ok(())
+    staged.commit()
 }

@@ -372,6 +372,9 @@ pub struct Manifest {
     pub seed: u64,
     /// Every setting.
     pub settings: SynthConfig,
+    /// Fingerprint of the corpus (the same as the features bundle's and any ids file's chosen
+    /// from it).
+    pub corpus_fingerprint: Option<crate::data::fingerprint::CorpusFingerprint>,
     /// Files written.
     pub files: FileList,
     /// The fit.
@@ -439,10 +442,30 @@ impl Manifest {
     }
 }
 
+/// Whether `dir` holds an earlier `mprm synth` output (its manifest says so).
+pub fn is_corpus_dir(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join(MANIFEST_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|m| m["tool"] == "mprm synth")
+}
+
 /// Generates a synthetic corpus, its features bundle, the benchmark and the manifest under
 /// `dir`; returns the manifest (also written to `dir/manifest.json`).
+///
+/// All or nothing: the corpus is built in a hidden temporary folder next to `dir` (marked
+/// incomplete, so no reader accepts it) and swapped in for `dir` only once every file and the
+/// manifest are complete. A failure leaves an earlier corpus at `dir` untouched. An existing `dir`
+/// that is neither empty nor an earlier corpus is refused before any work.
 pub fn synthesize(cfg: &SynthConfig, dir: &Path) -> Result<Manifest> {
     cfg.validate()?;
+    let out = crate::output::AtomicDir::create(dir, "mprm synth", is_corpus_dir)?;
+    let manifest = synthesize_into(cfg, out.path())?;
+    out.commit()?;
+    Ok(manifest)
+}
+
+fn synthesize_into(cfg: &SynthConfig, dir: &Path) -> Result<Manifest> {
     let specs = &preset::VISUALPRM400K_SOURCES;
     let targets = preset::VISUALPRM400K_TARGETS;
     let bench_specs = &preset::VISUALPROCESSBENCH_SOURCES;
@@ -502,7 +525,15 @@ pub fn synthesize(cfg: &SynthConfig, dir: &Path) -> Result<Manifest> {
     } else {
         None
     };
-    let manifest = build_manifest(cfg, cal.clone(), bench_cal, &plans, &result, bench, targets);
+    let mut manifest = build_manifest(cfg, cal.clone(), bench_cal, &plans, &result, bench, targets);
+    manifest.corpus_fingerprint = Some(crate::data::fingerprint::CorpusFingerprint::of(
+        plans.iter().flat_map(|p| {
+            p.step_counts
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| (p.slug.as_str(), i as u64, n as u64))
+        }),
+    ));
     crate::output::write_json(dir.join(MANIFEST_FILE), &manifest)?;
     Ok(manifest)
 }
@@ -628,6 +659,7 @@ fn build_manifest(
         version: env!("CARGO_PKG_VERSION").into(),
         seed: cfg.seed,
         settings: cfg.clone(),
+        corpus_fingerprint: None,
         files: FileList {
             annotations: plans
                 .iter()

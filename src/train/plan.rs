@@ -183,6 +183,7 @@ mod tests {
             source: source.into(),
             line,
             rollout,
+            steps: None,
             score: f64::NAN,
         }
     }
