@@ -187,15 +187,38 @@ impl Staged {
     }
 
     /// Flushes every file, then renames them all into place.
+    ///
+    /// The renames happen while holding an exclusive lock on each destination folder, so two
+    /// processes committing to the same outputs at once leave one complete set, never a mix.
     pub fn commit(self) -> Result<()> {
         let finished = self
             .0
             .into_iter()
             .map(AtomicFile::finish)
             .collect::<Result<Vec<TempPath>>>()?;
+        let mut folders: Vec<PathBuf> = finished
+            .iter()
+            .map(|f| {
+                let parent = f.dest().parent().filter(|p| !p.as_os_str().is_empty());
+                let parent = parent.unwrap_or(Path::new("."));
+                parent
+                    .canonicalize()
+                    .unwrap_or_else(|_| parent.to_path_buf())
+            })
+            .collect();
+        // One order for every process, so two committers never wait on each other in a cycle.
+        folders.sort();
+        folders.dedup();
+        let mut locks = Vec::with_capacity(folders.len());
+        for folder in &folders {
+            let handle = File::open(folder).at(folder)?;
+            handle.lock().at(folder)?;
+            locks.push(handle);
+        }
         for f in finished {
             f.commit()?;
         }
+        drop(locks);
         Ok(())
     }
 }
@@ -425,10 +448,20 @@ where
         .enumerate()
         .map(|(i, item)| {
             let part = TempPath::for_dest(parts.0.join(format!("{i:06}.part")))?;
-            let mut w = BufWriter::with_capacity(1 << 18, File::create(part.tmp()).at(part.tmp())?);
-            let t = work(i, item, &mut w)?;
-            w.into_inner()
-                .map_err(|e| Error::io(part.tmp(), e.into_error()))?;
+            let mut w = PartWriter {
+                inner: BufWriter::with_capacity(1 << 18, File::create(part.tmp()).at(dest)?),
+                error: None,
+            };
+            let t = work(i, item, &mut w);
+            // A failed write is the output's fault (a full disk, say), whatever file the work
+            // was reading when it surfaced: name the output.
+            if let Some(e) = w.error.take() {
+                return Err(Error::io(dest, e));
+            }
+            let t = t?;
+            w.inner
+                .into_inner()
+                .map_err(|e| Error::io(dest, e.into_error()))?;
             Ok((t, part))
         })
         .collect();
@@ -437,10 +470,39 @@ where
     for r in results {
         let (t, part) = r?;
         let mut f = File::open(part.tmp()).at(part.tmp())?;
-        std::io::copy(&mut f, &mut out).at(part.tmp())?;
+        std::io::copy(&mut f, &mut out).at(dest)?;
         values.push(t);
     }
     Ok((values, Some(out)))
+}
+
+/// A part file's writer that remembers its first error (see [`par_map_concat`]).
+struct PartWriter {
+    inner: BufWriter<File>,
+    error: Option<std::io::Error>,
+}
+
+impl Write for PartWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = charge_write(buf.len()).and_then(|()| self.inner.write(buf));
+        self.remember(r)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let r = self.inner.flush();
+        self.remember(r)
+    }
+}
+
+impl PartWriter {
+    fn remember<T>(&mut self, r: std::io::Result<T>) -> std::io::Result<T> {
+        if let Err(e) = &r
+            && self.error.is_none()
+        {
+            self.error = Some(std::io::Error::new(e.kind(), e.to_string()));
+        }
+        r
+    }
 }
 
 /// A private folder of part files next to an output; removed when dropped.
