@@ -393,7 +393,7 @@ fn edit_metadata(path: &Path, edit: impl Fn(&mut serde_json::Map<String, serde_j
     let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
     edit(header["__metadata__"].as_object_mut().unwrap());
     let mut h = serde_json::to_vec(&header).unwrap();
-    while (8 + h.len()) % 8 != 0 {
+    while !(8 + h.len()).is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = (h.len() as u64).to_le_bytes().to_vec();

@@ -496,7 +496,7 @@ impl FeatureBundle {
         if self.dim == 0 {
             return err("features", "dimension d is 0".into());
         }
-        if n_steps_elems % self.dim != 0 {
+        if !n_steps_elems.is_multiple_of(self.dim) {
             return err(
                 "features",
                 format!(

@@ -153,7 +153,7 @@ impl SafetensorsWriter {
             .ok_or_else(|| Error::invalid(format!("tensor `{name}` was not declared")))?;
         let elem = elem_bytes(spec.dtype);
         let at = first_elem * elem;
-        if bytes.len() % elem != 0 || at + bytes.len() > spec.n_bytes() {
+        if !bytes.len().is_multiple_of(elem) || at + bytes.len() > spec.n_bytes() {
             return Err(Error::invalid(format!(
                 "write of {} bytes at element {first_elem} overflows tensor `{name}` ({} bytes)",
                 bytes.len(),
