@@ -552,3 +552,47 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn concurrent_selects_into_the_same_outputs_leave_one_runs_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = dir.path().join("sim");
+    ok(&synth(&sim, 1));
+    let out = dir.path().join("out");
+    let spawn = |ratio: &str| {
+        Command::new(env!("CARGO_BIN_EXE_mprm"))
+            .args([
+                "select",
+                "bis",
+                "--annotations-dir",
+                s(&sim.join("annotations")),
+                "--top-ratio",
+                ratio,
+                "--output",
+                s(&out.join("sel.jsonl")),
+                "--ids",
+                s(&out.join("sel.ids.tsv")),
+                "--report",
+                s(&out.join("sel.json")),
+            ])
+            .env("MPRM_NO_PROGRESS", "1")
+            .spawn()
+            .unwrap()
+    };
+    for _ in 0..6 {
+        let (mut a, mut b) = (spawn("0.1"), spawn("0.5"));
+        assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+        // Whichever run committed last, its three files belong together.
+        let lines = std::fs::read_to_string(out.join("sel.jsonl"))
+            .unwrap()
+            .lines()
+            .count();
+        let ids = std::fs::read_to_string(out.join("sel.ids.tsv")).unwrap();
+        let ids = ids.lines().filter(|l| !l.starts_with('#')).count() - 1;
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("sel.json")).unwrap()).unwrap();
+        let written = report["totals"]["written"].as_u64().unwrap() as usize;
+        assert_eq!((lines, ids), (written, written));
+        no_temporaries(&out);
+    }
+}
