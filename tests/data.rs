@@ -204,3 +204,313 @@ fn serialiser_matches_python_json_dumps() {
     // Python's print splits on "\n" only; U+2028 inside a line is kept raw by both.
     assert_eq!(ours, python_lines[..ours.len()].to_vec());
 }
+
+/// A bench of three records with 4, 3 and 4 steps.
+fn small_bench(dir: &std::path::Path) -> std::path::PathBuf {
+    let rec = |source: &str, labels: &str, n: usize| {
+        let steps: Vec<String> = (0..n).map(|i| format!("\"s{i}\"")).collect();
+        format!(
+            "{{\"image\": [\"x.png\"], \"question\": \"q\", \"answer\": \"a\", \"response\": {{\"steps\": [{}], \"process_correctness\": {labels}}}, \"policy_model\": \"m\", \"data_source\": \"{source}\"}}\n",
+            steps.join(", ")
+        )
+    };
+    write(
+        dir,
+        "test.jsonl",
+        rec("DynaMath", "[1, 1, -1, 0]", 4)
+            + &rec("DynaMath", "[1, -1, -1]", 3)
+            + &rec("WeMath", "[1, 0, -1, 1]", 4),
+    )
+}
+
+#[test]
+fn eval_scores_refuses_step_counts_that_differ_unless_lenient() {
+    let dir = tempfile::tempdir().unwrap();
+    let bench = small_bench(dir.path());
+    let b = bench.to_str().unwrap();
+    // Line 3 (record index 1, after a blank line) has 2 scores for 3 steps.
+    let scores = write(
+        dir.path(),
+        "scores.jsonl",
+        "[0.9, 0.6, 0.3, 0.1]\n\n[0.5, 0.25]\n[0.8, 0.7, 0.65, 0.4]\n",
+    );
+    let s = scores.to_str().unwrap();
+    let o = mprm(&[
+        "eval-scores",
+        "--bench",
+        b,
+        "--scores",
+        s,
+        "--dev-fraction",
+        "0",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert_eq!(stdout(&o), "", "no table before the error");
+    assert!(
+        err.contains(&format!(
+            "{s}: line 3 (record index 1): expected 3 step scores"
+        )) && err.contains("found 2")
+            && err.contains(&format!("{b}:2"))
+            && err.contains("1 of 3 records"),
+        "{err}"
+    );
+
+    // Empty score lists everywhere: the first record is named.
+    let empty = write(dir.path(), "empty.jsonl", "[]\n[]\n[]\n");
+    let o = mprm(&[
+        "eval-scores",
+        "--bench",
+        b,
+        "--scores",
+        empty.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(
+        err.contains("line 1 (record index 0): expected 4 step scores")
+            && err.contains("found 0")
+            && err.contains("3 of 3 records"),
+        "{err}"
+    );
+    assert_eq!(stdout(&o), "");
+
+    // The reference's whole-output JSON names the element.
+    let whole = write(
+        dir.path(),
+        "whole.json",
+        "[{\"prm_scores\": [[0.9, 0.6, 0.3, 0.1]]}, {\"prm_scores\": [[0.5, 0.2, 0.1]]}, {\"prm_scores\": [[0.1]]}]",
+    );
+    let o = mprm(&[
+        "eval-scores",
+        "--bench",
+        b,
+        "--scores",
+        whole.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(
+        err.contains("element 2 (record index 2): expected 4 step scores")
+            && err.contains("found 1"),
+        "{err}"
+    );
+
+    // --lenient evaluates, with the note before the tables.
+    let o = mprm(&[
+        "eval-scores",
+        "--bench",
+        b,
+        "--scores",
+        s,
+        "--dev-fraction",
+        "0",
+        "--lenient",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        out.starts_with(
+            "note: 1 records have a different number of scores than labels (paired up to the shorter)\n"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("test ORACLE"), "{out}");
+
+    // A different number of entries is an error even with --lenient, naming both files.
+    let short = write(dir.path(), "short.jsonl", "[0.9]\n");
+    let o = mprm(&[
+        "eval-scores",
+        "--bench",
+        b,
+        "--scores",
+        short.to_str().unwrap(),
+        "--lenient",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: 1 score entries for 3 bench records in {b}",
+            short.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(stdout(&o), "");
+}
+
+#[test]
+fn bad_inputs_get_clear_messages_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ann = d.join("ann");
+    write(
+        d,
+        "ann/a.jsonl",
+        record(Some("a.png"), "q", &[("s", "0.5"), ("t", "0.0")]) + "\n",
+    );
+    let ann_s = ann.to_str().unwrap();
+    let ids = d.join("ids.tsv");
+    let ids_s = ids.to_str().unwrap();
+
+    // A missing file's reason is printed once.
+    let missing = d.join("missing");
+    let o = mprm(&["stats", missing.to_str().unwrap()]);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    assert!(!err.contains("caused by"), "{err}");
+
+    // --alpha -1 reaches the range check instead of clap's `-- -1` hint.
+    let o = mprm(&[
+        "select",
+        "bis",
+        "--annotations-dir",
+        ann_s,
+        "--ids",
+        ids_s,
+        "--alpha",
+        "-1",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(
+        err.contains("--alpha -1: BIS's smoothing α must be a finite number ≥ 0")
+            && !err.contains("tip:"),
+        "{err}"
+    );
+    assert!(!ids.exists());
+
+    // An unknown selector lists both groups.
+    let o = mprm(&["select", "nope", "--annotations-dir", ann_s, "--ids", ids_s]);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(
+        err.contains("score-based one (bis, random, mixed, reliable, low-mc, mixture, top-mc)")
+            && err.contains("gradient-based one (grand, el2n, gradnorm-teacher, gradnorm-ckpt, less; these need --bundle)"),
+        "{err}"
+    );
+
+    // The built-in default annotations folder, when missing, is named as the default.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_mprm"))
+        .args(["select", "bis", "--ids", ids_s])
+        .current_dir(d)
+        .env("MPRM_NO_PROGRESS", "1")
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(
+        err.contains("no --annotations-dir given, and the default annotations folder datasets/VisualPRM400K-v1.1-raw/annotations does not exist")
+            && err.contains("--annotations-dir DIR")
+            && err.contains("mprm synth --out DIR"),
+        "{err}"
+    );
+
+    // A directory named like an annotation file is an error, not a silently missing source.
+    std::fs::create_dir(ann.join("x.jsonl")).unwrap();
+    let o = mprm(&["select", "bis", "--annotations-dir", ann_s, "--ids", ids_s]);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(
+        err.contains(&format!(
+            "{} is a directory, not an annotation file",
+            ann.join("x.jsonl").display()
+        )),
+        "{err}"
+    );
+    assert!(!ids.exists());
+    std::fs::remove_dir(ann.join("x.jsonl")).unwrap();
+
+    // gradnorm refuses an unknown table format before opening the bundle.
+    let o = mprm(&[
+        "gradnorm",
+        "--bundle",
+        d.join("no-such.safetensors").to_str().unwrap(),
+        "--out",
+        d.join("scores.txt").to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(
+        err.contains("scores.txt: use a .csv, .parquet or .safetensors file")
+            && !err.contains("no-such"),
+        "{err}"
+    );
+}
+
+#[test]
+fn score_messages_say_what_the_value_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let huge = format!("1{}", "0".repeat(400));
+    let cases = [
+        (
+            huge.as_str(),
+            "score 10000000000000000000…00000000 (401 characters) is out of range: an integer too large for a 64-bit float",
+        ),
+        (
+            "123456789012345678901234567890",
+            "score 123456789012345678901234567890 is out of range [0, 1]",
+        ),
+        ("1e400", "score +inf is out of range: infinite"),
+    ];
+    for (i, (score, want)) in cases.iter().enumerate() {
+        let ann = d.join(format!("ann{i}"));
+        write(
+            &ann,
+            "a.jsonl",
+            record(Some("a.png"), "q", &[("s", score)]) + "\n",
+        );
+        let o = mprm(&[
+            "select",
+            "bis",
+            "--annotations-dir",
+            ann.to_str().unwrap(),
+            "--ids",
+            d.join(format!("ids{i}.tsv")).to_str().unwrap(),
+            "--strict",
+        ]);
+        let err = stderr(&o);
+        assert_eq!(code(&o), 2, "{err}");
+        assert!(
+            err.contains("a.jsonl:1: step 0: ") && err.contains(want),
+            "{err}"
+        );
+        assert!(!err.contains("NaN"), "{err}");
+    }
+
+    // +inf counts positive, NaN and -inf negative: the summary says which is which.
+    let ann = d.join("inf");
+    write(
+        &ann,
+        "a.jsonl",
+        record(Some("a.png"), "q", &[("s", "Infinity"), ("t", "0.5")])
+            + "\n"
+            + &record(
+                Some("b.png"),
+                "q",
+                &[("s", "-Infinity"), ("t", "NaN"), ("u", "1e400")],
+            )
+            + "\n",
+    );
+    let o = mprm(&[
+        "select",
+        "bis",
+        "--annotations-dir",
+        ann.to_str().unwrap(),
+        "--ids",
+        d.join("inf.tsv").to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 0, "{err}");
+    assert!(
+        err.contains("\n  NaN or -inf scores (counted negative): 2\n"),
+        "{err}"
+    );
+    assert!(
+        err.contains("\n  +inf scores (counted positive): 2"),
+        "{err}"
+    );
+    assert!(!err.contains("NaN or infinite"), "{err}");
+}

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{code, files_in, mprm, stderr};
+use common::{code, differing, files_in, files_under, mprm, stderr};
 use mprm::data::features::{BundleMeta, BundleParts, FeatureBundle, FeatureData, TeacherInfo};
 use mprm::data::labels::LabelScheme;
 use mprm::device::Device;
@@ -194,6 +194,31 @@ fn experiment_runs_end_to_end_resumes_and_reports_identically() {
     };
     let o = run();
     assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // An identical second run (same config, same folder, from scratch) differs in exactly the
+    // files the README names: the wall times and the selection-cost table drawn from them.
+    let first = files_under(&out);
+    std::fs::remove_dir_all(&out).unwrap();
+    let o = run();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // (Exactly these may differ; the cost table prints seconds to 4 decimals, so the assertion
+    // allows the rare run where they happen to round alike, but never any other file.)
+    let may_differ = [
+        "README.md",
+        "selection/cost.csv",
+        "selection/cost.json",
+        "selection/cost.md",
+        "timing.json",
+    ];
+    let changed = differing(&first, &files_under(&out));
+    assert!(
+        changed.iter().all(|f| may_differ.contains(&f.as_str())),
+        "files that differ between identical runs: {changed:?}"
+    );
+    assert!(changed.contains(&"timing.json".to_string()), "{changed:?}");
+    assert!(
+        first.contains_key("selection/cost.md"),
+        "the cost table is written"
+    );
     let sel = out.join("selection");
     for stem in [
         "table2_overall",

@@ -259,3 +259,93 @@ fn a_rejected_bundle_is_an_error_not_a_panic_for_garbage_files() {
     assert!(matches!(err, Error::Bundle { .. }), "{err}");
     assert!(err.to_string().contains("garbage.safetensors"));
 }
+
+#[test]
+fn a_renamed_tensor_is_named_with_the_expected_name() {
+    for (from, to, hint) in [
+        ("line", "lines", "did you mean `line`?"),
+        ("teacher_q", "teacher", "did you mean `teacher_q`?"),
+        ("labels", "label", "did you mean `labels`?"),
+    ] {
+        let mut t = valid();
+        let raw = t.remove(from).unwrap();
+        t.insert(to, raw);
+        let msg = rejects(t, to);
+        assert!(msg.contains("not a features-bundle tensor"), "{msg}");
+        assert!(msg.contains(hint), "{msg}");
+        assert!(
+            msg.contains("`features`, `offsets`, `mc_scores`, `source`, `line`, `labels`, `teacher_q`, `true_correct`, `w_star`, `b_star`"),
+            "{msg}"
+        );
+    }
+    // A name like no known one gets the list without a guess.
+    let msg = rejects(with("extra", f32s(&[1], &[0.0])), "extra");
+    assert!(!msg.contains("did you mean"), "{msg}");
+}
+
+/// Writes a safetensors file by hand: `header` JSON, then `data_len` zero bytes.
+fn raw_file(path: &Path, header: &str, data_len: usize) {
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend(std::iter::repeat_n(0u8, data_len));
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_bad_header_entry_names_its_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hdr.safetensors");
+    let ok = r#""features": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]}"#;
+    for (entry, data_len, tensor, reason) in [
+        (
+            r#""offsets": {"dtype": "I64", "shape": [3], "data_offsets": [16, 32]}"#,
+            32,
+            "offsets",
+            "shape [3] of I64 needs 24 bytes but data_offsets [16, 32] span 16",
+        ),
+        (
+            r#""offsets": {"dtype": "I65", "shape": [2], "data_offsets": [16, 32]}"#,
+            32,
+            "offsets",
+            "unknown variant `I65`",
+        ),
+        (
+            r#""offsets": {"dtype": "I64", "shape": [2], "data_offsets": [16, 32]}"#,
+            24,
+            "offsets",
+            "data_offsets [16, 32] run past the end of the data (24 bytes)",
+        ),
+        (
+            r#""offsets": {"dtype": "I64", "shape": [2], "data_offsets": [24, 40]}"#,
+            40,
+            "offsets",
+            "data_offsets [24, 40] leave a gap after tensor `features`, which ends at 16",
+        ),
+        (
+            r#""offsets": {"dtype": "I64", "shape": [2], "data_offsets": [8, 24]}"#,
+            24,
+            "offsets",
+            "data_offsets [8, 24] overlap after tensor `features`, which ends at 16",
+        ),
+    ] {
+        raw_file(&path, &format!("{{{ok}, {entry}}}"), data_len);
+        let err = FeatureBundle::open(&path).unwrap_err();
+        match &err {
+            Error::Bundle { tensor: t, .. } => assert_eq!(t, tensor, "{err}"),
+            other => panic!("expected a bundle error, got {other}"),
+        }
+        let msg = err.to_string();
+        assert!(
+            msg.contains("hdr.safetensors: tensor `offsets`: header entry:")
+                && msg.contains(reason),
+            "{msg}"
+        );
+    }
+    // Extra bytes after the last tensor are the file's fault, not a tensor's.
+    raw_file(&path, &format!("{{{ok}}}"), 20);
+    let msg = FeatureBundle::open(&path).unwrap_err().to_string();
+    assert!(
+        msg.contains("4 bytes after the last tensor's data (the tensors end at 16 of 20)"),
+        "{msg}"
+    );
+}

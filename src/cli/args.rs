@@ -102,7 +102,7 @@ pub struct SelectArgs {
     #[arg(long)]
     pub bundle: Option<PathBuf>,
     /// BIS smoothing α.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
     pub alpha: f64,
     /// Fraction ρ of each source to keep.
     #[arg(long, default_value_t = 0.25)]
@@ -278,7 +278,7 @@ pub struct GradnormArgs {
     #[arg(long, value_name = "K")]
     pub project: Option<usize>,
     /// α of the BIS column.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
     pub alpha: f64,
     /// Output table: .csv, .parquet or .safetensors (a manifest JSON is written next to it).
     #[arg(long)]
@@ -478,6 +478,10 @@ pub struct EvalScoresArgs {
     /// Also write the full report as JSON here.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Evaluate even when some records' score counts differ from their step counts (pairing
+    /// scores and labels up to the shorter list, with a note); by default that is an error.
+    #[arg(long)]
+    pub lenient: bool,
 }
 
 /// `mprm experiment`.

@@ -125,7 +125,21 @@ fn select(args: SelectArgs) -> Result<u8> {
     let annotations_dir = match (&args.bundle, &args.annotations_dir) {
         (Some(_), None) => None,
         (_, Some(dir)) => Some(dir.clone()),
-        (None, None) => Some(default_annotations),
+        (None, None) => {
+            if !default_annotations.exists() {
+                return Err(Error::invalid(format!(
+                    "no --annotations-dir given, and the default annotations folder {} does not \
+                     exist here ({}); pass --annotations-dir DIR, or make a small synthetic \
+                     corpus with `mprm synth --out DIR` and pass --annotations-dir DIR/annotations",
+                    default_annotations.display(),
+                    std::env::current_dir().map_or_else(
+                        |_| "current folder unknown".into(),
+                        |d| d.display().to_string()
+                    )
+                )));
+            }
+            Some(default_annotations)
+        }
     };
     PathRoles::new()
         .input_opt("--annotations-dir", annotations_dir.as_ref())
@@ -374,6 +388,14 @@ fn bundle_record(path: &Path, bundle: &FeatureBundle) -> serde_json::Value {
 }
 
 fn gradnorm_cmd(args: GradnormArgs) -> Result<u8> {
+    table::TableFormat::of(&args.out)?;
+    if !(args.alpha.is_finite() && args.alpha >= 0.0) {
+        return Err(Error::invalid(format!(
+            "--alpha {}: BIS's smoothing α must be a finite number ≥ 0 (0 for none; the \
+             reference uses 0.05)",
+            args.alpha
+        )));
+    }
     PathRoles::new()
         .input("--bundle", &args.bundle)
         .input_opt("--at", point_file(&args.head.at))
@@ -846,8 +868,9 @@ fn eval_scores(args: EvalScoresArgs) -> Result<u8> {
         .output_opt("--out", args.out.as_ref())
         .check()?;
     let bench = BenchSet::open(&args.bench, None, settings)?;
-    let scores = eval::read_scores(&args.scores)?;
-    let report = eval::evaluate_scores(&bench, &scores)?;
+    let file = eval::read_scores_file(&args.scores)?;
+    eval::check_scores_file(&bench, &file, args.lenient)?;
+    let report = eval::evaluate_scores(&bench, &file.scores)?;
     print!("{}", report.to_text());
     if let Some(out) = &args.out {
         write_report(out, &report, &bench, None)?;

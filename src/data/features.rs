@@ -307,6 +307,7 @@ impl FeatureBundle {
         let err = |tensor: &str, reason: String| Error::bundle(path, tensor, reason);
 
         let meta = parse_meta(path, file.metadata())?;
+        check_tensor_names(path, &file.names())?;
 
         let feats = file.require("features")?;
         let dtype = match feats.dtype {
@@ -1046,6 +1047,67 @@ fn float_tensor(file: &MappedSafetensors, name: &str, required: bool) -> Result<
         ));
     }
     Ok(Some(v))
+}
+
+/// Every tensor a features bundle may hold; required ones first.
+pub const TENSOR_NAMES: [&str; 10] = [
+    "features",
+    "offsets",
+    "mc_scores",
+    "source",
+    "line",
+    "labels",
+    "teacher_q",
+    "true_correct",
+    "w_star",
+    "b_star",
+];
+
+/// Refuses tensors the format does not define: a renamed optional tensor (`lines` for `line`)
+/// would otherwise be dropped without a word.
+fn check_tensor_names(path: &Path, names: &[String]) -> Result<()> {
+    let Some(unknown) = names.iter().find(|n| !TENSOR_NAMES.contains(&n.as_str())) else {
+        return Ok(());
+    };
+    let hint = TENSOR_NAMES
+        .iter()
+        .filter(|k| {
+            unknown.starts_with(*k)
+                || k.starts_with(unknown.as_str())
+                || edit_distance(k, unknown) <= 2
+        })
+        .min_by_key(|k| edit_distance(k, unknown))
+        .map_or(String::new(), |k| format!("did you mean `{k}`? "));
+    Err(Error::bundle(
+        path,
+        unknown,
+        format!(
+            "not a features-bundle tensor; {hint}the known tensors are {}",
+            TENSOR_NAMES
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ))
+}
+
+/// Levenshtein distance (for the did-you-mean hint on tensor names).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (diag + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 #[cfg(test)]

@@ -141,8 +141,11 @@ impl LineProblem {
 pub struct ScoreAnomalies {
     /// Scores given as strings and converted with Python's `float()`.
     pub string_scores: u64,
-    /// NaN or infinite scores (counted as negative, as `nan > 0` is false).
+    /// NaN or infinite scores, all signs (`+inf` counts as a positive label, as `inf > 0` is
+    /// true in the reference; NaN and `-inf` count as negative).
     pub non_finite_scores: u64,
+    /// The `+inf` scores among [`ScoreAnomalies::non_finite_scores`].
+    pub positive_infinite_scores: u64,
     /// Finite scores outside [0, 1].
     pub out_of_range_scores: u64,
     /// Steps whose score is missing or null (the step is left out of the ranking).
@@ -160,6 +163,7 @@ impl ScoreAnomalies {
     fn add(&mut self, o: &ScoreAnomalies) {
         self.string_scores += o.string_scores;
         self.non_finite_scores += o.non_finite_scores;
+        self.positive_infinite_scores += o.positive_infinite_scores;
         self.out_of_range_scores += o.out_of_range_scores;
         self.missing_scores += o.missing_scores;
         self.unconvertible_scores += o.unconvertible_scores;
@@ -284,6 +288,9 @@ fn push_score(v: Option<&Value<'_>>, out: &mut Vec<f64>, anomalies: &mut ScoreAn
             }
             if !f.is_finite() {
                 anomalies.non_finite_scores += 1;
+                if f == f64::INFINITY {
+                    anomalies.positive_infinite_scores += 1;
+                }
             } else if !(0.0..=1.0).contains(&f) {
                 anomalies.out_of_range_scores += 1;
             }
@@ -356,12 +363,31 @@ pub fn check_strict(rec: &Value<'_>) -> std::result::Result<(), LineProblem> {
             ))
         };
         match step.get("score") {
-            Some(Value::Int(_) | Value::Float(_)) => {
-                let f = py_float(step.get("score").expect("present")).unwrap_or(f64::NAN);
-                if !f.is_finite() || !(0.0..=1.0).contains(&f) {
-                    return bad(format!("score {f} is not a number in [0, 1]"));
+            Some(v @ (Value::Int(_) | Value::Float(_))) => match (v, py_float(v)) {
+                (_, Ok(f)) if (0.0..=1.0).contains(&f) => {}
+                (Value::Int(text), Err(_)) => {
+                    return bad(format!(
+                        "score {} is out of range: an integer too large for a 64-bit float, \
+                         not a number in [0, 1]",
+                        abbreviate(text)
+                    ));
                 }
-            }
+                (_, Ok(f)) if f.is_infinite() => {
+                    return bad(format!(
+                        "score {} is out of range: infinite (`Infinity`, or a literal too large \
+                         for a 64-bit float, such as 1e400), not a number in [0, 1]",
+                        if f > 0.0 { "+inf" } else { "-inf" }
+                    ));
+                }
+                (_, Ok(f)) if f.is_nan() => {
+                    return bad("score is NaN, not a number in [0, 1]".into());
+                }
+                (Value::Int(text), Ok(_)) => {
+                    return bad(format!("score {} is out of range [0, 1]", abbreviate(text)));
+                }
+                (_, Ok(f)) => return bad(format!("score {f} is out of range [0, 1]")),
+                (_, Err(_)) => return bad("score is not a number".into()),
+            },
             Some(other) => return bad(format!("score is {}, not a number", other.type_name())),
             None => return bad("score is missing".into()),
         }
@@ -372,6 +398,20 @@ pub fn check_strict(rec: &Value<'_>) -> std::result::Result<(), LineProblem> {
         }
     }
     Ok(())
+}
+
+/// A long literal cut to its first and last digits, with its length, for messages.
+fn abbreviate(text: &str) -> String {
+    if text.len() <= 40 {
+        text.to_string()
+    } else {
+        format!(
+            "{}…{} ({} characters)",
+            &text[..20],
+            &text[text.len() - 8..],
+            text.len()
+        )
+    }
 }
 
 /// The `*.jsonl` files of an annotation folder in sorted path order (hidden files excluded, as
@@ -396,6 +436,20 @@ pub fn list_annotation_files(dir: &Path) -> Result<Vec<PathBuf>> {
         let path = entry.path();
         if path.is_file() {
             files.push(path);
+        } else {
+            // The reference's glob would hand it to `open()` and stop there; a silent skip would
+            // drop a whole source from the selection.
+            let what = if path.is_dir() {
+                "a directory"
+            } else {
+                "not a readable file (a broken link or a special file)"
+            };
+            return Err(Error::invalid(format!(
+                "{} is {what}, not an annotation file; every `*.jsonl` in {} must be one \
+                 (move it out or rename it)",
+                path.display(),
+                dir.display()
+            )));
         }
     }
     files.sort_by(|a, b| {

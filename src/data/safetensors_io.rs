@@ -214,6 +214,97 @@ pub fn dtype_name(dtype: Dtype) -> &'static str {
     }
 }
 
+/// Checks a safetensors file's header entry by entry, so that an error names the tensor whose
+/// entry is bad (the `safetensors` crate reports most of these without the name). Problems of the
+/// file as a whole are reported against `(header)`.
+fn check_header(path: &Path, buf: &[u8]) -> Result<()> {
+    let whole = |reason: String| Error::bundle(path, "(header)", reason);
+    let Some(len_bytes) = buf.get(..8) else {
+        return Err(whole(format!(
+            "not a safetensors file: {} bytes, too short for the 8-byte header length",
+            buf.len()
+        )));
+    };
+    let n = u64::from_le_bytes(len_bytes.try_into().expect("8 bytes"));
+    let data_len = (buf.len() - 8) as u64;
+    if n > data_len {
+        return Err(whole(format!(
+            "not a safetensors file: the header length says {n} bytes but only {data_len} \
+             follow it"
+        )));
+    }
+    let header = &buf[8..8 + n as usize];
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| {
+            whole(format!(
+                "not a safetensors file: header is not a JSON object: {e}"
+            ))
+        })?;
+    let data_len = data_len - n;
+    let mut spans: Vec<(u64, u64, &str)> = Vec::new();
+    for (name, entry) in &map {
+        if name == "__metadata__" {
+            continue;
+        }
+        let bad = |reason: String| Error::bundle(path, name, format!("header entry: {reason}"));
+        let info: safetensors::tensor::TensorInfo = serde_json::from_value(entry.clone())
+            .map_err(|e| bad(format!("{e} (entry is {entry})")))?;
+        let (start, end) = (info.data_offsets.0 as u64, info.data_offsets.1 as u64);
+        if end < start {
+            return Err(bad(format!(
+                "data_offsets [{start}, {end}] end before they start"
+            )));
+        }
+        let bits = info
+            .shape
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+            .and_then(|numel| numel.checked_mul(info.dtype.bitsize() as u64));
+        let expected = bits.filter(|b| b % 8 == 0).map(|b| b / 8);
+        if expected != Some(end - start) {
+            return Err(bad(format!(
+                "shape {:?} of {} needs {} bytes but data_offsets [{start}, {end}] span {}",
+                info.shape,
+                dtype_name(info.dtype),
+                expected.map_or("a whole number of".to_string(), |b| b.to_string()),
+                end - start
+            )));
+        }
+        if end > data_len {
+            return Err(bad(format!(
+                "data_offsets [{start}, {end}] run past the end of the data ({data_len} bytes); \
+                 is the file truncated?"
+            )));
+        }
+        spans.push((start, end, name));
+    }
+    spans.sort();
+    let mut at = 0u64;
+    let mut previous: Option<&str> = None;
+    for &(start, end, name) in &spans {
+        if start != at {
+            let what = if start > at { "leave a gap" } else { "overlap" };
+            let after = previous.map_or("the start of the data".to_string(), |p| {
+                format!("tensor `{p}`, which ends at {at}")
+            });
+            return Err(Error::bundle(
+                path,
+                name,
+                format!("header entry: data_offsets [{start}, {end}] {what} after {after}"),
+            ));
+        }
+        at = end;
+        previous = Some(name);
+    }
+    if at != data_len {
+        return Err(whole(format!(
+            "{} bytes after the last tensor's data (the tensors end at {at} of {data_len})",
+            data_len - at
+        )));
+    }
+    Ok(())
+}
+
 /// A memory-mapped safetensors file with its parsed header.
 pub struct MappedSafetensors {
     path: PathBuf,
@@ -240,6 +331,7 @@ impl MappedSafetensors {
         // SAFETY: the map is read-only; mprm never writes a file it has mapped, and a bundle that
         // another process truncates underneath us is outside what any reader can defend against.
         let mmap = unsafe { Mmap::map(&file) }.at(&path)?;
+        check_header(&path, &mmap)?;
         SafeTensors::read_metadata(&mmap).map_err(|e| {
             Error::bundle(&path, "(header)", format!("not a safetensors file: {e}"))
         })?;

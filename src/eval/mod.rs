@@ -23,7 +23,7 @@ use crate::head::HeadParams;
 use crate::train::model::{PrmModel, score_bundle};
 
 pub use best_of_n::{Aggregate, BestOfNReport, best_of_n};
-pub use scores::{StepScores, read_scores};
+pub use scores::{EntryPlace, ScoresFile, StepScores, read_scores, read_scores_file};
 pub use threshold::{BenchReport, MetricsAt};
 
 /// Everything measured for one set of step scores.
@@ -49,6 +49,54 @@ pub fn evaluate_scores(bench: &BenchSet, scores: &StepScores) -> Result<EvalRepo
         bench: threshold::evaluate(bench, scores),
         best_of_n: best_of_n(bench, scores, &bench.indices(Split::Test)),
     })
+}
+
+/// Checks that `file` has one entry per bench record and, per record, one score per step.
+///
+/// A different number of entries is always an error. Records whose score count differs from their
+/// step count are an error naming the first of them, unless `lenient`, which returns how many
+/// there are (the metrics then pair scores and labels up to the shorter list).
+pub fn check_scores_file(bench: &BenchSet, file: &ScoresFile, lenient: bool) -> Result<usize> {
+    let (n_scores, n_bench) = (file.scores.n_records(), bench.records.len());
+    if n_scores != n_bench {
+        return Err(Error::CorpusMismatch {
+            left: file.path.clone(),
+            right: bench.path.clone(),
+            reason: format!(
+                "{}: {n_scores} score entries for {n_bench} bench records in {}; \
+                 a scores file needs one entry per bench record, in record order",
+                file.path.display(),
+                bench.path.display()
+            ),
+        });
+    }
+    let mismatched: Vec<usize> = (0..n_bench)
+        .filter(|&i| file.scores.record(i).len() != bench.records[i].labels.len())
+        .collect();
+    match mismatched.first() {
+        Some(&i) if !lenient => {
+            let place = file
+                .places
+                .get(i)
+                .map_or_else(|| format!("entry {i}"), ToString::to_string);
+            Err(Error::CorpusMismatch {
+                left: file.path.clone(),
+                right: bench.path.clone(),
+                reason: format!(
+                    "{}: {place} (record index {i}): expected {} step scores (bench record at \
+                     {}:{}), found {}; {} of {n_bench} records have a different number of \
+                     scores than steps (--lenient evaluates them anyway, paired up to the shorter)",
+                    file.path.display(),
+                    bench.records[i].labels.len(),
+                    bench.path.display(),
+                    bench.records[i].line + 1,
+                    file.scores.record(i).len(),
+                    mismatched.len()
+                ),
+            })
+        }
+        _ => Ok(mismatched.len()),
+    }
 }
 
 /// Scores the bench's features with `model` (probabilities σ(z)) and evaluates them.
@@ -93,6 +141,13 @@ impl EvalReport {
         use std::fmt::Write;
         let b = &self.bench;
         let mut s = String::new();
+        if b.mismatched_records > 0 {
+            let _ = writeln!(
+                s,
+                "note: {} records have a different number of scores than labels (paired up to the shorter)",
+                b.mismatched_records
+            );
+        }
         let origin = match &b.split {
             crate::data::bench::SplitOrigin::Keys => "the records' split keys".to_string(),
             crate::data::bench::SplitOrigin::Seeded { dev_fraction, seed } => {
@@ -122,13 +177,6 @@ impl EvalReport {
              threshold {:.4}, Overall {:.4}",
             b.reference_auto.threshold, b.reference_auto.overall
         );
-        if b.mismatched_records > 0 {
-            let _ = writeln!(
-                s,
-                "note: {} records have a different number of scores than labels (paired up to the shorter)",
-                b.mismatched_records
-            );
-        }
         if let Some(bon) = &self.best_of_n {
             let picks: Vec<String> = bon
                 .picks

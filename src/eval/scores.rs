@@ -46,8 +46,42 @@ impl StepScores {
     }
 }
 
+/// Where one entry of a scores file sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryPlace {
+    /// A JSONL line, 0-based (printed 1-based).
+    Line(u64),
+    /// An element of the top-level JSON array, 0-based.
+    Element(usize),
+}
+
+impl std::fmt::Display for EntryPlace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EntryPlace::Line(l) => write!(f, "line {}", l + 1),
+            EntryPlace::Element(i) => write!(f, "element {i}"),
+        }
+    }
+}
+
+/// A scores file as read: the scores and where each record's entry sits in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoresFile {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// The scores, record by record.
+    pub scores: StepScores,
+    /// Entry i's place in the file.
+    pub places: Vec<EntryPlace>,
+}
+
 /// Reads a scores file (see the module docs). Every score must be a finite number.
 pub fn read_scores(path: impl AsRef<Path>) -> Result<StepScores> {
+    read_scores_file(path).map(|f| f.scores)
+}
+
+/// Reads a scores file, keeping where each entry sits (for messages naming the line).
+pub fn read_scores_file(path: impl AsRef<Path>) -> Result<ScoresFile> {
     let path = path.as_ref();
     let text = std::fs::read_to_string(path).at(path)?;
     let whole = serde_json::from_str::<serde_json::Value>(&text)
@@ -60,12 +94,13 @@ pub fn read_scores(path: impl AsRef<Path>) -> Result<StepScores> {
             }
             _ => None,
         });
-    let lists = match whole {
+    let entries = match whole {
         Some(items) => items
             .iter()
             .enumerate()
             .map(|(i, item)| {
                 entry_scores(item)
+                    .map(|l| (EntryPlace::Element(i), l))
                     .map_err(|why| Error::Other(format!("{}: element {i}: {why}", path.display())))
             })
             .collect::<Result<Vec<_>>>()?,
@@ -77,11 +112,18 @@ pub fn read_scores(path: impl AsRef<Path>) -> Result<StepScores> {
                 let bad = |why: String| Error::bad_record(path, i as u64, why);
                 let v: serde_json::Value =
                     serde_json::from_str(l).map_err(|e| bad(e.to_string()))?;
-                entry_scores(&v).map_err(bad)
+                entry_scores(&v)
+                    .map(|l| (EntryPlace::Line(i as u64), l))
+                    .map_err(bad)
             })
             .collect::<Result<Vec<_>>>()?,
     };
-    Ok(StepScores::from_lists(lists))
+    let (places, lists): (Vec<_>, Vec<_>) = entries.into_iter().unzip();
+    Ok(ScoresFile {
+        path: path.to_path_buf(),
+        scores: StepScores::from_lists(lists),
+        places,
+    })
 }
 
 fn entry_scores(v: &serde_json::Value) -> std::result::Result<Vec<f64>, String> {

@@ -108,14 +108,10 @@ impl Table {
     /// Writes the table in the format named by `path`'s extension (csv, parquet, safetensors).
     pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        match path.extension().and_then(|e| e.to_str()) {
-            Some("csv") => self.write_csv(path),
-            Some("parquet") => self.write_parquet(path),
-            Some("safetensors") => self.write_safetensors(path),
-            _ => Err(Error::invalid(format!(
-                "cannot tell the format of {}: use a .csv, .parquet or .safetensors file",
-                path.display()
-            ))),
+        match TableFormat::of(path)? {
+            TableFormat::Csv => self.write_csv(path),
+            TableFormat::Parquet => self.write_parquet(path),
+            TableFormat::Safetensors => self.write_safetensors(path),
         }
     }
 
@@ -263,6 +259,33 @@ impl Table {
             w.write_all("projected", v)?;
         }
         w.finish()
+    }
+}
+
+/// The file formats a [`Table`] can be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFormat {
+    /// `.csv`
+    Csv,
+    /// `.parquet`
+    Parquet,
+    /// `.safetensors`
+    Safetensors,
+}
+
+impl TableFormat {
+    /// The format named by `path`'s extension; an error naming the file otherwise. Commands call
+    /// this before any work, so a typo in `--out` costs nothing.
+    pub fn of(path: &Path) -> Result<Self> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("csv") => Ok(TableFormat::Csv),
+            Some("parquet") => Ok(TableFormat::Parquet),
+            Some("safetensors") => Ok(TableFormat::Safetensors),
+            _ => Err(Error::invalid(format!(
+                "cannot tell the format of {}: use a .csv, .parquet or .safetensors file",
+                path.display()
+            ))),
+        }
     }
 }
 

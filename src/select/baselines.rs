@@ -58,7 +58,8 @@ impl Baseline {
     pub fn from_name(name: &str, alpha: f64, seed: u64) -> Result<Self> {
         if !(alpha.is_finite() && alpha >= 0.0) {
             return Err(Error::invalid(format!(
-                "alpha {alpha} must be a finite number ≥ 0"
+                "--alpha {alpha}: BIS's smoothing α must be a finite number ≥ 0 (0 for none; \
+                 the reference uses 0.05)"
             )));
         }
         Ok(match name {
@@ -71,8 +72,10 @@ impl Baseline {
             "top-mc" => Baseline::TopMc,
             _ => {
                 return Err(Error::invalid(format!(
-                    "unknown selection method `{name}`; expected one of {}",
-                    BASELINE_NAMES.join(", ")
+                    "unknown selection method `{name}`; expected a score-based one ({}) or a \
+                     gradient-based one ({}; these need --bundle)",
+                    BASELINE_NAMES.join(", "),
+                    crate::select::gradient::GRADIENT_NAMES.join(", ")
                 )));
             }
         })
@@ -189,8 +192,20 @@ mod tests {
 
     #[test]
     fn unknown_method_and_bad_alpha() {
-        assert!(Baseline::from_name("nope", 0.05, 0).is_err());
+        let e = Baseline::from_name("nope", 0.05, 0)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "invalid argument: unknown selection method `nope`; expected a score-based one (bis, \
+             random, mixed, reliable, low-mc, mixture, top-mc) or a gradient-based one (grand, \
+             el2n, gradnorm-teacher, gradnorm-ckpt, less; these need --bundle)"
+        );
         assert!(Baseline::from_name("bis", f64::NAN, 0).is_err());
-        assert!(Baseline::from_name("bis", -1.0, 0).is_err());
+        let e = Baseline::from_name("bis", -1.0, 0).unwrap_err().to_string();
+        assert!(
+            e.contains("--alpha -1: BIS's smoothing α must be a finite number ≥ 0"),
+            "{e}"
+        );
     }
 }

@@ -134,9 +134,10 @@ impl SelectReport {
                     a.string_scores,
                 ),
                 (
-                    "NaN or infinite scores (counted negative)",
-                    a.non_finite_scores,
+                    "NaN or -inf scores (counted negative)",
+                    a.non_finite_scores - a.positive_infinite_scores,
                 ),
+                ("+inf scores (counted positive)", a.positive_infinite_scores),
                 ("scores outside [0, 1] (kept)", a.out_of_range_scores),
                 (
                     "steps without a score (left out of the ranking)",
