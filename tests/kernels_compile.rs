@@ -85,7 +85,7 @@ mod emulated {
     use mprm::data::features::{FeatureBundle, FeatureDtype, FeatureRows};
     use mprm::gradnorm::fixture::{self, RandomBundleSpec};
     use mprm::gradnorm::{Reduction, ghost_limit, kernels, oracle};
-    use mprm::head::{Activation, HeadKind, HeadParams};
+    use mprm::head::{Activation, HeadKind, HeadParams, MlpHead};
 
     /// Unit roundoff of f32.
     const U: f64 = f32::EPSILON as f64 / 2.0;
@@ -157,6 +157,8 @@ mod emulated {
         exe: PathBuf,
         dir: PathBuf,
         runs: usize,
+        /// Kernel → wall time of its launches (both schedules).
+        time: BTreeMap<String, Duration>,
         /// Kernel → shapes it ran on.
         shapes: BTreeMap<String, Vec<String>>,
         /// Kernel → worst error seen (relative, as defined in the module docs).
@@ -210,6 +212,7 @@ mod emulated {
                 }
             }
             let mut results = Vec::new();
+            let t0 = Instant::now();
             for seed in [1u64, 2] {
                 buf[seed_at..seed_at + 8].copy_from_slice(&(seed * 7919).to_le_bytes());
                 std::fs::write(&input, &buf).expect("writing the launch file");
@@ -221,6 +224,7 @@ mod emulated {
                 results[0] == results[1],
                 "{name} ({shape}): two thread schedules gave different bits"
             );
+            *self.time.entry(name.into()).or_default() += t0.elapsed();
             self.shapes.entry(name.into()).or_default().push(shape);
             let mut rest = &results[0][..];
             let outs = args
@@ -422,7 +426,7 @@ mod emulated {
     }
 
     /// linear_stats → linear_grad → project + column_sum on one case.
-    fn linear_pipeline(emu: &mut Emu, case: &Case) {
+    fn linear_pipeline(emu: &mut Emu, case: &Case, reduce: bool) {
         let d = case.bundle.dim();
         let r = case.bundle.n_rollouts();
         let s = case.bundle.n_steps();
@@ -496,7 +500,9 @@ mod emulated {
         let n_params = d + 1;
         let name = format!("linear_grad_{}", case.dtype_suffix());
         let mut grads = Vec::new();
-        for grid_y in [n_params.div_ceil(256).min(65535), 1] {
+        // The launch layer's grid, then grid.y = 1 (every block strides over the parameters).
+        let full = n_params.div_ceil(256).min(65535);
+        for grid_y in if full > 1 { vec![full, 1] } else { vec![1] } {
             let out = emu.launch(
                 &name,
                 format!("{} first={first} grid.y={grid_y}", case.label),
@@ -527,12 +533,14 @@ mod emulated {
             }
             emu.check_sum(&name, "grad", &grads, &want, case.max_steps());
         }
-        reduce_grads(emu, &case.label, &grads, count, n_params);
+        if reduce {
+            reduce_grads(emu, &case.label, &grads, count, n_params);
+        }
     }
 
     /// project_f32 and column_sum_f32 on materialised gradients [count, P].
     fn reduce_grads(emu: &mut Emu, label: &str, grads: &[f32], count: usize, n_params: usize) {
-        let k = 3;
+        let k = 2;
         let mut rng = Rng(n_params as u64 * 31 + count as u64);
         let dirs = rng.vec(k * n_params, -1.0, 1.0);
         let out = emu.launch(
@@ -596,16 +604,16 @@ mod emulated {
         emu: &mut Emu,
         label: &str,
         rows: FeatureRows<'_>,
-        x: &[f64],
         s: usize,
-        d: usize,
-        w1: &[f32],
-        b1: &[f32],
-        w2: &[f32],
-        b2: f32,
-        act: i32,
+        head: &MlpHead,
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
-        let h = b1.len();
+        let (d, h) = (head.dim, head.hidden());
+        let (w1, b1, w2, b2) = (&head.w1, &head.b1, &head.w2, head.b2);
+        let act = match head.activation {
+            Activation::Relu => 0,
+            Activation::Gelu => 1,
+        };
+        let x: Vec<f64> = rows.to_f32_vec().into_iter().map(f64::from).collect();
         let name = match rows.dtype() {
             FeatureDtype::F32 => "gemm_nt_f32",
             FeatureDtype::Bf16 => "gemm_nt_bf16",
@@ -680,7 +688,7 @@ mod emulated {
     }
 
     /// gemm_nt → mlp_step → mlp_stats → mlp_grad → project + column_sum on one case.
-    fn mlp_pipeline(emu: &mut Emu, case: &Case) {
+    fn mlp_pipeline(emu: &mut Emu, case: &Case, reduce: bool) {
         let d = case.bundle.dim();
         let r = case.bundle.n_rollouts();
         let s = case.bundle.n_steps();
@@ -688,24 +696,8 @@ mod emulated {
             panic!("mlp case")
         };
         let h = head.hidden();
-        let act = match head.activation {
-            Activation::Relu => 0,
-            Activation::Gelu => 1,
-        };
         let x = case.x();
-        let (a, e, z, a_sq) = mlp_forward(
-            emu,
-            &case.label,
-            case.bundle.features(),
-            &x,
-            s,
-            d,
-            &head.w1,
-            &head.b1,
-            &head.w2,
-            head.b2,
-            act,
-        );
+        let (a, e, z, a_sq) = mlp_forward(emu, &case.label, case.bundle.features(), s, head);
         let limit = ghost_limit(d, h) as f32;
         let ghosts = (0..r)
             .filter(|&i| (case.bundle.rollout_len(i) as f32) < limit)
@@ -824,7 +816,9 @@ mod emulated {
             }
         }
         emu.check_sum(&name, "grad", &grads, &want, case.max_steps() + 1);
-        reduce_grads(emu, &case.label, &grads, count, n_params);
+        if reduce {
+            reduce_grads(emu, &case.label, &grads, count, n_params);
+        }
     }
 
     fn compile_driver(dir: &Path) -> Option<PathBuf> {
@@ -888,6 +882,7 @@ mod emulated {
             exe,
             dir: tmp.path().to_path_buf(),
             runs: 0,
+            time: BTreeMap::new(),
             shapes: BTreeMap::new(),
             worst: BTreeMap::new(),
         };
@@ -912,8 +907,9 @@ mod emulated {
             Case::random(100, F32, 10, 1, lin, Mean, 15),
             Case::random(600, Bf16, 3, 1, lin, Sum, 16),
         ];
-        for case in &linear_cases {
-            linear_pipeline(&mut emu, case);
+        // project/column_sum run on the gradients of a few cases (P = 38, 1025, 133, 1401).
+        for (k, case) in linear_cases.iter().enumerate() {
+            linear_pipeline(&mut emu, case, [2, 5].contains(&k));
         }
         let mlp_cases = [
             // ghost_limit = 1: every rollout takes the direct W₁ form
@@ -925,29 +921,25 @@ mod emulated {
             // single steps; h = 40 spans two GEMM column tiles
             Case::random(33, Bf16, 4, 1, mlp(40, Activation::Gelu), Sum, 23),
         ];
-        for case in &mlp_cases {
-            mlp_pipeline(&mut emu, case);
+        for (k, case) in mlp_cases.iter().enumerate() {
+            mlp_pipeline(&mut emu, case, k >= 2);
         }
         // mlp_step with h > 256 (the strided loop) and exact 32-multiple GEMM tiles.
         let mut rng = Rng(99);
-        for (s, d, h, act) in [(3usize, 64usize, 300usize, 1), (4, 64, 288, 0)] {
+        for (s, d, h, act) in [
+            (3usize, 64usize, 300usize, Activation::Gelu),
+            (4, 64, 288, Activation::Relu),
+        ] {
             let x32 = rng.vec(s * d, -1.0, 1.0);
-            let x: Vec<f64> = x32.iter().map(|&v| v as f64).collect();
-            let w1 = rng.vec(h * d, -0.2, 0.2);
-            let (b1, w2) = (rng.vec(h, -0.5, 0.5), rng.vec(h, -0.5, 0.5));
-            mlp_forward(
-                &mut emu,
-                "random",
-                FeatureRows::F32(&x32),
-                &x,
-                s,
-                d,
-                &w1,
-                &b1,
-                &w2,
-                0.1,
-                act,
-            );
+            let head = MlpHead {
+                w1: rng.vec(h * d, -0.2, 0.2),
+                b1: rng.vec(h, -0.5, 0.5),
+                w2: rng.vec(h, -0.5, 0.5),
+                b2: 0.1,
+                activation: act,
+                dim: d,
+            };
+            mlp_forward(&mut emu, "random", FeatureRows::F32(&x32), s, &head);
         }
 
         let mut report = String::new();
@@ -959,8 +951,9 @@ mod emulated {
             );
             writeln!(
                 report,
-                "{s}: worst error {:.2e}, {} shapes: {}",
+                "{s}: worst error {:.2e}, {:.1?}, {} shapes: {}",
                 emu.worst.get(*s).copied().unwrap_or(0.0),
+                emu.time.get(*s).copied().unwrap_or_default(),
                 shapes.map_or(0, Vec::len),
                 shapes.map(|v| v.join("; ")).unwrap_or_default()
             )

@@ -4,9 +4,10 @@
 // Model: a launch runs its blocks one after another; a block runs every CUDA thread as its own
 // `std::thread`. `threadIdx`/`blockIdx`/`blockDim`/`gridDim` are thread_local. `__shared__` is
 // `static` storage, which is correct because only one block (of one kernel) runs at a time.
-// `__syncthreads` is a `std::barrier` over the block's threads; a thread that returns from the
-// kernel drops out of it (`arrive_and_drop`), as exited threads do on sm_70+. Warp shuffles go
-// through a per-warp exchange buffer guarded by a per-warp barrier (write, wait, read, wait).
+// `__syncthreads` is a barrier over the block's threads (std::barrier's semantics); a thread
+// that returns from the kernel drops out of it (`arrive_and_drop`), as exited threads do on
+// sm_70+. Warp shuffles go through a per-warp exchange buffer guarded by a per-warp barrier
+// (write, wait, read, wait).
 // A non-zero schedule seed makes every thread yield or sleep for a random few microseconds
 // before each barrier, so two seeds give two different interleavings.
 //
@@ -23,7 +24,7 @@
 //  * no bounds checking of global memory beyond what the host buffers' sizes make visible.
 #pragma once
 
-#include <barrier>
+#include <condition_variable>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -31,6 +32,7 @@
 #include <functional>
 #include <math.h>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <stdexcept>
 #include <thread>
@@ -53,7 +55,40 @@ inline thread_local dim3 gridDim;
 
 namespace cuda_emu {
 
-using Barrier = std::barrier<>;
+// std::barrier's semantics (arrive_and_wait, arrive_and_drop) with blocking waits: libstdc++'s
+// std::barrier spins and yields while waiting, which starves the last arrivals when hundreds
+// of threads share two cores; a mutex and a condition variable do not.
+class Barrier {
+  public:
+    explicit Barrier(std::ptrdiff_t n) : expected_(n) {}
+    void arrive_and_wait() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        const unsigned long long phase = phase_;
+        if (++arrived_ == expected_) {
+            complete();
+            return;
+        }
+        cv_.wait(lock, [&] { return phase_ != phase; });
+    }
+    // Leaves for good: later phases complete without this thread.
+    void arrive_and_drop() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        --expected_;
+        if (expected_ > 0 && arrived_ == expected_) complete();
+    }
+
+  private:
+    void complete() {
+        arrived_ = 0;
+        ++phase_;
+        cv_.notify_all();
+    }
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    std::ptrdiff_t expected_;
+    std::ptrdiff_t arrived_ = 0;
+    unsigned long long phase_ = 0;
+};
 
 struct Warp {
     explicit Warp(std::ptrdiff_t n) : size((int)n), barrier(n) {}
@@ -75,13 +110,14 @@ inline thread_local ThreadState self;
 // A random yield or short sleep (only with a non-zero seed): changes which thread arrives first.
 inline void perturb() {
     if (self.seed == 0) return;
-    switch (self.rng() % 4) {
-    case 0: break;
-    case 1: std::this_thread::yield(); break;
-    case 2: std::this_thread::sleep_for(std::chrono::microseconds(1 + self.rng() % 20)); break;
-    default:
-        for (int i = 0; i < 3; ++i) std::this_thread::yield();
+    // Mostly cheap (nothing or a yield); an occasional short sleep reorders arrivals more.
+    const auto r = self.rng() % 16;
+    if (r < 8) return;
+    if (r < 15) {
+        std::this_thread::yield();
+        return;
     }
+    std::this_thread::sleep_for(std::chrono::microseconds(1 + self.rng() % 8));
 }
 
 inline unsigned int shfl(unsigned int v, int src_lane) {
