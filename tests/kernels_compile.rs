@@ -323,9 +323,25 @@ mod emulated {
             reduction: Reduction,
             seed: u64,
         ) -> Case {
+            let mean = RandomBundleSpec::realistic(1, 1, dtype, 0).mean_steps;
+            Case::random_mean(d, dtype, rollouts, max_steps, mean, kind, reduction, seed)
+        }
+
+        /// Like [`Case::random`], with the mean number of steps per rollout given.
+        #[allow(clippy::too_many_arguments)]
+        fn random_mean(
+            d: usize,
+            dtype: FeatureDtype,
+            rollouts: usize,
+            max_steps: usize,
+            mean_steps: f64,
+            kind: HeadKind,
+            reduction: Reduction,
+            seed: u64,
+        ) -> Case {
             let mut spec = RandomBundleSpec::realistic(rollouts, d, dtype, seed);
             spec.max_steps = max_steps;
-            spec.mean_steps = spec.mean_steps.min(max_steps as f64);
+            spec.mean_steps = mean_steps.min(max_steps as f64);
             let bundle = fixture::random_bundle(&spec).expect("random bundle");
             let mut rng = Rng(seed ^ 0xA5A5);
             let targets = rng.vec(bundle.n_steps(), 0.0, 1.0);
@@ -906,7 +922,18 @@ mod emulated {
             // single-step rollouts, both group modes
             Case::random(100, F32, 10, 1, lin, Mean, 15),
             Case::random(600, Bf16, 3, 1, lin, Sum, 16),
+            // long rollouts, up to the 12-step maximum
+            Case::random_mean(37, F32, 13, 12, 10.5, lin, Sum, 17),
+            Case::random_mean(70, Bf16, 9, 12, 11.5, lin, Mean, 18),
         ];
+        let lens: Vec<usize> = linear_cases
+            .iter()
+            .flat_map(|c| (0..c.bundle.n_rollouts()).map(|i| c.bundle.rollout_len(i)))
+            .collect();
+        assert!(
+            (1..=12).all(|n| lens.contains(&n)),
+            "the cases must cover rollouts of every length 1..=12: {lens:?}"
+        );
         // project/column_sum run on the gradients of a few cases (P = 38, 1025, 133, 1401).
         for (k, case) in linear_cases.iter().enumerate() {
             linear_pipeline(&mut emu, case, [2, 5].contains(&k));
