@@ -317,13 +317,21 @@ mod tests {
     fn micro_batch_larger_than_global_batch_is_refused_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("run.toml");
-        std::fs::write(&path, "global_batch = 4\nmicro_batch = 8\n").unwrap();
+        std::fs::write(
+            &path,
+            "global_batch = 4\nmicro_batch = 8\n[head]\nkind = \"linear\"\n",
+        )
+        .unwrap();
         let e = TrainConfig::load(&path).unwrap_err().to_string();
         assert!(
             e.contains("run.toml") && e.contains("micro_batch = 8 is larger than global_batch = 4"),
             "{e}"
         );
-        std::fs::write(&path, "global_batch = 8\nmicro_batch = 8\n").unwrap();
+        std::fs::write(
+            &path,
+            "global_batch = 8\nmicro_batch = 8\n[head]\nkind = \"linear\"\n",
+        )
+        .unwrap();
         assert_eq!(TrainConfig::load(&path).unwrap().micro_batch, 8);
     }
 
