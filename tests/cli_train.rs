@@ -496,3 +496,52 @@ fn run_folders_are_locked_and_stale_temporaries_removed() {
         .collect();
     assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
 }
+
+/// `mprm gradnorm --at` a trained head: options that disagree with the file are errors (they
+/// used to be replaced by the file's silently), and a folder is named as such.
+#[test]
+fn gradnorm_at_a_trained_head_refuses_conflicting_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path());
+    let text = std::fs::read_to_string(&config).unwrap();
+    let mlp = dir.path().join("mlp.toml");
+    std::fs::write(
+        &mlp,
+        text.replace("kind = \"linear\"", "kind = \"mlp\"\nhidden = 16"),
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    assert!(train(&mlp, &run, &[]).0);
+    let ckpt = run.join("checkpoints/step-000010");
+    let head = ckpt.join("head.safetensors");
+    let bundle = dir.path().join("train.safetensors");
+    let gradnorm = |at: &Path, extra: &[&str]| {
+        let out = dir.path().join("g.csv");
+        let mut args = vec!["gradnorm", "--bundle", p(&bundle), "--at", p(at)];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--device", "cpu", "--out", p(&out)]);
+        mprm(&args)
+    };
+    let (ok, _, err) = gradnorm(&head, &["--head", "mlp", "--hidden", "32"]);
+    assert!(!ok);
+    assert!(
+        err.contains(p(&head))
+            && err.contains("holds a mlp (hidden 16, gelu) head, but --hidden 32 was given"),
+        "{err}"
+    );
+    let (ok, _, err) = gradnorm(&head, &["--head", "mlp", "--activation", "relu"]);
+    assert!(!ok && err.contains("--activation relu was given"), "{err}");
+    let (ok, _, err) = gradnorm(&head, &["--head", "mlp", "--hidden", "16"]);
+    assert!(ok, "{err}");
+    // Without --head the file's head is used.
+    let (ok, _, err) = gradnorm(&head, &[]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = gradnorm(&ckpt, &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("is a folder, not a head")
+            && err.contains("did you mean")
+            && !err.contains("os error"),
+        "{err}"
+    );
+}
