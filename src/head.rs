@@ -102,6 +102,19 @@ pub enum HeadKind {
     },
 }
 
+/// `linear`, or `mlp (hidden 64, gelu)`: how heads are named in messages and command output
+/// (serialised files keep the serde form).
+impl std::fmt::Display for HeadKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeadKind::Linear => f.write_str("linear"),
+            HeadKind::Mlp { hidden, activation } => {
+                write!(f, "mlp (hidden {hidden}, {})", activation.name())
+            }
+        }
+    }
+}
+
 /// Linear head parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LinearHead {
@@ -272,6 +285,21 @@ impl HeadParams {
     /// The kind comes from the `kind` metadata when present, otherwise from which tensors exist.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        if path.is_dir() {
+            let hint = if path.join("head.safetensors").is_file() {
+                format!(
+                    " (did you mean {}?)",
+                    path.join("head.safetensors").display()
+                )
+            } else {
+                String::new()
+            };
+            return Err(Error::invalid(format!(
+                "{} is a folder, not a head: give a head .safetensors file, such as \
+                 RUN/checkpoints/step-000050/head.safetensors{hint}",
+                path.display()
+            )));
+        }
         let file = MappedSafetensors::open(path)?;
         let meta = file.metadata();
         let get = |name: &str| -> Result<Vec<f32>> {
@@ -373,6 +401,33 @@ mod tests {
             assert_eq!(HeadParams::load(&p).unwrap(), head);
             assert_eq!(head.kind(), kind);
         }
+    }
+
+    #[test]
+    fn head_kinds_display_plainly_and_serialise_as_before() {
+        let mlp = HeadKind::Mlp {
+            hidden: 64,
+            activation: Activation::Gelu,
+        };
+        assert_eq!(mlp.to_string(), "mlp (hidden 64, gelu)");
+        assert_eq!(HeadKind::Linear.to_string(), "linear");
+        assert_eq!(
+            serde_json::to_string(&mlp).unwrap(),
+            r#"{"kind":"mlp","hidden":64,"activation":"gelu"}"#
+        );
+    }
+
+    #[test]
+    fn loading_a_folder_says_a_head_file_is_needed() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = HeadParams::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains(&dir.path().display().to_string())
+                && e.contains("is a folder, not a head")
+                && e.contains(".safetensors file")
+                && !e.contains("os error"),
+            "{e}"
+        );
     }
 
     #[test]

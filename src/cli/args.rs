@@ -245,15 +245,15 @@ pub struct HeadArgs {
 /// A head architecture and the step targets its gradient is taken against.
 #[derive(Debug, Args)]
 pub struct HeadModelArgs {
-    /// Head architecture: linear or mlp.
-    #[arg(long, default_value = "linear")]
-    pub head: String,
-    /// Hidden width of the mlp head.
-    #[arg(long, default_value_t = 256)]
-    pub hidden: usize,
-    /// Nonlinearity of the mlp head: gelu or relu.
-    #[arg(long, default_value = "gelu")]
-    pub activation: String,
+    /// Head architecture: linear or mlp [default: linear, or the head file's].
+    #[arg(long)]
+    pub head: Option<String>,
+    /// Hidden width of the mlp head [default: 256, or the head file's].
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    /// Nonlinearity of the mlp head: gelu or relu [default: gelu, or the head file's].
+    #[arg(long)]
+    pub activation: Option<String>,
     /// Step targets: mc (hard, s > threshold), soft, true (synthetic) or explicit.
     #[arg(long, default_value = "mc")]
     pub labels: String,

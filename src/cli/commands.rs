@@ -16,7 +16,8 @@ use mprm::error::Error;
 use mprm::eval::{self, EvalReport};
 use mprm::gradnorm::{
     self, GradInput, GradNormOptions, Projection, Reduction, bench, fixture, kernels,
-    point::ParamPoint, table, verify,
+    point::{HeadRequest, ParamPoint},
+    table, verify,
 };
 use mprm::head::{HeadKind, HeadParams};
 use mprm::output::{self, write_json, write_text};
@@ -334,24 +335,33 @@ struct HeadSetup {
     device: DeviceRequest,
 }
 
+fn head_request(args: &HeadModelArgs) -> Result<HeadRequest> {
+    let mlp = match args.head.as_deref() {
+        None => None,
+        Some("linear") => Some(false),
+        Some("mlp") => Some(true),
+        Some(other) => {
+            return Err(Error::invalid(format!(
+                "unknown head `{other}`: expected linear or mlp"
+            )));
+        }
+    };
+    Ok(HeadRequest {
+        mlp,
+        hidden: args.hidden,
+        activation: args.activation.as_deref().map(str::parse).transpose()?,
+    })
+}
+
 fn head_kind(args: &HeadModelArgs) -> Result<HeadKind> {
-    match args.head.as_str() {
-        "linear" => Ok(HeadKind::Linear),
-        "mlp" => Ok(HeadKind::Mlp {
-            hidden: args.hidden,
-            activation: args.activation.parse()?,
-        }),
-        other => Err(Error::invalid(format!(
-            "unknown head `{other}`: expected linear or mlp"
-        ))),
-    }
+    Ok(head_request(args)?.kind())
 }
 
 fn head_setup(args: &HeadArgs, bundle: &FeatureBundle) -> Result<HeadSetup> {
     let point: ParamPoint = args.at.parse()?;
     let labels = LabelScheme::parse(&args.model.labels, args.model.threshold)?;
     Ok(HeadSetup {
-        head: point.resolve(head_kind(&args.model)?, bundle, args.seed)?,
+        head: point.resolve_request(&head_request(&args.model)?, bundle, args.seed)?,
         targets: labels.targets(bundle)?,
         point,
         labels,
@@ -748,22 +758,30 @@ fn train_cmd(args: TrainArgs) -> Result<u8> {
     let config = TrainConfig::load(&config_path)?;
     let device = pick_device(args.device.as_deref(), &config)?;
     let data = train::load_data(&config, args.subset.as_deref())?;
-    let subset_label = args
-        .subset
-        .as_ref()
-        .or(config.data.subset.as_ref())
-        .map(|p| p.display().to_string());
+    if let Some(s) = data.subset.as_ref().filter(|s| s.corpus.is_none()) {
+        eprintln!(
+            "note: {} records no corpus fingerprint (an older ids file), so it cannot be checked \
+             against {}; it is matched by (source, line) or rollout index only",
+            s.path.display(),
+            config
+                .data
+                .bundle
+                .as_ref()
+                .map_or("the bundle".into(), |p| p.display().to_string())
+        );
+    }
     let opts = RunOptions {
         out_dir: Some(args.out.clone()),
         resume: args.resume,
         stop_after: args.stop_after,
         progress: true,
-        subset_label,
+        subset_label: data.subset.as_ref().map(|s| s.path.display().to_string()),
+        subset_corpus: data.subset.as_ref().and_then(|s| s.corpus),
     };
     let inputs = TrainInputs {
         config: &config,
         bundle: &data.bundle,
-        subset: data.subset.as_deref(),
+        subset: data.subset.as_ref().map(|s| s.rollouts.as_slice()),
         bench: data.bench.as_ref(),
     };
     let out = train::backend::train(inputs, &opts, device)?;
@@ -798,7 +816,7 @@ fn tune_lr(args: TuneLrArgs) -> Result<u8> {
     let (trials, best) = train::lr_sweep(
         &config,
         &data.bundle,
-        data.subset.as_deref(),
+        data.subset.as_ref().map(|s| s.rollouts.as_slice()),
         bench,
         device,
         &args.lrs,

@@ -9,7 +9,11 @@
 //! RESULTS/<experiment>/*.md|csv|json|svg|png   tables and figures
 //! RESULTS/timing.json            wall times (the one file that differs between identical runs)
 //! RESULTS/corpus/, RESULTS/cells/   the generated corpus and finished cells (not committed)
+//! RESULTS/.mprm.lock             advisory lock held while a run or report writes the folder
 //! ```
+//!
+//! One process at a time writes a results folder: a second `mprm experiment` or `mprm report` on
+//! the same folder fails with [`Error::Locked`] naming the holder's pid.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -19,6 +23,7 @@ use serde::de::DeserializeOwned;
 
 use crate::device::{self, DeviceRequest};
 use crate::error::{Error, IoContext, Result};
+use crate::lock::DirLock;
 use crate::output::write_json;
 
 use super::cells::CellStore;
@@ -49,6 +54,7 @@ pub fn run_experiment(
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("experiments/results").join(&cfg.name));
     std::fs::create_dir_all(&dir).at(&dir)?;
+    let _lock = DirLock::acquire(&dir)?;
     let request = match device_override {
         Some(d) => d,
         None => cfg.device.parse()?,
@@ -92,7 +98,7 @@ pub fn run_experiment(
         );
     }
     write_json(dir.join("timing.json"), &timing)?;
-    regenerate_report(&dir)
+    regenerate_locked(&dir)
 }
 
 fn save_results<T: Serialize>(dir: &Path, sub: &str, results: &T) -> Result<()> {
@@ -122,6 +128,18 @@ fn load_timing(dir: &Path) -> Result<Option<serde_json::Value>> {
 /// Redraws every table and figure of a results folder from its `results.json` files, and its
 /// README.
 pub fn regenerate_report(dir: &Path) -> Result<RunSummary> {
+    if !dir.is_dir() {
+        return Err(Error::invalid(format!(
+            "{} is not a results folder (no such folder)",
+            dir.display()
+        )));
+    }
+    let _lock = DirLock::acquire(dir)?;
+    regenerate_locked(dir)
+}
+
+/// [`regenerate_report`], for a caller that holds the folder's lock.
+fn regenerate_locked(dir: &Path) -> Result<RunSummary> {
     let manifest_path = dir.join("manifest.json");
     let manifest: Manifest =
         serde_json::from_str(&std::fs::read_to_string(&manifest_path).at(&manifest_path)?)
@@ -173,4 +191,26 @@ pub fn regenerate_report(dir: &Path) -> Result<RunSummary> {
             .collect::<Vec<_>>()
             .join("\n"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_results_folder_in_use_is_not_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = DirLock::acquire(dir.path()).unwrap();
+        let e = regenerate_report(dir.path()).unwrap_err();
+        assert!(matches!(e, Error::Locked { .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .contains(&format!("in use by pid {}", std::process::id())),
+            "{e}"
+        );
+        drop(held);
+        // Free again: now the (empty) folder itself is the problem.
+        let e = regenerate_report(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("manifest.json"), "{e}");
+    }
 }

@@ -3,11 +3,79 @@
 //! Gradient norms are only meaningful with the parameter point recorded next to them, so the
 //! point is a value with a name, parsed once and described in every manifest.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::data::features::FeatureBundle;
 use crate::error::{Error, Result};
-use crate::head::{HeadKind, HeadParams, LinearHead};
+use crate::head::{Activation, HeadKind, HeadParams, LinearHead};
+
+/// Hidden width of an mlp head when `--hidden` is not given.
+pub const DEFAULT_HIDDEN: usize = 256;
+/// Nonlinearity of an mlp head when `--activation` is not given.
+pub const DEFAULT_ACTIVATION: Activation = Activation::Gelu;
+
+/// A head as asked for on the command line: what was not given is `None`, taken from the head
+/// file when there is one and from the defaults otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeadRequest {
+    /// `--head`: `Some(true)` for mlp, `Some(false)` for linear.
+    pub mlp: Option<bool>,
+    /// `--hidden`.
+    pub hidden: Option<usize>,
+    /// `--activation`.
+    pub activation: Option<Activation>,
+}
+
+impl HeadRequest {
+    /// The head asked for, defaults filled in (linear when `--head` is not given).
+    pub fn kind(&self) -> HeadKind {
+        if self.mlp.unwrap_or(false) {
+            HeadKind::Mlp {
+                hidden: self.hidden.unwrap_or(DEFAULT_HIDDEN),
+                activation: self.activation.unwrap_or(DEFAULT_ACTIVATION),
+            }
+        } else {
+            HeadKind::Linear
+        }
+    }
+
+    /// Checks the head found in `path` (given with `flag`) against every setting given
+    /// explicitly: an error naming the file, its head and the conflicting option otherwise.
+    pub fn check_file(&self, path: &Path, flag: &str, found: HeadKind) -> Result<()> {
+        let conflict = |given: String| {
+            Err(Error::invalid(format!(
+                "{} ({flag}) holds a {found} head, but {given} was given; leave the option out \
+                 to use the file's head, or give another file",
+                path.display()
+            )))
+        };
+        let found_mlp = matches!(found, HeadKind::Mlp { .. });
+        if let Some(mlp) = self.mlp
+            && mlp != found_mlp
+        {
+            return conflict(format!("--head {}", if mlp { "mlp" } else { "linear" }));
+        }
+        match found {
+            HeadKind::Mlp { hidden, activation } => {
+                if let Some(h) = self.hidden.filter(|&h| h != hidden) {
+                    return conflict(format!("--hidden {h}"));
+                }
+                if let Some(a) = self.activation.filter(|&a| a != activation) {
+                    return conflict(format!("--activation {}", a.name()));
+                }
+            }
+            HeadKind::Linear => {
+                if let Some(h) = self.hidden {
+                    return conflict(format!("--hidden {h}"));
+                }
+                if let Some(a) = self.activation {
+                    return conflict(format!("--activation {}", a.name()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
 
 /// A parameter point for a head.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +131,7 @@ impl ParamPoint {
                 );
                 if !same_kind {
                     return Err(Error::invalid(format!(
-                        "{} holds a {:?} head but {kind:?} was requested",
+                        "{} holds a {} head but {kind} was requested",
                         path.display(),
                         head.kind()
                     )));
@@ -81,6 +149,25 @@ impl ParamPoint {
         Ok(head)
     }
 
+    /// The head at this point for `bundle`, as `request` asks: at a head file, every setting given
+    /// must agree with the file's head (nothing is silently replaced) and the rest come from the
+    /// file.
+    pub fn resolve_request(
+        &self,
+        request: &HeadRequest,
+        bundle: &FeatureBundle,
+        seed: u64,
+    ) -> Result<HeadParams> {
+        match self {
+            ParamPoint::File(path) => {
+                let found = HeadParams::load(path)?.kind();
+                request.check_file(path, "--at", found)?;
+                self.resolve(found, bundle, seed)
+            }
+            _ => self.resolve(request.kind(), bundle, seed),
+        }
+    }
+
     /// A short description for manifests.
     pub fn describe(&self) -> String {
         match self {
@@ -88,5 +175,61 @@ impl ParamPoint {
             ParamPoint::Teacher => "teacher".into(),
             ParamPoint::File(p) => p.display().to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_given_must_agree_with_the_head_file() {
+        let file = Path::new("ckpt/head.safetensors");
+        let found = HeadKind::Mlp {
+            hidden: 64,
+            activation: Activation::Gelu,
+        };
+        let given = |mlp, hidden, activation| HeadRequest {
+            mlp,
+            hidden,
+            activation,
+        };
+        // Nothing given, or only what agrees: the file's head.
+        for ok in [
+            given(None, None, None),
+            given(Some(true), Some(64), Some(Activation::Gelu)),
+        ] {
+            ok.check_file(file, "--at", found).unwrap();
+        }
+        for (req, flag) in [
+            (given(Some(true), Some(32), None), "--hidden 32"),
+            (
+                given(None, None, Some(Activation::Relu)),
+                "--activation relu",
+            ),
+            (given(Some(false), None, None), "--head linear"),
+        ] {
+            let e = req.check_file(file, "--at", found).unwrap_err().to_string();
+            assert!(
+                e.contains("ckpt/head.safetensors (--at) holds a mlp (hidden 64, gelu) head, but")
+                    && e.contains(&format!("{flag} was given")),
+                "{e}"
+            );
+        }
+        let e = given(None, Some(8), None)
+            .check_file(file, "--checkpoint", HeadKind::Linear)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("(--checkpoint) holds a linear head, but --hidden 8"),
+            "{e}"
+        );
+        assert_eq!(
+            given(Some(true), None, None).kind(),
+            HeadKind::Mlp {
+                hidden: DEFAULT_HIDDEN,
+                activation: DEFAULT_ACTIVATION
+            }
+        );
     }
 }

@@ -7,7 +7,8 @@
 //!     head.safetensors        the head as HeadParams (linear and mlp only)
 //!     optimizer.safetensors   AdamW moments `p<i>.m`, `p<i>.v` per parameter (module order),
 //!                             step count `time` in the metadata
-//!     state.json              optimiser steps done, model spec, d, config, metrics so far
+//!     state.json              optimiser steps done, model spec, d, config, number (and hash) of
+//!                             the metrics.jsonl lines written so far
 //! RUN_DIR/checkpoints/LATEST  name of the newest complete checkpoint
 //! ```
 //!
@@ -55,10 +56,22 @@ pub struct CheckpointState {
     pub dim: usize,
     /// The run's config (TOML), to refuse resuming under different settings.
     pub config: String,
-    /// Every metrics-log line written up to this step.
-    pub metrics: Vec<serde_json::Value>,
+    /// Number of `metrics.jsonl` lines written up to this step (a resume cuts the log back to
+    /// them; the log itself is not repeated here).
+    pub metrics_lines: usize,
+    /// [`metrics_hash`] of those lines, to notice a log changed since.
+    pub metrics_hash: String,
     /// mprm version that wrote it.
     pub mprm_version: String,
+}
+
+/// FNV-1a 64 of `text`, as 16 hex digits: identifies the metrics lines a checkpoint covers.
+pub fn metrics_hash(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in text.as_bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 /// Folder name of the checkpoint after `step` optimiser steps.

@@ -256,6 +256,14 @@ impl TrainConfig {
             "micro_batch must be at least 1".into(),
         )?;
         rule(
+            self.micro_batch <= self.global_batch,
+            format!(
+                "micro_batch = {} is larger than global_batch = {}: a micro-batch is a group of \
+                 rollouts within one optimiser step's global batch",
+                self.micro_batch, self.global_batch
+            ),
+        )?;
+        rule(
             o.lr.is_finite() && o.lr > 0.0,
             format!("optim.lr = {} must be a positive number", o.lr),
         )?;
@@ -304,6 +312,28 @@ impl TrainConfig {
 mod tests {
     use super::*;
     use crate::head::Activation;
+
+    #[test]
+    fn micro_batch_larger_than_global_batch_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.toml");
+        std::fs::write(
+            &path,
+            "global_batch = 4\nmicro_batch = 8\n[head]\nkind = \"linear\"\n",
+        )
+        .unwrap();
+        let e = TrainConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("run.toml") && e.contains("micro_batch = 8 is larger than global_batch = 4"),
+            "{e}"
+        );
+        std::fs::write(
+            &path,
+            "global_batch = 8\nmicro_batch = 8\n[head]\nkind = \"linear\"\n",
+        )
+        .unwrap();
+        assert_eq!(TrainConfig::load(&path).unwrap().micro_batch, 8);
+    }
 
     #[test]
     fn module_doc_example_parses_with_resolved_paths() {

@@ -23,6 +23,7 @@ pub mod config;
 pub mod loss;
 pub mod model;
 pub mod plan;
+pub mod run_record;
 pub mod schedule;
 pub mod train_loop;
 
@@ -65,13 +66,14 @@ pub fn run(
 pub struct RunData {
     /// Training features.
     pub bundle: FeatureBundle,
-    /// Subset (bundle rollout indices), when one was given.
-    pub subset: Option<Vec<usize>>,
+    /// Subset (bundle rollout indices, the ids file and its corpus), when one was given.
+    pub subset: Option<plan::Subset>,
     /// The bench, when configured.
     pub bench: Option<BenchSet>,
 }
 
-/// Opens the config's bundle, subset (`subset` overrides the config's) and bench.
+/// Opens the config's bundle, subset (`subset` overrides the config's; checked against the
+/// bundle's corpus, see [`plan::load_subset`]) and bench.
 pub fn load_data(config: &TrainConfig, subset: Option<&Path>) -> Result<RunData> {
     let bundle_path = config.data.bundle.as_deref().ok_or_else(|| {
         Error::invalid("the config names no features bundle (`[data] bundle = ...`)")

@@ -7,19 +7,79 @@
 //! number of optimiser steps done to find its place.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
 use crate::data::features::FeatureBundle;
+use crate::data::fingerprint::{CorpusFingerprint, check_same_corpus};
 use crate::error::{Error, Result};
-use crate::select::ids::{SelectedId, read_ids};
+use crate::select::ids::{SelectedId, read_ids_file};
+
+/// A subset read from an ids file and matched to a bundle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subset {
+    /// The ids file.
+    pub path: PathBuf,
+    /// The corpus fingerprint the ids file records; `None` for older layouts, which cannot be
+    /// checked against the bundle.
+    pub corpus: Option<CorpusFingerprint>,
+    /// Bundle rollout indices, in file order.
+    pub rollouts: Vec<usize>,
+}
 
 /// Reads a subset file and returns the bundle rollout indices it names, in file order.
-pub fn load_subset(bundle: &FeatureBundle, path: &Path) -> Result<Vec<usize>> {
-    resolve_subset(bundle, &read_ids(path)?, path)
+///
+/// An ids file that records its corpus (`mprm-ids/2`) must come from the bundle's corpus (the
+/// fingerprints must agree) and every row's step count must equal the bundle rollout's; an error
+/// names both files otherwise. Older ids files load unchecked (`corpus: None`).
+pub fn load_subset(bundle: &FeatureBundle, path: &Path) -> Result<Subset> {
+    let file = read_ids_file(path)?;
+    let bundle_path = bundle
+        .path()
+        .map_or_else(|| PathBuf::from("(in-memory bundle)"), Path::to_path_buf);
+    if let Some(fp) = &file.corpus {
+        check_same_corpus(path, fp, &bundle_path, &bundle.recorded_fingerprint()?)?;
+    }
+    let rollouts = resolve_subset(bundle, &file.ids, path)?;
+    check_step_counts(bundle, &bundle_path, &file.ids, &rollouts, path)?;
+    Ok(Subset {
+        path: path.to_path_buf(),
+        corpus: file.corpus,
+        rollouts,
+    })
+}
+
+/// Compares every id's recorded step count with the bundle rollout it was matched to.
+fn check_step_counts(
+    bundle: &FeatureBundle,
+    bundle_path: &Path,
+    ids: &[SelectedId],
+    rollouts: &[usize],
+    path: &Path,
+) -> Result<()> {
+    for (k, (id, &r)) in ids.iter().zip(rollouts).enumerate() {
+        let Some(steps) = id.steps else { continue };
+        let have = bundle.rollout_len(r) as u64;
+        if steps != have {
+            return Err(Error::CorpusMismatch {
+                left: path.to_path_buf(),
+                right: bundle_path.to_path_buf(),
+                reason: format!(
+                    "{}: entry {} (source `{}`, rollout {}) has {steps} steps, but rollout {r} of \
+                     {} has {have}; the ids were chosen on other data",
+                    path.display(),
+                    k + 1,
+                    id.source,
+                    id.rollout,
+                    bundle_path.display()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Matches ids to bundle rollouts: by (source name, line) when the bundle has a `line` tensor and

@@ -24,16 +24,19 @@ use burn::tensor::{Tensor, TensorData};
 
 use crate::data::bench::BenchSet;
 use crate::data::features::FeatureBundle;
+use crate::data::fingerprint::CorpusFingerprint;
 use crate::device::Device;
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::eval::{EvalReport, evaluate_model};
 use crate::head::HeadParams;
+use crate::lock::DirLock;
 use crate::output::{write_json, write_text};
 use crate::train::checkpoint::{self, CheckpointState, Optim};
 use crate::train::config::TrainConfig;
 use crate::train::loss::{step_weights, weighted_bce};
 use crate::train::model::{HostBatch, PrmModel};
 use crate::train::plan::Plan;
+use crate::train::run_record::{RunRecord, SubsetRecord};
 use crate::train::schedule::Schedule;
 
 /// How a run interacts with the file system and the terminal.
@@ -47,8 +50,10 @@ pub struct RunOptions {
     pub stop_after: Option<usize>,
     /// Show a progress bar.
     pub progress: bool,
-    /// Where the subset came from, for the manifest.
+    /// Where the subset came from (recorded in `run.json` and the manifest).
     pub subset_label: Option<String>,
+    /// The corpus fingerprint the subset's ids file records (recorded likewise).
+    pub subset_corpus: Option<CorpusFingerprint>,
 }
 
 /// One optimiser step, as logged.
@@ -148,21 +153,51 @@ pub fn train_on<B: AutodiffBackend>(
         bench,
     } = inputs;
     config.validate()?;
+    // The run folder is locked before anything in it is read, and stays locked until return.
+    let run = opts
+        .out_dir
+        .as_deref()
+        .map(|dir| RunFiles::open(dir, opts.resume))
+        .transpose()?;
+    // A resumed run trains on what it was started on: its record decides the subset.
+    let resumed = match &run {
+        Some(files) if files.resume_from.is_some() => {
+            let record = RunRecord::read(&files.dir)?;
+            let subset =
+                record.check_resume(&files.dir, bundle, subset, opts.subset_label.as_deref())?;
+            Some((record, subset))
+        }
+        _ => None,
+    };
+    let subset = match &resumed {
+        Some((_, s)) => s.as_deref(),
+        None => subset,
+    };
     let rollouts = check_subset(bundle, subset)?;
     let targets = checked_targets(config, bundle)?;
     if let Some(b) = bench {
         check_bench(b, bundle.dim())?;
     }
+    let record = match resumed {
+        Some((record, _)) => record,
+        None => RunRecord::new(
+            bundle,
+            subset.map(|s| SubsetRecord {
+                from: opts.subset_label.clone(),
+                corpus: opts.subset_corpus,
+                rollouts: s.to_vec(),
+            }),
+        ),
+    };
     let mut plan = Plan::new(rollouts, config.global_batch, config.epochs, config.seed);
     let total = plan.total_steps();
     let schedule = Schedule::new(config.optim.lr, total, config.optim.warmup_fraction);
     let manifest_at = |plan: &Plan, step: usize, status: &str| {
         Manifest::new(
             config,
-            bundle,
+            &record,
             plan,
             &schedule,
-            opts,
             device_label,
             backend_name,
             step,
@@ -182,31 +217,26 @@ pub fn train_on<B: AutodiffBackend>(
     let mut start = 0;
     let mut last_checkpoint: Option<PathBuf> = None;
 
-    let run = opts
-        .out_dir
-        .as_deref()
-        .map(|dir| RunFiles::open(dir, opts.resume, config))
-        .transpose()?;
     if let Some(files) = &run {
         if let Some(ckpt) = files.resume_from.as_deref() {
             let state = checkpoint::read_state(ckpt)?;
-            if same_settings(&state.config, config)? {
-                model = checkpoint::load_model(ckpt, &config.head, dim, device)?;
-                optim = checkpoint::load_optimizer(ckpt, &model, optim, device)?;
-                start = state.step;
-                lines = state
-                    .metrics
-                    .into_iter()
-                    .map(serde_json::from_value)
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(|e| Error::Other(format!("{}: metrics: {e}", ckpt.display())))?;
-                last_checkpoint = Some(ckpt.to_path_buf());
-            } else {
+            let differs = config_differences(&state.config, config, ckpt)?;
+            if !differs.is_empty() {
                 return Err(Error::invalid(format!(
-                    "{} was written with different settings; resume with the run's own config.toml",
-                    ckpt.display()
+                    "different config: {} was written with different settings ({}); resume \
+                     with the run's own config.toml",
+                    ckpt.display(),
+                    differs.join(", ")
                 )));
             }
+            model = checkpoint::load_model(ckpt, &config.head, dim, device)?;
+            optim = checkpoint::load_optimizer(ckpt, &model, optim, device)?;
+            start = state.step;
+            lines = files.read_metrics(&state, ckpt)?;
+            files.remove_stale_temporaries()?;
+            last_checkpoint = Some(ckpt.to_path_buf());
+        } else {
+            files.start(config, &record)?;
         }
         files.write_manifest(&manifest_at(&plan, start, "running"))?;
     }
@@ -253,10 +283,9 @@ pub fn train_on<B: AutodiffBackend>(
                 files.write_metrics(&lines)?;
                 let mut m = Manifest::new(
                     config,
-                    bundle,
+                    &record,
                     &plan,
                     &schedule,
-                    opts,
                     device_label,
                     backend_name,
                     step,
@@ -298,16 +327,17 @@ pub fn train_on<B: AutodiffBackend>(
         };
         if let Some(files) = &run {
             let eval_json = eval.map(|l| serde_json::to_value(l).expect("serialisable"));
+            // metrics.jsonl first: it then always holds at least the lines of the checkpoint
+            // LATEST names, and a resume cuts it back to exactly those.
+            let text = files.write_metrics(&lines)?;
             let state = CheckpointState {
                 step: done,
                 total_steps: total,
                 model: config.head,
                 dim,
                 config: config.to_toml(),
-                metrics: lines
-                    .iter()
-                    .map(|l| serde_json::to_value(l).expect("serialisable"))
-                    .collect(),
+                metrics_lines: lines.len(),
+                metrics_hash: checkpoint::metrics_hash(&text),
                 mprm_version: env!("CARGO_PKG_VERSION").into(),
             };
             last_checkpoint = Some(checkpoint::save(
@@ -317,7 +347,6 @@ pub fn train_on<B: AutodiffBackend>(
                 &state,
                 eval_json.as_ref(),
             )?);
-            files.write_metrics(&lines)?;
         }
     }
     if let Some(b) = bar {
@@ -428,12 +457,61 @@ fn check_bench(bench: &BenchSet, dim: usize) -> Result<()> {
     Ok(())
 }
 
-/// True when a checkpoint's config matches `config` in everything but the device.
-fn same_settings(saved: &str, config: &TrainConfig) -> Result<bool> {
-    let mut saved: TrainConfig = toml::from_str(saved)
-        .map_err(|e| Error::Other(format!("checkpoint config does not parse: {e}")))?;
-    saved.device = config.device;
-    Ok(saved == *config)
+/// The settings (dotted TOML keys) in which a checkpoint's config differs from `config`; the
+/// device may differ.
+fn config_differences(saved: &str, config: &TrainConfig, ckpt: &Path) -> Result<Vec<String>> {
+    let bad = |e: &dyn std::fmt::Display| {
+        Error::Other(format!(
+            "{}: the config does not parse: {e}",
+            ckpt.join("state.json").display()
+        ))
+    };
+    let mut parsed: TrainConfig = toml::from_str(saved).map_err(|e| bad(&e))?;
+    parsed.device = config.device;
+    if parsed == *config {
+        return Ok(Vec::new());
+    }
+    let flat = |c: &TrainConfig| -> Result<Vec<(String, String)>> {
+        let value: toml::Value = toml::from_str(&c.to_toml()).map_err(|e| bad(&e))?;
+        let mut out = Vec::new();
+        flatten_toml("", &value, &mut out);
+        Ok(out)
+    };
+    let (was, now) = (flat(&parsed)?, flat(config)?);
+    let keys: std::collections::BTreeSet<&String> =
+        was.iter().chain(&now).map(|(k, _)| k).collect();
+    let get = |list: &[(String, String)], k: &str| {
+        list.iter()
+            .find(|(key, _)| key == k)
+            .map_or("(unset)".to_string(), |(_, v)| v.clone())
+    };
+    let mut out: Vec<String> = keys
+        .into_iter()
+        .filter_map(|k| {
+            let (a, b) = (get(&was, k), get(&now, k));
+            (a != b).then(|| format!("{k}: run {a}, now {b}"))
+        })
+        .collect();
+    if out.is_empty() {
+        out.push("settings that are not written to config.toml".into());
+    }
+    Ok(out)
+}
+
+fn flatten_toml(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String)>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten_toml(&key, v, out);
+            }
+        }
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
 }
 
 /// Scales the gradients so their global L2 norm is at most `max_norm` (0 = no clipping) and
@@ -481,14 +559,23 @@ fn clip_global_norm<B: AutodiffBackend>(
     total
 }
 
-/// The files of a run folder.
+/// The files of a run folder, locked for the life of the value.
 struct RunFiles {
     dir: PathBuf,
     resume_from: Option<PathBuf>,
+    _lock: DirLock,
 }
 
 impl RunFiles {
-    fn open(dir: &Path, resume: bool, config: &TrainConfig) -> Result<Self> {
+    /// Locks `dir` and finds the checkpoint to resume from; writes nothing else.
+    fn open(dir: &Path, resume: bool) -> Result<Self> {
+        if resume && !dir.is_dir() {
+            return Err(Error::invalid(format!(
+                "{} has no checkpoint to resume from (no such folder)",
+                dir.display()
+            )));
+        }
+        let lock = DirLock::acquire(dir)?;
         let resume_from = if resume {
             let found = checkpoint::latest(dir)?;
             if found.is_none() {
@@ -505,22 +592,86 @@ impl RunFiles {
                     dir.display()
                 )));
             }
-            write_text(dir.join("config.toml"), &config.to_toml())?;
             None
         };
         Ok(RunFiles {
             dir: dir.to_path_buf(),
             resume_from,
+            _lock: lock,
         })
     }
 
-    fn write_metrics(&self, lines: &[MetricsLine]) -> Result<()> {
+    /// Writes what defines a fresh run: `config.toml` and `run.json`.
+    fn start(&self, config: &TrainConfig, record: &RunRecord) -> Result<()> {
+        write_text(self.dir.join("config.toml"), &config.to_toml())?;
+        record.write(&self.dir)
+    }
+
+    /// Removes checkpoint folders a killed writer left under temporary names (the lock is held,
+    /// so no live writer owns them).
+    fn remove_stale_temporaries(&self) -> Result<()> {
+        let root = self.dir.join("checkpoints");
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            return Ok(());
+        };
+        for entry in entries {
+            let path = entry.at(&root)?.path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if name.starts_with(".step-") && name.ends_with(".tmp") {
+                if path.is_dir() {
+                    std::fs::remove_dir_all(&path).at(&path)?;
+                } else {
+                    std::fs::remove_file(&path).at(&path)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The metrics lines of checkpoint `ckpt`: the first `state.metrics_lines` lines of
+    /// `metrics.jsonl` (a stopped or killed run may have written more), checked against the hash
+    /// the checkpoint recorded.
+    fn read_metrics(&self, state: &CheckpointState, ckpt: &Path) -> Result<Vec<MetricsLine>> {
+        let path = self.dir.join("metrics.jsonl");
+        let text = if state.metrics_lines == 0 {
+            String::new()
+        } else {
+            std::fs::read_to_string(&path).at(&path)?
+        };
+        let mut prefix = String::new();
+        let mut lines = Vec::with_capacity(state.metrics_lines);
+        for (i, line) in text.lines().take(state.metrics_lines).enumerate() {
+            prefix.push_str(line);
+            prefix.push('\n');
+            lines.push(
+                serde_json::from_str(line)
+                    .map_err(|e| Error::bad_record(&path, i as u64, e.to_string()))?,
+            );
+        }
+        if lines.len() != state.metrics_lines
+            || checkpoint::metrics_hash(&prefix) != state.metrics_hash
+        {
+            return Err(Error::Other(format!(
+                "{}: its first {} lines are not the metrics {} recorded ({} lines found); the \
+                 metrics log was changed after the checkpoint was written",
+                path.display(),
+                state.metrics_lines,
+                ckpt.join("state.json").display(),
+                lines.len()
+            )));
+        }
+        Ok(lines)
+    }
+
+    /// Rewrites `metrics.jsonl` with `lines` and returns its text.
+    fn write_metrics(&self, lines: &[MetricsLine]) -> Result<String> {
         let mut text = String::new();
         for l in lines {
             text.push_str(&serde_json::to_string(l).expect("serialisable"));
             text.push('\n');
         }
-        write_text(self.dir.join("metrics.jsonl"), &text)
+        write_text(self.dir.join("metrics.jsonl"), &text)?;
+        Ok(text)
     }
 
     fn write_manifest(&self, m: &Manifest) -> Result<()> {
@@ -551,10 +702,9 @@ impl Manifest {
     #[allow(clippy::too_many_arguments)]
     fn new(
         config: &TrainConfig,
-        bundle: &FeatureBundle,
+        record: &RunRecord,
         plan: &Plan,
         schedule: &Schedule,
-        opts: &RunOptions,
         device: Device,
         backend: &str,
         steps_done: usize,
@@ -569,13 +719,15 @@ impl Manifest {
             device: device.to_string(),
             backend: backend.into(),
             bundle: serde_json::json!({
-                "path": bundle.path().map(|p| p.display().to_string()),
-                "rollouts": bundle.n_rollouts(),
-                "steps": bundle.n_steps(),
-                "dim": bundle.dim(),
+                "path": record.bundle.path,
+                "corpus": record.bundle.corpus,
+                "rollouts": record.bundle.rollouts,
+                "steps": record.bundle.steps,
+                "dim": record.bundle.dim,
             }),
             subset: serde_json::json!({
-                "from": opts.subset_label,
+                "from": record.subset.as_ref().and_then(|s| s.from.clone()),
+                "corpus": record.subset.as_ref().and_then(|s| s.corpus),
                 "rollouts": plan.n_rollouts(),
             }),
             total_steps: plan.total_steps(),

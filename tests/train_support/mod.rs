@@ -193,3 +193,80 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     dot / (na * nb)
 }
+
+/// Every file under a run folder (recursively), by relative path, with its bytes — except the
+/// lock file, which holds the pid of the last writer. `timing.json` holds wall-clock figures and
+/// the rollouts trained *in the last call* (fewer after a resume), so it is kept with those
+/// fields removed.
+pub fn run_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<String, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else if rel == mprm::lock::LOCK_FILE {
+                continue;
+            } else if rel == "timing.json" {
+                let mut v: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+                let obj = v.as_object_mut().unwrap();
+                for wall_clock in ["wall_seconds", "rollouts", "rollouts_per_second"] {
+                    assert!(
+                        obj.remove(wall_clock).is_some(),
+                        "timing.json: {wall_clock}"
+                    );
+                }
+                out.insert(rel, serde_json::to_vec(&v).unwrap());
+            } else {
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// Asserts two run folders hold the same files with the same bytes (see [`run_files`]).
+pub fn assert_same_run(a: &Path, b: &Path) {
+    let (fa, fb) = (run_files(a), run_files(b));
+    assert_eq!(
+        fa.keys().collect::<Vec<_>>(),
+        fb.keys().collect::<Vec<_>>(),
+        "{} vs {}",
+        a.display(),
+        b.display()
+    );
+    for (name, bytes) in &fa {
+        assert!(
+            bytes == &fb[name],
+            "{name} differs between {} and {}",
+            a.display(),
+            b.display()
+        );
+    }
+}
+
+/// An `mprm-ids/2` file naming every `every`-th rollout of `bundle` (by source and line), with
+/// `bundle`'s corpus fingerprint and each rollout's step count.
+pub fn write_ids_v2(path: &Path, bundle: &FeatureBundle, every: usize) {
+    let mut text = format!(
+        "# mprm-ids/2 corpus={} method=test\nsource\tline\trollout\tsteps\tscore\n",
+        bundle.fingerprint()
+    );
+    let lines = bundle.line.as_ref().unwrap();
+    for i in (0..bundle.n_rollouts()).step_by(every) {
+        text.push_str(&format!(
+            "{}\t{}\t{i}\t{}\t0.5\n",
+            bundle.source_name(i),
+            lines[i],
+            bundle.rollout_len(i)
+        ));
+    }
+    std::fs::write(path, text).unwrap();
+}
