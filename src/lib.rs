@@ -17,9 +17,6 @@
 //! * [`eval`]: VisualProcessBench metrics with dev-tuned thresholds, and best-of-N reranking.
 //! * [`experiments`]: theory checks and selection comparisons, with tables and plots.
 #![warn(missing_docs)]
-// rust-version 1.89 (for `File::try_lock`) turns on clippy's `manual_is_multiple_of` (1.87+); the
-// `x % n != 0` sites predate it and are left as written.
-#![allow(clippy::manual_is_multiple_of)]
 
 pub mod data;
 pub mod device;

@@ -171,6 +171,7 @@ fn theory_checks_hold_and_reports_regenerate_identically() {
             crate_version: "test".into(),
             git_commit: "unknown".into(),
             device: "cpu".into(),
+            corpus_fingerprint: None,
         },
     )
     .unwrap();

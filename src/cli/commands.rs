@@ -226,7 +226,14 @@ fn gradient_selector_from_args(
         (None, None) => None,
         _ => return Err(Error::invalid("--bench and --bench-features go together")),
     };
-    let checkpoint = g.checkpoint.as_deref().map(HeadParams::load).transpose()?;
+    let checkpoint = match g.checkpoint.as_deref() {
+        Some(path) => {
+            let head = HeadParams::load(path)?;
+            head_request(&g.model)?.check_file(path, "--checkpoint", head.kind())?;
+            Some(head)
+        }
+        None => None,
+    };
     gradient_selector(
         &args.method,
         &GradientInputs {
@@ -557,7 +564,7 @@ fn verify_cmd(args: VerifyArgs) -> Result<u8> {
                 fixture::reference_mlp_head(),
             ] {
                 check(
-                    format!("reference fixture, {:?}", head.kind()),
+                    format!("reference fixture, {} head", head.kind()),
                     &reference,
                     &head,
                     &targets,
@@ -579,7 +586,7 @@ fn verify_cmd(args: VerifyArgs) -> Result<u8> {
                     LabelScheme::parse(&args.head.model.labels, args.head.model.threshold)?
                         .targets(&bundle)?;
                 check(
-                    format!("random {dtype:?} d = {dim}, {kind:?} at init"),
+                    format!("random {dtype:?} d = {dim}, {kind} head at init"),
                     &bundle,
                     &head,
                     &targets,
@@ -639,7 +646,7 @@ fn bench_gradnorm(args: BenchGradnormArgs) -> Result<u8> {
     };
     let input = GradInput::new(&bundle, &setup.targets, &setup.head, None)?;
     println!(
-        "bench gradnorm: {} ({} rollouts, {} steps, d = {}, {:?}), {:?} head, reduction {}",
+        "bench gradnorm: {} ({} rollouts, {} steps, d = {}, {:?}), {} head, reduction {}",
         args.bundle.display(),
         bundle.n_rollouts(),
         bundle.n_steps(),
@@ -756,6 +763,25 @@ fn train_cmd(args: TrainArgs) -> Result<u8> {
         (None, false) => return Err(Error::invalid("--config is required unless --resume")),
     };
     let config = TrainConfig::load(&config_path)?;
+    // What the run folder receives must not be anything the run reads.
+    let mut roles = PathRoles::new()
+        .input_opt("the config's bundle", config.data.bundle.as_ref())
+        .input_opt("--subset", args.subset.as_ref())
+        .input_opt("the config's subset", config.data.subset.as_ref())
+        .input_opt("the bench records", config.bench.as_ref().map(|b| &b.jsonl))
+        .input_opt(
+            "the bench features",
+            config.bench.as_ref().map(|b| &b.features),
+        );
+    if !args.resume {
+        roles = roles
+            .input("--config", &config_path)
+            .output("--out's config.toml", args.out.join("config.toml"));
+    }
+    for name in ["metrics.jsonl", "manifest.json", "run.json", "timing.json"] {
+        roles = roles.output(&format!("--out's {name}"), args.out.join(name));
+    }
+    roles.check()?;
     let device = pick_device(args.device.as_deref(), &config)?;
     let data = train::load_data(&config, args.subset.as_deref())?;
     if let Some(s) = data.subset.as_ref().filter(|s| s.corpus.is_none()) {

@@ -18,6 +18,9 @@ pub struct Manifest {
     pub git_commit: String,
     /// The device that actually ran the numeric work.
     pub device: String,
+    /// Fingerprint of the corpus the experiments ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corpus_fingerprint: Option<crate::data::fingerprint::CorpusFingerprint>,
 }
 
 /// The commit of the repository holding `dir` (with `-dirty` when it has local changes), or

@@ -7,7 +7,7 @@
 //! RESULTS/README.md              the report: findings, key tables, links to every file
 //! RESULTS/<experiment>/results.json   raw numbers (the only input of `mprm report`)
 //! RESULTS/<experiment>/*.md|csv|json|svg|png   tables and figures
-//! RESULTS/timing.json            wall times (the one file that differs between identical runs)
+//! RESULTS/timing.json            wall times (with selection/cost.* and the README cost table, the only files that differ between identical runs)
 //! RESULTS/corpus/, RESULTS/cells/   the generated corpus and finished cells (not committed)
 //! RESULTS/.mprm.lock             advisory lock held while a run or report writes the folder
 //! ```
@@ -60,19 +60,21 @@ pub fn run_experiment(
         None => cfg.device.parse()?,
     };
     let device = device::resolve(request)?;
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         experiment: cfg.name.clone(),
         config: serde_json::to_value(&cfg).expect("config serialises"),
         seed: cfg.seed,
         crate_version: env!("CARGO_PKG_VERSION").into(),
         git_commit: git_commit(config_path.parent().unwrap_or(Path::new(".")), &dir),
         device: device.to_string(),
+        corpus_fingerprint: None,
     };
-    write_json(dir.join("manifest.json"), &manifest)?;
 
     let mut timing = serde_json::Map::new();
     let started = Instant::now();
     let corpus = Corpus::prepare(&cfg.corpus, &dir)?;
+    manifest.corpus_fingerprint = Some(corpus.bundle.fingerprint());
+    write_json(dir.join("manifest.json"), &manifest)?;
     timing.insert("corpus_s".into(), started.elapsed().as_secs_f64().into());
     let cells = CellStore::open(&dir)?;
     let ctx = ExperimentContext {
