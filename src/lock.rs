@@ -5,7 +5,8 @@
 //! Windows) on `DIR/.mprm.lock`, which holds the holder's process id for the message a second
 //! writer gets. The OS drops the lock when the holder exits, however it exits, so a lock file left
 //! behind by a killed process is not stale: the next writer simply takes it. The file itself stays;
-//! it is not part of the folder's results (comparisons of run or results folders skip it).
+//! it is not part of the folder's results, and it is emptied on release, so identical runs leave
+//! identical folders.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -22,7 +23,15 @@ pub struct DirLock {
     dir: PathBuf,
     path: PathBuf,
     // Holding the open, locked file is what holds the lock.
-    _file: File,
+    file: File,
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        // Empty again on release (while still locked), so a finished folder's lock file is the
+        // same whoever held it last; a killed holder leaves its pid, which is harmless.
+        let _ = self.file.set_len(0);
+    }
 }
 
 impl DirLock {
@@ -64,7 +73,7 @@ impl DirLock {
         Ok(DirLock {
             dir: dir.to_path_buf(),
             path,
-            _file: file,
+            file,
         })
     }
 

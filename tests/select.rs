@@ -411,7 +411,7 @@ mod bad_input {
             (
                 "out of range",
                 record(Some("i"), "q", &[("s", "1.5")]).into_bytes(),
-                "not a number in [0, 1]",
+                "score 1.5 is out of range [0, 1]",
             ),
             (
                 "non-utf8",
