@@ -248,30 +248,33 @@ fn synth_on_a_full_disk_leaves_the_previous_corpus_byte_identical() {
     assert!(snapshot(&sim) != before);
 }
 
+/// `select bis` of a corpus at `ratio`, writing `sel.jsonl`, `sel.ids.tsv` and `sel.json` in `out`.
+fn select_all_outputs(sim: &Path, out: &Path, ratio: &str) -> Vec<String> {
+    [
+        "select",
+        "bis",
+        "--annotations-dir",
+        s(&sim.join("annotations")),
+        "--top-ratio",
+        ratio,
+        "--output",
+        s(&out.join("sel.jsonl")),
+        "--ids",
+        s(&out.join("sel.ids.tsv")),
+        "--report",
+        s(&out.join("sel.json")),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 #[test]
 fn select_on_a_full_disk_leaves_all_previous_outputs_byte_identical() {
     let dir = tempfile::tempdir().unwrap();
     let sim = dir.path().join("sim");
     ok(&synth(&sim, 1));
     let out = dir.path().join("out");
-    let args = |ratio: &'static str| -> Vec<String> {
-        [
-            "select",
-            "bis",
-            "--annotations-dir",
-            s(&sim.join("annotations")),
-            "--top-ratio",
-            ratio,
-            "--output",
-            s(&out.join("sel.jsonl")),
-            "--ids",
-            s(&out.join("sel.ids.tsv")),
-            "--report",
-            s(&out.join("sel.json")),
-        ]
-        .map(String::from)
-        .to_vec()
-    };
+    let args = |ratio: &str| select_all_outputs(&sim, &out, ratio);
     let a = args("0.25");
     ok(&mprm(&a.iter().map(String::as_str).collect::<Vec<_>>()));
     let before = snapshot(&out);
@@ -561,20 +564,7 @@ fn concurrent_selects_into_the_same_outputs_leave_one_runs_set() {
     let out = dir.path().join("out");
     let spawn = |ratio: &str| {
         Command::new(env!("CARGO_BIN_EXE_mprm"))
-            .args([
-                "select",
-                "bis",
-                "--annotations-dir",
-                s(&sim.join("annotations")),
-                "--top-ratio",
-                ratio,
-                "--output",
-                s(&out.join("sel.jsonl")),
-                "--ids",
-                s(&out.join("sel.ids.tsv")),
-                "--report",
-                s(&out.join("sel.json")),
-            ])
+            .args(select_all_outputs(&sim, &out, ratio))
             .env("MPRM_NO_PROGRESS", "1")
             .spawn()
             .unwrap()
