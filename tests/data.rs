@@ -234,22 +234,25 @@ fn eval_scores_refuses_step_counts_that_differ_unless_lenient() {
         "scores.jsonl",
         "[0.9, 0.6, 0.3, 0.1]\n\n[0.5, 0.25]\n[0.8, 0.7, 0.65, 0.4]\n",
     );
-    let s = scores.to_str().unwrap();
-    let o = mprm(&[
-        "eval-scores",
-        "--bench",
-        b,
-        "--scores",
-        s,
-        "--dev-fraction",
-        "0",
-    ]);
+    let eval_scores = |scores: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "eval-scores",
+            "--bench",
+            b,
+            "--scores",
+            scores.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        mprm(&args)
+    };
+    let o = eval_scores(&scores, &["--dev-fraction", "0"]);
     let err = stderr(&o);
     assert_eq!(code(&o), 2, "{err}");
     assert_eq!(stdout(&o), "", "no table before the error");
     assert!(
         err.contains(&format!(
-            "{s}: line 3 (record index 1): expected 3 step scores"
+            "{}: line 3 (record index 1): expected 3 step scores",
+            scores.display()
         )) && err.contains("found 2")
             && err.contains(&format!("{b}:2"))
             && err.contains("1 of 3 records"),
@@ -258,13 +261,7 @@ fn eval_scores_refuses_step_counts_that_differ_unless_lenient() {
 
     // Empty score lists everywhere: the first record is named.
     let empty = write(dir.path(), "empty.jsonl", "[]\n[]\n[]\n");
-    let o = mprm(&[
-        "eval-scores",
-        "--bench",
-        b,
-        "--scores",
-        empty.to_str().unwrap(),
-    ]);
+    let o = eval_scores(&empty, &[]);
     let err = stderr(&o);
     assert_eq!(code(&o), 2, "{err}");
     assert!(
@@ -281,13 +278,7 @@ fn eval_scores_refuses_step_counts_that_differ_unless_lenient() {
         "whole.json",
         "[{\"prm_scores\": [[0.9, 0.6, 0.3, 0.1]]}, {\"prm_scores\": [[0.5, 0.2, 0.1]]}, {\"prm_scores\": [[0.1]]}]",
     );
-    let o = mprm(&[
-        "eval-scores",
-        "--bench",
-        b,
-        "--scores",
-        whole.to_str().unwrap(),
-    ]);
+    let o = eval_scores(&whole, &[]);
     let err = stderr(&o);
     assert_eq!(code(&o), 2, "{err}");
     assert!(
@@ -297,16 +288,7 @@ fn eval_scores_refuses_step_counts_that_differ_unless_lenient() {
     );
 
     // --lenient evaluates, with the note before the tables.
-    let o = mprm(&[
-        "eval-scores",
-        "--bench",
-        b,
-        "--scores",
-        s,
-        "--dev-fraction",
-        "0",
-        "--lenient",
-    ]);
+    let o = eval_scores(&scores, &["--dev-fraction", "0", "--lenient"]);
     let out = stdout(&o);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(
@@ -319,14 +301,7 @@ fn eval_scores_refuses_step_counts_that_differ_unless_lenient() {
 
     // A different number of entries is an error even with --lenient, naming both files.
     let short = write(dir.path(), "short.jsonl", "[0.9]\n");
-    let o = mprm(&[
-        "eval-scores",
-        "--bench",
-        b,
-        "--scores",
-        short.to_str().unwrap(),
-        "--lenient",
-    ]);
+    let o = eval_scores(&short, &["--lenient"]);
     let err = stderr(&o);
     assert_eq!(code(&o), 2, "{err}");
     assert!(
