@@ -287,6 +287,44 @@ mod emulated {
             }
         }
 
+        /// Checks a statistics kernel's table against the oracle: per rollout the loss, the squared
+        /// norm of each parameter group (ranges into the flat gradient), the centred norm, the sum of
+        /// per-step norms and |r|², then the residuals of every step.
+        #[allow(clippy::too_many_arguments)]
+        fn check_stats_table(
+            &mut self,
+            name: &str,
+            stats: &[f32],
+            resid: &[f32],
+            want: &[oracle::RolloutGradient],
+            groups: &[(&str, std::ops::Range<usize>)],
+            chain: usize,
+        ) {
+            let width = groups.len() + 4;
+            let r = want.len();
+            let mut cols: Vec<(&str, Vec<f64>)> =
+                vec![("loss", want.iter().map(|g| g.loss).collect())];
+            for (what, range) in groups {
+                cols.push((
+                    what,
+                    want.iter().map(|g| sq(&g.grad[range.clone()])).collect(),
+                ));
+            }
+            cols.push(("centred", want.iter().map(|g| sq(&g.centered)).collect()));
+            cols.push((
+                "sum step",
+                want.iter().map(|g| g.step_grad_sq.iter().sum()).collect(),
+            ));
+            cols.push(("|r|^2", want.iter().map(|g| sq(&g.resid)).collect()));
+            for (k, (what, w)) in cols.iter().enumerate() {
+                let got: Vec<f64> = (0..r).map(|i| stats[i * width + k] as f64).collect();
+                self.check_stats(name, what, &got, w, chain);
+            }
+            let want_resid: Vec<f64> = want.iter().flat_map(|g| g.resid.iter().copied()).collect();
+            let got_resid: Vec<f64> = resid.iter().map(|&v| v as f64).collect();
+            self.check_stats(name, "resid", &got_resid, &want_resid, chain);
+        }
+
         /// Statistics check: per column, relative to max(|want|, 1e-3 · max |want|).
         fn check_stats(&mut self, name: &str, what: &str, got: &[f64], want: &[f64], chain: usize) {
             assert_eq!(got.len(), want.len(), "{name} {what}: length");
@@ -479,33 +517,12 @@ mod emulated {
         let (stats, resid) = (out.f32(9), out.f32(10));
         let want = case.oracle();
         let chain = d + case.max_steps();
-        let col = |k: usize| -> Vec<f64> { (0..r).map(|i| stats[i * 6 + k] as f64).collect() };
-        let cols: [(&str, Vec<f64>); 6] = [
-            ("loss", want.iter().map(|g| g.loss).collect()),
-            (
-                "|grad w|^2",
-                want.iter().map(|g| sq(&g.grad[..d])).collect(),
-            ),
-            (
-                "|grad b|^2",
-                want.iter().map(|g| g.grad[d] * g.grad[d]).collect(),
-            ),
-            ("centred", want.iter().map(|g| sq(&g.centered)).collect()),
-            (
-                "sum step",
-                want.iter().map(|g| g.step_grad_sq.iter().sum()).collect(),
-            ),
-            ("|r|^2", want.iter().map(|g| sq(&g.resid)).collect()),
-        ];
-        for (k, (what, w)) in cols.iter().enumerate() {
-            emu.check_stats(&name, what, &col(k), w, chain);
-        }
-        let want_resid: Vec<f64> = want.iter().flat_map(|g| g.resid.iter().copied()).collect();
-        emu.check_stats(
+        emu.check_stats_table(
             &name,
-            "resid",
-            &resid.iter().map(|&v| v as f64).collect::<Vec<_>>(),
-            &want_resid,
+            &stats,
+            &resid,
+            &want,
+            &[("|grad w|^2", 0..d), ("|grad b|^2", d..d + 1)],
             chain,
         );
 
@@ -749,42 +766,18 @@ mod emulated {
         let want = case.oracle();
         let chain = d + h + case.max_steps();
         let hd = h * d;
-        let col = |k: usize| -> Vec<f64> { (0..r).map(|i| stats[i * 8 + k] as f64).collect() };
         let last = hd + 2 * h;
-        let cols: [(&str, Vec<f64>); 8] = [
-            ("loss", want.iter().map(|g| g.loss).collect()),
-            (
-                "|grad W1|^2",
-                want.iter().map(|g| sq(&g.grad[..hd])).collect(),
-            ),
-            (
-                "|grad b1|^2",
-                want.iter().map(|g| sq(&g.grad[hd..hd + h])).collect(),
-            ),
-            (
-                "|grad w2|^2",
-                want.iter().map(|g| sq(&g.grad[hd + h..last])).collect(),
-            ),
-            (
-                "|grad b2|^2",
-                want.iter().map(|g| g.grad[last] * g.grad[last]).collect(),
-            ),
-            ("centred", want.iter().map(|g| sq(&g.centered)).collect()),
-            (
-                "sum step",
-                want.iter().map(|g| g.step_grad_sq.iter().sum()).collect(),
-            ),
-            ("|r|^2", want.iter().map(|g| sq(&g.resid)).collect()),
-        ];
-        for (k, (what, w)) in cols.iter().enumerate() {
-            emu.check_stats(&name, what, &col(k), w, chain);
-        }
-        let want_resid: Vec<f64> = want.iter().flat_map(|g| g.resid.iter().copied()).collect();
-        emu.check_stats(
+        emu.check_stats_table(
             &name,
-            "resid",
-            &resid.iter().map(|&v| v as f64).collect::<Vec<_>>(),
-            &want_resid,
+            &stats,
+            &resid,
+            &want,
+            &[
+                ("|grad W1|^2", 0..hd),
+                ("|grad b1|^2", hd..hd + h),
+                ("|grad w2|^2", hd + h..last),
+                ("|grad b2|^2", last..last + 1),
+            ],
             chain,
         );
 
