@@ -536,7 +536,6 @@ fn verify_cmd(args: VerifyArgs) -> Result<u8> {
     };
     match &args.bundle {
         Some(path) => {
-            output::refuse_incomplete(path)?;
             let bundle = FeatureBundle::open(path)?;
             let setup = head_setup(&args.head, &bundle)?;
             let n = bundle.n_rollouts();
