@@ -22,7 +22,7 @@ use mprm::data::features::{BundleMeta, BundleParts, FeatureBundle, FeatureData};
 use mprm::data::labels::LabelScheme;
 use mprm::device::Device;
 use mprm::head::{Activation, HeadKind, HeadParams};
-use mprm::train::model::ModelSpec;
+use mprm::prm_model::ModelSpec;
 use mprm::train::{self, TrainConfig};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -92,7 +92,7 @@ fn write_for_torch(dir: &Path, bundle: &FeatureBundle, cfg: &TrainConfig) {
         bytemuck::cast_slice(bundle.labels.as_ref().expect("labels")),
     );
     let (hidden, activation) = match cfg.head {
-        ModelSpec::Mlp { hidden, activation } => (hidden, activation.name()),
+        ModelSpec::Head(HeadKind::Mlp { hidden, activation }) => (hidden, activation.name()),
         _ => (0, "none"),
     };
     let meta = serde_json::json!({
@@ -155,6 +155,7 @@ fn cpu_model() -> String {
 }
 
 fn main() {
+    mprm::alloc::keep_freed_memory();
     let cpus = std::thread::available_parallelism().map_or(1, |p| p.get());
     let threads = env_usize("MPRM_BENCH_THREADS", cpus).max(1);
     // SAFETY: nothing else runs yet; both pools read these once, on first use.
@@ -169,11 +170,11 @@ fn main() {
         .parse()
         .expect("MPRM_BENCH_ACTIVATION is gelu or relu");
     let head = match std::env::var("MPRM_BENCH_HEAD").as_deref() {
-        Ok("linear") => ModelSpec::Linear,
-        Ok("mlp") | Err(_) => ModelSpec::Mlp {
+        Ok("linear") => ModelSpec::LINEAR,
+        Ok("mlp") | Err(_) => ModelSpec::Head(HeadKind::Mlp {
             hidden: HIDDEN,
             activation,
-        },
+        }),
         Ok(other) => panic!("MPRM_BENCH_HEAD is mlp or linear, not {other}"),
     };
     let bundle = synthetic_bundle(n, 7);
@@ -183,7 +184,7 @@ fn main() {
     println!(
         "train throughput: {} d={DIM}, {n} rollouts ({} steps), global batch {}, \
          micro-batch {}, {} optimiser steps; {} ({cpus} logical CPUs), {threads} thread(s) each",
-        cfg.head.name(),
+        cfg.head,
         bundle.n_steps(),
         cfg.global_batch,
         cfg.micro_batch,

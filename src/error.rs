@@ -78,16 +78,81 @@ pub enum Error {
     /// The input holds nothing to work on.
     #[error("empty input: {0}")]
     EmptyInput(String),
-    /// CUDA was asked for but cannot be used (not compiled in, no driver, no device, or a failed
-    /// kernel launch).
+    /// CUDA was asked for but cannot be used, or a kernel failed; see [`CudaError`].
     #[error("cuda: {0}")]
-    Cuda(String),
-    /// Training diverged or could not continue.
+    Cuda(#[from] CudaError),
+    /// Training diverged or could not continue; see [`TrainError`].
     #[error("training: {0}")]
-    Training(String),
+    Training(#[from] TrainError),
     /// Anything else, with context.
     #[error("{0}")]
     Other(String),
+}
+
+/// Why CUDA could not be used. Callers branch on it (`auto` falls back to the CPU on anything but a
+/// kernel failure) and users need the detail (the NVRTC log, the kernel that failed).
+#[derive(Debug, thiserror::Error)]
+pub enum CudaError {
+    /// The binary was built without the `cuda` feature. The one wording of this message.
+    #[error("support not compiled in; rebuild with `--features cuda`")]
+    NotCompiled,
+    /// A CUDA library cannot be loaded.
+    #[error("{library} cannot be loaded; {hint}")]
+    LibraryMissing {
+        /// The shared library, e.g. `libnvrtc.so.13`.
+        library: &'static str,
+        /// What to do about it.
+        hint: &'static str,
+    },
+    /// The requested ordinal is not present.
+    #[error("device {ordinal} requested but {count} device(s) present")]
+    NoSuchDevice {
+        /// The ordinal asked for.
+        ordinal: usize,
+        /// Devices present.
+        count: usize,
+    },
+    /// NVRTC rejected a kernel source; the log is kept whole.
+    #[error("NVRTC failed on kernels/{file} for {arch}:\n{log}")]
+    Compile {
+        /// The `.cu` file (under `kernels/`).
+        file: String,
+        /// The `compute_XY` target.
+        arch: String,
+        /// NVRTC's program log.
+        log: String,
+    },
+    /// A driver call failed (context, copy, module load or launch).
+    #[error("{operation}: {detail}")]
+    Driver {
+        /// What was being done, naming the kernel for launches.
+        operation: String,
+        /// The driver's message.
+        detail: String,
+    },
+    /// An input the kernels cannot take (an index past 32 bits, a missing buffer).
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Why a training run stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A non-finite loss or gradient; nothing was applied at `step`. A learning-rate search
+    /// records this and tries the next rate.
+    #[error("{detail}")]
+    Diverged {
+        /// 1-based optimiser step.
+        step: usize,
+        /// Loss, gradient norm, learning rate and the last good checkpoint.
+        detail: String,
+    },
+    /// Every learning rate of a search diverged.
+    #[error("every learning rate diverged")]
+    EveryRateDiverged,
+    /// The run finished without something its caller needs (a head, an evaluation).
+    #[error("{0}")]
+    MissingOutput(String),
 }
 
 impl Error {

@@ -59,6 +59,11 @@ impl Activation {
         }
     }
 
+    /// The nonlinearity an mlp head gets when none is named.
+    pub fn default_for_mlp() -> Self {
+        Activation::Gelu
+    }
+
     /// The name used in configs and metadata.
     pub fn name(self) -> &'static str {
         match self {
@@ -88,8 +93,12 @@ pub fn erf(x: f64) -> f64 {
 }
 
 /// Which head, without parameters.
+///
+/// The one spelling of a head architecture: configs (`{ kind = "mlp", hidden = 64 }`), the
+/// experiments' `[train]` table, the command line ([`HeadKind::from_parts`]), the trainer and the
+/// gradient engine all use it. Unknown names are errors, never a default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum HeadKind {
     /// z = ⟨w, ϕ⟩ + b.
     Linear,
@@ -97,9 +106,92 @@ pub enum HeadKind {
     Mlp {
         /// Hidden width h.
         hidden: usize,
-        /// Nonlinearity.
+        /// Nonlinearity (gelu when not given).
+        #[serde(default = "Activation::default_for_mlp")]
         activation: Activation,
     },
+}
+
+/// A head architecture's name alone, as typed on the command line and in the experiments'
+/// `[train] head = ...`; [`HeadKind::from_parts`] adds the widths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadName {
+    /// `linear`.
+    Linear,
+    /// `mlp`.
+    Mlp,
+}
+
+impl std::str::FromStr for HeadName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "linear" => Ok(HeadName::Linear),
+            "mlp" => Ok(HeadName::Mlp),
+            _ => Err(Error::invalid(format!(
+                "unknown head `{s}`: expected linear or mlp"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for HeadName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HeadName::Linear => "linear",
+            HeadName::Mlp => "mlp",
+        })
+    }
+}
+
+impl HeadKind {
+    /// The kind named `name`, with the mlp's width and nonlinearity (gelu when `None`). Settings
+    /// that only an mlp has are refused for a linear head rather than ignored.
+    pub fn from_parts(
+        name: HeadName,
+        hidden: Option<usize>,
+        activation: Option<Activation>,
+    ) -> Result<Self> {
+        let kind = match name {
+            HeadName::Linear => {
+                if let Some(h) = hidden {
+                    return Err(Error::invalid(format!(
+                        "a hidden width ({h}) only applies to the mlp head, not linear"
+                    )));
+                }
+                if let Some(a) = activation {
+                    return Err(Error::invalid(format!(
+                        "an activation ({}) only applies to the mlp head, not linear",
+                        a.name()
+                    )));
+                }
+                HeadKind::Linear
+            }
+            HeadName::Mlp => HeadKind::Mlp {
+                hidden: hidden.ok_or_else(|| Error::invalid("the mlp head needs a hidden width"))?,
+                activation: activation.unwrap_or(Activation::Gelu),
+            },
+        };
+        kind.validate()?;
+        Ok(kind)
+    }
+
+    /// The architecture's name.
+    pub fn name(&self) -> HeadName {
+        match self {
+            HeadKind::Linear => HeadName::Linear,
+            HeadKind::Mlp { .. } => HeadName::Mlp,
+        }
+    }
+
+    /// Checks the widths.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            HeadKind::Mlp { hidden: 0, .. } => Err(Error::invalid("head.hidden must be at least 1")),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// `linear`, or `mlp (hidden 64, gelu)`: how heads are named in messages and command output

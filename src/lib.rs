@@ -18,6 +18,7 @@
 //! * [`experiments`]: theory checks and selection comparisons, with tables and plots.
 #![warn(missing_docs)]
 
+pub mod alloc;
 pub mod data;
 pub mod device;
 pub mod error;
@@ -28,6 +29,7 @@ pub mod head;
 pub mod lock;
 pub mod output;
 pub mod paths;
+pub mod prm_model;
 pub mod progress;
 pub mod select;
 pub mod sim;

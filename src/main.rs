@@ -5,5 +5,6 @@ use std::process::ExitCode;
 mod cli;
 
 fn main() -> ExitCode {
+    mprm::alloc::keep_freed_memory();
     cli::main()
 }

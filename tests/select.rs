@@ -6,7 +6,7 @@ use common::{code, mprm, python, record, repo, stderr, write};
 use mprm::data::features::{BundleMeta, BundleParts, FeatureBundle, FeatureData};
 use mprm::data::raw::{Strictness, read_corpus};
 use mprm::select::baselines::{BASELINE_NAMES, Baseline};
-use mprm::select::ids::read_ids;
+use mprm::data::ids::read_ids;
 use mprm::select::pipeline::{SelectOutputs, select_annotations, select_bundle};
 
 /// The 12-line file of the reference notes (§4.4): scores per line, `None` for a non-record line.
@@ -520,7 +520,8 @@ mod bad_input {
 }
 
 mod properties {
-    use mprm::select::bis::{LabelStats, bis};
+    use mprm::data::label_stats::LabelStats;
+    use mprm::select::bis::bis;
     use mprm::select::{choose_top, quota};
     use proptest::prelude::*;
 

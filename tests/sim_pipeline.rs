@@ -4,7 +4,7 @@
 mod common;
 
 use common::{code, mprm, stderr, stdout};
-use mprm::select::ids::read_ids;
+use mprm::data::ids::read_ids;
 
 fn synth(dir: &std::path::Path) {
     let o = mprm(&[

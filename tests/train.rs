@@ -9,7 +9,7 @@ use mprm::data::labels::LabelScheme;
 use mprm::device::Device;
 use mprm::eval::evaluate_head;
 use mprm::head::{Activation, HeadKind, HeadParams};
-use mprm::train::model::ModelSpec;
+use mprm::prm_model::ModelSpec;
 use mprm::train::{self, RunOptions, TrainConfig, TrainInputs, checkpoint};
 use train_support::{Teacher, cosine, train_bundle, write_bench};
 
@@ -31,10 +31,10 @@ fn small_config(head: ModelSpec) -> TrainConfig {
 }
 
 fn mlp() -> ModelSpec {
-    ModelSpec::Mlp {
+    ModelSpec::Head(HeadKind::Mlp {
         hidden: 8,
         activation: Activation::Gelu,
-    }
+    })
 }
 
 #[test]
@@ -44,7 +44,7 @@ fn linear_head_recovers_the_teacher_and_beats_the_untrained_head() {
     let bundle = train_bundle(3000, DIM, &teacher, 2);
     let bench = bench(dir.path(), &teacher);
     // A single pass, as the protocol: 47 updates of 64 rollouts.
-    let config = small_config(ModelSpec::Linear);
+    let config = small_config(ModelSpec::LINEAR);
     let out = train::run(&config, &bundle, None, Some(&bench), Device::Cpu, None).unwrap();
     assert!(out.completed());
     assert_eq!(out.total_steps, 3000usize.div_ceil(64));
@@ -86,7 +86,7 @@ fn context_head_trains_and_evaluates() {
     let teacher = Teacher::new(DIM, 4.0, 3);
     let bundle = train_bundle(1200, DIM, &teacher, 4);
     let bench = bench(dir.path(), &teacher);
-    let mut config = small_config(ModelSpec::Context { hidden: 8 });
+    let mut config = small_config(ModelSpec::context(8));
     config.epochs = 2;
     config.optim.lr = 0.02;
     let out = train::run(&config, &bundle, None, Some(&bench), Device::Cpu, None).unwrap();
@@ -181,7 +181,7 @@ fn resume_equals_an_uninterrupted_run() {
         bench: Some(&bench),
     };
     let full = dir.path().join("full");
-    let whole = train::backend::train(
+    let whole = train::execute(
         inputs,
         &RunOptions {
             out_dir: Some(full.clone()),
@@ -200,14 +200,14 @@ fn resume_equals_an_uninterrupted_run() {
         stop_after,
         ..Default::default()
     };
-    let partial = train::backend::train(inputs, &opts(false, Some(10)), Device::Cpu).unwrap();
+    let partial = train::execute(inputs, &opts(false, Some(10)), Device::Cpu).unwrap();
     assert_eq!(partial.steps_done, 10);
     assert!(!partial.completed());
     assert_eq!(
         checkpoint::latest(&cut).unwrap().unwrap(),
         cut.join("checkpoints/step-000009")
     );
-    let resumed = train::backend::train(inputs, &opts(true, None), Device::Cpu).unwrap();
+    let resumed = train::execute(inputs, &opts(true, None), Device::Cpu).unwrap();
     assert!(resumed.completed());
     assert_eq!(resumed.final_head, whole.final_head);
     assert_eq!(resumed.history, whole.history);
@@ -221,10 +221,10 @@ fn resume_equals_an_uninterrupted_run() {
         assert_eq!(read(full.join(file)), read(cut.join(file)), "{file}");
     }
     // A run folder is never silently overwritten, and resuming needs a checkpoint.
-    let e = train::backend::train(inputs, &opts(false, None), Device::Cpu).unwrap_err();
+    let e = train::execute(inputs, &opts(false, None), Device::Cpu).unwrap_err();
     assert!(e.to_string().contains("already holds a run"), "{e}");
     let empty = dir.path().join("empty");
-    let e = train::backend::train(
+    let e = train::execute(
         inputs,
         &RunOptions {
             out_dir: Some(empty),
@@ -238,7 +238,7 @@ fn resume_equals_an_uninterrupted_run() {
     // Resuming under different settings is refused.
     let mut other = config.clone();
     other.optim.lr = 0.01;
-    let e = train::backend::train(
+    let e = train::execute(
         TrainInputs {
             config: &other,
             ..inputs
@@ -255,7 +255,7 @@ fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let teacher = Teacher::new(DIM, 3.0, 13);
     let bundle = train_bundle(300, DIM, &teacher, 14);
-    let mut config = small_config(ModelSpec::Linear);
+    let mut config = small_config(ModelSpec::LINEAR);
     config.checkpoint_every = 1;
     config.optim.warmup_fraction = 0.0;
     config.optim.weight_decay = 0.0;
@@ -283,7 +283,7 @@ fn bad_inputs_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let teacher = Teacher::new(DIM, 3.0, 15);
     let bundle = train_bundle(50, DIM, &teacher, 16);
-    let config = small_config(ModelSpec::Linear);
+    let config = small_config(ModelSpec::LINEAR);
 
     // Subsets naming rollouts outside the bundle, or nothing at all.
     let e = train::run(&config, &bundle, Some(&[3, 50]), None, Device::Cpu, None).unwrap_err();
@@ -316,16 +316,16 @@ fn bad_inputs_are_clear_errors() {
     let run_dir = dir.path().join("run");
     train::run(&config, &bundle, None, None, Device::Cpu, Some(&run_dir)).unwrap();
     let ckpt = checkpoint::latest(&run_dir).unwrap().unwrap();
-    let e = checkpoint::load_model::<train::backend::CpuBackend>(
+    let e = checkpoint::load_model::<burn::backend::NdArray<f32>>(
         &ckpt,
-        &ModelSpec::Linear,
+        &ModelSpec::LINEAR,
         DIM + 1,
         &Default::default(),
     )
     .unwrap_err();
     assert!(e.to_string().contains("feature dimension mismatch"), "{e}");
     let wider = train_bundle(50, DIM + 1, &other, 16);
-    let e = train::backend::train(
+    let e = train::execute(
         TrainInputs {
             config: &config,
             bundle: &wider,
@@ -347,7 +347,7 @@ fn bad_inputs_are_clear_errors() {
 fn subsets_and_loss_reductions_change_the_run() {
     let teacher = Teacher::new(DIM, 3.0, 17);
     let bundle = train_bundle(200, DIM, &teacher, 18);
-    let config = small_config(ModelSpec::Linear);
+    let config = small_config(ModelSpec::LINEAR);
     let all = train::run(&config, &bundle, None, None, Device::Cpu, None).unwrap();
     let half: Vec<usize> = (0..100).collect();
     let sub = train::run(&config, &bundle, Some(&half), None, Device::Cpu, None).unwrap();

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use mprm::head::{Activation, HeadName};
+
 /// Data selection for multimodal process reward models.
 #[derive(Debug, Parser)]
 #[command(name = "mprm", version, about, long_about = None)]
@@ -247,13 +249,13 @@ pub struct HeadArgs {
 pub struct HeadModelArgs {
     /// Head architecture: linear or mlp [default: linear, or the head file's].
     #[arg(long)]
-    pub head: Option<String>,
+    pub head: Option<HeadName>,
     /// Hidden width of the mlp head [default: 256, or the head file's].
     #[arg(long)]
     pub hidden: Option<usize>,
     /// Nonlinearity of the mlp head: gelu or relu [default: gelu, or the head file's].
     #[arg(long)]
-    pub activation: Option<String>,
+    pub activation: Option<Activation>,
     /// Step targets: mc (hard, s > threshold), soft, true (synthetic) or explicit.
     #[arg(long, default_value = "mc")]
     pub labels: String,

@@ -229,7 +229,7 @@ fn gradient_selector_from_args(
     let checkpoint = match g.checkpoint.as_deref() {
         Some(path) => {
             let head = HeadParams::load(path)?;
-            head_request(&g.model)?.check_file(path, "--checkpoint", head.kind())?;
+            head_request(&g.model).check_file(path, "--checkpoint", head.kind())?;
             Some(head)
         }
         None => None,
@@ -342,33 +342,23 @@ struct HeadSetup {
     device: DeviceRequest,
 }
 
-fn head_request(args: &HeadModelArgs) -> Result<HeadRequest> {
-    let mlp = match args.head.as_deref() {
-        None => None,
-        Some("linear") => Some(false),
-        Some("mlp") => Some(true),
-        Some(other) => {
-            return Err(Error::invalid(format!(
-                "unknown head `{other}`: expected linear or mlp"
-            )));
-        }
-    };
-    Ok(HeadRequest {
-        mlp,
+fn head_request(args: &HeadModelArgs) -> HeadRequest {
+    HeadRequest {
+        name: args.head,
         hidden: args.hidden,
-        activation: args.activation.as_deref().map(str::parse).transpose()?,
-    })
+        activation: args.activation,
+    }
 }
 
 fn head_kind(args: &HeadModelArgs) -> Result<HeadKind> {
-    Ok(head_request(args)?.kind())
+    head_request(args).kind()
 }
 
 fn head_setup(args: &HeadArgs, bundle: &FeatureBundle) -> Result<HeadSetup> {
     let point: ParamPoint = args.at.parse()?;
     let labels = LabelScheme::parse(&args.model.labels, args.model.threshold)?;
     Ok(HeadSetup {
-        head: point.resolve_request(&head_request(&args.model)?, bundle, args.seed)?,
+        head: point.resolve_request(&head_request(&args.model), bundle, args.seed)?,
         targets: labels.targets(bundle)?,
         point,
         labels,
@@ -809,7 +799,7 @@ fn train_cmd(args: TrainArgs) -> Result<u8> {
         subset: data.subset.as_ref().map(|s| s.rollouts.as_slice()),
         bench: data.bench.as_ref(),
     };
-    let out = train::backend::train(inputs, &opts, device)?;
+    let out = train::execute(inputs, &opts, device)?;
     let last_loss = out.history.last().map_or(f64::NAN, |s| s.loss);
     println!(
         "{}: {} of {} optimiser steps on {device} ({} rollouts/s), final loss {last_loss:.5}",
@@ -888,7 +878,7 @@ fn eval_cmd(args: EvalArgs) -> Result<u8> {
     let state = checkpoint::read_state(&dir)?;
     let device = device::resolve(args.device.parse()?)?;
     let report =
-        train::backend::evaluate_checkpoint(&dir, &state.model, state.dim, &bench, device)?;
+        train::checkpoint::evaluate(&dir, &state.model, state.dim, &bench, device)?;
     let dest = args
         .run
         .join("eval")

@@ -4,6 +4,8 @@ pub mod bench;
 pub mod convert;
 pub mod features;
 pub mod fingerprint;
+pub mod ids;
+pub mod label_stats;
 pub mod labels;
 pub mod lines;
 pub mod prm_line;

@@ -15,12 +15,14 @@ pub mod metrics;
 pub mod scores;
 pub mod threshold;
 
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use crate::data::bench::{BenchSet, Split};
+use crate::device::Device;
+use crate::device::burn::BurnJob;
 use crate::error::{Error, Result};
 use crate::head::HeadParams;
-use crate::train::model::{PrmModel, score_bundle};
+use crate::prm_model::{PrmModel, score_bundle};
 
 pub use best_of_n::{Aggregate, BestOfNReport, best_of_n};
 pub use scores::{EntryPlace, ScoresFile, StepScores, read_scores, read_scores_file};
@@ -130,9 +132,23 @@ pub fn model_scores<B: Backend>(
 
 /// Evaluates a [`HeadParams`] head on the CPU.
 pub fn evaluate_head(head: &HeadParams, bench: &BenchSet) -> Result<EvalReport> {
-    let device = Default::default();
-    let model = PrmModel::<crate::train::backend::CpuBackend>::from_head(head, &device);
-    evaluate_model(&model, bench, &device)
+    struct Job<'a> {
+        head: &'a HeadParams,
+        bench: &'a BenchSet,
+    }
+    impl BurnJob for Job<'_> {
+        type Output = EvalReport;
+        fn run<B: AutodiffBackend>(
+            self,
+            device: &B::Device,
+            _: Device,
+            _: &'static str,
+        ) -> Result<EvalReport> {
+            let model = PrmModel::<B::InnerBackend>::from_head(self.head, device);
+            evaluate_model(&model, self.bench, device)
+        }
+    }
+    crate::device::burn::run(Device::Cpu, Job { head, bench })
 }
 
 impl EvalReport {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
-use crate::head::Activation;
+use crate::head::{Activation, HeadKind, HeadName};
 use crate::train::loss::LossReduction;
 
 use super::selection::SelectionConfig;
@@ -78,8 +78,8 @@ impl Default for CorpusConfig {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainSettings {
-    /// `linear` or `mlp`.
-    pub head: String,
+    /// `linear` or `mlp` (anything else is refused when the config is read).
+    pub head: HeadName,
     /// Hidden width of the mlp head.
     pub hidden: usize,
     /// Nonlinearity of the mlp head.
@@ -102,7 +102,7 @@ pub struct TrainSettings {
 impl Default for TrainSettings {
     fn default() -> Self {
         TrainSettings {
-            head: "linear".into(),
+            head: HeadName::Linear,
             hidden: 64,
             activation: Activation::Gelu,
             lr_grid: vec![1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
@@ -121,6 +121,17 @@ pub const FULL_CORPUS_ROLLOUTS: usize = 565_096;
 pub const PAPER_GLOBAL_BATCH: usize = 512;
 
 impl TrainSettings {
+    /// The head these settings train: `hidden` and `activation` apply to the mlp only.
+    pub fn head_kind(&self) -> HeadKind {
+        match self.head {
+            HeadName::Linear => HeadKind::Linear,
+            HeadName::Mlp => HeadKind::Mlp {
+                hidden: self.hidden,
+                activation: self.activation,
+            },
+        }
+    }
+
     /// The global batch for a corpus of `n_rollouts`.
     pub fn global_batch_for(&self, n_rollouts: usize) -> usize {
         self.global_batch.unwrap_or_else(|| {
@@ -169,10 +180,7 @@ impl ExperimentConfig {
             self.corpus.bench_questions > 0,
             "corpus.bench_questions must be positive",
         )?;
-        rule(
-            matches!(self.train.head.as_str(), "linear" | "mlp"),
-            "train.head must be linear or mlp",
-        )?;
+        self.train.head_kind().validate()?;
         rule(
             !self.train.lr_grid.is_empty(),
             "train.lr_grid must not be empty",

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::head::HeadParams;
 use crate::select::Selector;
 use crate::select::baselines::{BASELINE_NAMES, Baseline};
-use crate::select::bis::LabelStats;
+use crate::data::label_stats::LabelStats;
 use crate::select::gradient::{
     GRADIENT_NAMES, GradientInputs, GradientSettings, ProxySpec, gradient_selector,
 };

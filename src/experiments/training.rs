@@ -4,11 +4,11 @@
 //! global batch); the learning rate of a cell is chosen on the bench's dev split, never on test.
 
 use crate::data::labels::LabelScheme;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TrainError};
 use crate::eval::EvalReport;
 use crate::eval::best_of_n::Aggregate;
 use crate::head::{HeadKind, HeadParams};
-use crate::train::model::ModelSpec;
+use crate::prm_model::ModelSpec;
 use crate::train::{self, TrainConfig};
 
 use super::context::ExperimentContext;
@@ -122,20 +122,12 @@ pub struct LrTrial {
 
 /// The model the experiment trains.
 pub fn model_spec(ctx: &ExperimentContext<'_>) -> ModelSpec {
-    match ctx.train.head.as_str() {
-        "mlp" => ModelSpec::Mlp {
-            hidden: ctx.train.hidden,
-            activation: ctx.train.activation,
-        },
-        _ => ModelSpec::Linear,
-    }
+    ModelSpec::Head(head_kind(ctx))
 }
 
-/// The head kind of [`model_spec`] (for gradient computations).
+/// The head the experiment trains (and takes gradients of).
 pub fn head_kind(ctx: &ExperimentContext<'_>) -> HeadKind {
-    model_spec(ctx)
-        .head_kind()
-        .expect("linear and mlp heads have a kind")
+    ctx.train.head_kind()
 }
 
 /// The training config of one run.
@@ -177,7 +169,9 @@ pub fn train_eval(
     )?;
     let report = out
         .last_eval()
-        .ok_or_else(|| Error::Training("the run ended without a bench evaluation".into()))?;
+        .ok_or_else(|| {
+            TrainError::MissingOutput("the run ended without a bench evaluation".into())
+        })?;
     let final_loss = out.history.last().map_or(f64::NAN, |s| s.loss);
     let n = subset.map_or(ctx.corpus.bundle.n_rollouts(), <[usize]>::len);
     Ok((
@@ -239,7 +233,7 @@ pub fn heads_along_training(
             stop_after: Some(step),
             ..Default::default()
         };
-        let out = train::backend::train(
+        let out = train::execute(
             train::TrainInputs {
                 config: &cfg,
                 bundle: &ctx.corpus.bundle,
@@ -251,7 +245,7 @@ pub fn heads_along_training(
         )?;
         heads.push(
             out.final_head
-                .ok_or_else(|| Error::Training("no head to measure".into()))?,
+                .ok_or_else(|| TrainError::MissingOutput("no head to measure".into()))?,
         );
     }
     Ok(heads)

@@ -4,14 +4,14 @@
 //! fails with one plain message and never falls back to the CPU behind the user's back.
 
 use crate::device::Device;
-use crate::error::{Error, Result};
+use crate::error::{CudaError, Error, Result};
 
 use super::bench::KernelTiming;
 use super::kernels::KernelSource;
 use super::{GradInput, GradNormEngine, ProjectionMatrix, Reduction, RolloutGradStats};
 
 fn not_compiled() -> Error {
-    Error::Cuda("support not compiled in; rebuild with `--features cuda`".into())
+    CudaError::NotCompiled.into()
 }
 
 /// Uninhabited: a build without CUDA can never hold a CUDA engine.

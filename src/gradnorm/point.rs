@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::data::features::FeatureBundle;
 use crate::error::{Error, Result};
-use crate::head::{Activation, HeadKind, HeadParams, LinearHead};
+use crate::head::{Activation, HeadKind, HeadName, HeadParams, LinearHead};
 
 /// Hidden width of an mlp head when `--hidden` is not given.
 pub const DEFAULT_HIDDEN: usize = 256;
@@ -18,8 +18,8 @@ pub const DEFAULT_ACTIVATION: Activation = Activation::Gelu;
 /// file when there is one and from the defaults otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HeadRequest {
-    /// `--head`: `Some(true)` for mlp, `Some(false)` for linear.
-    pub mlp: Option<bool>,
+    /// `--head`.
+    pub name: Option<HeadName>,
     /// `--hidden`.
     pub hidden: Option<usize>,
     /// `--activation`.
@@ -27,15 +27,16 @@ pub struct HeadRequest {
 }
 
 impl HeadRequest {
-    /// The head asked for, defaults filled in (linear when `--head` is not given).
-    pub fn kind(&self) -> HeadKind {
-        if self.mlp.unwrap_or(false) {
-            HeadKind::Mlp {
-                hidden: self.hidden.unwrap_or(DEFAULT_HIDDEN),
-                activation: self.activation.unwrap_or(DEFAULT_ACTIVATION),
-            }
-        } else {
-            HeadKind::Linear
+    /// The head asked for, defaults filled in (linear when `--head` is not given); mlp settings
+    /// given for a linear head are an error, not ignored.
+    pub fn kind(&self) -> Result<HeadKind> {
+        match self.name.unwrap_or(HeadName::Linear) {
+            HeadName::Linear => HeadKind::from_parts(HeadName::Linear, self.hidden, self.activation),
+            HeadName::Mlp => HeadKind::from_parts(
+                HeadName::Mlp,
+                Some(self.hidden.unwrap_or(DEFAULT_HIDDEN)),
+                Some(self.activation.unwrap_or(DEFAULT_ACTIVATION)),
+            ),
         }
     }
 
@@ -49,11 +50,10 @@ impl HeadRequest {
                 path.display()
             )))
         };
-        let found_mlp = matches!(found, HeadKind::Mlp { .. });
-        if let Some(mlp) = self.mlp
-            && mlp != found_mlp
+        if let Some(name) = self.name
+            && name != found.name()
         {
-            return conflict(format!("--head {}", if mlp { "mlp" } else { "linear" }));
+            return conflict(format!("--head {name}"));
         }
         match found {
             HeadKind::Mlp { hidden, activation } => {
@@ -164,7 +164,7 @@ impl ParamPoint {
                 request.check_file(path, "--at", found)?;
                 self.resolve(found, bundle, seed)
             }
-            _ => self.resolve(request.kind(), bundle, seed),
+            _ => self.resolve(request.kind()?, bundle, seed),
         }
     }
 
@@ -189,25 +189,25 @@ mod tests {
             hidden: 64,
             activation: Activation::Gelu,
         };
-        let given = |mlp, hidden, activation| HeadRequest {
-            mlp,
+        let given = |name, hidden, activation| HeadRequest {
+            name,
             hidden,
             activation,
         };
         // Nothing given, or only what agrees: the file's head.
         for ok in [
             given(None, None, None),
-            given(Some(true), Some(64), Some(Activation::Gelu)),
+            given(Some(HeadName::Mlp), Some(64), Some(Activation::Gelu)),
         ] {
             ok.check_file(file, "--at", found).unwrap();
         }
         for (req, flag) in [
-            (given(Some(true), Some(32), None), "--hidden 32"),
+            (given(Some(HeadName::Mlp), Some(32), None), "--hidden 32"),
             (
                 given(None, None, Some(Activation::Relu)),
                 "--activation relu",
             ),
-            (given(Some(false), None, None), "--head linear"),
+            (given(Some(HeadName::Linear), None, None), "--head linear"),
         ] {
             let e = req.check_file(file, "--at", found).unwrap_err().to_string();
             assert!(
@@ -225,11 +225,14 @@ mod tests {
             "{e}"
         );
         assert_eq!(
-            given(Some(true), None, None).kind(),
+            given(Some(HeadName::Mlp), None, None).kind().unwrap(),
             HeadKind::Mlp {
                 hidden: DEFAULT_HIDDEN,
                 activation: DEFAULT_ACTIVATION
             }
         );
+        // Without a file, mlp settings for a linear head are refused, not dropped.
+        let e = given(None, Some(8), None).kind().unwrap_err().to_string();
+        assert!(e.contains("only applies to the mlp head"), "{e}");
     }
 }

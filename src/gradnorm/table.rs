@@ -27,7 +27,7 @@ use crate::data::features::FeatureBundle;
 use crate::data::safetensors_io::{SafetensorsWriter, TensorSpec};
 use crate::error::{Error, IoContext, Result};
 use crate::output::AtomicFile;
-use crate::select::bis::LabelStats;
+use crate::data::label_stats::LabelStats;
 
 use super::RolloutGradStats;
 

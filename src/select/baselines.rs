@@ -16,7 +16,8 @@
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::bis::{LabelStats, mean_mc};
+use super::bis::mean_mc;
+use crate::data::label_stats::LabelStats;
 use super::{Selector, SourceView};
 use crate::error::{Error, Result};
 

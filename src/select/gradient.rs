@@ -22,7 +22,7 @@ use crate::data::bench::{BenchSet, Split};
 use crate::data::features::{BundleParts, FeatureBundle, FeatureData};
 use crate::data::labels::LabelScheme;
 use crate::device::Device;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TrainError};
 use crate::gradnorm::{self, GradNormOptions, Projection, Reduction};
 use crate::head::{HeadKind, HeadParams, LinearHead};
 use crate::select::baselines::Baseline;
@@ -237,12 +237,7 @@ pub fn train_proxy(bundle: &FeatureBundle, s: &GradientSettings) -> Result<HeadP
         )));
     }
     let subset = random_fraction(bundle, p.fraction, s.seed)?;
-    let mut cfg = TrainConfig::new(match s.head {
-        HeadKind::Linear => crate::train::model::ModelSpec::Linear,
-        HeadKind::Mlp { hidden, activation } => {
-            crate::train::model::ModelSpec::Mlp { hidden, activation }
-        }
-    });
+    let mut cfg = TrainConfig::new(s.head.into());
     cfg.seed = s.seed;
     cfg.labels = s.labels;
     cfg.global_batch = p.global_batch;
@@ -250,7 +245,7 @@ pub fn train_proxy(bundle: &FeatureBundle, s: &GradientSettings) -> Result<HeadP
     cfg.optim.lr = p.lr;
     let out = train::run(&cfg, bundle, Some(&subset), None, s.device, None)?;
     out.final_head
-        .ok_or_else(|| Error::Training("the proxy run produced no head".into()))
+        .ok_or_else(|| TrainError::MissingOutput("the proxy run produced no head".into()).into())
 }
 
 /// A seeded random `fraction` of every source (the `random` baseline), in corpus order.

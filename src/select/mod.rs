@@ -10,7 +10,6 @@
 pub mod baselines;
 pub mod bis;
 pub mod gradient;
-pub mod ids;
 pub mod pipeline;
 
 use crate::error::{Error, Result};

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::ids::{SelectedId, stage_ids};
+use crate::data::ids::{SelectedId, stage_ids};
 use super::{Selector, SourceView, check_ratio, select_source};
 use crate::data::features::FeatureBundle;
 use crate::data::fingerprint::{CorpusFingerprint, FingerprintBuilder, check_same_corpus};

@@ -29,10 +29,14 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use safetensors::Dtype;
 
+use crate::data::bench::BenchSet;
 use crate::data::safetensors_io::{MappedSafetensors, SafetensorsWriter, TensorSpec};
+use crate::device::Device;
+use crate::device::burn::BurnJob;
 use crate::error::{Error, IoContext, Result};
+use crate::eval::{EvalReport, evaluate_model};
 use crate::output::{write_bytes, write_json, write_text};
-use crate::train::model::{ModelSpec, PrmModel};
+use crate::prm_model::{ModelSpec, PrmModel};
 
 /// The optimiser the trainer uses.
 pub type Optim<B> = OptimizerAdaptor<AdamW, PrmModel<B>, B>;
@@ -185,8 +189,8 @@ pub fn load_model<B: Backend>(
         return Err(Error::invalid(format!(
             "checkpoint {} holds a {} model, not {}",
             dir.display(),
-            state.model.name(),
-            spec.name()
+            state.model,
+            spec
         )));
     }
     let path = dir.join("model.mpk");
@@ -195,6 +199,44 @@ pub fn load_model<B: Backend>(
     let record = Recorder::<B>::load(&recorder, bytes, device)
         .map_err(|e| Error::Other(format!("{}: cannot decode: {e}", path.display())))?;
     Ok(PrmModel::init(spec, dim, 0, device).load_record(record))
+}
+
+/// Loads checkpoint `dir` and evaluates it on `bench` on `device`.
+pub fn evaluate(
+    dir: &Path,
+    spec: &ModelSpec,
+    dim: usize,
+    bench: &BenchSet,
+    device: Device,
+) -> Result<EvalReport> {
+    struct Job<'a> {
+        dir: &'a Path,
+        spec: &'a ModelSpec,
+        dim: usize,
+        bench: &'a BenchSet,
+    }
+    impl BurnJob for Job<'_> {
+        type Output = EvalReport;
+        fn run<B: AutodiffBackend>(
+            self,
+            device: &B::Device,
+            _: Device,
+            _: &'static str,
+        ) -> Result<EvalReport> {
+            // Inference needs no tape: the inner backend shares the device.
+            let model = load_model::<B::InnerBackend>(self.dir, self.spec, self.dim, device)?;
+            evaluate_model(&model, self.bench, device)
+        }
+    }
+    crate::device::burn::run(
+        device,
+        Job {
+            dir,
+            spec,
+            dim,
+            bench,
+        },
+    )
 }
 
 /// Parameters in module order with their ids and shapes.

@@ -48,7 +48,7 @@ use crate::data::labels::LabelScheme;
 use crate::device::DeviceRequest;
 use crate::error::{Error, IoContext, Result};
 use crate::train::loss::LossReduction;
-use crate::train::model::ModelSpec;
+use crate::prm_model::ModelSpec;
 
 /// A complete training configuration.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -311,7 +311,7 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::head::Activation;
+    use crate::head::{Activation, HeadKind};
 
     #[test]
     fn micro_batch_larger_than_global_batch_is_refused_naming_the_file() {
@@ -354,10 +354,10 @@ mod tests {
         let cfg = TrainConfig::load(&p).unwrap();
         assert_eq!(
             cfg.head,
-            ModelSpec::Mlp {
+            ModelSpec::Head(HeadKind::Mlp {
                 hidden: 256,
                 activation: Activation::Gelu
-            }
+            })
         );
         assert_eq!(cfg.labels, LabelScheme::Hard { threshold: 0.0 });
         assert_eq!(cfg.loss, LossReduction::MicroBatchMean);
@@ -375,7 +375,7 @@ mod tests {
     #[test]
     fn defaults_and_rules() {
         let cfg: TrainConfig = toml::from_str("[head]\nkind = \"linear\"\n").unwrap();
-        assert_eq!(cfg, TrainConfig::new(ModelSpec::Linear));
+        assert_eq!(cfg, TrainConfig::new(ModelSpec::LINEAR));
         assert_eq!(cfg.global_batch, 512);
         let bad = |text: &str| {
             let c: TrainConfig = toml::from_str(text).unwrap();

@@ -1,6 +1,6 @@
 //! Training PRM heads on step features with Burn, under the paper's protocol.
 //!
-//! A run trains one model ([`model::ModelSpec`]: `linear`, `mlp` or `context`) on the step
+//! A run trains one model ([`crate::prm_model::ModelSpec`]: `linear`, `mlp` or `context`) on the step
 //! features of a bundle, optionally restricted to a selected subset, for ⌈N/512⌉ AdamW steps
 //! per epoch (single pass by default) with warm-up + cosine decay, BCE on hard (`s > τ`), soft,
 //! true or explicit labels, global-norm clipping, and the reference's micro-batch-mean loss
@@ -9,19 +9,18 @@
 //! exactly the run it would have been.
 //!
 //! * [`config`]: the TOML config.
-//! * [`model`], [`loss`], [`schedule`], [`plan`]: the pieces of the protocol.
+//! * [`loss`], [`schedule`], [`plan`]: the pieces of the protocol.
 //! * [`train_loop`]: the loop, generic over the autodiff backend.
 //! * [`checkpoint`]: what is saved and how it is restored.
-//! * [`backend`]: the one place that picks `Autodiff<NdArray>` or `Autodiff<Cuda>`.
+//! * [`execute`]: a run on a resolved device, through [`crate::device::burn`].
 //!
 //! The learning rate of the paper (1e-5) is for fine-tuning an 8B model; a head on features needs
 //! its own, chosen on the bench's dev split with [`lr_sweep`] (`mprm tune-lr`).
 
-pub mod backend;
 pub mod checkpoint;
 pub mod config;
 pub mod loss;
-pub mod model;
+
 pub mod plan;
 pub mod run_record;
 pub mod schedule;
@@ -32,7 +31,7 @@ use std::path::Path;
 use crate::data::bench::BenchSet;
 use crate::data::features::FeatureBundle;
 use crate::device::Device;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TrainError};
 
 pub use config::TrainConfig;
 pub use train_loop::{EvalLog, RunOptions, StepLog, TrainInputs, TrainOutcome};
@@ -58,7 +57,12 @@ pub fn run(
         out_dir: out_dir.map(Path::to_path_buf),
         ..Default::default()
     };
-    backend::train(inputs, &opts, device)
+    execute(inputs, &opts, device)
+}
+
+/// Trains on `device` (the backend is picked by [`crate::device::burn`]).
+pub fn execute(inputs: TrainInputs<'_>, opts: &RunOptions, device: Device) -> Result<TrainOutcome> {
+    crate::device::burn::run(device, train_loop::TrainJob { inputs, opts })
 }
 
 /// Everything a config points at, loaded and checked.
@@ -143,11 +147,11 @@ pub fn lr_sweep(
                 final_loss: out.history.last().map(|s| s.loss),
                 error: None,
             },
-            Err(Error::Training(why)) => LrTrial {
+            Err(Error::Training(TrainError::Diverged { detail, .. })) => LrTrial {
                 lr,
                 dev_overall: None,
                 final_loss: None,
-                error: Some(why),
+                error: Some(detail),
             },
             Err(e) => return Err(e),
         };
@@ -160,6 +164,6 @@ pub fn lr_sweep(
             Some((bo, _)) if bo >= o => best,
             _ => Some((o, lr)),
         })
-        .ok_or_else(|| Error::Training("every learning rate diverged".into()))?;
+        .ok_or(TrainError::EveryRateDiverged)?;
     Ok((trials, best.1))
 }

@@ -16,7 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::data::features::FeatureBundle;
 use crate::data::fingerprint::{CorpusFingerprint, check_same_corpus};
 use crate::error::{Error, Result};
-use crate::select::ids::{SelectedId, read_ids_file};
+use crate::data::ids::{SelectedId, read_ids_file};
 
 /// A subset read from an ids file and matched to a bundle.
 #[derive(Debug, Clone, PartialEq)]

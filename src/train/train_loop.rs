@@ -26,7 +26,7 @@ use crate::data::bench::BenchSet;
 use crate::data::features::FeatureBundle;
 use crate::data::fingerprint::CorpusFingerprint;
 use crate::device::Device;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result, TrainError};
 use crate::eval::{EvalReport, evaluate_model};
 use crate::head::HeadParams;
 use crate::lock::DirLock;
@@ -34,7 +34,7 @@ use crate::output::{write_json, write_text};
 use crate::train::checkpoint::{self, CheckpointState, Optim};
 use crate::train::config::TrainConfig;
 use crate::train::loss::{step_weights, weighted_bce};
-use crate::train::model::{HostBatch, PrmModel};
+use crate::prm_model::{HostBatch, PrmModel};
 use crate::train::plan::Plan;
 use crate::train::run_record::{RunRecord, SubsetRecord};
 use crate::train::schedule::Schedule;
@@ -136,6 +136,27 @@ pub struct TrainInputs<'a> {
     pub subset: Option<&'a [usize]>,
     /// Bench evaluated at checkpoints.
     pub bench: Option<&'a BenchSet>,
+}
+
+/// One run as backend-generic work for [`crate::device::burn::run`].
+pub struct TrainJob<'a> {
+    /// What to train on.
+    pub inputs: TrainInputs<'a>,
+    /// Where to write and how to resume.
+    pub opts: &'a RunOptions,
+}
+
+impl crate::device::burn::BurnJob for TrainJob<'_> {
+    type Output = TrainOutcome;
+
+    fn run<B: AutodiffBackend>(
+        self,
+        device: &B::Device,
+        at: Device,
+        backend: &'static str,
+    ) -> Result<TrainOutcome> {
+        train_on::<B>(self.inputs, self.opts, device, at, backend)
+    }
 }
 
 /// Trains on backend `B`. `device_label` and `backend_name` only go into the manifest.
@@ -294,7 +315,7 @@ pub fn train_on<B: AutodiffBackend>(
                 m.error = Some(why.clone());
                 files.write_manifest(&m)?;
             }
-            return Err(Error::Training(why));
+            return Err(TrainError::Diverged { step: done, detail: why }.into());
         }
         model = optim.step(lr, model, grads);
         rollouts_run += batch_ids.len();

@@ -49,7 +49,8 @@ use crate::gradnorm::{
     self, GradNormOptions, Projection, Reduction, bce_with_logits, flatten_params, head_from_flat,
 };
 use crate::head::{HeadKind, HeadParams};
-use crate::select::bis::{LabelStats, mean_mc};
+use crate::data::label_stats::LabelStats;
+use crate::select::bis::mean_mc;
 use crate::select::gradient::{
     GradientSettings, ProxySpec, el2n_keys, grand_keys, teacher_head, train_proxy,
 };

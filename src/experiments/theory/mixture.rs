@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::experiments::context::ExperimentContext;
 use crate::experiments::formulas::lemma2;
 use crate::experiments::stats::{Estimate, Proportion, mean_ci95, spearman_bootstrap};
-use crate::select::bis::LabelStats;
+use crate::data::label_stats::LabelStats;
 use crate::sim::rng::uniform;
 
 use super::{StreamKind, TeacherView, TheoryConfig, derived_seed, stream};

@@ -207,7 +207,7 @@ pub fn run(cfg: &TheoryConfig, ctx: &ExperimentContext<'_>) -> Result<TheoryResu
     let teacher = TeacherView::of(ctx)?;
     // The theory is about the linear head; the rest of the protocol is the experiment's.
     let train = TrainSettings {
-        head: "linear".into(),
+        head: crate::head::HeadName::Linear,
         ..ctx.train.clone()
     };
     let ctx = ExperimentContext {

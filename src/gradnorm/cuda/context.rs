@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DriverError};
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx, compile_ptx_with_opts};
 
-use crate::error::{Error, Result};
+use crate::error::{CudaError, Error, Result};
 use crate::gradnorm::kernels::{ALL, KernelId, KernelSource};
 
 /// Attaches context to cudarc results.
@@ -22,8 +22,22 @@ pub(crate) trait CudaResultExt<T> {
 
 impl<T> CudaResultExt<T> for std::result::Result<T, DriverError> {
     fn w(self, what: &str) -> Result<T> {
-        self.map_err(|e| Error::Cuda(format!("{what}: {e}")))
+        self.map_err(|e| {
+            CudaError::Driver {
+                operation: what.to_string(),
+                detail: e.to_string(),
+            }
+            .into()
+        })
     }
+}
+
+fn poisoned(what: &str) -> Error {
+    CudaError::Driver {
+        operation: format!("locking {what}"),
+        detail: "poisoned by an earlier panic".into(),
+    }
+    .into()
 }
 
 /// True when NVRTC (`libnvrtc.so.13`) can be loaded.
@@ -36,10 +50,7 @@ pub fn nvrtc_available() -> bool {
 pub fn compile_ptx(kernel: &KernelSource, arch: &str) -> Result<String> {
     // cudarc panics on first use of a missing library, so ask before compiling.
     if !nvrtc_available() {
-        return Err(Error::Cuda(
-            "NVRTC (libnvrtc.so.13) cannot be loaded; put the CUDA 13 library folder on LD_LIBRARY_PATH"
-                .into(),
-        ));
+        return Err(crate::device::NVRTC_MISSING.into());
     }
     let opts = CompileOptions {
         options: vec![format!("--gpu-architecture={arch}")],
@@ -49,14 +60,16 @@ pub fn compile_ptx(kernel: &KernelSource, arch: &str) -> Result<String> {
     compile_ptx_with_opts(kernel.expanded(), opts)
         .map(|ptx| ptx.to_src())
         .map_err(|e| {
-            let detail = match &e {
+            let log = match &e {
                 CompileError::CompileError { log, .. } => log.to_string_lossy().into_owned(),
                 other => format!("{other:?}"),
             };
-            Error::Cuda(format!(
-                "NVRTC failed on kernels/{}:\n{detail}",
-                kernel.file
-            ))
+            CudaError::Compile {
+                file: kernel.file.to_string(),
+                arch: arch.to_string(),
+                log,
+            }
+            .into()
         })
 }
 
@@ -80,7 +93,7 @@ impl Gpu {
         let mut gpus = GPUS
             .get_or_init(Default::default)
             .lock()
-            .map_err(|_| Error::Cuda("device table poisoned by an earlier panic".into()))?;
+            .map_err(|_| poisoned("the device table"))?;
         if let Some(g) = gpus.get(&ordinal) {
             return Ok(g.clone());
         }
@@ -109,7 +122,7 @@ impl Gpu {
             let mut slots = self
                 .modules
                 .lock()
-                .map_err(|_| Error::Cuda("module cache poisoned by an earlier panic".into()))?;
+                .map_err(|_| poisoned("the module cache"))?;
             match &slots[id.index()] {
                 Some(m) => m.clone(),
                 None => {

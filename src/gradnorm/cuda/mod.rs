@@ -28,7 +28,7 @@ pub use context::{compile_ptx, nvrtc_available};
 
 use crate::data::features::{FeatureDtype, FeatureRows};
 use crate::device::Device;
-use crate::error::{Error, Result};
+use crate::error::{CudaError, Error, Result};
 use crate::head::{Activation, HeadParams};
 
 use super::bench::KernelTiming;
@@ -145,11 +145,15 @@ struct StatsOut {
 
 fn as_i32(v: usize, what: &str) -> Result<i32> {
     i32::try_from(v)
-        .map_err(|_| Error::Cuda(format!("{what} = {v} exceeds the kernels' 32-bit index")))
+        .map_err(|_| unsupported(format!("{what} = {v} exceeds the kernels' 32-bit index")))
 }
 
 fn as_u32(v: usize, what: &str) -> Result<u32> {
-    u32::try_from(v).map_err(|_| Error::Cuda(format!("{what} = {v} exceeds a grid dimension")))
+    u32::try_from(v).map_err(|_| unsupported(format!("{what} = {v} exceeds a grid dimension")))
+}
+
+fn unsupported(why: String) -> Error {
+    CudaError::Unsupported(why).into()
 }
 
 /// The kernels' activation codes (`mprm_act` in common.cuh).
@@ -170,7 +174,7 @@ fn mean_flag(reduction: Reduction) -> i32 {
 /// Launch shape of `linear_stats`: (config, rollouts per block).
 fn linear_launch(dim: usize, n_rollouts: usize) -> Result<(LaunchConfig, i32)> {
     if dim > MAX_LINEAR_DIM {
-        return Err(Error::Cuda(format!(
+        return Err(unsupported(format!(
             "d = {dim} exceeds the linear kernel's limit of {MAX_LINEAR_DIM}"
         )));
     }
@@ -487,7 +491,7 @@ impl CudaEngine {
                 });
             }
             (HeadDev::Mlp { .. }, None) => {
-                return Err(Error::Cuda("MLP gradients need the forward buffers".into()));
+                return Err(unsupported("MLP gradients need the forward buffers".into()));
             }
         }
         Ok(grad)

@@ -33,63 +33,96 @@ use crate::error::{Error, Result};
 use crate::head::{Activation, HeadKind, HeadParams, LinearHead, MlpHead};
 
 /// Which model to train; the `[head]` table of a training config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+///
+/// A model is either one of [`crate::head`]'s heads (the ones the gradient engine can
+/// differentiate), named by its [`HeadKind`], or the sequence model, which has no head form. On
+/// disk and in configs both read as one table tagged by `kind`: `{ kind = "linear" }`,
+/// `{ kind = "mlp", hidden = 64, activation = "gelu" }`, `{ kind = "context", hidden = 32 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
 pub enum ModelSpec {
-    /// z = ⟨w, ϕ⟩ + b.
-    Linear,
-    /// One hidden layer.
-    Mlp {
-        /// Hidden width.
-        hidden: usize,
-        /// Nonlinearity (default gelu).
-        #[serde(default = "default_activation")]
-        activation: Activation,
-    },
+    /// A head with a [`HeadParams`] form.
+    Head(HeadKind),
     /// One causal self-attention layer over the rollout's steps (see the module docs).
-    Context {
-        /// Width of the step projection and of the attention.
-        hidden: usize,
-    },
+    Context(ContextSpec),
 }
 
-fn default_activation() -> Activation {
-    Activation::Gelu
+/// The sequence model's settings, tagged `kind = "context"` like a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename = "context", deny_unknown_fields)]
+pub struct ContextSpec {
+    /// Width of the step projection and of the attention.
+    pub hidden: usize,
 }
 
 impl ModelSpec {
-    /// The matching [`HeadKind`], for the heads that have one.
+    /// The linear head.
+    pub const LINEAR: ModelSpec = ModelSpec::Head(HeadKind::Linear);
+
+    /// The sequence model of width `hidden`.
+    pub fn context(hidden: usize) -> Self {
+        ModelSpec::Context(ContextSpec { hidden })
+    }
+
+    /// The head kind, for the models that are heads.
     pub fn head_kind(&self) -> Option<HeadKind> {
         match *self {
-            ModelSpec::Linear => Some(HeadKind::Linear),
-            ModelSpec::Mlp { hidden, activation } => Some(HeadKind::Mlp { hidden, activation }),
-            ModelSpec::Context { .. } => None,
+            ModelSpec::Head(kind) => Some(kind),
+            ModelSpec::Context(_) => None,
         }
     }
 
     /// Whether the model reads whole rollouts (padded) rather than independent steps.
     pub fn is_sequential(&self) -> bool {
-        matches!(self, ModelSpec::Context { .. })
-    }
-
-    /// Short name for logs.
-    pub fn name(&self) -> String {
-        match self {
-            ModelSpec::Linear => "linear".into(),
-            ModelSpec::Mlp { hidden, activation } => {
-                format!("mlp(h={hidden}, {})", activation.name())
-            }
-            ModelSpec::Context { hidden } => format!("context(h={hidden})"),
-        }
+        matches!(self, ModelSpec::Context(_))
     }
 
     /// Checks the widths.
     pub fn validate(&self) -> Result<()> {
-        match self {
-            ModelSpec::Mlp { hidden: 0, .. } | ModelSpec::Context { hidden: 0 } => {
+        match *self {
+            ModelSpec::Head(kind) => kind.validate(),
+            ModelSpec::Context(ContextSpec { hidden: 0 }) => {
                 Err(Error::invalid("head.hidden must be at least 1"))
             }
-            _ => Ok(()),
+            ModelSpec::Context(_) => Ok(()),
+        }
+    }
+}
+
+impl From<HeadKind> for ModelSpec {
+    fn from(kind: HeadKind) -> Self {
+        ModelSpec::Head(kind)
+    }
+}
+
+/// `linear`, `mlp (hidden 64, gelu)` or `context (hidden 32)`.
+impl std::fmt::Display for ModelSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ModelSpec::Head(kind) => kind.fmt(f),
+            ModelSpec::Context(c) => write!(f, "context (hidden {})", c.hidden),
+        }
+    }
+}
+
+/// Reads the `kind` tag first, so an unknown kind is named in the error instead of serde's
+/// "did not match any variant".
+impl<'de> serde::Deserialize<'de> for ModelSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let table = toml::Value::deserialize(deserializer)?;
+        let kind = table
+            .get("kind")
+            .and_then(toml::Value::as_str)
+            .ok_or_else(|| D::Error::custom("the head table needs `kind` (linear, mlp or context)"))?;
+        if kind == "context" {
+            ContextSpec::deserialize(table)
+                .map(ModelSpec::Context)
+                .map_err(D::Error::custom)
+        } else {
+            HeadKind::deserialize(table)
+                .map(ModelSpec::Head)
+                .map_err(|e| D::Error::custom(format!("{e} (context is also a kind)")))
         }
     }
 }
@@ -270,12 +303,9 @@ fn weight_and_bias<B: Backend>(l: &Linear<B>) -> (Vec<f32>, Vec<f32>) {
 impl<B: Backend> PrmModel<B> {
     /// Step-0 weights for `spec` on features of dimension `dim`, fully determined by `seed`.
     pub fn init(spec: &ModelSpec, dim: usize, seed: u64, device: &B::Device) -> Self {
-        match spec.head_kind() {
-            Some(kind) => Self::from_head(&HeadParams::init(kind, dim, seed), device),
-            None => {
-                let ModelSpec::Context { hidden: h } = *spec else {
-                    unreachable!("only context has no head kind")
-                };
+        match *spec {
+            ModelSpec::Head(kind) => Self::from_head(&HeadParams::init(kind, dim, seed), device),
+            ModelSpec::Context(ContextSpec { hidden: h }) => {
                 // Same law as HeadParams::init (Kaiming-uniform, bound 1/√fan_in), own stream.
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
                 let mut uniform = |fan_in: usize, n: usize| -> Vec<f32> {
@@ -350,14 +380,12 @@ impl<B: Backend> PrmModel<B> {
     pub fn spec(&self) -> ModelSpec {
         let width = |l: &Linear<B>| l.weight.shape().dims::<2>()[1];
         match self {
-            PrmModel::Linear(_) => ModelSpec::Linear,
-            PrmModel::Mlp(m) => ModelSpec::Mlp {
+            PrmModel::Linear(_) => ModelSpec::LINEAR,
+            PrmModel::Mlp(m) => ModelSpec::Head(HeadKind::Mlp {
                 hidden: width(&m.hidden),
                 activation: m.activation,
-            },
-            PrmModel::Context(m) => ModelSpec::Context {
-                hidden: width(&m.input),
-            },
+            }),
+            PrmModel::Context(m) => ModelSpec::context(width(&m.input)),
         }
     }
 
@@ -496,15 +524,15 @@ mod tests {
     fn head_round_trip_and_logits_match_head_params() {
         let dev = Default::default();
         for spec in [
-            ModelSpec::Linear,
-            ModelSpec::Mlp {
+            ModelSpec::LINEAR,
+            ModelSpec::Head(HeadKind::Mlp {
                 hidden: 5,
                 activation: Activation::Gelu,
-            },
-            ModelSpec::Mlp {
+            }),
+            ModelSpec::Head(HeadKind::Mlp {
                 hidden: 3,
                 activation: Activation::Relu,
-            },
+            }),
         ] {
             let head = HeadParams::init(spec.head_kind().unwrap(), 4, 9);
             let model = PrmModel::<B>::init(&spec, 4, 9, &dev);
@@ -560,7 +588,7 @@ mod tests {
     #[test]
     fn context_head_is_causal() {
         let dev = Default::default();
-        let spec = ModelSpec::Context { hidden: 6 };
+        let spec = ModelSpec::context(6);
         let model = PrmModel::<B>::init(&spec, 3, 1, &dev);
         assert_eq!(model.spec(), spec);
         let run = |rows: Vec<f32>, lengths: Vec<usize>| -> Vec<f32> {

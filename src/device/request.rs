@@ -1,13 +1,10 @@
-//! Which processor runs the numeric work.
-//!
-//! `auto` picks CUDA only when the crate was built with the `cuda` feature *and* the driver and
-//! NVRTC libraries load *and* a device answers; otherwise it says once on stderr that it falls
-//! back to the CPU. `cuda` never falls back: a missing GPU is an error.
+//! What the user asks for (`auto`, `cpu`, `cuda:N`) and what it resolves to.
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Once;
 
+use super::probe::{cuda_compiled, probe_cuda};
 use crate::error::{Error, Result};
 
 /// What the user asked for on the command line.
@@ -70,12 +67,10 @@ impl fmt::Display for Device {
     }
 }
 
-/// True when the binary was built with the `cuda` feature (a compile-time fact, not a probe).
-pub const fn cuda_compiled() -> bool {
-    cfg!(feature = "cuda")
-}
-
 /// Resolves a request to a usable device.
+///
+/// `auto` on a build without CUDA is the CPU without a word (nobody asked for a GPU); `auto` on a
+/// CUDA build whose GPU cannot be used says once on stderr why it runs on the CPU.
 pub fn resolve(request: DeviceRequest) -> Result<Device> {
     match request {
         DeviceRequest::Cpu => Ok(Device::Cpu),
@@ -83,6 +78,7 @@ pub fn resolve(request: DeviceRequest) -> Result<Device> {
             probe_cuda(ordinal)?;
             Ok(Device::Cuda(ordinal))
         }
+        DeviceRequest::Auto if !cuda_compiled() => Ok(Device::Cpu),
         DeviceRequest::Auto => match probe_cuda(0) {
             Ok(()) => Ok(Device::Cuda(0)),
             Err(why) => {
@@ -93,54 +89,6 @@ pub fn resolve(request: DeviceRequest) -> Result<Device> {
         },
     }
 }
-
-/// Checks that CUDA device `ordinal` can be used, without ever letting cudarc panic.
-pub fn probe_cuda(ordinal: usize) -> Result<()> {
-    probe::probe(ordinal)
-}
-
-#[cfg(feature = "cuda")]
-mod probe {
-    use crate::error::{Error, Result};
-
-    pub fn probe(ordinal: usize) -> Result<()> {
-        // SAFETY: these only try to dlopen the libraries; cudarc panics on first use when they are
-        // absent, so we must ask before creating any context.
-        let driver = unsafe { cudarc::driver::sys::is_culib_present() };
-        if !driver {
-            return Err(Error::Cuda(
-                "the CUDA driver library (libcuda.so.1) is not present".into(),
-            ));
-        }
-        let nvrtc = unsafe { cudarc::nvrtc::sys::is_culib_present() };
-        if !nvrtc {
-            return Err(Error::Cuda(
-                "NVRTC (libnvrtc.so.13) is not present; add the CUDA library folder to LD_LIBRARY_PATH"
-                    .into(),
-            ));
-        }
-        let count = cudarc::driver::CudaContext::device_count()
-            .map_err(|e| Error::Cuda(format!("cannot count devices: {e}")))?;
-        if ordinal >= count as usize {
-            return Err(Error::Cuda(format!(
-                "device {ordinal} requested but {count} device(s) present"
-            )));
-        }
-        Ok(())
-    }
-}
-
-#[cfg(not(feature = "cuda"))]
-mod probe {
-    use crate::error::{Error, Result};
-
-    pub fn probe(_ordinal: usize) -> Result<()> {
-        Err(Error::Cuda(
-            "support not compiled in; rebuild with `--features cuda`".into(),
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
