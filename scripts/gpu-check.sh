@@ -6,7 +6,7 @@
 #   scripts/gpu-check.sh [MPRM_BINARY]        (default ./mprm; a stripped release build with
 #                                              --features cuda, carried to the GPU machine)
 # Environment: MPRM_GPU_WORK (scratch folder, default /tmp/mprm-gpu), PYTHON (default python3),
-#              QUICK=1 (smaller bundles, for a dry run).
+#              QUICK=1 (smaller bundles, for a dry run), MPRM_TEST_BIN (the `it` test binary).
 #
 # Every step prints as it finishes and a failing step does not stop the rest; the exit status is
 # 1 when any correctness check failed. Budget: well under 8 minutes on an H100.
@@ -47,6 +47,15 @@ say "kernels compile for this device and match the f64 oracle on the fixtures"
 run 120 "$bin" verify --random --device cuda --head linear
 run 120 "$bin" verify --random --device cuda --head mlp --hidden 64
 run 120 "$bin" verify --random --device cuda --head mlp --hidden 24 --activation relu --reduction sum
+
+# The integration tests marked `#[ignore = "needs a CUDA device"]` (CUDA engine against the CPU
+# engine, the Burn CUDA trainer against the CPU one). There is no Rust toolchain on the GPU machine:
+# build the test binary here with `cargo test --release --features cuda --no-run`, carry it, and
+# point MPRM_TEST_BIN at it.
+if [ -n "${MPRM_TEST_BIN:-}" ]; then
+  say "the test suite's GPU tests (--ignored)"
+  run 300 "$MPRM_TEST_BIN" --ignored --test-threads 1
+fi
 
 if [ "${QUICK:-0}" = 1 ]; then scale=20; else scale=1; fi
 # name dim dtype rollouts

@@ -24,6 +24,7 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod experiments;
+pub mod gradient_selection;
 pub mod gradnorm;
 pub mod head;
 pub mod lock;

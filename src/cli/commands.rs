@@ -24,7 +24,7 @@ use mprm::output::{self, write_json, write_text};
 use mprm::paths::PathRoles;
 use mprm::select::Selector;
 use mprm::select::baselines::Baseline;
-use mprm::select::gradient::{
+use mprm::gradient_selection::{
     GRADIENT_NAMES, GradientInputs, GradientSettings, PrecomputedSelector, ProxySpec,
     gradient_selector,
 };

@@ -24,7 +24,7 @@ use crate::head::HeadParams;
 use crate::select::Selector;
 use crate::select::baselines::{BASELINE_NAMES, Baseline};
 use crate::data::label_stats::LabelStats;
-use crate::select::gradient::{
+use crate::gradient_selection::{
     GRADIENT_NAMES, GradientInputs, GradientSettings, ProxySpec, gradient_selector,
 };
 use crate::select::pipeline::choose_from_bundle;

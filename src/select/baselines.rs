@@ -54,6 +54,11 @@ pub const BASELINE_NAMES: [&str; 7] = [
     "bis", "random", "mixed", "reliable", "low-mc", "mixture", "top-mc",
 ];
 
+/// Names of the gradient-based methods (built by [`crate::gradient_selection`], a layer above
+/// this one), so that selection can name every method in its messages.
+pub const GRADIENT_NAMES: [&str; 5] =
+    ["grand", "el2n", "gradnorm-teacher", "gradnorm-ckpt", "less"];
+
 impl Baseline {
     /// Builds a baseline from its CLI name.
     pub fn from_name(name: &str, alpha: f64, seed: u64) -> Result<Self> {
@@ -76,7 +81,7 @@ impl Baseline {
                     "unknown selection method `{name}`; expected a score-based one ({}) or a \
                      gradient-based one ({}; these need --bundle)",
                     BASELINE_NAMES.join(", "),
-                    crate::select::gradient::GRADIENT_NAMES.join(", ")
+                    GRADIENT_NAMES.join(", ")
                 )));
             }
         })

@@ -9,7 +9,7 @@
 
 pub mod baselines;
 pub mod bis;
-pub mod gradient;
+
 pub mod pipeline;
 
 use crate::error::{Error, Result};

@@ -19,7 +19,7 @@
 //! the change exactly, without forming any head. The tables report the gain −ΔL_dev.
 //!
 //! **Scores.** BIS(α), p̂(1 − p̂), R and mean MC from the stored scores; GraNd (mean norm over K
-//! random inits) and EL2N (after a short proxy run) from [`crate::select::gradient`]; and the raw
+//! random inits) and EL2N (after a short proxy run) from [`crate::gradient_selection`]; and the raw
 //! and centred gradient norms ‖g_x‖, ‖g_x^c‖ at the same point. Each score's Spearman correlation
 //! with a(x) and with −ΔL_dev (bootstrap 95% CIs) and the mean a(x) of its top rollouts are
 //! reported.
@@ -51,7 +51,7 @@ use crate::gradnorm::{
 use crate::head::{HeadKind, HeadParams};
 use crate::data::label_stats::LabelStats;
 use crate::select::bis::mean_mc;
-use crate::select::gradient::{
+use crate::gradient_selection::{
     GradientSettings, ProxySpec, el2n_keys, grand_keys, teacher_head, train_proxy,
 };
 use crate::sim::model::MC_SAMPLES;

@@ -15,7 +15,7 @@ use crate::experiments::context::ExperimentContext;
 use crate::experiments::formulas::{eq5_expected_sq_norm, eq6_expected_sq_norm};
 use crate::experiments::stats::{MeanCi, mean_ci95};
 use crate::gradnorm::{self, GradNormOptions, Reduction};
-use crate::select::gradient::teacher_head;
+use crate::gradient_selection::teacher_head;
 use crate::sim::rng::uniform;
 
 use super::{StreamKind, TeacherView, TheoryConfig, stream};

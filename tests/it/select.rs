@@ -1,8 +1,7 @@
 //! Selection: the reference script's behaviour, byte for byte, and its edge cases.
 
-mod common;
 
-use common::{code, mprm, python, record, repo, stderr, write};
+use crate::common::{code, mprm, python, record, repo, stderr, write};
 use mprm::data::features::{BundleMeta, BundleParts, FeatureBundle, FeatureData};
 use mprm::data::raw::{Strictness, read_corpus};
 use mprm::select::baselines::{BASELINE_NAMES, Baseline};

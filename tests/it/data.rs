@@ -1,8 +1,7 @@
 //! Data formats: conversion, statistics, PRM lines, and the Python-exact serialiser.
 
-mod common;
 
-use common::{code, mprm, python, record, repo, stderr, stdout, write};
+use crate::common::{code, mprm, python, record, repo, stderr, stdout, write};
 use mprm::data::prm_line::read_prm_line;
 use mprm::data::pyjson::write::{f64_repr, write_str};
 use mprm::data::raw::{Strictness, read_corpus};

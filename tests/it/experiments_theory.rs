@@ -2,7 +2,6 @@
 //! tolerance derived from its own sampling error, the results do not depend on the thread count
 //! or on resuming from cells, and `mprm report` regenerates identical files from them.
 
-mod common;
 
 use std::path::Path;
 
@@ -15,7 +14,7 @@ use mprm::experiments::runner::regenerate_report;
 use mprm::experiments::theory::{self, TheoryConfig, TheoryResults};
 use mprm::output::write_json;
 
-use common::files_in;
+use crate::common::files_in;
 
 fn corpus(dir: &Path) -> Corpus {
     Corpus::prepare(

@@ -1,5 +1,9 @@
 //! Gradient-based selectors: the baselines the paper never ran.
 //!
+//! This layer sits above [`crate::train`] (EL2N and LESS train a short proxy) and
+//! [`crate::gradnorm`]; it plugs into [`crate::select`]'s [`Selector`] trait, so selection itself
+//! stays below both.
+//!
 //! Each method turns the per-rollout gradient of the MPRM loss (from [`crate::gradnorm`], on the
 //! CPU or the GPU) into a ranking key over a features bundle; the per-source quota, tie and output
 //! machinery is the same as for BIS.
@@ -30,9 +34,7 @@ use crate::select::pipeline::choose_from_bundle;
 use crate::select::{Selector, SourceView};
 use crate::train::{self, TrainConfig};
 
-/// Names of the gradient-based methods, as the CLI spells them.
-pub const GRADIENT_NAMES: [&str; 5] =
-    ["grand", "el2n", "gradnorm-teacher", "gradnorm-ckpt", "less"];
+pub use crate::select::baselines::GRADIENT_NAMES;
 
 /// Settings shared by the gradient-based methods.
 #[derive(Debug, Clone, serde::Serialize)]

@@ -1,12 +1,11 @@
 //! The `train`, `eval`, `eval-scores` and `tune-lr` subcommands, run as a user would.
 
-mod train_support;
 
 use std::path::Path;
 use std::process::Command;
 
 use mprm::data::features::FeatureBundle;
-use train_support::{Teacher, assert_same_run, train_bundle, write_bench, write_ids_v2};
+use crate::train_support::{Teacher, assert_same_run, train_bundle, write_bench, write_ids_v2};
 
 fn mprm(args: &[&str]) -> (bool, String, String) {
     mprm_with(args, &[])
@@ -293,7 +292,7 @@ fn resume_refuses_another_subset_bundle_or_config() {
     let run = dir.path().join("run");
     let (ok, _, err) = train(&config, &run, &["--subset", p(&half), "--stop-after", "4"]);
     assert!(ok, "{err}");
-    let before = train_support::run_files(&run);
+    let before = crate::train_support::run_files(&run);
 
     let (ok, _, err) = mprm(&["train", "--out", p(&run), "--resume", "--subset", p(&third)]);
     assert!(!ok, "resumed on another subset");
@@ -337,7 +336,7 @@ fn resume_refuses_another_subset_bundle_or_config() {
         "{err}"
     );
     // Nothing was touched by the refusals.
-    assert_eq!(train_support::run_files(&run), before);
+    assert_eq!(crate::train_support::run_files(&run), before);
     // A run started on the whole corpus is not resumed on a subset either.
     let all = dir.path().join("all");
     assert!(train(&config, &all, &["--stop-after", "4"]).0);

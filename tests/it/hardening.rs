@@ -1,13 +1,12 @@
 //! Data-loss guarantees: no command overwrites its input, multi-file outputs appear whole (even on
 //! a full disk), incomplete folders are refused, and files from different corpora are not joined.
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{code, mprm, stderr};
+use crate::common::{code, mprm, stderr};
 use proptest::prelude::*;
 
 /// Every regular file under `dir` (hidden ones included) with its bytes.
@@ -354,9 +353,9 @@ fn readers_refuse_a_folder_left_incomplete() {
     let left = dir.path().join(".sim.4194000.tmp");
     std::fs::create_dir(&left).unwrap();
     for (k, v) in snapshot(&sim) {
-        common::write(&left, k.to_str().unwrap(), v);
+        crate::common::write(&left, k.to_str().unwrap(), v);
     }
-    common::write(
+    crate::common::write(
         &left,
         ".mprm-incomplete",
         "being written by `mprm synth` (pid 4194000) for sim",
@@ -438,7 +437,7 @@ fn files_from_different_corpora_are_not_joined() {
     let ids_text = std::fs::read_to_string(&ids).unwrap();
     assert!(ids_text.starts_with(&format!("# mprm-ids/2 corpus={fp} ")));
     let o = mprm(&["bundle-info", s(&a.join("features.safetensors"))]);
-    assert!(common::stdout(&o).contains(&fp));
+    assert!(crate::common::stdout(&o).contains(&fp));
 
     // A bundle of one corpus with the annotations of another: refused, both named, nothing written.
     std::fs::remove_file(&ids).unwrap();
@@ -514,9 +513,9 @@ proptest! {
     ) {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let rec = |q: &str| common::record(Some("i.png"), q, &[("s1", "1.0"), ("s2", "0.0")]);
-        common::write(d, "ann/a.jsonl", format!("{}\n{}\n", rec("qa"), rec("qb")));
-        common::write(d, "ann/b.jsonl", format!("{}\n", rec("qc")));
+        let rec = |q: &str| crate::common::record(Some("i.png"), q, &[("s1", "1.0"), ("s2", "0.0")]);
+        crate::common::write(d, "ann/a.jsonl", format!("{}\n{}\n", rec("qa"), rec("qb")));
+        crate::common::write(d, "ann/b.jsonl", format!("{}\n", rec("qc")));
         std::os::unix::fs::symlink(d.join("ann/a.jsonl"), d.join("link-a.jsonl")).unwrap();
         std::fs::hard_link(d.join("ann/b.jsonl"), d.join("hard-b.jsonl")).unwrap();
         std::os::unix::fs::symlink(d.join("ann"), d.join("linkdir")).unwrap();

@@ -1,9 +1,8 @@
 //! The simulator's corpus through the foundation: statistics agree with the manifest, and the
 //! raw annotation files and the features bundle select identically.
 
-mod common;
 
-use common::{code, mprm, stderr, stdout};
+use crate::common::{code, mprm, stderr, stdout};
 use mprm::data::ids::read_ids;
 
 fn synth(dir: &std::path::Path) {
