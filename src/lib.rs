@@ -28,6 +28,7 @@ pub mod gradient_selection;
 pub mod gradnorm;
 pub mod head;
 pub mod lock;
+pub mod logistic;
 pub mod output;
 pub mod paths;
 pub mod prm_model;

@@ -25,8 +25,9 @@ use crate::progress;
 
 use super::{
     GradInput, GradNormEngine, ProjectionMatrix, Reduction, RolloutGradStats, RolloutRow,
-    bce_with_logits, ghost_is_cheaper, sigmoid,
+    ghost_is_cheaper,
 };
+use crate::logistic::{bce_with_logits, sigmoid};
 
 /// The CPU implementation of [`GradNormEngine`].
 #[derive(Debug, Clone, Copy, Default)]

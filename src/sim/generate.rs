@@ -11,7 +11,8 @@ use rand_chacha::ChaCha8Rng;
 use super::model::{
     MC_SAMPLES, ModelParams, Quadrature, Recovery, intact_success_rate, step_correct_prob,
 };
-use super::numeric::{normal_quantile, sigmoid};
+use super::numeric::normal_quantile;
+use crate::logistic::sigmoid;
 use super::rng::{
     Stream, bench_stream, binomial_inverse, discrete_inverse, fill_normal, normal, permutation,
     stream, uniform,

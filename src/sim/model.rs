@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::numeric::{gauss_hermite, sigmoid};
+use super::numeric::gauss_hermite;
+use crate::logistic::sigmoid;
 use super::preset::AnswerKind;
 
 /// Continuations sampled per step (VisualPRM400K uses 16).

@@ -5,17 +5,6 @@
 //! the model's normal latents are taken by quadrature (exact to high order for smooth integrands)
 //! rather than by Monte Carlo, which would make the fitted parameters noisy and seed-dependent.
 
-/// The logistic function σ(x) = 1 / (1 + e^(−x)).
-#[inline]
-pub fn sigmoid(x: f64) -> f64 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
-    }
-}
-
 /// Nodes and weights of the n-point Gauss–Hermite rule for a standard normal:
 /// `E[f(X)] ≈ Σ w_i f(x_i)` with X ~ N(0, 1), weights summing to 1, exact for polynomials of
 /// degree < 2n.
@@ -147,6 +136,7 @@ pub fn bracketed_root(mut f: impl FnMut(f64) -> f64, mut lo: f64, mut hi: f64, t
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::logistic::sigmoid;
 
     #[test]
     fn three_point_rule_is_the_textbook_one() {

@@ -46,8 +46,9 @@ use crate::experiments::formulas::signal_s;
 use crate::experiments::stats::{Estimate, MeanCi, spearman_bootstrap};
 use crate::experiments::training::{LrTrial, heads_along_training, tune_lr};
 use crate::gradnorm::{
-    self, GradNormOptions, Projection, Reduction, bce_with_logits, flatten_params, head_from_flat,
+    self, GradNormOptions, Projection, Reduction, flatten_params, head_from_flat,
 };
+use crate::logistic::{bce_with_logits, sigmoid};
 use crate::head::{HeadKind, HeadParams};
 use crate::data::label_stats::LabelStats;
 use crate::select::bis::mean_mc;
@@ -726,7 +727,7 @@ fn dev_set(ctx: &ExperimentContext<'_>, limit: usize) -> Result<DevSet> {
             .map(|(&w, &x)| f64::from(w) * x)
             .sum::<f64>()
             + f64::from(teacher.b_star);
-        out.q.push(gradnorm::sigmoid(z));
+        out.q.push(sigmoid(z));
         out.rows.push(
             (s * d..(s + 1) * d)
                 .map(|e| rows.get(e))
@@ -931,7 +932,6 @@ mod tests {
     #[test]
     fn one_step_dev_gain_is_exact() {
         use crate::data::features::{BundleMeta, BundleParts, FeatureData};
-        use crate::gradnorm::sigmoid;
         use crate::head::LinearHead;
         // Two rollouts (2 steps, 1 step) in d = 2, a linear head, three dev steps.
         let feats = [1.0f32, 0.5, -0.5, 2.0, 0.25, -1.0];

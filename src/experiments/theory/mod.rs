@@ -34,7 +34,7 @@ use super::config::TrainSettings;
 use super::context::ExperimentContext;
 use super::report::Rendered;
 use crate::error::{Error, Result};
-use crate::gradnorm::sigmoid;
+use crate::logistic::sigmoid;
 use crate::sim;
 use crate::sim::truth::Truth;
 

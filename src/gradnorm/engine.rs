@@ -1,0 +1,88 @@
+//! The engine contract and the entry points that pick an engine for a device (the only place
+//! in `gradnorm` that matches on [`Device`]).
+
+use super::input::GradInput;
+use super::options::{GradNormOptions, ProjectionMatrix, Reduction};
+use super::stats::RolloutGradStats;
+use super::{cpu, cuda};
+use crate::data::features::FeatureBundle;
+use crate::device::Device;
+use crate::error::Result;
+use crate::head::HeadParams;
+
+/// A gradient-statistics implementation for one processor.
+pub trait GradNormEngine {
+    /// The processor that runs the work.
+    fn device(&self) -> Device;
+
+    /// Names of the kernels (or CPU code paths) a run with these settings uses, for manifests.
+    fn kernel_names(&self, input: &GradInput<'_>, projection: bool) -> Vec<String>;
+
+    /// Per-rollout statistics of every rollout in `input`.
+    fn rollout_stats(
+        &self,
+        input: &GradInput<'_>,
+        reduction: Reduction,
+        projection: Option<&ProjectionMatrix>,
+    ) -> Result<RolloutGradStats>;
+
+    /// Σ over the rollouts of `input` of the per-rollout gradient (flattened order).
+    fn total_gradient(&self, input: &GradInput<'_>, reduction: Reduction) -> Result<Vec<f64>>;
+}
+
+/// The engine for `device`.
+pub fn engine(device: Device) -> Result<Box<dyn GradNormEngine>> {
+    match device {
+        Device::Cpu => Ok(Box::new(cpu::CpuEngine)),
+        Device::Cuda(ordinal) => Ok(Box::new(cuda::CudaEngine::new(ordinal)?)),
+    }
+}
+
+/// Per-rollout statistics of every rollout of `bundle`.
+pub fn rollout_grad_stats(
+    device: Device,
+    bundle: &FeatureBundle,
+    targets: &[f32],
+    head: &HeadParams,
+    opts: &GradNormOptions,
+) -> Result<RolloutGradStats> {
+    stats_of(device, GradInput::new(bundle, targets, head, None)?, opts)
+}
+
+/// Per-rollout statistics of the given rollouts (bundle indices, in this order).
+pub fn rollout_grad_stats_subset(
+    device: Device,
+    bundle: &FeatureBundle,
+    targets: &[f32],
+    head: &HeadParams,
+    opts: &GradNormOptions,
+    rollouts: &[usize],
+) -> Result<RolloutGradStats> {
+    stats_of(
+        device,
+        GradInput::new(bundle, targets, head, Some(rollouts))?,
+        opts,
+    )
+}
+
+fn stats_of(
+    device: Device,
+    input: GradInput<'_>,
+    opts: &GradNormOptions,
+) -> Result<RolloutGradStats> {
+    let projection = opts.projection_matrix(input.head.n_params())?;
+    engine(device)?.rollout_stats(&input, opts.reduction, projection.as_ref())
+}
+
+/// Σ over `rollouts` (all when `None`) of the per-rollout gradient vector, flattened.
+pub fn total_gradient(
+    device: Device,
+    bundle: &FeatureBundle,
+    targets: &[f32],
+    head: &HeadParams,
+    reduction: Reduction,
+    rollouts: Option<&[usize]>,
+) -> Result<Vec<f64>> {
+    let input = GradInput::new(bundle, targets, head, rollouts)?;
+    engine(device)?.total_gradient(&input, reduction)
+}
