@@ -169,7 +169,8 @@ impl HeadKind {
                 HeadKind::Linear
             }
             HeadName::Mlp => HeadKind::Mlp {
-                hidden: hidden.ok_or_else(|| Error::invalid("the mlp head needs a hidden width"))?,
+                hidden: hidden
+                    .ok_or_else(|| Error::invalid("the mlp head needs a hidden width"))?,
                 activation: activation.unwrap_or(Activation::Gelu),
             },
         };
@@ -188,7 +189,9 @@ impl HeadKind {
     /// Checks the widths.
     pub fn validate(&self) -> Result<()> {
         match self {
-            HeadKind::Mlp { hidden: 0, .. } => Err(Error::invalid("head.hidden must be at least 1")),
+            HeadKind::Mlp { hidden: 0, .. } => {
+                Err(Error::invalid("head.hidden must be at least 1"))
+            }
             _ => Ok(()),
         }
     }

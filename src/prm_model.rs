@@ -114,7 +114,9 @@ impl<'de> serde::Deserialize<'de> for ModelSpec {
         let kind = table
             .get("kind")
             .and_then(toml::Value::as_str)
-            .ok_or_else(|| D::Error::custom("the head table needs `kind` (linear, mlp or context)"))?;
+            .ok_or_else(|| {
+                D::Error::custom("the head table needs `kind` (linear, mlp or context)")
+            })?;
         if kind == "context" {
             ContextSpec::deserialize(table)
                 .map(ModelSpec::Context)

@@ -14,6 +14,10 @@ use mprm::data::stats::{corpus_stats, render_markdown};
 use mprm::device::{self, Device, DeviceRequest};
 use mprm::error::Error;
 use mprm::eval::{self, EvalReport};
+use mprm::gradient_selection::{
+    GRADIENT_NAMES, GradientInputs, GradientSettings, PrecomputedSelector, ProxySpec,
+    gradient_selector,
+};
 use mprm::gradnorm::{
     self, GradInput, GradNormOptions, Projection, Reduction, bench, fixture, kernels,
     point::{HeadRequest, ParamPoint},
@@ -24,10 +28,6 @@ use mprm::output::{self, write_json, write_text};
 use mprm::paths::PathRoles;
 use mprm::select::Selector;
 use mprm::select::baselines::Baseline;
-use mprm::gradient_selection::{
-    GRADIENT_NAMES, GradientInputs, GradientSettings, PrecomputedSelector, ProxySpec,
-    gradient_selector,
-};
 use mprm::select::pipeline::{SelectOutputs, select_annotations, select_bundle};
 use mprm::train::{self, RunOptions, TrainConfig, TrainInputs, checkpoint};
 
@@ -877,8 +877,7 @@ fn eval_cmd(args: EvalArgs) -> Result<u8> {
     };
     let state = checkpoint::read_state(&dir)?;
     let device = device::resolve(args.device.parse()?)?;
-    let report =
-        train::checkpoint::evaluate(&dir, &state.model, state.dim, &bench, device)?;
+    let report = train::checkpoint::evaluate(&dir, &state.model, state.dim, &bench, device)?;
     let dest = args
         .run
         .join("eval")

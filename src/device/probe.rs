@@ -39,11 +39,9 @@ mod imp {
         if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
             return Err(NVRTC_MISSING.into());
         }
-        let count = cudarc::driver::CudaContext::device_count().map_err(|e| {
-            CudaError::Driver {
-                operation: "counting devices".into(),
-                detail: e.to_string(),
-            }
+        let count = cudarc::driver::CudaContext::device_count().map_err(|e| CudaError::Driver {
+            operation: "counting devices".into(),
+            detail: e.to_string(),
         })? as usize;
         if ordinal >= count {
             return Err(CudaError::NoSuchDevice { ordinal, count }.into());

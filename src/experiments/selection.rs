@@ -18,15 +18,15 @@ use super::report::Rendered;
 use super::stats::{MeanCi, mean_ci95};
 use super::table::{Cell, Table};
 use super::training::{BestOfN, LrTrial, RunResult, head_kind, train_eval, tune_lr};
+use crate::data::label_stats::LabelStats;
 use crate::data::labels::LabelScheme;
 use crate::error::{Error, Result};
-use crate::head::HeadParams;
-use crate::select::Selector;
-use crate::select::baselines::{BASELINE_NAMES, Baseline};
-use crate::data::label_stats::LabelStats;
 use crate::gradient_selection::{
     GRADIENT_NAMES, GradientInputs, GradientSettings, ProxySpec, gradient_selector,
 };
+use crate::head::HeadParams;
+use crate::select::Selector;
+use crate::select::baselines::{BASELINE_NAMES, Baseline};
 use crate::select::pipeline::choose_from_bundle;
 use crate::train::plan::derive_seed;
 

@@ -167,11 +167,9 @@ pub fn train_eval(
         ctx.device,
         None,
     )?;
-    let report = out
-        .last_eval()
-        .ok_or_else(|| {
-            TrainError::MissingOutput("the run ended without a bench evaluation".into())
-        })?;
+    let report = out.last_eval().ok_or_else(|| {
+        TrainError::MissingOutput("the run ended without a bench evaluation".into())
+    })?;
     let final_loss = out.history.last().map_or(f64::NAN, |s| s.loss);
     let n = subset.map_or(ctx.corpus.bundle.n_rollouts(), <[usize]>::len);
     Ok((

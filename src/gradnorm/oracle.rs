@@ -12,9 +12,7 @@
 use crate::error::Result;
 use crate::head::{HeadParams, MlpHead};
 
-use super::{
-    GradInput, ProjectionMatrix, Reduction, RolloutGradStats, RolloutRow, param_groups,
-};
+use super::{GradInput, ProjectionMatrix, Reduction, RolloutGradStats, RolloutRow, param_groups};
 use crate::logistic::{bce_with_logits, sigmoid};
 
 /// Everything the oracle knows about one rollout's gradient.

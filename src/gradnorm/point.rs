@@ -31,7 +31,9 @@ impl HeadRequest {
     /// given for a linear head are an error, not ignored.
     pub fn kind(&self) -> Result<HeadKind> {
         match self.name.unwrap_or(HeadName::Linear) {
-            HeadName::Linear => HeadKind::from_parts(HeadName::Linear, self.hidden, self.activation),
+            HeadName::Linear => {
+                HeadKind::from_parts(HeadName::Linear, self.hidden, self.activation)
+            }
             HeadName::Mlp => HeadKind::from_parts(
                 HeadName::Mlp,
                 Some(self.hidden.unwrap_or(DEFAULT_HIDDEN)),

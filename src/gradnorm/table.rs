@@ -24,10 +24,10 @@ use parquet::schema::types::Type;
 use safetensors::Dtype;
 
 use crate::data::features::FeatureBundle;
+use crate::data::label_stats::LabelStats;
 use crate::data::safetensors_io::{SafetensorsWriter, TensorSpec};
 use crate::error::{Error, IoContext, Result};
 use crate::output::AtomicFile;
-use crate::data::label_stats::LabelStats;
 
 use super::RolloutGradStats;
 

@@ -17,8 +17,8 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::bis::mean_mc;
-use crate::data::label_stats::LabelStats;
 use super::{Selector, SourceView};
+use crate::data::label_stats::LabelStats;
 use crate::error::{Error, Result};
 
 /// A selector named on the command line, with its settings.

@@ -13,10 +13,10 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::data::ids::{SelectedId, stage_ids};
 use super::{Selector, SourceView, check_ratio, select_source};
 use crate::data::features::FeatureBundle;
 use crate::data::fingerprint::{CorpusFingerprint, FingerprintBuilder, check_same_corpus};
+use crate::data::ids::{SelectedId, stage_ids};
 use crate::data::prm_line::{DropReason, bis_builder_line};
 use crate::data::raw::{LineCounts, Strictness, list_annotation_files, parse_line, score_file};
 use crate::error::{Error, IoContext, Result};

@@ -12,12 +12,12 @@ use super::model::{
     MC_SAMPLES, ModelParams, Quadrature, Recovery, intact_success_rate, step_correct_prob,
 };
 use super::numeric::normal_quantile;
-use crate::logistic::sigmoid;
 use super::rng::{
     Stream, bench_stream, binomial_inverse, discrete_inverse, fill_normal, normal, permutation,
     stream, uniform,
 };
 use crate::data::features::FeatureDtype;
+use crate::logistic::sigmoid;
 
 /// The geometry of the step representations: the teacher direction and how nuisance is added.
 ///

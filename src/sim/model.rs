@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::numeric::gauss_hermite;
-use crate::logistic::sigmoid;
 use super::preset::AnswerKind;
+use crate::logistic::sigmoid;
 
 /// Continuations sampled per step (VisualPRM400K uses 16).
 pub const MC_SAMPLES: u32 = 16;

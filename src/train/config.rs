@@ -47,8 +47,8 @@ use crate::data::bench::SplitSettings;
 use crate::data::labels::LabelScheme;
 use crate::device::DeviceRequest;
 use crate::error::{Error, IoContext, Result};
-use crate::train::loss::LossReduction;
 use crate::prm_model::ModelSpec;
+use crate::train::loss::LossReduction;
 
 /// A complete training configuration.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

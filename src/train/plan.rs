@@ -15,8 +15,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::data::features::FeatureBundle;
 use crate::data::fingerprint::{CorpusFingerprint, check_same_corpus};
-use crate::error::{Error, Result};
 use crate::data::ids::{SelectedId, read_ids_file};
+use crate::error::{Error, Result};
 
 /// A subset read from an ids file and matched to a bundle.
 #[derive(Debug, Clone, PartialEq)]

@@ -31,10 +31,10 @@ use crate::eval::{EvalReport, evaluate_model};
 use crate::head::HeadParams;
 use crate::lock::DirLock;
 use crate::output::{write_json, write_text};
+use crate::prm_model::{HostBatch, PrmModel};
 use crate::train::checkpoint::{self, CheckpointState, Optim};
 use crate::train::config::TrainConfig;
 use crate::train::loss::{step_weights, weighted_bce};
-use crate::prm_model::{HostBatch, PrmModel};
 use crate::train::plan::Plan;
 use crate::train::run_record::{RunRecord, SubsetRecord};
 use crate::train::schedule::Schedule;
@@ -315,7 +315,11 @@ pub fn train_on<B: AutodiffBackend>(
                 m.error = Some(why.clone());
                 files.write_manifest(&m)?;
             }
-            return Err(TrainError::Diverged { step: done, detail: why }.into());
+            return Err(TrainError::Diverged {
+                step: done,
+                detail: why,
+            }
+            .into());
         }
         model = optim.step(lr, model, grads);
         rollouts_run += batch_ids.len();

@@ -180,7 +180,10 @@ fn top_level_modules_form_no_cycle() {
     // The reader must see the graph's known edges, or an empty graph would pass vacuously.
     assert!(graph["train"].contains_key("data"), "{graph:#?}");
     assert!(graph["experiments"].contains_key("train"), "{graph:#?}");
-    assert!(graph["gradient_selection"].contains_key("train"), "{graph:#?}");
+    assert!(
+        graph["gradient_selection"].contains_key("train"),
+        "{graph:#?}"
+    );
     let found = cycles(&graph);
     let explain: Vec<String> = found
         .iter()

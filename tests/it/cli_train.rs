@@ -1,11 +1,10 @@
 //! The `train`, `eval`, `eval-scores` and `tune-lr` subcommands, run as a user would.
 
-
 use std::path::Path;
 use std::process::Command;
 
-use mprm::data::features::FeatureBundle;
 use crate::train_support::{Teacher, assert_same_run, train_bundle, write_bench, write_ids_v2};
+use mprm::data::features::FeatureBundle;
 
 fn mprm(args: &[&str]) -> (bool, String, String) {
     mprm_with(args, &[])

@@ -1,6 +1,5 @@
 //! Data formats: conversion, statistics, PRM lines, and the Python-exact serialiser.
 
-
 use crate::common::{code, mprm, python, record, repo, stderr, stdout, write};
 use mprm::data::prm_line::read_prm_line;
 use mprm::data::pyjson::write::{f64_repr, write_str};

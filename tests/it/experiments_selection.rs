@@ -1,16 +1,15 @@
 //! Gradient-based selectors on hand-made bundles, and the experiment runner end to end.
 
-
 use crate::common::{code, differing, files_in, files_under, mprm, stderr};
 use mprm::data::features::{BundleMeta, BundleParts, FeatureBundle, FeatureData, TeacherInfo};
 use mprm::data::labels::LabelScheme;
 use mprm::device::Device;
-use mprm::gradnorm::Reduction;
-use mprm::head::{HeadKind, HeadParams, LinearHead};
 use mprm::gradient_selection::{
     GradientSettings, PrecomputedSelector, ProxySpec, el2n_keys, gradient_norms, grand_keys,
     teacher_head,
 };
+use mprm::gradnorm::Reduction;
+use mprm::head::{HeadKind, HeadParams, LinearHead};
 use mprm::select::pipeline::choose_from_bundle;
 use mprm::select::{Selector, SourceView};
 
@@ -339,7 +338,8 @@ fn less_is_the_cosine_to_the_mean_dev_gradient() {
         SplitSettings::default(),
     )
     .unwrap();
-    let keys = mprm::gradient_selection::less_keys(&b, &targets, &head, &bench, &settings()).unwrap();
+    let keys =
+        mprm::gradient_selection::less_keys(&b, &targets, &head, &bench, &settings()).unwrap();
     // Mean-reduced per-rollout gradients (w, b) at w = 0.5; the neutral step is left out.
     let grad = |xs: &[(f64, f64)]| {
         let n = xs.len() as f64;

@@ -2,7 +2,6 @@
 //! tolerance derived from its own sampling error, the results do not depend on the thread count
 //! or on resuming from cells, and `mprm report` regenerates identical files from them.
 
-
 use std::path::Path;
 
 use mprm::device::Device;

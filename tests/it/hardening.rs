@@ -1,7 +1,6 @@
 //! Data-loss guarantees: no command overwrites its input, multi-file outputs appear whole (even on
 //! a full disk), incomplete folders are refused, and files from different corpora are not joined.
 
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

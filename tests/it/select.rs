@@ -1,11 +1,10 @@
 //! Selection: the reference script's behaviour, byte for byte, and its edge cases.
 
-
 use crate::common::{code, mprm, python, record, repo, stderr, write};
 use mprm::data::features::{BundleMeta, BundleParts, FeatureBundle, FeatureData};
+use mprm::data::ids::read_ids;
 use mprm::data::raw::{Strictness, read_corpus};
 use mprm::select::baselines::{BASELINE_NAMES, Baseline};
-use mprm::data::ids::read_ids;
 use mprm::select::pipeline::{SelectOutputs, select_annotations, select_bundle};
 
 /// The 12-line file of the reference notes (§4.4): scores per line, `None` for a non-record line.

@@ -1,7 +1,6 @@
 //! The simulator's corpus through the foundation: statistics agree with the manifest, and the
 //! raw annotation files and the features bundle select identically.
 
-
 use crate::common::{code, mprm, stderr, stdout};
 use mprm::data::ids::read_ids;
 

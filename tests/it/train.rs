@@ -1,8 +1,8 @@
 //! The Burn trainer end to end: learning the teacher, determinism, resume, bad inputs.
 
-
 use std::path::Path;
 
+use crate::train_support::{Teacher, cosine, train_bundle, write_bench};
 use mprm::data::bench::{BenchSet, SplitSettings};
 use mprm::data::labels::LabelScheme;
 use mprm::device::Device;
@@ -10,7 +10,6 @@ use mprm::eval::evaluate_head;
 use mprm::head::{Activation, HeadKind, HeadParams};
 use mprm::prm_model::ModelSpec;
 use mprm::train::{self, RunOptions, TrainConfig, TrainInputs, checkpoint};
-use crate::train_support::{Teacher, cosine, train_bundle, write_bench};
 
 const DIM: usize = 12;
 

@@ -38,6 +38,7 @@ use rayon::prelude::*;
 
 use crate::data::bench::Split;
 use crate::data::features::FeatureBundle;
+use crate::data::label_stats::LabelStats;
 use crate::data::labels::LabelScheme;
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -45,16 +46,15 @@ use crate::experiments::context::ExperimentContext;
 use crate::experiments::formulas::signal_s;
 use crate::experiments::stats::{Estimate, MeanCi, spearman_bootstrap};
 use crate::experiments::training::{LrTrial, heads_along_training, tune_lr};
-use crate::gradnorm::{
-    self, GradNormOptions, Projection, Reduction, flatten_params, head_from_flat,
-};
-use crate::logistic::{bce_with_logits, sigmoid};
-use crate::head::{HeadKind, HeadParams};
-use crate::data::label_stats::LabelStats;
-use crate::select::bis::mean_mc;
 use crate::gradient_selection::{
     GradientSettings, ProxySpec, el2n_keys, grand_keys, teacher_head, train_proxy,
 };
+use crate::gradnorm::{
+    self, GradNormOptions, Projection, Reduction, flatten_params, head_from_flat,
+};
+use crate::head::{HeadKind, HeadParams};
+use crate::logistic::{bce_with_logits, sigmoid};
+use crate::select::bis::mean_mc;
 use crate::sim::model::MC_SAMPLES;
 use crate::sim::rng::uniform;
 use crate::sim::truth::Truth;

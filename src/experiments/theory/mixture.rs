@@ -14,11 +14,11 @@
 
 use rayon::prelude::*;
 
+use crate::data::label_stats::LabelStats;
 use crate::error::{Error, Result};
 use crate::experiments::context::ExperimentContext;
 use crate::experiments::formulas::lemma2;
 use crate::experiments::stats::{Estimate, Proportion, mean_ci95, spearman_bootstrap};
-use crate::data::label_stats::LabelStats;
 use crate::sim::rng::uniform;
 
 use super::{StreamKind, TeacherView, TheoryConfig, derived_seed, stream};

@@ -14,8 +14,8 @@ use crate::error::{Error, Result};
 use crate::experiments::context::ExperimentContext;
 use crate::experiments::formulas::{eq5_expected_sq_norm, eq6_expected_sq_norm};
 use crate::experiments::stats::{MeanCi, mean_ci95};
-use crate::gradnorm::{self, GradNormOptions, Reduction};
 use crate::gradient_selection::teacher_head;
+use crate::gradnorm::{self, GradNormOptions, Reduction};
 use crate::sim::rng::uniform;
 
 use super::{StreamKind, TeacherView, TheoryConfig, stream};
