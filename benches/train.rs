@@ -85,11 +85,11 @@ fn write_for_torch(dir: &Path, bundle: &FeatureBundle, cfg: &TrainConfig) {
         f.write_all(bytes).expect("bench temp write");
     };
     put("features.f32", bundle.features().as_bytes());
-    let offsets: Vec<i64> = bundle.offsets.iter().map(|&o| o as i64).collect();
+    let offsets: Vec<i64> = bundle.offsets().iter().map(|&o| o as i64).collect();
     put("offsets.i64", bytemuck::cast_slice(&offsets));
     put(
         "targets.f32",
-        bytemuck::cast_slice(bundle.labels.as_ref().expect("labels")),
+        bytemuck::cast_slice(bundle.labels().expect("labels")),
     );
     let (hidden, activation) = match cfg.head {
         ModelSpec::Head(HeadKind::Mlp { hidden, activation }) => (hidden, activation.name()),

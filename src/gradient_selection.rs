@@ -107,7 +107,7 @@ impl PrecomputedSelector {
                 "{name}: the key of rollout {i} is NaN"
             )));
         }
-        let by_line = match &bundle.line {
+        let by_line = match bundle.line() {
             Some(lines) => (0..bundle.n_rollouts())
                 .map(|i| ((bundle.source_name(i).to_string(), lines[i]), i))
                 .collect(),
@@ -220,7 +220,7 @@ pub fn el2n_keys(
 
 /// The teacher head of a synthetic bundle.
 pub fn teacher_head(bundle: &FeatureBundle) -> Result<HeadParams> {
-    let t = bundle.teacher.as_ref().ok_or_else(|| {
+    let t = bundle.teacher().ok_or_else(|| {
         Error::invalid("gradnorm-teacher needs a synthetic bundle (with w_star, b_star)")
     })?;
     Ok(HeadParams::Linear(LinearHead {

@@ -251,7 +251,7 @@ fn bundle_info(args: BundleInfoArgs) -> Result<u8> {
         .output_opt("--add-fingerprint", args.add_fingerprint.as_ref())
         .check()?;
     let b = FeatureBundle::open(&args.bundle)?;
-    let recorded = b.meta.extra.get(mprm::data::features::FINGERPRINT_KEY);
+    let recorded = b.meta().extra.get(mprm::data::features::FINGERPRINT_KEY);
     println!(
         "{}: {} rollouts, {} steps, d = {}, {:?}, {} sources, teacher: {}, corpus {}{}",
         args.bundle.display(),
@@ -259,8 +259,8 @@ fn bundle_info(args: BundleInfoArgs) -> Result<u8> {
         b.n_steps(),
         b.dim(),
         b.dtype(),
-        b.meta.sources.len(),
-        if b.teacher.is_some() { "yes" } else { "no" },
+        b.meta().sources.len(),
+        if b.teacher().is_some() { "yes" } else { "no" },
         b.fingerprint(),
         if recorded.is_some() {
             ""
@@ -390,7 +390,7 @@ fn bundle_record(path: &Path, bundle: &FeatureBundle) -> serde_json::Value {
         "steps": bundle.n_steps(),
         "dim": bundle.dim(),
         "dtype": bundle.dtype(),
-        "seed": bundle.meta.seed,
+        "seed": bundle.meta().seed,
     })
 }
 

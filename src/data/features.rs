@@ -244,20 +244,15 @@ pub struct FeatureBundle {
     path: Option<PathBuf>,
     dim: usize,
     store: FeatureStore,
-    /// CSR offsets: rollout i owns steps `offsets[i]..offsets[i+1]`.
-    pub offsets: Vec<usize>,
-    /// MC score per step.
-    pub mc_scores: Vec<f32>,
-    /// Source index per rollout.
-    pub source: Vec<u32>,
-    /// Physical line per rollout in its source file, when known.
-    pub line: Option<Vec<u64>>,
-    /// Explicit per-step targets, when present.
-    pub labels: Option<Vec<f32>>,
-    /// Synthetic ground truth, when present.
-    pub teacher: Option<TeacherInfo>,
-    /// Header metadata.
-    pub meta: BundleMeta,
+    // Every field below is checked by `validate` when the bundle is built, and the CUDA kernels
+    // index features by `offsets` without bounds checks, so none of them is writable from outside.
+    offsets: Vec<usize>,
+    mc_scores: Vec<f32>,
+    source: Vec<u32>,
+    line: Option<Vec<u64>>,
+    labels: Option<Vec<f32>>,
+    teacher: Option<TeacherInfo>,
+    meta: BundleMeta,
 }
 
 impl std::fmt::Debug for FeatureBundle {
@@ -273,6 +268,42 @@ impl std::fmt::Debug for FeatureBundle {
 }
 
 impl FeatureBundle {
+    /// CSR offsets: rollout i owns steps `offsets[i]..offsets[i+1]` (R + 1 entries, from 0 to
+    /// the step count, non-decreasing).
+    pub fn offsets(&self) -> &[usize] {
+        &self.offsets
+    }
+
+    /// MC score per step.
+    pub fn mc_scores(&self) -> &[f32] {
+        &self.mc_scores
+    }
+
+    /// Source index per rollout (each below `meta().sources.len()`).
+    pub fn source(&self) -> &[u32] {
+        &self.source
+    }
+
+    /// Physical line per rollout in its source file, when known.
+    pub fn line(&self) -> Option<&[u64]> {
+        self.line.as_deref()
+    }
+
+    /// Explicit per-step targets in [0, 1], when present.
+    pub fn labels(&self) -> Option<&[f32]> {
+        self.labels.as_deref()
+    }
+
+    /// Synthetic ground truth, when present.
+    pub fn teacher(&self) -> Option<&TeacherInfo> {
+        self.teacher.as_ref()
+    }
+
+    /// Header metadata.
+    pub fn meta(&self) -> &BundleMeta {
+        &self.meta
+    }
+
     /// Builds and validates a bundle from in-memory parts.
     ///
     /// The bundle is its own corpus: its metadata gets the fingerprint of its rollouts, replacing

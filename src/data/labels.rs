@@ -68,12 +68,12 @@ impl LabelScheme {
     pub fn targets(&self, bundle: &FeatureBundle) -> Result<Vec<f32>> {
         match self {
             LabelScheme::Hard { .. } | LabelScheme::Soft => Ok(bundle
-                .mc_scores
+                .mc_scores()
                 .iter()
                 .map(|&s| self.from_score(s as f64).expect("hard or soft"))
                 .collect()),
             LabelScheme::True => bundle
-                .teacher
+                .teacher()
                 .as_ref()
                 .map(|t| t.true_correct.iter().map(|&z| z as f32).collect())
                 .ok_or_else(|| {
@@ -81,7 +81,7 @@ impl LabelScheme {
                         "labels `true` need a synthetic bundle (no `true_correct` tensor)",
                     )
                 }),
-            LabelScheme::Explicit => bundle.labels.clone().ok_or_else(|| {
+            LabelScheme::Explicit => bundle.labels().map(<[f32]>::to_vec).ok_or_else(|| {
                 Error::invalid("labels `explicit` need a `labels` tensor in the bundle")
             }),
         }

@@ -209,18 +209,18 @@ pub fn corpus_stats(input: &Path, strictness: Strictness) -> Result<StatsReport>
 /// Statistics of a features bundle's MC scores.
 pub fn bundle_stats(bundle: &FeatureBundle, input: &str) -> StatsReport {
     let mut sources: Vec<(String, CorpusStats)> = bundle
-        .meta
+        .meta()
         .sources
         .iter()
         .map(|s| (s.clone(), CorpusStats::default()))
         .collect();
     let mut total = CorpusStats::default();
     for i in 0..bundle.n_rollouts() {
-        let scores: Vec<f64> = bundle.mc_scores[bundle.rollout_steps(i)]
+        let scores: Vec<f64> = bundle.mc_scores()[bundle.rollout_steps(i)]
             .iter()
             .map(|&v| v as f64)
             .collect();
-        sources[bundle.source[i] as usize]
+        sources[bundle.source()[i] as usize]
             .1
             .add_rollout(&scores, None);
         total.add_rollout(&scores, None);

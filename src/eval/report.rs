@@ -109,7 +109,7 @@ pub fn model_scores<B: Backend>(
     let flat = score_bundle(model, features, device)?;
     Ok(StepScores {
         flat: flat.into_iter().map(f64::from).collect(),
-        offsets: features.offsets.clone(),
+        offsets: features.offsets().to_vec(),
     })
 }
 

@@ -37,7 +37,7 @@ impl Corpus {
         let manifest =
             serde_json::from_str(&std::fs::read_to_string(&manifest_path).at(&manifest_path)?)
                 .map_err(|e| Error::Other(format!("{}: {e}", manifest_path.display())))?;
-        if bundle.teacher.is_none() {
+        if bundle.teacher().is_none() {
             return Err(Error::invalid(format!(
                 "{}: experiments need a synthetic bundle (with the teacher)",
                 dir.display()

@@ -539,15 +539,12 @@ fn build_selector(
 
 fn profile(ctx: &ExperimentContext<'_>, row: &str, budget: f64, subset: &[usize]) -> SubsetProfile {
     let b = &ctx.corpus.bundle;
-    let truth = b
-        .teacher
-        .as_ref()
-        .expect("experiments run on synthetic bundles");
+    let truth = b.teacher().expect("experiments run on synthetic bundles");
     let (mut mixed, mut neg, mut mix, mut rel) = (0usize, 0usize, 0.0, 0.0);
     let (mut steps, mut zero, mut pos, mut pseudo) = (0usize, 0usize, 0usize, 0usize);
     for &i in subset {
         let range = b.rollout_steps(i);
-        let scores: Vec<f64> = b.mc_scores[range.clone()]
+        let scores: Vec<f64> = b.mc_scores()[range.clone()]
             .iter()
             .map(|&v| v as f64)
             .collect();
@@ -558,7 +555,7 @@ fn profile(ctx: &ExperimentContext<'_>, row: &str, budget: f64, subset: &[usize]
         rel += st.reliability;
         for j in range {
             steps += 1;
-            if b.mc_scores[j] > 0.0 {
+            if b.mc_scores()[j] > 0.0 {
                 pos += 1;
                 pseudo += (truth.true_correct[j] == 0) as usize;
             } else {

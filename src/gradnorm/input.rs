@@ -64,13 +64,13 @@ impl<'a> GradInput<'a> {
                 return Err(Error::EmptyInput(format!(
                     "rollout {i} (source `{}`{}) has no steps; a gradient needs at least one",
                     bundle
-                        .meta
+                        .meta()
                         .sources
-                        .get(bundle.source[i] as usize)
+                        .get(bundle.source()[i] as usize)
                         .map(String::as_str)
                         .unwrap_or("?"),
                     bundle
-                        .line
+                        .line()
                         .as_ref()
                         .map(|l| format!(", line {}", l[i] + 1))
                         .unwrap_or_default()

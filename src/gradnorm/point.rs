@@ -116,7 +116,7 @@ impl ParamPoint {
                         "--at teacher gives a linear head (w*, b*); use --head linear",
                     ));
                 }
-                let t = bundle.teacher.as_ref().ok_or_else(|| {
+                let t = bundle.teacher().ok_or_else(|| {
                     Error::invalid("--at teacher needs a synthetic bundle with w_star and b_star")
                 })?;
                 HeadParams::Linear(LinearHead {

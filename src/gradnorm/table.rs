@@ -296,7 +296,7 @@ pub fn gradnorm_table(bundle: &FeatureBundle, stats: &RolloutGradStats, alpha: f
     let labels: Vec<LabelStats> = ids
         .iter()
         .map(|&i| {
-            let scores: Vec<f64> = bundle.mc_scores[bundle.rollout_steps(i)]
+            let scores: Vec<f64> = bundle.mc_scores()[bundle.rollout_steps(i)]
                 .iter()
                 .map(|&s| s as f64)
                 .collect();
@@ -314,17 +314,17 @@ pub fn gradnorm_table(bundle: &FeatureBundle, stats: &RolloutGradStats, alpha: f
                 ids.iter()
                     .map(|&i| {
                         bundle
-                            .meta
+                            .meta()
                             .sources
-                            .get(bundle.source[i] as usize)
+                            .get(bundle.source()[i] as usize)
                             .cloned()
-                            .unwrap_or_else(|| bundle.source[i].to_string())
+                            .unwrap_or_else(|| bundle.source()[i].to_string())
                     })
                     .collect(),
             ),
         ),
     ];
-    if let Some(line) = &bundle.line {
+    if let Some(line) = bundle.line() {
         columns.push((
             "line".into(),
             Column::I64(ids.iter().map(|&i| line[i] as i64).collect()),

@@ -317,21 +317,21 @@ pub fn choose_from_bundle(
     let mut report = SelectReport::new(selector, ratio, &input, Strictness::Strict);
     report.corpus = Some(bundle.fingerprint());
     let mut ids = Vec::new();
-    for (s, name) in bundle.meta.sources.iter().enumerate() {
+    for (s, name) in bundle.meta().sources.iter().enumerate() {
         let members: Vec<usize> = (0..bundle.n_rollouts())
-            .filter(|&i| bundle.source[i] as usize == s)
+            .filter(|&i| bundle.source()[i] as usize == s)
             .collect();
         let lines: Vec<u64> = members
             .iter()
             .enumerate()
-            .map(|(pos, &i)| bundle.line.as_ref().map_or(pos as u64, |l| l[i]))
+            .map(|(pos, &i)| bundle.line().map_or(pos as u64, |l| l[i]))
             .collect();
         let mut offsets = Vec::with_capacity(members.len() + 1);
         offsets.push(0);
         let mut scores = Vec::new();
         for &i in &members {
             scores.extend(
-                bundle.mc_scores[bundle.rollout_steps(i)]
+                bundle.mc_scores()[bundle.rollout_steps(i)]
                     .iter()
                     .map(|&v| v as f64),
             );
@@ -343,7 +343,7 @@ pub fn choose_from_bundle(
         for &pos in &chosen {
             ids.push(SelectedId {
                 source: name.clone(),
-                line: bundle.line.as_ref().map(|l| l[members[pos]]),
+                line: bundle.line().map(|l| l[members[pos]]),
                 rollout: members[pos],
                 steps: Some(bundle.rollout_len(members[pos]) as u64),
                 score: keys[pos],

@@ -191,7 +191,7 @@ impl Truth {
 
     /// Checks that this truth describes `bundle`: same rollouts, steps and sources.
     pub fn check_matches(&self, bundle: &FeatureBundle) -> Result<()> {
-        if self.offsets != bundle.offsets {
+        if self.offsets != bundle.offsets() {
             return Err(Error::bundle(
                 &self.path,
                 "offsets",
@@ -205,7 +205,7 @@ impl Truth {
                 ),
             ));
         }
-        if !self.sources.is_empty() && self.sources != bundle.meta.sources {
+        if !self.sources.is_empty() && self.sources != bundle.meta().sources {
             return Err(Error::bundle(
                 &self.path,
                 "__metadata__",
@@ -219,7 +219,7 @@ impl Truth {
     /// steps whose annotation was never sampled (early stop).
     pub fn mc_counts(&self, bundle: &FeatureBundle) -> Vec<Option<u32>> {
         bundle
-            .mc_scores
+            .mc_scores()
             .iter()
             .zip(&self.mc_total)
             .map(|(&s, &total)| (total != 0).then(|| (s as f64 * MC_SAMPLES as f64).round() as u32))

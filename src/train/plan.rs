@@ -95,7 +95,7 @@ pub fn resolve_subset(
             path.display()
         )));
     }
-    let by_line = bundle.line.as_ref().filter(|_| {
+    let by_line = bundle.line().filter(|_| {
         ids.iter()
             .all(|id| id.line.is_some() && !id.source.is_empty())
     });

@@ -127,11 +127,11 @@ fn valid_bundle_round_trips() {
     b.save(&again).unwrap();
     let c = FeatureBundle::open(&again).unwrap();
     assert_eq!(c.features().to_f32_vec(), b.features().to_f32_vec());
-    assert_eq!(c.offsets, b.offsets);
-    assert_eq!(c.mc_scores, b.mc_scores);
-    assert_eq!(c.labels, b.labels);
-    assert_eq!(c.teacher, b.teacher);
-    assert_eq!(c.line, b.line);
+    assert_eq!(c.offsets(), b.offsets());
+    assert_eq!(c.mc_scores(), b.mc_scores());
+    assert_eq!(c.labels(), b.labels());
+    assert_eq!(c.teacher(), b.teacher());
+    assert_eq!(c.line(), b.line());
 }
 
 #[test]

@@ -666,13 +666,13 @@ fn bf16_features_are_read_as_stored() {
     let widened = FeatureBundle::from_parts(BundleParts {
         features: FeatureData::F32(b16.features().to_f32_vec()),
         dim: 20,
-        offsets: b16.offsets.clone(),
-        mc_scores: b16.mc_scores.clone(),
-        source: b16.source.clone(),
-        line: b16.line.clone(),
+        offsets: b16.offsets().to_vec(),
+        mc_scores: b16.mc_scores().to_vec(),
+        source: b16.source().to_vec(),
+        line: b16.line().map(<[u64]>::to_vec),
         labels: None,
         teacher: None,
-        meta: b16.meta.clone(),
+        meta: b16.meta().clone(),
     })
     .unwrap();
     assert!(

@@ -205,8 +205,8 @@ fn every_output_agrees_with_the_others() {
         .iter()
         .map(|f| f.strip_suffix(".jsonl").unwrap().to_string())
         .collect();
-    assert_eq!(bundle.meta.sources, stems);
-    assert_eq!(bundle.meta.seed, Some(11));
+    assert_eq!(bundle.meta().sources, stems);
+    assert_eq!(bundle.meta().seed, Some(11));
 
     let mut rollout = 0;
     let mut score_sum = 0.0;
@@ -241,8 +241,8 @@ fn every_output_agrees_with_the_others() {
             assert_eq!(rec["response"].as_str().unwrap(), texts.join("\n\n"));
             assert!(texts.last().unwrap().contains("Final answer: "));
 
-            assert_eq!(bundle.source[rollout] as usize, s);
-            assert_eq!(bundle.line.as_ref().unwrap()[rollout], line as u64);
+            assert_eq!(bundle.source()[rollout] as usize, s);
+            assert_eq!(bundle.line().unwrap()[rollout], line as u64);
             let range = bundle.rollout_steps(rollout);
             assert_eq!(range.len(), steps.len());
             let mut stopped = false;
@@ -251,7 +251,7 @@ fn every_output_agrees_with_the_others() {
                 let total = st["num_mc_total"].as_u64().unwrap();
                 let score = st["score"].as_f64().unwrap();
                 assert_eq!(score, k as f64 / 16.0);
-                assert_eq!(bundle.mc_scores[j] as f64, score);
+                assert_eq!(bundle.mc_scores()[j] as f64, score);
                 assert!(total == 16 || (total == 0 && k == 0));
                 if stopped {
                     assert_eq!(total, 0, "{stem}:{line}: sampled after an early stop");
@@ -268,7 +268,7 @@ fn every_output_agrees_with_the_others() {
     assert!((manifest.corpus.mean_mc.achieved - score_sum / bundle.n_steps() as f64).abs() < 1e-12);
 
     // Teacher: q* = σ(⟨w*, ϕ⟩ + b*) on the stored features, bounded norms, labels drawn from it.
-    let teacher = bundle.teacher.as_ref().unwrap();
+    let teacher = bundle.teacher().unwrap();
     let feats = bundle.features().to_f32_vec();
     let p = &cfg.model;
     let bound = ((p.logit_clip + p.teacher_bias.abs()) / p.teacher_norm)
@@ -297,7 +297,7 @@ fn every_output_agrees_with_the_others() {
     // Benchmark: the agreed record layout, and a bundle whose rollout i is record i.
     let bench = FeatureBundle::open(dir.path().join("bench.safetensors")).unwrap();
     assert_eq!(
-        bench.meta.sources,
+        bench.meta().sources,
         [
             "DynaMath",
             "MMMU_DEV_VAL",
@@ -332,7 +332,7 @@ fn every_output_agrees_with_the_others() {
         assert!(rec["image"].is_array());
         let source = rec["data_source"].as_str().unwrap();
         assert_eq!(bench.source_name(i), source);
-        assert_eq!(bench.line.as_ref().unwrap()[i], i as u64);
+        assert_eq!(bench.line().unwrap()[i], i as u64);
         let steps = rec["response"]["steps"].as_array().unwrap();
         let labels = rec["response"]["process_correctness"].as_array().unwrap();
         assert_eq!(steps.len(), labels.len());
@@ -340,8 +340,8 @@ fn every_output_agrees_with_the_others() {
         assert_eq!(range.len(), steps.len());
         for (l, j) in labels.iter().zip(range) {
             let l = l.as_i64().unwrap();
-            let truth = bench.mc_scores[j];
-            assert_eq!(truth as u8, bench.teacher.as_ref().unwrap().true_correct[j]);
+            let truth = bench.mc_scores()[j];
+            assert_eq!(truth as u8, bench.teacher().unwrap().true_correct[j]);
             match l {
                 1 => assert_eq!(truth, 1.0),
                 -1 => assert_eq!(truth, 0.0),
@@ -388,12 +388,12 @@ fn flip_noise_flips_the_requested_share_of_labels() {
         assert!(manifest.bench.is_none());
         assert!(!dir.path().join("bench.jsonl").exists());
         let bundle = FeatureBundle::open(dir.path().join("features.safetensors")).unwrap();
-        let labels = bundle.labels.as_ref().unwrap();
-        let teacher = bundle.teacher.as_ref().unwrap();
+        let labels = bundle.labels().unwrap();
+        let teacher = bundle.teacher().unwrap();
         let flipped = (0..bundle.n_steps())
             .filter(|&j| {
                 let clean = match base {
-                    FlipBase::Mc => bundle.mc_scores[j] > 0.0,
+                    FlipBase::Mc => bundle.mc_scores()[j] > 0.0,
                     FlipBase::True => teacher.true_correct[j] == 1,
                 };
                 (labels[j] == 1.0) != clean
@@ -533,13 +533,13 @@ fn mc_labels_teach_a_linear_head_about_true_correctness() {
     let bench = FeatureBundle::open(dir.path().join("bench.safetensors")).unwrap();
     let d = train.dim();
     let y: Vec<f64> = train
-        .mc_scores
+        .mc_scores()
         .iter()
         .map(|&s| (s > 0.0) as u8 as f64)
         .collect();
     let (w, b) = fit_logistic(&train.features().to_f32_vec(), &y, d);
 
-    let teacher = train.teacher.as_ref().unwrap();
+    let teacher = train.teacher().unwrap();
     let dot: f64 = w
         .iter()
         .zip(&teacher.w_star)
@@ -553,9 +553,9 @@ fn mc_labels_teach_a_linear_head_about_true_correctness() {
     let student: Vec<f64> = (0..bench.n_steps())
         .map(|j| b + (0..d).map(|k| w[k] * bx[j * d + k] as f64).sum::<f64>())
         .collect();
-    let truth: Vec<bool> = bench.mc_scores.iter().map(|&s| s == 1.0).collect();
+    let truth: Vec<bool> = bench.mc_scores().iter().map(|&s| s == 1.0).collect();
     let teacher_q: Vec<f64> = bench
-        .teacher
+        .teacher()
         .as_ref()
         .unwrap()
         .q

@@ -259,7 +259,7 @@ pub fn write_ids_v2(path: &Path, bundle: &FeatureBundle, every: usize) {
         "# mprm-ids/2 corpus={} method=test\nsource\tline\trollout\tsteps\tscore\n",
         bundle.fingerprint()
     );
-    let lines = bundle.line.as_ref().unwrap();
+    let lines = bundle.line().unwrap();
     for i in (0..bundle.n_rollouts()).step_by(every) {
         text.push_str(&format!(
             "{}\t{}\t{i}\t{}\t0.5\n",

@@ -287,7 +287,7 @@ impl StoredScores {
     fn of(bundle: &FeatureBundle, alpha: f64) -> Self {
         let scores: Vec<Vec<f64>> = (0..bundle.n_rollouts())
             .map(|x| {
-                bundle.mc_scores[bundle.rollout_steps(x)]
+                bundle.mc_scores()[bundle.rollout_steps(x)]
                     .iter()
                     .map(|&v| f64::from(v))
                     .collect()
@@ -373,8 +373,7 @@ pub fn run(
     // The theory's rollout signal, with the flip probability of each label given the truth (the
     // simulator's generative view) or given the observed count K (the paper's η_eff(K) view).
     let step_truth = &bundle
-        .teacher
-        .as_ref()
+        .teacher()
         .ok_or_else(|| Error::invalid("Finding 6 needs the teacher"))?
         .true_correct;
     let signal = signal_per_rollout(bundle, teacher, &eta_given_truth(truth, step_truth));
@@ -684,8 +683,7 @@ fn dev_set(ctx: &ExperimentContext<'_>, limit: usize) -> Result<DevSet> {
     let teacher = ctx
         .corpus
         .bundle
-        .teacher
-        .as_ref()
+        .teacher()
         .ok_or_else(|| Error::invalid("the informativeness check needs the teacher"))?;
     let mut steps: Vec<usize> = bench
         .indices(Split::Dev)

@@ -92,7 +92,7 @@ pub fn run(
 ) -> Result<MixtureCheck> {
     let bundle = &ctx.corpus.bundle;
     let truth_labels = &bundle
-        .teacher
+        .teacher()
         .as_ref()
         .ok_or_else(|| Error::invalid("Lemma 2 needs the teacher"))?
         .true_correct;
@@ -162,7 +162,7 @@ pub fn run(
     // The corpus's own labels, without the idealisation.
     let stats: Vec<LabelStats> = (0..bundle.n_rollouts())
         .map(|x| {
-            let scores: Vec<f64> = bundle.mc_scores[bundle.rollout_steps(x)]
+            let scores: Vec<f64> = bundle.mc_scores()[bundle.rollout_steps(x)]
                 .iter()
                 .map(|&s| f64::from(s))
                 .collect();

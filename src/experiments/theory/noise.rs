@@ -166,7 +166,7 @@ fn one_rollout_per_step(bundle: &FeatureBundle) -> Result<FeatureBundle> {
         features: FeatureData::F32(bundle.features().to_f32_vec()),
         dim: bundle.dim(),
         offsets: (0..=s).collect(),
-        mc_scores: bundle.mc_scores.clone(),
+        mc_scores: bundle.mc_scores().to_vec(),
         source: vec![0; s],
         line: None,
         labels: None,

@@ -117,7 +117,7 @@ pub fn run(
 ) -> Result<ReliabilityCheck> {
     let bundle = &ctx.corpus.bundle;
     let true_correct = &bundle
-        .teacher
+        .teacher()
         .as_ref()
         .ok_or_else(|| Error::invalid("Lemma 3 needs the teacher"))?
         .true_correct;

@@ -240,7 +240,7 @@ impl TeacherView {
 
     fn of(ctx: &ExperimentContext<'_>) -> Result<Self> {
         let bundle = &ctx.corpus.bundle;
-        let teacher = bundle.teacher.as_ref().ok_or_else(|| {
+        let teacher = bundle.teacher().ok_or_else(|| {
             Error::invalid("the theory checks need a synthetic bundle (with the teacher)")
         })?;
         let d = bundle.dim();
