@@ -19,19 +19,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::error::{Error, IoContext, Result};
 
 /// A temporary sibling of `dest` that is removed on drop unless it was renamed into place.
+///
+/// The name is `tempfile`'s (`.NAME.XXXXXX.tmp`, unique even between threads of one process);
+/// `tempfile` also removes it on drop and renames it on [`TempPath::commit`].
 pub struct TempPath {
     dest: PathBuf,
-    tmp: PathBuf,
-    committed: bool,
+    tmp: tempfile::TempPath,
 }
 
 impl TempPath {
     /// Reserves a temporary name next to `dest`, creating the parent folder if needed.
     pub fn for_dest(dest: impl AsRef<Path>) -> Result<Self> {
+        Ok(Self::create(dest)?.1)
+    }
+
+    /// Creates the temporary file next to `dest` and returns it open for writing.
+    fn create(dest: impl AsRef<Path>) -> Result<(File, Self)> {
         let dest = dest.as_ref().to_path_buf();
-        if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).at(parent)?;
-        }
+        let parent = match dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(parent) => {
+                std::fs::create_dir_all(parent).at(parent)?;
+                parent.to_path_buf()
+            }
+            None => PathBuf::from("."),
+        };
         let name = dest
             .file_name()
             .ok_or_else(|| {
@@ -39,12 +50,13 @@ impl TempPath {
             })?
             .to_string_lossy()
             .into_owned();
-        let tmp = dest.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-        Ok(TempPath {
-            dest,
-            tmp,
-            committed: false,
-        })
+        let (file, tmp) = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(".tmp")
+            .tempfile_in(&parent)
+            .at(&parent)?
+            .into_parts();
+        Ok((file, TempPath { dest, tmp }))
     }
 
     /// The temporary path being written.
@@ -58,19 +70,10 @@ impl TempPath {
     }
 
     /// Renames the temporary file into place.
-    pub fn commit(mut self) -> Result<()> {
-        std::fs::rename(&self.tmp, &self.dest).at(&self.dest)?;
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        if !self.committed {
-            // Not committed: the run failed, so the partial file must not survive.
-            let _ = std::fs::remove_file(&self.tmp);
-        }
+    pub fn commit(self) -> Result<()> {
+        self.tmp
+            .persist(&self.dest)
+            .map_err(|e| Error::io(&self.dest, e.error))
     }
 }
 
@@ -78,17 +81,16 @@ impl Drop for TempPath {
 /// [`AtomicFile::commit`].
 pub struct AtomicFile {
     path: TempPath,
-    writer: Option<BufWriter<File>>,
+    writer: BufWriter<File>,
 }
 
 impl AtomicFile {
     /// Starts writing `dest`, creating its parent folder if needed.
     pub fn create(dest: impl AsRef<Path>) -> Result<Self> {
-        let path = TempPath::for_dest(dest)?;
-        let file = File::create(path.tmp()).at(path.tmp())?;
+        let (file, path) = TempPath::create(dest)?;
         Ok(AtomicFile {
             path,
-            writer: Some(BufWriter::with_capacity(1 << 20, file)),
+            writer: BufWriter::with_capacity(1 << 20, file),
         })
     }
 
@@ -103,45 +105,29 @@ impl AtomicFile {
     }
 
     /// Flushes and closes the file, leaving it under its temporary name (see [`Staged`]).
-    pub fn finish(mut self) -> Result<TempPath> {
-        let writer = self.writer.take().expect("writer present until commit");
+    pub fn finish(self) -> Result<TempPath> {
+        let AtomicFile { path, writer } = self;
         let file = writer
             .into_inner()
-            .map_err(|e| Error::io(self.path.tmp(), e.into_error()))?;
+            .map_err(|e| Error::io(path.tmp(), e.into_error()))?;
         drop(file);
-        Ok(std::mem::replace(
-            &mut self.path,
-            TempPath {
-                dest: PathBuf::new(),
-                tmp: PathBuf::new(),
-                committed: true,
-            },
-        ))
+        Ok(path)
     }
 }
 
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         charge_write(buf.len())?;
-        self.writer
-            .as_mut()
-            .expect("writer present until commit")
-            .write(buf)
+        self.writer.write(buf)
     }
 
     fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
         charge_write(buf.len())?;
-        self.writer
-            .as_mut()
-            .expect("writer present until commit")
-            .write_all(buf)
+        self.writer.write_all(buf)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.writer
-            .as_mut()
-            .expect("writer present until commit")
-            .flush()
+        self.writer.flush()
     }
 }
 
@@ -523,5 +509,17 @@ impl PartsDir {
 impl Drop for PartsDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Appends `field` to `out` as one CSV field (RFC 4180): quoted, with quotes doubled, when it holds
+/// a comma, a quote or a line break. The one CSV quoting rule of every table mprm writes.
+pub fn push_csv_field(out: &mut String, field: &str) {
+    if field.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        out.push_str(&field.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(field);
     }
 }

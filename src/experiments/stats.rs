@@ -146,15 +146,6 @@ pub fn spearman_bootstrap(x: &[f64], y: &[f64], resamples: usize, seed: u64) -> 
     }
 }
 
-/// Mean of `target` over the top `fraction` of items ranked by `score` (descending, ties in
-/// index order).
-pub fn top_fraction_mean(score: &[f64], target: &[f64], fraction: f64) -> f64 {
-    let mut order: Vec<usize> = (0..score.len()).collect();
-    order.sort_by(|&a, &b| score[b].total_cmp(&score[a]));
-    let k = ((score.len() as f64 * fraction).round() as usize).clamp(1, score.len());
-    order[..k].iter().map(|&i| target[i]).sum::<f64>() / k as f64
-}
-
 /// A proportion with its 95% Wilson score interval (sound near 0 and 1, unlike the normal
 /// approximation).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -262,13 +253,5 @@ mod tests {
         assert_eq!(zero.lo, 0.0);
         assert!(zero.hi > 0.0 && zero.hi < 0.1);
         assert!(Proportion::wilson(0, 0).value.is_nan());
-    }
-
-    #[test]
-    fn top_fraction() {
-        assert_eq!(
-            top_fraction_mean(&[0.1, 0.9, 0.5, 0.7], &[1.0, 2.0, 3.0, 4.0], 0.5),
-            3.0
-        );
     }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::stats::MeanCi;
 use crate::error::Result;
-use crate::output::{write_json, write_text};
+use crate::output::{push_csv_field, write_json, write_text};
 
 /// One table cell.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -172,11 +172,9 @@ impl Table {
             }
         }
         let quote = |s: &str| {
-            if s.contains([',', '"', '\n']) {
-                format!("\"{}\"", s.replace('"', "\"\""))
-            } else {
-                s.to_string()
-            }
+            let mut field = String::new();
+            push_csv_field(&mut field, s);
+            field
         };
         let mut out = header
             .iter()

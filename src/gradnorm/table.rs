@@ -27,7 +27,7 @@ use crate::data::features::FeatureBundle;
 use crate::data::label_stats::LabelStats;
 use crate::data::safetensors_io::{SafetensorsWriter, TensorSpec};
 use crate::error::{Error, IoContext, Result};
-use crate::output::AtomicFile;
+use crate::output::{AtomicFile, push_csv_field};
 
 use super::RolloutGradStats;
 
@@ -63,13 +63,8 @@ impl Column {
             Column::F64(v) => write!(out, "{:?}", v[row]),
             Column::F32(v) => write!(out, "{:?}", v[row]),
             Column::Str(v) => {
-                let s = &v[row];
-                if s.contains([',', '"', '\n', '\r']) {
-                    write!(out, "\"{}\"", s.replace('"', "\"\""))
-                } else {
-                    out.push_str(s);
-                    Ok(())
-                }
+                push_csv_field(out, &v[row]);
+                Ok(())
             }
         }
         .expect("writing to a String cannot fail");
