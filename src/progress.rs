@@ -379,7 +379,7 @@ mod tests {
         assert_eq!(short_duration(Duration::from_secs(245)), "4m05s");
         assert_eq!(short_duration(Duration::from_secs(7380)), "2h03m");
         assert_eq!(rate_text(Some(1950.4), Unit::Items), "1,950/s");
-        assert_eq!(rate_text(Some(3.14), Unit::Items), "3.1/s");
+        assert_eq!(rate_text(Some(3.26), Unit::Items), "3.3/s");
     }
 
     /// A sink the test can read back.
