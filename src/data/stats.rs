@@ -128,7 +128,12 @@ impl CorpusStats {
 }
 
 /// Statistics of a corpus, overall and per source.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+///
+/// As JSON (`mprm stats --json`, see [`StatsReport`]'s `Serialize`) every set of statistics
+/// carries its counts and the derived numbers of the Markdown tables; sources are a list of
+/// objects in corpus order, each naming itself in a `source` field (a list rather than a map
+/// keyed by name, so the order of the table survives every JSON reader).
+#[derive(Debug, Clone, Default)]
 pub struct StatsReport {
     /// What was read.
     pub input: String,
@@ -137,8 +142,103 @@ pub struct StatsReport {
     /// Per source, in corpus order.
     pub sources: Vec<(String, CorpusStats)>,
     /// Line-level counts (raw input only).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub lines: Option<LineCounts>,
+}
+
+/// The numbers the Markdown tables derive from the counts, unrounded; `null` where a table
+/// shows "-" (nothing to divide by, or no word counts). Ratios are fractions (0.4286, shown as
+/// 42.86% in the tables).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DerivedStats {
+    /// Avg. steps / rollout.
+    pub steps_per_rollout: Option<f64>,
+    /// Avg. words / step.
+    pub words_per_step: Option<f64>,
+    /// Fraction of steps with score 0 ("Error-step ratio", "Error steps").
+    pub error_step_ratio: Option<f64>,
+    /// Avg. MC / step.
+    pub mean_mc: Option<f64>,
+    /// 16 × the mean MC score ("Avg./16": successful continuations out of 16).
+    pub mean_mc_of_16: Option<f64>,
+    /// Fraction of mixed rollouts.
+    pub mixed_ratio: Option<f64>,
+    /// Fraction of all-positive rollouts.
+    pub all_positive_ratio: Option<f64>,
+    /// Fraction of all-negative rollouts.
+    pub all_negative_ratio: Option<f64>,
+}
+
+impl CorpusStats {
+    /// The derived numbers of the tables.
+    pub fn derived(&self) -> DerivedStats {
+        let known = |x: f64| (!x.is_nan()).then_some(x);
+        DerivedStats {
+            steps_per_rollout: known(self.steps_per_rollout()),
+            words_per_step: self.words_per_step().and_then(known),
+            error_step_ratio: known(self.error_step_ratio()),
+            mean_mc: known(self.mean_mc()),
+            mean_mc_of_16: known(16.0 * self.mean_mc()),
+            mixed_ratio: known(self.mixed_ratio()),
+            all_positive_ratio: known(self.all_positive_ratio()),
+            all_negative_ratio: known(self.all_negative_ratio()),
+        }
+    }
+}
+
+/// One set of statistics as JSON: the counts, then the derived numbers, in one object.
+#[derive(serde::Serialize)]
+struct StatsJson<'a> {
+    #[serde(flatten)]
+    counts: &'a CorpusStats,
+    #[serde(flatten)]
+    derived: DerivedStats,
+}
+
+impl<'a> StatsJson<'a> {
+    fn of(s: &'a CorpusStats) -> Self {
+        StatsJson {
+            counts: s,
+            derived: s.derived(),
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct SourceJson<'a> {
+    source: &'a str,
+    #[serde(flatten)]
+    stats: StatsJson<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct ReportJson<'a> {
+    input: &'a str,
+    total: StatsJson<'a>,
+    sources: Vec<SourceJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lines: Option<&'a LineCounts>,
+}
+
+impl serde::Serialize for StatsReport {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        ReportJson {
+            input: &self.input,
+            total: StatsJson::of(&self.total),
+            sources: self
+                .sources
+                .iter()
+                .map(|(name, s)| SourceJson {
+                    source: name,
+                    stats: StatsJson::of(s),
+                })
+                .collect(),
+            lines: self.lines.as_ref(),
+        }
+        .serialize(serializer)
+    }
 }
 
 /// Python's `len(text.split())`.
@@ -323,6 +423,103 @@ mod tests {
         m.merge(&s);
         assert_eq!(m.rollouts, 6);
         assert_eq!(m.words, Some(18));
+    }
+
+    /// The cells of the Markdown table row that starts with `| {first} |`.
+    fn row<'a>(md: &'a str, first: &str) -> Vec<&'a str> {
+        let line = md
+            .lines()
+            .find(|l| l.starts_with(&format!("| {first} |")))
+            .unwrap_or_else(|| panic!("no row {first:?} in\n{md}"));
+        line.trim_matches('|').split(" | ").map(str::trim).collect()
+    }
+
+    /// Whether a table cell ("42.86%", "2.33", "-") shows `value` (a fraction when the cell is
+    /// a percentage) at the cell's precision.
+    fn shows(cell: &str, value: &serde_json::Value) -> bool {
+        if cell == "-" {
+            return value.is_null();
+        }
+        let (text, scale) = match cell.strip_suffix('%') {
+            Some(p) => (p, 100.0),
+            None => (cell, 1.0),
+        };
+        let decimals = text.split_once('.').map_or(0, |(_, d)| d.len());
+        let shown: f64 = text.parse().unwrap();
+        let v = value.as_f64().unwrap_or(f64::NAN) * scale;
+        (v - shown).abs() <= 0.5 * 10f64.powi(-(decimals as i32)) + 1e-12
+    }
+
+    #[test]
+    fn json_carries_the_tables_numbers() {
+        let mut a = CorpusStats::default();
+        a.add_rollout(&[1.0, 0.5], Some(4));
+        a.add_rollout(&[0.0, 0.0], Some(2));
+        let mut b = CorpusStats::default();
+        b.add_rollout(&[0.25, 0.0, 0.0625], Some(3));
+        let mut total = a.clone();
+        total.merge(&b);
+        let report = StatsReport {
+            input: "fixture".into(),
+            total,
+            sources: vec![
+                ("chartqa".into(), a),
+                ("geo".into(), b),
+                ("empty".into(), CorpusStats::default()),
+            ],
+            lines: None,
+        };
+        let md = render_markdown(&report);
+        let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+
+        let t = &json["total"];
+        assert_eq!(t["rollouts"], 3);
+        for (metric, field) in [
+            ("# rollouts", "rollouts"),
+            ("# reasoning steps", "steps"),
+            ("Avg. steps / rollout", "steps_per_rollout"),
+            ("Avg. words / step", "words_per_step"),
+            ("Error-step ratio", "error_step_ratio"),
+            ("Avg. MC / step", "mean_mc"),
+            ("Mixed rollouts", "mixed_ratio"),
+            ("All-positive rollouts", "all_positive_ratio"),
+            ("All-negative rollouts", "all_negative_ratio"),
+        ] {
+            let cell = row(&md, metric)[1];
+            assert!(shows(cell, &t[field]), "{metric}: {cell} vs {}", t[field]);
+        }
+
+        let sources = json["sources"].as_array().unwrap();
+        let names: Vec<&str> = sources
+            .iter()
+            .map(|s| s["source"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["chartqa", "geo", "empty"]);
+        let columns = [
+            "mean_mc",
+            "mean_mc_of_16",
+            "steps",
+            "rollouts",
+            "steps_per_rollout",
+            "error_step_ratio",
+            "mixed_ratio",
+            "all_positive_ratio",
+            "all_negative_ratio",
+        ];
+        for s in sources {
+            let cells = row(&md, s["source"].as_str().unwrap());
+            for (cell, field) in cells[1..].iter().zip(columns) {
+                assert!(
+                    shows(cell, &s[field]),
+                    "{}: {field}: {cell} vs {}",
+                    s["source"],
+                    s[field]
+                );
+            }
+        }
+        // An empty source has nothing to divide by: null here, "-" in the table.
+        assert!(sources[2]["mean_mc"].is_null());
+        assert_eq!(sources[1]["mean_mc_of_16"], 16.0 * 0.3125 / 3.0);
     }
 
     #[test]

@@ -113,7 +113,7 @@ fn stats_of_a_hand_made_file() {
     assert_eq!(code(&o), 0);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["total"]["mixed"], 1);
-    assert_eq!(v["sources"][0][0], "s");
+    assert_eq!(v["sources"][0]["source"], "s");
     let o = mprm(&["stats", dir.path().join("ann").to_str().unwrap()]);
     assert!(
         stdout(&o).contains("| Error-step ratio | 42.86% |"),

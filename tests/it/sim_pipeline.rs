@@ -66,10 +66,10 @@ fn stats_agree_with_the_manifest_and_raw_equals_bundle_selection() {
     assert_eq!(per_source.len(), by_file.len());
     for s in per_source {
         assert_eq!(
-            s[1]["rollouts"].as_u64(),
-            by_file.get(s[0].as_str().unwrap()).copied(),
+            s["rollouts"].as_u64(),
+            by_file.get(s["source"].as_str().unwrap()).copied(),
             "{}",
-            s[0]
+            s["source"]
         );
     }
     // The bundle gives the same statistics (minus word counts).
