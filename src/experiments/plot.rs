@@ -785,7 +785,7 @@ mod tests {
     #[test]
     fn selector_families_and_looks_are_distinct() {
         use crate::select::baselines::BASELINE_NAMES;
-        use crate::select::gradient::GRADIENT_NAMES;
+        use crate::select::baselines::GRADIENT_NAMES;
         for name in BASELINE_NAMES.iter().chain(&GRADIENT_NAMES) {
             assert_ne!(Family::of(name), Family::Other, "{name} has no family");
         }
