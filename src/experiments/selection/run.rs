@@ -1,0 +1,405 @@
+//! Running the sweep: selectors built once per seed, learning rates tuned on dev, one head
+//! trained per (selector, budget, seed), and what each subset keeps.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::data::label_stats::LabelStats;
+use crate::data::labels::LabelScheme;
+use crate::error::Result;
+use crate::experiments::context::ExperimentContext;
+use crate::experiments::training::{LrTrial, RunResult, head_kind, train_eval, tune_lr};
+use crate::gradient_selection::{
+    GRADIENT_NAMES, GradientInputs, GradientSettings, ProxySpec, gradient_selector,
+};
+use crate::head::HeadParams;
+use crate::select::Selector;
+use crate::select::baselines::Baseline;
+use crate::select::pipeline::choose_from_bundle;
+use crate::train::plan::derive_seed;
+
+use super::config::{SelectionConfig, SelectorSpec, labelling_scheme};
+
+/// One trained head.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CellRecord {
+    /// Row label (selector, `full`, or a labelling scheme).
+    pub row: String,
+    /// Budget (1 for full data).
+    pub budget: f64,
+    /// Repeat index.
+    pub seed_index: usize,
+    /// What the head scored.
+    pub result: RunResult,
+}
+
+/// The learning rate chosen on dev for one (row, budget).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LrChoice {
+    /// Row label.
+    pub row: String,
+    /// Budget.
+    pub budget: f64,
+    /// The chosen peak learning rate.
+    pub lr: f64,
+    /// Dev Overall of every rate tried.
+    pub trials: Vec<LrTrial>,
+}
+
+/// What a selector keeps at a budget (first seed): the data the theory says matters.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SubsetProfile {
+    /// Row label.
+    pub row: String,
+    /// Budget.
+    pub budget: f64,
+    /// Rollouts kept.
+    pub rollouts: usize,
+    /// Share of mixed rollouts.
+    pub mixed: f64,
+    /// Share of all-negative rollouts.
+    pub all_negative: f64,
+    /// Mean p(1 − p).
+    pub mixture: f64,
+    /// Mean reliability R.
+    pub reliability: f64,
+    /// Share of steps with score 0.
+    pub error_steps: f64,
+    /// Share of positive steps that are truly wrong (pseudo-positives), from the simulator.
+    pub pseudo_positive: f64,
+}
+
+/// Everything the comparison measured.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SelectionResults {
+    /// The settings, as run.
+    pub config: SelectionConfig,
+    /// Rollouts in the corpus.
+    pub corpus_rollouts: usize,
+    /// Rollouts per optimiser step.
+    pub global_batch: usize,
+    /// The untrained head's result (the paper's "Base").
+    pub base: RunResult,
+    /// Every trained head.
+    pub cells: Vec<CellRecord>,
+    /// Learning rates chosen on dev.
+    pub lr_choices: Vec<LrChoice>,
+    /// Subset profiles.
+    pub profiles: Vec<SubsetProfile>,
+}
+
+/// A selector built for (row label, seed index), with the seconds it took.
+type BuiltSelector = ((String, usize), Box<dyn Selector>, f64);
+
+/// A training job of the sweep.
+#[derive(Debug, Clone)]
+struct Job {
+    row: String,
+    budget: f64,
+    labels: LabelScheme,
+    /// The selector (None = full data).
+    selector: Option<SelectorSpec>,
+}
+
+impl Job {
+    fn key(&self) -> String {
+        format!("{}@{}", self.row, self.budget)
+    }
+}
+
+/// Runs the comparison; also returns each method's selection wall time (seconds), which is kept
+/// out of the results so they stay byte-identical between runs.
+pub fn run(
+    cfg: &SelectionConfig,
+    ctx: &ExperimentContext<'_>,
+) -> Result<(SelectionResults, BTreeMap<String, f64>)> {
+    let bundle = &ctx.corpus.bundle;
+    let hard0 = LabelScheme::Hard { threshold: 0.0 };
+    let seeds: Vec<u64> = (0..cfg.seeds)
+        .map(|i| derive_seed(ctx.seed, 0x5E1, i as u64))
+        .collect();
+
+    // The grid of (row, budget) jobs.
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut add = |job: Job| {
+        if !jobs.iter().any(|j| j.key() == job.key()) {
+            jobs.push(job);
+        }
+    };
+    for spec in &cfg.selectors {
+        for &b in &cfg.budgets {
+            if spec.max_budget.is_none_or(|m| b <= m + 1e-12) {
+                add(Job {
+                    row: spec.label(),
+                    budget: b,
+                    labels: hard0,
+                    selector: Some(spec.clone()),
+                });
+            }
+        }
+    }
+    for &b in &cfg.saturation_budgets {
+        add(Job {
+            row: "random".into(),
+            budget: b,
+            labels: hard0,
+            selector: Some(SelectorSpec::new("random")),
+        });
+    }
+    for &a in &cfg.alpha_sweep {
+        let spec = SelectorSpec {
+            method: "bis".into(),
+            alpha: if a == 0.05 { None } else { Some(a) },
+            max_budget: None,
+        };
+        add(Job {
+            row: spec.label(),
+            budget: cfg.sweep_budget,
+            labels: hard0,
+            selector: Some(spec),
+        });
+    }
+    for l in &cfg.labelling {
+        let row = if l == "hard-0" {
+            "full".to_string()
+        } else {
+            format!("full {l}")
+        };
+        add(Job {
+            row,
+            budget: 1.0,
+            labels: labelling_scheme(l)?,
+            selector: None,
+        });
+    }
+    add(Job {
+        row: "full".into(),
+        budget: 1.0,
+        labels: hard0,
+        selector: None,
+    });
+
+    // Per-seed selectors (gradient keys are the expensive part: computed once per seed).
+    let mut cost = BTreeMap::new();
+    let specs: Vec<SelectorSpec> = {
+        let mut v: Vec<SelectorSpec> = Vec::new();
+        for j in &jobs {
+            if let Some(s) = &j.selector
+                && !v.contains(s)
+            {
+                v.push(s.clone());
+            }
+        }
+        v
+    };
+    let proxy_lr = full_data_lr(ctx, hard0)?;
+    let bar = crate::progress::bar((specs.len() * seeds.len()) as u64, "selectors");
+    let built: Vec<Result<BuiltSelector>> = specs
+        .par_iter()
+        .flat_map(|spec| (0..seeds.len()).into_par_iter().map(move |i| (spec, i)))
+        .map(|(spec, i)| {
+            let seed = if spec.seeded() { seeds[i] } else { seeds[0] };
+            // The cost of a method is computing its keys and choosing one budget's subset.
+            let started = Instant::now();
+            let sel = build_selector(spec, seed, ctx, cfg, proxy_lr)?;
+            choose_from_bundle(bundle, sel.as_ref(), cfg.sweep_budget)?;
+            let secs = started.elapsed().as_secs_f64();
+            bar.inc(1);
+            Ok(((spec.label(), i), sel, secs))
+        })
+        .collect();
+    bar.finish_and_clear();
+    let mut selectors: HashMap<(String, usize), Box<dyn Selector>> = HashMap::new();
+    for r in built {
+        let ((label, i), sel, secs) = r?;
+        if i == 0 {
+            cost.insert(label.clone(), secs);
+        }
+        selectors.insert((label, i), sel);
+    }
+    let subset = |job: &Job, i: usize| -> Result<Option<Vec<usize>>> {
+        match &job.selector {
+            None => Ok(None),
+            Some(spec) => {
+                let sel = &selectors[&(spec.label(), i)];
+                let (_, ids) = choose_from_bundle(bundle, sel.as_ref(), job.budget)?;
+                Ok(Some(ids.into_iter().map(|id| id.rollout).collect()))
+            }
+        }
+    };
+
+    // Learning rates on dev (first seed's subset), then every seed at that rate.
+    let bar = crate::progress::bar(jobs.len() as u64, "tune lr");
+    let lr_choices: Vec<Result<LrChoice>> = jobs
+        .par_iter()
+        .map(|job| {
+            let key = format!("lr/{}", job.key());
+            let (choice, _) = ctx.cells.get_or_compute(&key, || {
+                let sub = subset(job, 0)?;
+                let (lr, trials) = tune_lr(ctx, sub.as_deref(), job.labels, seeds[0])?;
+                Ok(LrChoice {
+                    row: job.row.clone(),
+                    budget: job.budget,
+                    lr,
+                    trials,
+                })
+            })?;
+            bar.inc(1);
+            Ok(choice)
+        })
+        .collect();
+    bar.finish_and_clear();
+    let lr_choices: Vec<LrChoice> = lr_choices.into_iter().collect::<Result<_>>()?;
+
+    let runs: Vec<(usize, usize)> = (0..jobs.len())
+        .flat_map(|j| (0..seeds.len()).map(move |i| (j, i)))
+        .collect();
+    let bar = crate::progress::bar(runs.len() as u64, "train");
+    let cells: Vec<Result<CellRecord>> = runs
+        .par_iter()
+        .map(|&(j, i)| {
+            let job = &jobs[j];
+            let key = format!("run/{}/seed{i}", job.key());
+            let (result, _) = ctx.cells.get_or_compute(&key, || {
+                let sub = subset(job, i)?;
+                Ok(train_eval(ctx, sub.as_deref(), job.labels, lr_choices[j].lr, seeds[i])?.0)
+            })?;
+            bar.inc(1);
+            Ok(CellRecord {
+                row: job.row.clone(),
+                budget: job.budget,
+                seed_index: i,
+                result,
+            })
+        })
+        .collect();
+    bar.finish_and_clear();
+    let cells: Vec<CellRecord> = cells.into_iter().collect::<Result<_>>()?;
+
+    let profiles = jobs
+        .iter()
+        .filter(|j| j.selector.is_some())
+        .map(|job| {
+            Ok(profile(
+                ctx,
+                &job.row,
+                job.budget,
+                &subset(job, 0)?.expect("a selector job"),
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let base_head = HeadParams::init(head_kind(ctx), bundle.dim(), seeds[0]);
+    let base_report = crate::eval::evaluate_head(&base_head, &ctx.corpus.bench)?;
+    let base = RunResult::from_report(&base_report, f64::NAN, seeds[0], 0, 0, f64::NAN)?;
+
+    Ok((
+        SelectionResults {
+            config: cfg.clone(),
+            corpus_rollouts: bundle.n_rollouts(),
+            global_batch: ctx.train.global_batch_for(bundle.n_rollouts()),
+            base,
+            cells,
+            lr_choices,
+            profiles,
+        },
+        cost,
+    ))
+}
+
+/// The dev-tuned learning rate of full-data training (also the proxies' rate).
+fn full_data_lr(ctx: &ExperimentContext<'_>, labels: LabelScheme) -> Result<f64> {
+    let (choice, _) = ctx.cells.get_or_compute("lr/full@1", || {
+        let (lr, trials) = tune_lr(ctx, None, labels, derive_seed(ctx.seed, 0x5E1, 0))?;
+        Ok(LrChoice {
+            row: "full".into(),
+            budget: 1.0,
+            lr,
+            trials,
+        })
+    })?;
+    Ok(choice.lr)
+}
+
+fn build_selector(
+    spec: &SelectorSpec,
+    seed: u64,
+    ctx: &ExperimentContext<'_>,
+    cfg: &SelectionConfig,
+    proxy_lr: f64,
+) -> Result<Box<dyn Selector>> {
+    let bundle = &ctx.corpus.bundle;
+    if GRADIENT_NAMES.contains(&spec.method.as_str()) {
+        let settings = GradientSettings {
+            head: head_kind(ctx),
+            labels: LabelScheme::Hard { threshold: 0.0 },
+            reduction: crate::gradnorm::Reduction::Mean,
+            seed,
+            inits: cfg.grand_inits,
+            proxy: ProxySpec {
+                fraction: cfg.proxy_fraction,
+                lr: proxy_lr,
+                global_batch: ctx.train.global_batch_for(bundle.n_rollouts()),
+                epochs: 1,
+            },
+            device: ctx.device,
+        };
+        let inputs = GradientInputs {
+            bundle,
+            bench: Some(&ctx.corpus.bench),
+            checkpoint: None,
+        };
+        Ok(Box::new(gradient_selector(
+            &spec.method,
+            &inputs,
+            &settings,
+        )?))
+    } else {
+        Ok(Box::new(Baseline::from_name(
+            &spec.method,
+            spec.alpha(),
+            seed,
+        )?))
+    }
+}
+
+fn profile(ctx: &ExperimentContext<'_>, row: &str, budget: f64, subset: &[usize]) -> SubsetProfile {
+    let b = &ctx.corpus.bundle;
+    let truth = b.teacher().expect("experiments run on synthetic bundles");
+    let (mut mixed, mut neg, mut mix, mut rel) = (0usize, 0usize, 0.0, 0.0);
+    let (mut steps, mut zero, mut pos, mut pseudo) = (0usize, 0usize, 0usize, 0usize);
+    for &i in subset {
+        let range = b.rollout_steps(i);
+        let scores: Vec<f64> = b.mc_scores()[range.clone()]
+            .iter()
+            .map(|&v| v as f64)
+            .collect();
+        let st = LabelStats::of(&scores);
+        mixed += st.is_mixed() as usize;
+        neg += (st.n_pos == 0) as usize;
+        mix += st.mixture();
+        rel += st.reliability;
+        for j in range {
+            steps += 1;
+            if b.mc_scores()[j] > 0.0 {
+                pos += 1;
+                pseudo += (truth.true_correct[j] == 0) as usize;
+            } else {
+                zero += 1;
+            }
+        }
+    }
+    let n = subset.len().max(1) as f64;
+    SubsetProfile {
+        row: row.into(),
+        budget,
+        rollouts: subset.len(),
+        mixed: mixed as f64 / n,
+        all_negative: neg as f64 / n,
+        mixture: mix / n,
+        reliability: rel / n,
+        error_steps: zero as f64 / steps.max(1) as f64,
+        pseudo_positive: pseudo as f64 / pos.max(1) as f64,
+    }
+}
