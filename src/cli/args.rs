@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use mprm::device::DeviceRequest;
 use mprm::head::{Activation, HeadName};
 
 /// Data selection for multimodal process reward models.
@@ -158,7 +159,7 @@ pub struct GradientSelectArgs {
     pub bench_features: Option<PathBuf>,
     /// Device for the gradients: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
-    pub device: String,
+    pub device: DeviceRequest,
 }
 
 /// `mprm bundle-info`.
@@ -238,7 +239,7 @@ pub struct HeadArgs {
     pub at: String,
     /// Device: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
-    pub device: String,
+    pub device: DeviceRequest,
     /// Seed of `--at init` and of random projections.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -368,9 +369,9 @@ pub struct BenchMembwArgs {
     /// Timed passes.
     #[arg(long, default_value_t = 10)]
     pub repeats: usize,
-    /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    /// auto | cpu | cuda | cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceRequest,
 }
 
 /// `mprm bench make-bundle`.
@@ -414,7 +415,7 @@ pub struct TrainArgs {
     pub out: PathBuf,
     /// auto | cpu | cuda | cuda:N (overrides the config's).
     #[arg(long)]
-    pub device: Option<String>,
+    pub device: Option<DeviceRequest>,
     /// Continue from the newest checkpoint in --out.
     #[arg(long)]
     pub resume: bool,
@@ -441,7 +442,7 @@ pub struct TuneLrArgs {
     pub subset: Option<PathBuf>,
     /// auto | cpu | cuda | cuda:N (overrides the config's).
     #[arg(long)]
-    pub device: Option<String>,
+    pub device: Option<DeviceRequest>,
     /// Write the config with the chosen learning rate here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -457,8 +458,8 @@ pub struct EvalArgs {
     #[arg(long)]
     pub checkpoint: Option<usize>,
     /// auto | cpu | cuda | cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceRequest,
 }
 
 /// `mprm eval-scores`.
@@ -497,7 +498,7 @@ pub struct ExperimentArgs {
     pub out: Option<PathBuf>,
     /// auto | cpu | cuda | cuda:N (overrides the config's).
     #[arg(long)]
-    pub device: Option<String>,
+    pub device: Option<DeviceRequest>,
 }
 
 /// `mprm report`.

@@ -219,7 +219,7 @@ fn gradient_selector_from_args(
             global_batch: g.proxy_batch,
             epochs: 1,
         },
-        device: device::resolve(g.device.parse()?)?,
+        device: device::resolve(g.device)?,
     };
     let bench = match (&g.bench, &g.bench_features) {
         (Some(j), Some(f)) => Some(BenchSet::open(j, Some(f), SplitSettings::default())?),
@@ -363,7 +363,7 @@ fn head_setup(args: &HeadArgs, bundle: &FeatureBundle) -> Result<HeadSetup> {
         point,
         labels,
         reduction: args.model.reduction.parse()?,
-        device: args.device.parse()?,
+        device: args.device,
     })
 }
 
@@ -487,7 +487,7 @@ fn print_report(case: &str, report: &verify::VerifyReport) {
 }
 
 fn verify_cmd(args: VerifyArgs) -> Result<u8> {
-    let request: DeviceRequest = args.head.device.parse()?;
+    let request: DeviceRequest = args.head.device;
     let device = device::resolve(request)?;
     let engine = gradnorm::engine(device)?;
     let reduction: Reduction = args.head.model.reduction.parse()?;
@@ -688,22 +688,17 @@ fn bench_gradnorm(args: BenchGradnormArgs) -> Result<u8> {
 
 fn bench_membw(args: BenchMembwArgs) -> Result<u8> {
     let bytes = args.mib << 20;
-    match args.device.parse::<DeviceRequest>()? {
-        DeviceRequest::Cpu => {
+    match device::resolve(args.device)? {
+        Device::Cpu => {
             let gbs = bench::cpu_read_bandwidth(bytes, args.repeats);
             println!(
                 "membw device=cpu threads={} read_gb_per_s={gbs:.2}",
                 rayon::current_num_threads()
             );
         }
-        DeviceRequest::Cuda(ordinal) => {
+        Device::Cuda(ordinal) => {
             let gbs = gradnorm::cuda::copy_bandwidth(ordinal, bytes, args.repeats)?;
             println!("membw device=cuda:{ordinal} copy_gb_per_s={gbs:.2} (bytes read + written)");
-        }
-        DeviceRequest::Auto => {
-            return Err(Error::invalid(
-                "bench membw needs --device cpu or --device cuda[:N]",
-            ));
         }
     }
     Ok(0)
@@ -737,12 +732,8 @@ fn make_bundle(args: MakeBundleArgs) -> Result<u8> {
 }
 
 /// The device to use: the command line's request, else the config's.
-fn pick_device(flag: Option<&str>, config: &TrainConfig) -> Result<Device> {
-    let request = match flag {
-        Some(text) => text.parse::<DeviceRequest>()?,
-        None => config.device,
-    };
-    device::resolve(request)
+fn pick_device(flag: Option<DeviceRequest>, config: &TrainConfig) -> Result<Device> {
+    device::resolve(flag.unwrap_or(config.device))
 }
 
 fn train_cmd(args: TrainArgs) -> Result<u8> {
@@ -771,7 +762,7 @@ fn train_cmd(args: TrainArgs) -> Result<u8> {
         roles = roles.output(&format!("--out's {name}"), args.out.join(name));
     }
     roles.check()?;
-    let device = pick_device(args.device.as_deref(), &config)?;
+    let device = pick_device(args.device, &config)?;
     let data = train::load_data(&config, args.subset.as_deref())?;
     if let Some(s) = data.subset.as_ref().filter(|s| s.corpus.is_none()) {
         eprintln!(
@@ -822,7 +813,7 @@ fn tune_lr(args: TuneLrArgs) -> Result<u8> {
         .input_opt("--subset", args.subset.as_ref())
         .output_opt("--out", args.out.as_ref())
         .check()?;
-    let device = pick_device(args.device.as_deref(), &config)?;
+    let device = pick_device(args.device, &config)?;
     let data = train::load_data(&config, args.subset.as_deref())?;
     let bench = data
         .bench
@@ -876,7 +867,7 @@ fn eval_cmd(args: EvalArgs) -> Result<u8> {
             .ok_or_else(|| Error::invalid(format!("{} has no checkpoint", args.run.display())))?,
     };
     let state = checkpoint::read_state(&dir)?;
-    let device = device::resolve(args.device.parse()?)?;
+    let device = device::resolve(args.device)?;
     let report = train::checkpoint::evaluate(&dir, &state.model, state.dim, &bench, device)?;
     let dest = args
         .run
@@ -929,7 +920,7 @@ fn write_report(
 }
 
 fn experiment(args: ExperimentArgs) -> Result<u8> {
-    let device = args.device.as_deref().map(str::parse).transpose()?;
+    let device = args.device;
     let summary =
         mprm::experiments::runner::run_experiment(&args.config, args.out.as_deref(), device)?;
     println!("{}", summary.key_tables);

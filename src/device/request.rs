@@ -8,8 +8,11 @@ use super::probe::{cuda_compiled, probe_cuda};
 use crate::error::{Error, Result};
 
 /// What the user asked for on the command line.
+///
+/// Written the same way everywhere: on the command line, in configs and in manifests (`auto`,
+/// `cpu`, `cuda` or `cuda:N`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String", into = "String")]
 pub enum DeviceRequest {
     /// CUDA when usable, otherwise the CPU (with a note on stderr).
     #[default]
@@ -35,6 +38,19 @@ impl FromStr for DeviceRequest {
                 ))),
             },
         }
+    }
+}
+
+impl TryFrom<String> for DeviceRequest {
+    type Error = Error;
+    fn try_from(s: String) -> Result<Self> {
+        s.parse()
+    }
+}
+
+impl From<DeviceRequest> for String {
+    fn from(d: DeviceRequest) -> String {
+        d.to_string()
     }
 }
 

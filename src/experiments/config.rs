@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, IoContext, Result};
+use crate::device::DeviceRequest;
 use crate::head::{Activation, HeadKind, HeadName};
 use crate::train::loss::LossReduction;
 
@@ -20,8 +21,8 @@ pub struct ExperimentConfig {
     #[serde(default)]
     pub seed: u64,
     /// auto, cpu, cuda or cuda:N.
-    #[serde(default = "default_device")]
-    pub device: String,
+    #[serde(default)]
+    pub device: DeviceRequest,
     /// The synthetic corpus everything runs on.
     pub corpus: CorpusConfig,
     /// The training protocol of every head trained.
@@ -33,10 +34,6 @@ pub struct ExperimentConfig {
     /// Selection comparison, when present.
     #[serde(default)]
     pub selection: Option<SelectionConfig>,
-}
-
-fn default_device() -> String {
-    "auto".into()
 }
 
 /// The simulator settings of the experiment's corpus (see `mprm synth`).

@@ -55,10 +55,7 @@ pub fn run_experiment(
         .unwrap_or_else(|| PathBuf::from("experiments/results").join(&cfg.name));
     std::fs::create_dir_all(&dir).at(&dir)?;
     let _lock = DirLock::acquire(&dir)?;
-    let request = match device_override {
-        Some(d) => d,
-        None => cfg.device.parse()?,
-    };
+    let request = device_override.unwrap_or(cfg.device);
     let device = device::resolve(request)?;
     let mut manifest = Manifest {
         experiment: cfg.name.clone(),
