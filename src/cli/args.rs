@@ -492,13 +492,16 @@ pub struct EvalScoresArgs {
 pub struct ExperimentArgs {
     /// The experiment config (TOML), e.g. `experiments/main.toml`.
     pub config: PathBuf,
-    /// Results folder (default `experiments/results/<name>`); finished cells found there are
-    /// reused, so an interrupted run resumes.
+    /// Results folder (default `experiments/runs/<name>`, git-ignored); finished cells found
+    /// there are reused, so an interrupted run resumes.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// auto | cpu | cuda | cuda:N (overrides the config's).
     #[arg(long)]
     pub device: Option<DeviceRequest>,
+    /// Corpus scale in (0, 1] (overrides the config's), e.g. 0.002 for a smoke run.
+    #[arg(long)]
+    pub scale: Option<f64>,
 }
 
 /// `mprm report`.

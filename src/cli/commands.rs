@@ -920,9 +920,12 @@ fn write_report(
 }
 
 fn experiment(args: ExperimentArgs) -> Result<u8> {
-    let device = args.device;
+    let overrides = mprm::experiments::runner::Overrides {
+        device: args.device,
+        scale: args.scale,
+    };
     let summary =
-        mprm::experiments::runner::run_experiment(&args.config, args.out.as_deref(), device)?;
+        mprm::experiments::runner::run_experiment(&args.config, args.out.as_deref(), overrides)?;
     println!("{}", summary.key_tables);
     println!("report: {}", summary.dir.join("README.md").display());
     Ok(0)

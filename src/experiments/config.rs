@@ -15,7 +15,7 @@ use super::theory::TheoryConfig;
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExperimentConfig {
-    /// Name; the default results folder is `experiments/results/<name>`.
+    /// Name; the default results folder is `experiments/runs/<name>`.
     pub name: String,
     /// Master seed (each seed-indexed repeat derives its own from it).
     #[serde(default)]

@@ -42,20 +42,39 @@ pub struct RunSummary {
     pub key_tables: String,
 }
 
-/// Runs the experiments of `config_path` into `out` (default `experiments/results/<name>`),
+/// Where a run writes when no folder is given: `experiments/runs/<name>`, which git ignores, so a
+/// quick start leaves the repository clean. The committed results under `experiments/results/`
+/// are written only when asked for by name (`scripts/regenerate-results.sh`).
+pub const DEFAULT_RUNS_DIR: &str = "experiments/runs";
+
+/// What the command line changes in a config for one run (recorded in the manifest's config).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Overrides {
+    /// `--device`.
+    pub device: Option<DeviceRequest>,
+    /// `--scale`: the corpus scale, for a quick smoke run of a full config.
+    pub scale: Option<f64>,
+}
+
+/// Runs the experiments of `config_path` into `out` (default [`DEFAULT_RUNS_DIR`]`/<name>`),
 /// reusing finished cells found there.
 pub fn run_experiment(
     config_path: &Path,
     out: Option<&Path>,
-    device_override: Option<DeviceRequest>,
+    overrides: Overrides,
 ) -> Result<RunSummary> {
-    let cfg = ExperimentConfig::load(config_path)?;
+    let mut cfg = ExperimentConfig::load(config_path)?;
+    if let Some(scale) = overrides.scale {
+        cfg.corpus.scale = scale;
+        cfg.validate()
+            .map_err(|e| Error::invalid(format!("--scale {scale}: {e}")))?;
+    }
     let dir = out
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("experiments/results").join(&cfg.name));
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_RUNS_DIR).join(&cfg.name));
     std::fs::create_dir_all(&dir).at(&dir)?;
     let _lock = DirLock::acquire(&dir)?;
-    let request = device_override.unwrap_or(cfg.device);
+    let request = overrides.device.unwrap_or(cfg.device);
     let device = device::resolve(request)?;
     let mut manifest = Manifest {
         experiment: cfg.name.clone(),

@@ -16,6 +16,7 @@ mod data;
 mod experiments_selection;
 mod experiments_theory;
 mod features_bundle;
+mod first_hour;
 mod gradnorm;
 mod hardening;
 mod kernels_compile;
