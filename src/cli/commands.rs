@@ -764,6 +764,9 @@ fn train_cmd(args: TrainArgs) -> Result<u8> {
     roles.check()?;
     let device = pick_device(args.device, &config)?;
     let data = train::load_data(&config, args.subset.as_deref())?;
+    if let Some(warning) = data.few_steps_warning(&config) {
+        eprintln!("{warning}");
+    }
     if let Some(s) = data.subset.as_ref().filter(|s| s.corpus.is_none()) {
         eprintln!(
             "note: {} records no corpus fingerprint (an older ids file), so it cannot be checked \
@@ -815,6 +818,9 @@ fn tune_lr(args: TuneLrArgs) -> Result<u8> {
         .check()?;
     let device = pick_device(args.device, &config)?;
     let data = train::load_data(&config, args.subset.as_deref())?;
+    if let Some(warning) = data.few_steps_warning(&config) {
+        eprintln!("{warning}");
+    }
     let bench = data
         .bench
         .as_ref()

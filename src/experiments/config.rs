@@ -112,10 +112,7 @@ impl Default for TrainSettings {
     }
 }
 
-/// VisualPRM400K-v1.1's rollout count, the reference for scaling the global batch.
-pub const FULL_CORPUS_ROLLOUTS: usize = 565_096;
-/// The paper's global batch.
-pub const PAPER_GLOBAL_BATCH: usize = 512;
+pub use crate::train::config::{FULL_CORPUS_ROLLOUTS, PAPER_GLOBAL_BATCH};
 
 impl TrainSettings {
     /// The head these settings train: `hidden` and `activation` apply to the mlp only.
@@ -131,11 +128,8 @@ impl TrainSettings {
 
     /// The global batch for a corpus of `n_rollouts`.
     pub fn global_batch_for(&self, n_rollouts: usize) -> usize {
-        self.global_batch.unwrap_or_else(|| {
-            ((PAPER_GLOBAL_BATCH * n_rollouts) as f64 / FULL_CORPUS_ROLLOUTS as f64)
-                .round()
-                .max(1.0) as usize
-        })
+        self.global_batch
+            .unwrap_or_else(|| crate::train::config::paper_global_batch(n_rollouts))
     }
 }
 

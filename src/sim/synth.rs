@@ -111,9 +111,9 @@ impl SynthConfig {
                 self.preset
             )));
         }
-        if !(self.scale > 0.0 && self.scale <= 10.0) {
+        if !(self.scale > 0.0 && self.scale <= 1.0) {
             return Err(Error::invalid(format!(
-                "--scale {} must lie in (0, 10]",
+                "--scale {} must lie in (0, 1] (1 is the whole corpus, 565,096 rollouts)",
                 self.scale
             )));
         }

@@ -155,8 +155,21 @@ pub fn latest(run_dir: &Path) -> Result<Option<PathBuf>> {
 pub fn at_step(run_dir: &Path, step: usize) -> Result<PathBuf> {
     let dir = run_dir.join("checkpoints").join(checkpoint_name(step));
     if !dir.join("state.json").exists() {
+        let mut steps: Vec<usize> = std::fs::read_dir(run_dir.join("checkpoints"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().join("state.json").exists())
+            .filter_map(|e| e.file_name().to_str()?.strip_prefix("step-")?.parse().ok())
+            .collect();
+        steps.sort_unstable();
+        let have = match steps.as_slice() {
+            [] => "none yet".to_string(),
+            s => s.iter().map(usize::to_string).collect::<Vec<_>>().join(", "),
+        };
         return Err(Error::invalid(format!(
-            "{} has no checkpoint at step {step}",
+            "{} has no checkpoint at step {step} (checkpoints at steps: {have}; the config's \
+             checkpoint_every sets how often they are written)",
             run_dir.display()
         )));
     }

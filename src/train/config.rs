@@ -73,7 +73,7 @@ pub struct TrainConfig {
     #[serde(default)]
     pub checkpoint_every: usize,
     /// Where to train.
-    #[serde(default, with = "device_text")]
+    #[serde(default)]
     pub device: DeviceRequest,
     /// Training data.
     #[serde(default)]
@@ -89,6 +89,19 @@ pub struct TrainConfig {
     /// Benchmark evaluated at every checkpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bench: Option<BenchConfig>,
+}
+
+/// VisualPRM400K-v1.1's rollout count, the reference for scaling the global batch.
+pub const FULL_CORPUS_ROLLOUTS: usize = 565_096;
+/// The paper's global batch.
+pub const PAPER_GLOBAL_BATCH: usize = 512;
+
+/// The paper's global batch scaled to a corpus of `n_rollouts`, so a run makes the paper's
+/// number of updates per rollout (at least 1).
+pub fn paper_global_batch(n_rollouts: usize) -> usize {
+    ((PAPER_GLOBAL_BATCH * n_rollouts) as f64 / FULL_CORPUS_ROLLOUTS as f64)
+        .round()
+        .max(1.0) as usize
 }
 
 fn one() -> usize {
@@ -174,19 +187,6 @@ impl BenchConfig {
             dev_fraction: self.dev_fraction,
             seed: self.split_seed,
         }
-    }
-}
-
-mod device_text {
-    use super::DeviceRequest;
-
-    pub fn serialize<S: serde::Serializer>(d: &DeviceRequest, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(d)
-    }
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<DeviceRequest, D::Error> {
-        let text = <String as serde::Deserialize>::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
     }
 }
 

@@ -51,6 +51,38 @@ pub struct RunData {
     pub bench: Option<BenchSet>,
 }
 
+/// Fewer optimiser steps than this and a run is flagged: a head barely moves from its
+/// initialisation, and the warm-up alone can take the first step.
+pub const FEW_STEPS: usize = 50;
+
+impl RunData {
+    /// Rollouts the run trains on (the subset's, else the whole bundle's).
+    pub fn n_train(&self) -> usize {
+        self.subset
+            .as_ref()
+            .map_or(self.bundle.n_rollouts(), |s| s.rollouts.len())
+    }
+
+    /// A warning when `config` would give this data fewer than [`FEW_STEPS`] optimiser steps,
+    /// naming the global batch that would restore the paper's ratio of updates to data.
+    pub fn few_steps_warning(&self, config: &TrainConfig) -> Option<String> {
+        let n = self.n_train();
+        let steps = (n * config.epochs).div_ceil(config.global_batch.max(1));
+        (steps < FEW_STEPS).then(|| {
+            let scaled = super::config::paper_global_batch(self.bundle.n_rollouts());
+            format!(
+                "warning: {n} rollouts × {} epoch(s) at global_batch = {} give only {steps} \
+                 optimiser step(s) (fewer than {FEW_STEPS}); the head will barely train. The \
+                 paper's 512 scaled to this corpus of {} rollouts is {scaled} \
+                 (`global_batch = {scaled}`, as the experiments and experiments/train/*.toml do)",
+                config.epochs,
+                config.global_batch,
+                self.bundle.n_rollouts()
+            )
+        })
+    }
+}
+
 /// Opens the config's bundle, subset (`subset` overrides the config's; checked against the
 /// bundle's corpus, see [`plan::load_subset`]) and bench.
 pub fn load_data(config: &TrainConfig, subset: Option<&Path>) -> Result<RunData> {

@@ -543,3 +543,26 @@ fn gradnorm_at_a_trained_head_refuses_conflicting_options() {
         "{err}"
     );
 }
+
+#[test]
+fn a_run_with_too_few_optimiser_steps_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path());
+    // 600 rollouts at global_batch 64: 10 steps.
+    let (ok, _, err) = train(&config, &dir.path().join("few"), &[]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("600 rollouts × 1 epoch(s) at global_batch = 64 give only 10 optimiser step(s)")
+            && err.contains("`global_batch = 1`"),
+        "{err}"
+    );
+    // At 8 per step the same data gets 75 steps: no warning.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("global_batch = 64", "global_batch = 8");
+    let enough = dir.path().join("enough.toml");
+    std::fs::write(&enough, text).unwrap();
+    let (ok, _, err) = train(&enough, &dir.path().join("enough"), &[]);
+    assert!(ok, "{err}");
+    assert!(!err.contains("warning"), "{err}");
+}
