@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, IoContext, Result};
 use crate::device::DeviceRequest;
+use crate::error::{Error, IoContext, Result};
 use crate::head::{Activation, HeadKind, HeadName};
 use crate::train::loss::LossReduction;
 

@@ -165,7 +165,11 @@ pub fn at_step(run_dir: &Path, step: usize) -> Result<PathBuf> {
         steps.sort_unstable();
         let have = match steps.as_slice() {
             [] => "none yet".to_string(),
-            s => s.iter().map(usize::to_string).collect::<Vec<_>>().join(", "),
+            s => s
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
         };
         return Err(Error::invalid(format!(
             "{} has no checkpoint at step {step} (checkpoints at steps: {have}; the config's \

@@ -227,3 +227,73 @@ fn the_cycle_check_finds_a_planted_cycle_and_reads_use_groups() {
         .insert("train".into(), String::new());
     assert_eq!(cycles(&graph), vec![vec!["data", "select", "train"]]);
 }
+
+/// The module names README's "Source layout" block lists, in order (`src/x/`, `src/x.rs`, and the
+/// continuation lines of a `src/a.rs, b.rs,` group).
+fn readme_layout() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme
+        .split("## Source layout")
+        .nth(1)
+        .expect("README has a Source layout section");
+    let block = section
+        .split("```text")
+        .nth(1)
+        .unwrap()
+        .split("```")
+        .next()
+        .unwrap();
+    let mut names = Vec::new();
+    for line in block.lines() {
+        // The module column ends at the first run of two spaces.
+        let column = line.trim_start().split("  ").next().unwrap_or("");
+        for part in column.split(',') {
+            let part = part.trim().trim_start_matches("src/");
+            let name = part.trim_end_matches('/').trim_end_matches(".rs");
+            if !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                && (part.ends_with('/') || part.ends_with(".rs"))
+            {
+                names.push(name.to_string());
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn readme_lists_every_module_in_dependency_order() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let graph = module_graph(&src);
+    let listed = readme_layout();
+    let mut on_disk: BTreeSet<String> = std::fs::read_dir(&src)
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(&src).unwrap().to_path_buf();
+            top_module(&rel)
+        })
+        .collect();
+    on_disk.extend(graph.keys().cloned());
+    let listed_set: BTreeSet<String> = listed
+        .iter()
+        .filter(|n| on_disk.contains(*n))
+        .cloned()
+        .collect();
+    assert_eq!(listed_set, on_disk, "README's Source layout against src/");
+    let position = |m: &str| listed.iter().position(|n| n == m).unwrap();
+    let upward: Vec<String> = graph
+        .iter()
+        .flat_map(|(a, edges)| {
+            edges
+                .iter()
+                .filter(|(b, _)| on_disk.contains(*b) && position(b) > position(a))
+                .map(move |(b, at)| format!("{a} → {b} ({at})"))
+        })
+        .collect();
+    assert!(
+        upward.is_empty(),
+        "modules that depend on one listed below them in README: {upward:?}"
+    );
+}

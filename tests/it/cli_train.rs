@@ -552,8 +552,9 @@ fn a_run_with_too_few_optimiser_steps_is_warned_about() {
     let (ok, _, err) = train(&config, &dir.path().join("few"), &[]);
     assert!(ok, "{err}");
     assert!(
-        err.contains("600 rollouts × 1 epoch(s) at global_batch = 64 give only 10 optimiser step(s)")
-            && err.contains("`global_batch = 1`"),
+        err.contains(
+            "600 rollouts × 1 epoch(s) at global_batch = 64 give only 10 optimiser step(s)"
+        ) && err.contains("`global_batch = 1`"),
         "{err}"
     );
     // At 8 per step the same data gets 75 steps: no warning.

@@ -31,8 +31,16 @@ fn the_quick_start_leaves_the_repository_clean() {
         .arg(&clone)
         .output()
         .expect("git runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(git(&clone, &["status", "--porcelain"]), "", "a fresh clone is clean");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        git(&clone, &["status", "--porcelain"]),
+        "",
+        "a fresh clone is clean"
+    );
 
     let run = Command::new(env!("CARGO_BIN_EXE_mprm"))
         .current_dir(&clone)
