@@ -188,7 +188,8 @@ pub fn run(cfg: &TheoryConfig, ctx: &ExperimentContext<'_>) -> Result<TheoryResu
         seed: ctx.seed,
         train: &train,
     };
-    let stages = crate::progress::bar(4, "Eqs. 5–6");
+    let stages = crate::progress::bar(4, "theory");
+    stages.set_message("Eqs. 5–6");
     let (eq5, eq6) = super::noise::run(cfg, &ctx, &teacher)?;
     stages.inc(1);
     stages.set_message("Lemma 2");
@@ -199,6 +200,7 @@ pub fn run(cfg: &TheoryConfig, ctx: &ExperimentContext<'_>) -> Result<TheoryResu
     stages.inc(1);
     stages.set_message("informativeness");
     let (informativeness, finding6) = super::informativeness::run(cfg, &ctx, &teacher, &truth)?;
+    stages.inc(1);
     stages.finish_and_clear();
     Ok(TheoryResults {
         setup: Setup {
