@@ -47,12 +47,20 @@ pub enum ModelSpec {
     Context(ContextSpec),
 }
 
-/// The sequence model's settings, tagged `kind = "context"` like a head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename = "context", deny_unknown_fields)]
+/// The sequence model's settings, written with `kind = "context"` like a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename = "context")]
 pub struct ContextSpec {
     /// Width of the step projection and of the attention.
     pub hidden: usize,
+}
+
+/// [`ContextSpec`]'s fields once `kind` is read (serde cannot combine a struct's tag with
+/// `deny_unknown_fields`, and an unknown key must stay an error).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContextFields {
+    hidden: usize,
 }
 
 impl ModelSpec {
@@ -110,7 +118,7 @@ impl std::fmt::Display for ModelSpec {
 impl<'de> serde::Deserialize<'de> for ModelSpec {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error as _;
-        let table = toml::Value::deserialize(deserializer)?;
+        let mut table = toml::Value::deserialize(deserializer)?;
         let kind = table
             .get("kind")
             .and_then(toml::Value::as_str)
@@ -118,10 +126,24 @@ impl<'de> serde::Deserialize<'de> for ModelSpec {
                 D::Error::custom("the head table needs `kind` (linear, mlp or context)")
             })?;
         if kind == "context" {
-            ContextSpec::deserialize(table)
-                .map(ModelSpec::Context)
+            if let Some(t) = table.as_table_mut() {
+                t.remove("kind");
+            }
+            ContextFields::deserialize(table)
+                .map(|f| ModelSpec::context(f.hidden))
                 .map_err(D::Error::custom)
         } else {
+            // serde lets a unit variant ignore extra keys; a linear head's `hidden` would be
+            // dropped silently, so it is refused here.
+            if kind == "linear"
+                && let Some(extra) = table
+                    .as_table()
+                    .and_then(|t| t.keys().find(|k| k.as_str() != "kind"))
+            {
+                return Err(D::Error::custom(format!(
+                    "unknown field `{extra}`: a linear head takes no settings"
+                )));
+            }
             HeadKind::deserialize(table)
                 .map(ModelSpec::Head)
                 .map_err(|e| D::Error::custom(format!("{e} (context is also a kind)")))
@@ -584,6 +606,43 @@ mod tests {
                 (g[i] as f64 - Activation::Gelu.derivative(u)).abs() < 1e-6,
                 "grad at {u}"
             );
+        }
+    }
+
+    #[test]
+    fn model_specs_read_and_write_one_tagged_table() {
+        let cases = [
+            ("kind = \"linear\"", ModelSpec::LINEAR),
+            (
+                "kind = \"mlp\"\nhidden = 8",
+                ModelSpec::Head(HeadKind::Mlp {
+                    hidden: 8,
+                    activation: Activation::Gelu,
+                }),
+            ),
+            ("kind = \"context\"\nhidden = 4", ModelSpec::context(4)),
+        ];
+        for (text, spec) in cases {
+            let read: ModelSpec = toml::from_str(text).unwrap();
+            assert_eq!(read, spec, "{text}");
+            let json = serde_json::to_string(&spec).unwrap();
+            assert_eq!(serde_json::from_str::<ModelSpec>(&json).unwrap(), spec);
+        }
+        assert_eq!(
+            serde_json::to_string(&ModelSpec::context(4)).unwrap(),
+            r#"{"kind":"context","hidden":4}"#
+        );
+        for (bad, says) in [
+            ("kind = \"mpl\"", "unknown variant `mpl`"),
+            (
+                "kind = \"context\"\nhidden = 4\nwidth = 2",
+                "unknown field `width`",
+            ),
+            ("kind = \"linear\"\nhidden = 4", "unknown field `hidden`"),
+            ("hidden = 4", "needs `kind`"),
+        ] {
+            let e = toml::from_str::<ModelSpec>(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
         }
     }
 
