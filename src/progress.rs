@@ -7,7 +7,8 @@
 //!   finished unit, and a column of finished inner bars would push the live ones off screen.
 //! - stderr is not a terminal (a log file, CI): no bars, but one plain line per stage every
 //!   [`LOG_EVERY`] and one when it finishes, e.g.
-//!   `progress: gradnorm 12,000/63,840 (1,950/s, eta 27s)`.
+//!   `progress: gradnorm 12,000/63,840 (1,950/s, eta 27s)`. Stages shorter than [`QUIET_UNDER`]
+//!   write nothing.
 //! - `MPRM_NO_PROGRESS` is set (to anything): nothing at all, so tests and CI logs stay clean.
 //!
 //! Call sites use [`Progress`] like an indicatif bar (`inc`, `set_position`, `set_message`,
@@ -24,6 +25,11 @@ use indicatif::{
 
 /// How often the non-terminal mode writes a line for a running stage.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A stage that ends sooner than this without having written a line stays silent in the
+/// non-terminal mode: the theory checks run hundreds of sub-second gradient passes, and a log
+/// holding one "done in 0s" line for each hides the stages that matter.
+pub const QUIET_UNDER: Duration = Duration::from_secs(2);
 
 /// What a stage counts, for the plain log lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +180,8 @@ struct LineState {
     msg: String,
     hidden: bool,
     finished: bool,
+    /// Whether a periodic line was written (then the final one always is).
+    wrote: bool,
 }
 
 impl LineLog {
@@ -203,6 +211,7 @@ impl LineLog {
             return;
         }
         s.last_line = now;
+        s.wrote = true;
         let line = self.line(&s, now, false);
         drop(s);
         self.write(&line);
@@ -215,6 +224,9 @@ impl LineLog {
             return;
         }
         s.finished = true;
+        if !s.wrote && now < QUIET_UNDER {
+            return;
+        }
         let line = self.line(&s, now, true);
         drop(s);
         self.write(&line);
@@ -433,6 +445,42 @@ mod tests {
             "progress: gradnorm 300/1,000 (20/s, eta 35s)\n\
              progress: gradnorm 1,000/1,000 (60/s, done in 15s) loss 0.5\n"
         );
+    }
+
+    #[test]
+    fn a_stage_shorter_than_quiet_under_writes_nothing() {
+        let sink = Shared::default();
+        let secs = Arc::new(AtomicU64::new(0));
+        let clock = {
+            let secs = secs.clone();
+            Box::new(move || Duration::from_secs(secs.load(Ordering::SeqCst)))
+        };
+        let log = |stage: &str, clock| Progress {
+            bar: ProgressBar::hidden(),
+            log: Some(LineLog::new(
+                stage,
+                10,
+                Unit::Items,
+                clock,
+                Box::new(sink.clone()),
+            )),
+        };
+        let quick = log("quick", clock);
+        quick.inc(10);
+        secs.store(1, Ordering::SeqCst);
+        quick.finish_and_clear();
+        let text = || String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text(), "");
+        // The same stage lasting QUIET_UNDER says that it finished.
+        let clock = {
+            let secs = secs.clone();
+            Box::new(move || Duration::from_secs(secs.load(Ordering::SeqCst)))
+        };
+        let slow = log("slow", clock);
+        slow.inc(10);
+        secs.store(QUIET_UNDER.as_secs(), Ordering::SeqCst);
+        slow.finish_and_clear();
+        assert_eq!(text(), "progress: slow 10/10 (5.0/s, done in 2s)\n");
     }
 
     #[test]
