@@ -111,13 +111,41 @@ pub(super) fn pct(b: f64) -> String {
 
 /// Tables, figures and the summary of the results.
 pub fn render(r: &SelectionResults) -> Rendered {
-    let cfg = &r.config;
     let full = r.overall("full", 1.0);
+    let t2 = overall_table(r, full);
+    let gap = bis_minus_random(r);
+    let tl = labelling_table(r);
+    let (ts, saturation_plot) = saturation(r, full);
     let mut out = Rendered::default();
+    out.tables.push(("table2_overall".into(), t2.clone()));
+    out.tables.push(("bis_minus_random".into(), gap.clone()));
+    out.tables.push(("delta_vs_bis".into(), delta_vs_bis(r)));
+    out.tables.push(("table4_ablations".into(), ablations(r)));
+    out.tables.push(("table5_alpha".into(), alpha_sweep(r)));
+    out.tables.push(("labelling".into(), tl.clone()));
+    out.tables.push(("saturation".into(), ts));
+    out.plots.push(("saturation".into(), saturation_plot));
+    out.plots.push(("budgets".into(), budget_curves(r, full)));
+    out.tables.push(("best_of_n".into(), best_of_n_table(r)));
+    out.tables.push(("subset_profiles".into(), profiles(r)));
+    out.tables
+        .push(("learning_rates".into(), learning_rates(r)));
+    out.summary = super::summary::summary(r, &t2, &gap, &tl, full);
+    out.key_table = format!("{}\n{}", t2.to_markdown(), gap.to_markdown());
+    out
+}
 
-    // Table 2 shape: selectors × budgets.
+/// "selector" and one column per budget.
+fn budget_columns(r: &SelectionResults) -> Vec<String> {
     let mut cols: Vec<String> = vec!["selector".into()];
-    cols.extend(cfg.budgets.iter().map(|b| pct(*b)));
+    cols.extend(r.config.budgets.iter().map(|b| pct(*b)));
+    cols
+}
+
+/// Table 2 shape: selectors × budgets, with full data, the untrained head and the paper's rows.
+fn overall_table(r: &SelectionResults, full: Option<MeanCi>) -> Table {
+    let cfg = &r.config;
+    let cols = budget_columns(r);
     let col_refs: Vec<&str> = cols.iter().map(String::as_str).collect();
     let mut t2 = Table::new(
         "Bench test Overall (×100, threshold tuned on dev), mean ± 95% CI over seeds",
@@ -155,9 +183,12 @@ pub fn render(r: &SelectionResults) -> Rendered {
          `less` uses the bench's labelled dev split, which BIS and the other selectors do not. The paper's rows are single runs on VisualProcessBench (its full data: {}, base: {}).",
         cfg.seeds, r.corpus_rollouts, r.global_batch, paper::FULL, paper::BASE
     ));
-    out.tables.push(("table2_overall".into(), t2.clone()));
+    t2
+}
 
-    // BIS − random, paired by seed, against the paper's gap.
+/// BIS − random, paired by seed, against the paper's gap.
+fn bis_minus_random(r: &SelectionResults) -> Table {
+    let cfg = &r.config;
     let mut gap = Table::new(
         "BIS − random at each budget (×100, paired by seed), against the paper",
         &[
@@ -180,9 +211,14 @@ pub fn render(r: &SelectionResults) -> Rendered {
             num_cell(p(&paper::QWEN_BIS, &paper::QWEN_RANDOM), 2),
         ]);
     }
-    out.tables.push(("bis_minus_random".into(), gap.clone()));
+    gap
+}
 
-    // Every selector against BIS, paired, at each budget.
+/// Every selector against BIS, paired, at each budget.
+fn delta_vs_bis(r: &SelectionResults) -> Table {
+    let cfg = &r.config;
+    let cols = budget_columns(r);
+    let col_refs: Vec<&str> = cols.iter().map(String::as_str).collect();
     let mut vs = Table::new(
         "Each selector − BIS (×100, paired by seed, 95% CI)",
         &col_refs,
@@ -196,9 +232,12 @@ pub fn render(r: &SelectionResults) -> Rendered {
         );
         vs.push(cells);
     }
-    out.tables.push(("delta_vs_bis".into(), vs));
+    vs
+}
 
-    // Table 4 shape at the sweep budget.
+/// Table 4 shape at the sweep budget.
+fn ablations(r: &SelectionResults) -> Table {
+    let cfg = &r.config;
     let b25 = cfg.sweep_budget;
     let mut t4 = Table::new(
         format!("Selection ablations at {} (Table 4 shape)", pct(b25)),
@@ -228,9 +267,13 @@ pub fn render(r: &SelectionResults) -> Rendered {
             },
         ]);
     }
-    out.tables.push(("table4_ablations".into(), t4));
+    t4
+}
 
-    // Table 5: α sweep.
+/// Table 5: BIS α sensitivity at the sweep budget.
+fn alpha_sweep(r: &SelectionResults) -> Table {
+    let cfg = &r.config;
+    let b25 = cfg.sweep_budget;
     let mut t5 = Table::new(
         format!("BIS α sensitivity at {} (Table 5 shape)", pct(b25)),
         &["α", "mprm Overall", "paper Overall"],
@@ -251,9 +294,12 @@ pub fn render(r: &SelectionResults) -> Rendered {
             num_cell(paper_v, 2),
         ]);
     }
-    out.tables.push(("table5_alpha".into(), t5));
+    t5
+}
 
-    // Labelling schemes on full data.
+/// Labelling schemes on full data.
+fn labelling_table(r: &SelectionResults) -> Table {
+    let cfg = &r.config;
     let mut tl = Table::new(
         "Labelling schemes on full data",
         &["labels", "mprm Overall", "paper InternVL", "paper Qwen"],
@@ -272,9 +318,12 @@ pub fn render(r: &SelectionResults) -> Rendered {
             num_cell(p.map(|x| x.2), 2),
         ]);
     }
-    out.tables.push(("labelling".into(), tl.clone()));
+    tl
+}
 
-    // Saturation curve of random subsets.
+/// Saturation of random subsets: the table and its figure.
+fn saturation(r: &SelectionResults, full: Option<MeanCi>) -> (Table, Plot) {
+    let cfg = &r.config;
     let mut sat_budgets: Vec<f64> = cfg.saturation_budgets.clone();
     sat_budgets.sort_by(f64::total_cmp);
     let mut ts = Table::new(
@@ -301,29 +350,29 @@ pub fn render(r: &SelectionResults) -> Rendered {
         ]);
         pts.push((1.0, f.mean, Some(f.half_width)));
     }
-    out.tables.push(("saturation".into(), ts));
-    out.plots.push((
-        "saturation".into(),
-        Plot::Lines {
-            title: "Random subsets saturate: bench test Overall vs budget".into(),
-            x_label: "budget (fraction of every source)".into(),
-            y_label: "Overall ×100 (mean, 95% CI)".into(),
-            series: vec![
-                Series {
-                    name: "random".into(),
-                    points: pts,
-                    reference: false,
-                },
-                Series {
-                    name: "base (untrained)".into(),
-                    points: vec![(0.0, 100.0 * r.base.test_overall, None)],
-                    reference: true,
-                },
-            ],
-        },
-    ));
+    let plot = Plot::Lines {
+        title: "Random subsets saturate: bench test Overall vs budget".into(),
+        x_label: "budget (fraction of every source)".into(),
+        y_label: "Overall ×100 (mean, 95% CI)".into(),
+        series: vec![
+            Series {
+                name: "random".into(),
+                points: pts,
+                reference: false,
+            },
+            Series {
+                name: "base (untrained)".into(),
+                points: vec![(0.0, 100.0 * r.base.test_overall, None)],
+                reference: true,
+            },
+        ],
+    };
+    (ts, plot)
+}
 
-    // Budget curves of every selector.
+/// Budget curves of every selector, with full data as a reference line.
+fn budget_curves(r: &SelectionResults, full: Option<MeanCi>) -> Plot {
+    let cfg = &r.config;
     let mut series: Vec<Series> = r
         .rows()
         .iter()
@@ -345,17 +394,17 @@ pub fn render(r: &SelectionResults) -> Rendered {
             reference: true,
         });
     }
-    out.plots.push((
-        "budgets".into(),
-        Plot::Lines {
-            title: "Selectors at equal budgets: bench test Overall".into(),
-            x_label: "budget".into(),
-            y_label: "Overall ×100 (mean, 95% CI)".into(),
-            series,
-        },
-    ));
+    Plot::Lines {
+        title: "Selectors at equal budgets: bench test Overall".into(),
+        x_label: "budget".into(),
+        y_label: "Overall ×100 (mean, 95% CI)".into(),
+        series,
+    }
+}
 
-    // Best-of-N at the sweep budget.
+/// Best-of-N at the sweep budget.
+fn best_of_n_table(r: &SelectionResults) -> Table {
+    let b25 = r.config.sweep_budget;
     let mut bon = Table::new(
         format!(
             "Best-of-N on bench test questions at {} (accuracy ×100)",
@@ -401,9 +450,12 @@ pub fn render(r: &SelectionResults) -> Rendered {
             ci_cell(get(|n| n.oracle)),
         ]);
     }
-    out.tables.push(("best_of_n".into(), bon));
+    bon
+}
 
-    // What each selector keeps.
+/// What each selector keeps at the sweep budget.
+fn profiles(r: &SelectionResults) -> Table {
+    let b25 = r.config.sweep_budget;
     let mut prof = Table::new(
         format!("What each selector keeps at {} (first seed)", pct(b25)),
         &[
@@ -433,9 +485,11 @@ pub fn render(r: &SelectionResults) -> Rendered {
         "pseudo-positives: share of positive (s > 0) steps that are truly wrong in the simulator."
             .into(),
     );
-    out.tables.push(("subset_profiles".into(), prof));
+    prof
+}
 
-    // Learning rates chosen on dev.
+/// Learning rates chosen on dev.
+fn learning_rates(r: &SelectionResults) -> Table {
     let mut lr = Table::new(
         "Learning rates chosen on the dev split",
         &["row", "budget", "lr", "dev Overall at lr"],
@@ -453,11 +507,7 @@ pub fn render(r: &SelectionResults) -> Rendered {
             num_cell(dev, 4),
         ]);
     }
-    out.tables.push(("learning_rates".into(), lr));
-
-    out.summary = super::summary::summary(r, &t2, &gap, &tl, full);
-    out.key_table = format!("{}\n{}", t2.to_markdown(), gap.to_markdown());
-    out
+    lr
 }
 
 /// The selection-cost table from the timings a run recorded (wall seconds to compute a method's
