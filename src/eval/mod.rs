@@ -18,7 +18,8 @@ pub mod threshold;
 
 pub use best_of_n::{Aggregate, BestOfNReport, best_of_n};
 pub use report::{
-    EvalReport, check_scores_file, evaluate_head, evaluate_model, evaluate_scores, model_scores,
+    EvalReport, ModelSource, check_scores_file, evaluate_head, evaluate_model, evaluate_scores,
+    evaluate_source, model_scores,
 };
 pub use scores::{EntryPlace, ScoresFile, StepScores, read_scores, read_scores_file};
 pub use threshold::{BenchReport, MetricsAt};

@@ -113,13 +113,29 @@ pub fn model_scores<B: Backend>(
     })
 }
 
-/// Evaluates a [`HeadParams`] head on the CPU.
-pub fn evaluate_head(head: &HeadParams, bench: &BenchSet) -> Result<EvalReport> {
-    struct Job<'a> {
-        head: &'a HeadParams,
+/// Where a model to evaluate comes from; built on whichever backend the device seam picks.
+pub trait ModelSource {
+    /// The model on `device`.
+    fn build<B: Backend>(&self, device: &B::Device) -> Result<PrmModel<B>>;
+}
+
+impl ModelSource for HeadParams {
+    fn build<B: Backend>(&self, device: &B::Device) -> Result<PrmModel<B>> {
+        Ok(PrmModel::from_head(self, device))
+    }
+}
+
+/// Builds `source`'s model on `device` and evaluates it on `bench`.
+pub fn evaluate_source(
+    source: &impl ModelSource,
+    bench: &BenchSet,
+    device: Device,
+) -> Result<EvalReport> {
+    struct Job<'a, S> {
+        source: &'a S,
         bench: &'a BenchSet,
     }
-    impl BurnJob for Job<'_> {
+    impl<S: ModelSource> BurnJob for Job<'_, S> {
         type Output = EvalReport;
         fn run<B: AutodiffBackend>(
             self,
@@ -127,11 +143,17 @@ pub fn evaluate_head(head: &HeadParams, bench: &BenchSet) -> Result<EvalReport> 
             _: Device,
             _: &'static str,
         ) -> Result<EvalReport> {
-            let model = PrmModel::<B::InnerBackend>::from_head(self.head, device);
+            // Inference needs no tape: the inner backend shares the device.
+            let model = self.source.build::<B::InnerBackend>(device)?;
             evaluate_model(&model, self.bench, device)
         }
     }
-    crate::device::burn::run(Device::Cpu, Job { head, bench })
+    crate::device::burn::run(device, Job { source, bench })
+}
+
+/// Evaluates a [`HeadParams`] head on the CPU.
+pub fn evaluate_head(head: &HeadParams, bench: &BenchSet) -> Result<EvalReport> {
+    evaluate_source(head, bench, Device::Cpu)
 }
 
 impl EvalReport {

@@ -32,9 +32,8 @@ use safetensors::Dtype;
 use crate::data::bench::BenchSet;
 use crate::data::safetensors_io::{MappedSafetensors, SafetensorsWriter, TensorSpec};
 use crate::device::Device;
-use crate::device::burn::BurnJob;
 use crate::error::{Error, IoContext, Result};
-use crate::eval::{EvalReport, evaluate_model};
+use crate::eval::{EvalReport, ModelSource, evaluate_source};
 use crate::output::{write_bytes, write_json, write_text};
 use crate::prm_model::{ModelSpec, PrmModel};
 
@@ -226,34 +225,17 @@ pub fn evaluate(
     bench: &BenchSet,
     device: Device,
 ) -> Result<EvalReport> {
-    struct Job<'a> {
+    struct Checkpoint<'a> {
         dir: &'a Path,
         spec: &'a ModelSpec,
         dim: usize,
-        bench: &'a BenchSet,
     }
-    impl BurnJob for Job<'_> {
-        type Output = EvalReport;
-        fn run<B: AutodiffBackend>(
-            self,
-            device: &B::Device,
-            _: Device,
-            _: &'static str,
-        ) -> Result<EvalReport> {
-            // Inference needs no tape: the inner backend shares the device.
-            let model = load_model::<B::InnerBackend>(self.dir, self.spec, self.dim, device)?;
-            evaluate_model(&model, self.bench, device)
+    impl ModelSource for Checkpoint<'_> {
+        fn build<B: Backend>(&self, device: &B::Device) -> Result<PrmModel<B>> {
+            load_model(self.dir, self.spec, self.dim, device)
         }
     }
-    crate::device::burn::run(
-        device,
-        Job {
-            dir,
-            spec,
-            dim,
-            bench,
-        },
-    )
+    evaluate_source(&Checkpoint { dir, spec, dim }, bench, device)
 }
 
 /// Parameters in module order with their ids and shapes.
