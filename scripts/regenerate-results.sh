@@ -2,16 +2,33 @@
 # Regenerates the committed results under experiments/results/ (the only command that writes
 # there; `mprm experiment` alone writes to the git-ignored experiments/runs/).
 #
-#   scripts/regenerate-results.sh [main|selection|theory ...]     (default: all three)
+#   scripts/regenerate-results.sh [main|selection|theory|scorecard ...]   (default: all four)
 #
 # Finished cells are reused from each folder's git-ignored cells/ cache, so an interrupted run
-# resumes. On 2 cores: main about 1 minute, selection about 4, theory about 6 (after the build).
+# resumes. On 2 cores: main about 1 minute, selection about 4, theory about 6, scorecard about 1
+# (three corpus draws, plus the simulator manifests of both presets) after the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
 names=("$@")
-if [ ${#names[@]} -eq 0 ]; then names=(main selection theory); fi
+if [ ${#names[@]} -eq 0 ]; then names=(main selection theory scorecard); fi
 for name in "${names[@]}"; do
   echo "=== $name"
+  if [ "$name" = scorecard ]; then
+    # The simulator's held-out scorecard under both presets (Table 1 setting of the issue:
+    # --scale 0.1 --seed 7), then the trained-model targets over three corpus draws.
+    tmp=$(mktemp -d)
+    for preset in paper v1; do
+      target/release/mprm synth --preset "$preset" --scale 0.1 --seed 7 --out "$tmp/$preset" \
+        | sed "s|$tmp/||" > "experiments/results/scorecard/synth-$preset.txt"
+      cp "$tmp/$preset/manifest.json" "experiments/results/scorecard/synth-$preset-manifest.json"
+    done
+    rm -rf "$tmp"
+    for seed in 42 43 44; do
+      target/release/mprm experiment experiments/scorecard.toml --corpus-seed "$seed" \
+        --out "experiments/results/scorecard/corpus-$seed"
+    done
+    continue
+  fi
   target/release/mprm experiment "experiments/$name.toml" --out "experiments/results/$name"
 done

@@ -179,8 +179,9 @@ pub struct SynthArgs {
     /// Output directory (created if needed; existing files of the same names are replaced).
     #[arg(long)]
     pub out: PathBuf,
-    /// Calibration preset.
-    #[arg(long, default_value = "visualprm400k")]
+    /// The simulator's knob set: paper (the current model) or v1 (the first model, kept so
+    /// that its corpora regenerate byte for byte).
+    #[arg(long, default_value = "paper")]
     pub preset: String,
     /// Fraction of the full corpus's 565,096 rollouts to generate.
     #[arg(long, default_value_t = 0.02)]
@@ -197,9 +198,10 @@ pub struct SynthArgs {
     /// Seed of every random stream.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Probability that a rollout's annotation stops after its first zero score.
-    #[arg(long, default_value_t = 0.15)]
-    pub early_stop: f64,
+    /// Probability that a rollout's annotation stops after its first zero score (default: the
+    /// preset's, 0 for paper and 0.15 for v1).
+    #[arg(long)]
+    pub early_stop: Option<f64>,
     /// Early-stop probability of one source, as NAME=P (paper name or file stem; repeatable).
     #[arg(long, value_name = "NAME=P")]
     pub early_stop_for: Vec<String>,
@@ -502,6 +504,9 @@ pub struct ExperimentArgs {
     /// Corpus scale in (0, 1] (overrides the config's), e.g. 0.002 for a smoke run.
     #[arg(long)]
     pub scale: Option<f64>,
+    /// Corpus seed (overrides the config's): another draw of the same corpus, for replication.
+    #[arg(long)]
+    pub corpus_seed: Option<u64>,
 }
 
 /// `mprm report`.

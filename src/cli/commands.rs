@@ -281,9 +281,8 @@ fn bundle_info(args: BundleInfoArgs) -> Result<u8> {
 }
 
 fn synth(args: SynthArgs) -> Result<u8> {
-    let defaults = mprm::sim::SynthConfig::default();
+    let defaults = mprm::sim::SynthConfig::for_preset(args.preset.parse()?);
     let cfg = mprm::sim::SynthConfig {
-        preset: args.preset,
         scale: args.scale,
         min_rollouts: args.min_rollouts,
         dim: args.dim,
@@ -296,7 +295,7 @@ fn synth(args: SynthArgs) -> Result<u8> {
         bench_candidates: args.bench_candidates,
         bench_dev_fraction: args.bench_dev_fraction,
         model: mprm::sim::ModelParams {
-            early_stop: args.early_stop,
+            early_stop: args.early_stop.unwrap_or(defaults.model.early_stop),
             early_stop_by_source: mprm::sim::preset::parse_source_values(&args.early_stop_for)?,
             source_scale: args.nuisance_scale * defaults.model.source_scale,
             question_scale: args.nuisance_scale * defaults.model.question_scale,
@@ -318,6 +317,7 @@ fn synth(args: SynthArgs) -> Result<u8> {
         cfg.seed
     );
     println!("{}", manifest.table1());
+    println!("{}", mprm::sim::scorecard::table(&manifest.held_out));
     if let Some(b) = &manifest.bench {
         println!(
             "bench: {} solutions ({} dev), {:.1} steps each, {:.1}% correct / {:.1}% neutral steps, {:.1}% right final answers",
@@ -929,6 +929,7 @@ fn experiment(args: ExperimentArgs) -> Result<u8> {
     let overrides = mprm::experiments::runner::Overrides {
         device: args.device,
         scale: args.scale,
+        corpus_seed: args.corpus_seed,
     };
     let summary =
         mprm::experiments::runner::run_experiment(&args.config, args.out.as_deref(), overrides)?;

@@ -418,6 +418,12 @@ fn abbreviate(text: &str) -> String {
 /// Python's `glob` excludes them). A missing folder is an error; an empty list is returned as is.
 pub fn list_annotation_files(dir: &Path) -> Result<Vec<PathBuf>> {
     crate::output::refuse_incomplete(dir)?;
+    list_files_of_own_folder(dir)
+}
+
+/// [`list_annotation_files`] for the writer of a folder that is still marked incomplete (its
+/// own staging folder, which every other reader must refuse).
+fn list_files_of_own_folder(dir: &Path) -> Result<Vec<PathBuf>> {
     let meta = std::fs::metadata(dir).at(dir)?;
     if !meta.is_dir() {
         return Err(Error::invalid(format!(
@@ -660,7 +666,16 @@ pub fn rollout_from_value(
 /// Reads a whole annotation folder into memory (for small corpora and tests; large corpora
 /// should be streamed with [`for_each_record`] or [`score_file`]). Files are read in parallel.
 pub fn read_corpus(dir: &Path, strictness: Strictness) -> Result<(Corpus, Vec<LineCounts>)> {
-    let files = list_annotation_files(dir)?;
+    read_files(list_annotation_files(dir)?, strictness)
+}
+
+/// [`read_corpus`] of the annotation folder a writer is still staging (see
+/// [`crate::output::AtomicDir`]); only that writer may call it.
+pub fn read_own_staged_corpus(dir: &Path) -> Result<Corpus> {
+    Ok(read_files(list_files_of_own_folder(dir)?, Strictness::Strict)?.0)
+}
+
+fn read_files(files: Vec<PathBuf>, strictness: Strictness) -> Result<(Corpus, Vec<LineCounts>)> {
     let per_file: Vec<Result<(SourceRollouts, LineCounts)>> = files
         .par_iter()
         .map(|path| {

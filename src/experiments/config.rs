@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use crate::device::DeviceRequest;
 use crate::error::{Error, IoContext, Result};
 use crate::head::{Activation, HeadKind, HeadName};
+use crate::sim::ModelPreset;
 use crate::train::loss::LossReduction;
 
 use super::selection::SelectionConfig;
@@ -31,6 +32,9 @@ pub struct ExperimentConfig {
     /// Theory checks, when present.
     #[serde(default)]
     pub theory: Option<TheoryConfig>,
+    /// The regime map (see [`super::regime`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regime: Option<super::regime::RegimeConfig>,
     /// Selection comparison, when present.
     #[serde(default)]
     pub selection: Option<SelectionConfig>,
@@ -54,6 +58,17 @@ pub struct CorpusConfig {
     pub nuisance_scale: f64,
     /// Use this existing `mprm synth` folder instead of generating one.
     pub existing: Option<PathBuf>,
+    /// The simulator's knob set (`paper` = the current model, `v1` = the first one).
+    pub preset: ModelPreset,
+    /// Fix E[ρ], the mean post-error success rate, instead of fitting it to Table 1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub post_error_success: Option<f64>,
+    /// σ_q, the spread of question difficulty (logits), instead of the preset's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub difficulty_spread: Option<f64>,
+    /// γ, the progress signal's scale in the features, instead of the preset's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress_scale: Option<f64>,
 }
 
 impl Default for CorpusConfig {
@@ -66,6 +81,10 @@ impl Default for CorpusConfig {
             bench_questions: 360,
             nuisance_scale: 1.0,
             existing: None,
+            preset: ModelPreset::Paper,
+            post_error_success: None,
+            difficulty_spread: None,
+            progress_scale: None,
         }
     }
 }
@@ -181,9 +200,12 @@ impl ExperimentConfig {
             "learning rates must be positive",
         )?;
         rule(
-            self.theory.is_some() || self.selection.is_some(),
-            "nothing to run: add [theory] or [selection]",
+            self.theory.is_some() || self.selection.is_some() || self.regime.is_some(),
+            "nothing to run: add [theory], [selection] or [regime]",
         )?;
+        if let Some(r) = &self.regime {
+            r.validate()?;
+        }
         if let Some(t) = &self.theory {
             t.validate()?;
         }

@@ -62,8 +62,9 @@ impl Corpus {
         let wanted = serde_json::to_string_pretty(cfg).expect("config serialises");
         let current = std::fs::read_to_string(&stamp).ok();
         if current.as_deref() != Some(wanted.as_str()) {
-            let defaults = SynthConfig::default();
+            let defaults = SynthConfig::for_preset(cfg.preset);
             let synth = SynthConfig {
+                post_error_success: cfg.post_error_success,
                 scale: cfg.scale,
                 dim: cfg.dim,
                 seed: cfg.seed,
@@ -73,6 +74,10 @@ impl Corpus {
                     source_scale: cfg.nuisance_scale * defaults.model.source_scale,
                     question_scale: cfg.nuisance_scale * defaults.model.question_scale,
                     step_scale: cfg.nuisance_scale * defaults.model.step_scale,
+                    sigma_question: cfg
+                        .difficulty_spread
+                        .unwrap_or(defaults.model.sigma_question),
+                    progress_scale: cfg.progress_scale.unwrap_or(defaults.model.progress_scale),
                     ..defaults.model.clone()
                 },
                 ..defaults

@@ -14,6 +14,7 @@ pub mod formulas;
 pub mod manifest;
 pub mod nan;
 pub mod plot;
+pub mod regime;
 pub mod report;
 pub mod runner;
 pub mod selection;

@@ -31,7 +31,7 @@ use super::config::ExperimentConfig;
 use super::context::{Corpus, ExperimentContext};
 use super::manifest::{Manifest, git_commit};
 use super::report::{Rendered, write_readme};
-use super::{selection, theory};
+use super::{regime, selection, theory};
 
 /// What a finished run tells its caller.
 #[derive(Debug, Clone)]
@@ -54,6 +54,8 @@ pub struct Overrides {
     pub device: Option<DeviceRequest>,
     /// `--scale`: the corpus scale, for a quick smoke run of a full config.
     pub scale: Option<f64>,
+    /// `--corpus-seed`: another draw of the same corpus settings (replication).
+    pub corpus_seed: Option<u64>,
 }
 
 /// Runs the experiments of `config_path` into `out` (default [`DEFAULT_RUNS_DIR`]`/<name>`),
@@ -68,6 +70,9 @@ pub fn run_experiment(
         cfg.corpus.scale = scale;
         cfg.validate()
             .map_err(|e| Error::invalid(format!("--scale {scale}: {e}")))?;
+    }
+    if let Some(seed) = overrides.corpus_seed {
+        cfg.corpus.seed = seed;
     }
     let dir = out
         .map(Path::to_path_buf)
@@ -87,12 +92,24 @@ pub fn run_experiment(
     };
 
     let mut timing = serde_json::Map::new();
+    let cells = CellStore::open(&dir)?;
+    if let Some(r) = &cfg.regime {
+        // The map draws its own corpora, one per grid point and corpus seed.
+        let started = Instant::now();
+        let results = regime::run(r, &cfg.corpus, &cfg.train, device, cfg.seed, &dir, &cells)?;
+        save_results(&dir, "regime", &results)?;
+        timing.insert("regime_s".into(), started.elapsed().as_secs_f64().into());
+        if cfg.theory.is_none() && cfg.selection.is_none() {
+            write_json(dir.join("manifest.json"), &manifest)?;
+            write_json(dir.join("timing.json"), &timing)?;
+            return regenerate_locked(&dir);
+        }
+    }
     let started = Instant::now();
     let corpus = Corpus::prepare(&cfg.corpus, &dir)?;
     manifest.corpus_fingerprint = Some(corpus.bundle.fingerprint());
     write_json(dir.join("manifest.json"), &manifest)?;
     timing.insert("corpus_s".into(), started.elapsed().as_secs_f64().into());
-    let cells = CellStore::open(&dir)?;
     let ctx = ExperimentContext {
         corpus: &corpus,
         cells: &cells,
@@ -163,6 +180,9 @@ fn regenerate_locked(dir: &Path) -> Result<RunSummary> {
         serde_json::from_str(&std::fs::read_to_string(&manifest_path).at(&manifest_path)?)
             .map_err(|e| Error::Other(format!("{}: {e}", manifest_path.display())))?;
     let mut parts: Vec<(&str, Rendered)> = Vec::new();
+    if let Some(r) = load_results::<regime::RegimeResults>(dir, "regime")? {
+        parts.push(("regime", regime::render(&r)));
+    }
     if let Some(r) = load_results::<theory::TheoryResults>(dir, "theory")? {
         parts.push(("theory", theory::render(&r)));
     }

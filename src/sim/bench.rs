@@ -193,7 +193,7 @@ fn generate_source(
     questions: usize,
     space: &FeatureSpace,
 ) -> SourceOut {
-    let params = &cfg.model;
+    let params = &cfg.model.for_bench();
     let quad = Quadrature::default();
     let key = b as u64;
     let seed = cfg.seed;

@@ -9,7 +9,8 @@ use half::bf16;
 use rand_chacha::ChaCha8Rng;
 
 use super::model::{
-    MC_SAMPLES, ModelParams, Quadrature, Recovery, intact_success_rate, step_correct_prob,
+    MC_SAMPLES, ModelParams, Quadrature, Recovery, continuation_step_prob, intact_success_rate,
+    step_correct_prob,
 };
 use super::numeric::normal_quantile;
 use super::rng::{
@@ -42,6 +43,9 @@ pub struct FeatureSpace {
     pub w_star: Vec<f32>,
     /// b*.
     pub b_star: f32,
+    /// Unit direction û ⊥ ŵ that carries how hard the rest of the solution is (present only
+    /// when the model's `progress_scale` is positive).
+    pub progress_dir: Option<Vec<f32>>,
     teacher_norm: f64,
     step_scale: f32,
     bound: f32,
@@ -68,7 +72,23 @@ impl FeatureSpace {
             .iter()
             .map(|v| (*v as f64 * params.teacher_norm) as f32)
             .collect();
+        // Drawn after ŵ and only when used, so a model without it consumes the teacher stream
+        // exactly as before (the v1 preset stays byte-identical).
+        let progress_dir = (params.progress_scale > 0.0 && dim > 1).then(|| {
+            loop {
+                let mut u = vec![0.0f32; dim];
+                fill_normal(rng, &mut u, 1.0);
+                let along: f32 = u.iter().zip(&w).map(|(a, b)| a * b).sum();
+                u.iter_mut().zip(&w).for_each(|(x, w)| *x -= along * w);
+                let norm = u.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+                if norm > 1e-6 {
+                    u.iter_mut().for_each(|v| *v = (*v as f64 / norm) as f32);
+                    break u;
+                }
+            }
+        });
         FeatureSpace {
+            progress_dir,
             dim,
             dtype,
             w_hat: w,
@@ -96,9 +116,17 @@ impl FeatureSpace {
     }
 
     /// Writes the features of one step with teacher logit `logit` into `out` (length d), on top
-    /// of the rollout's nuisance `base` (orthogonal to ŵ), rounded to the storage dtype.
+    /// of the rollout's nuisance `base` (orthogonal to ŵ), plus `progress`·û when the space has
+    /// a progress direction, rounded to the storage dtype.
     /// Returns ⟨w*, ϕ⟩ + b* of the stored vector.
-    pub fn step(&self, logit: f64, base: &[f32], rng: &mut ChaCha8Rng, out: &mut [f32]) -> f64 {
+    pub fn step(
+        &self,
+        logit: f64,
+        progress: f64,
+        base: &[f32],
+        rng: &mut ChaCha8Rng,
+        out: &mut [f32],
+    ) -> f64 {
         fill_normal(rng, out, self.step_scale);
         self.remove_teacher_component(out);
         let mut norm2 = 0.0f32;
@@ -112,6 +140,10 @@ impl FeatureSpace {
         } else {
             1.0
         };
+        if let Some(u) = &self.progress_dir {
+            let c = progress as f32 / shrink;
+            out.iter_mut().zip(u).for_each(|(x, u)| *x += c * u);
+        }
         let t = ((logit - self.b_star as f64) / self.teacher_norm) as f32;
         let mut dot = 0.0f64;
         for ((x, w), ws) in out.iter_mut().zip(&self.w_hat).zip(&self.w_star) {
@@ -283,6 +315,14 @@ pub fn simulate_rollout(
 ) -> RolloutDraw {
     let n = latents.n;
     let p_correct = step_correct_prob(ability, params, quad);
+    // Drawn only when some rollouts are hard to continue, so v1 streams are untouched.
+    let penalty =
+        if params.hard_continuation_share > 0.0 && uniform(rng) < params.hard_continuation_share {
+            params.continuation_penalty
+        } else {
+            0.0
+        };
+    let p_continue = continuation_step_prob(ability, p_correct, penalty, params, quad);
     let recovered = uniform(rng) < latents.recovery;
     let mut steps = Vec::with_capacity(n);
     let mut intact = true;
@@ -300,15 +340,26 @@ pub fn simulate_rollout(
         let stored_logit = match sink.as_mut() {
             Some(s) => {
                 let d = s.space.dim;
-                s.space
-                    .step(logit, s.base, &mut s.rng, &mut s.out[j * d..(j + 1) * d])
+                let progress = params.progress_scale
+                    * progress_logit(intact_success_rate(
+                        p_continue,
+                        n - 1 - j,
+                        source.recovery_mean,
+                    ));
+                s.space.step(
+                    logit,
+                    progress,
+                    s.base,
+                    &mut s.rng,
+                    &mut s.out[j * d..(j + 1) * d],
+                )
             }
             None => logit,
         };
         let correct = u_correct < sigmoid(logit);
         intact &= correct;
         let rate = if intact {
-            intact_success_rate(p_correct, n - 1 - j, source.recovery_mean)
+            intact_success_rate(p_continue, n - 1 - j, source.recovery_mean)
         } else {
             latents.recovery
         };
@@ -330,6 +381,16 @@ pub fn simulate_rollout(
         });
     }
     RolloutDraw { steps, recovered }
+}
+
+/// The progress coordinate of a step before scaling: the logit of the one-shot success rate a
+/// continuation would have from this point if the prefix were intact, clipped to ±6 (the last
+/// step's rate is 1). It depends on the rollout's ability and the steps left, never on whether
+/// the prefix is actually intact, so it tells a student how hard the rest is, not whether the
+/// step is right.
+pub fn progress_logit(rate: f64) -> f64 {
+    let r = rate.clamp(2.5e-3, 1.0 - 2.5e-3);
+    (r / (1.0 - r)).ln()
 }
 
 /// Draws the questions and rollouts of one source: the one place that turns stream keys,
@@ -447,7 +508,7 @@ mod tests {
             assert!(along.abs() < 1e-5);
             let mut out = vec![0.0f32; dim];
             for logit in [-8.0, -1.3, 0.0, 2.5, 8.0] {
-                let stored = s.step(logit, &base, &mut rng, &mut out);
+                let stored = s.step(logit, 0.0, &base, &mut rng, &mut out);
                 let direct: f64 = out
                     .iter()
                     .zip(&s.w_star)

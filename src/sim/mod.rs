@@ -33,6 +33,26 @@
 //!   `r_j = ρ_x`: small but not zero, which produces the paper's pseudo-positives. The score is
 //!   `K/16` with `K ~ Binomial(16, r_j)`; with early stop, every step after the first zero gets
 //!   score 0 and `num_mc_total` 0.
+//! * **v2 additions** (`--preset paper`, the default; all off in `--preset v1`, which
+//!   reproduces the first model's corpora byte for byte):
+//!   - *Hard continuations.* A share π_h of rollouts have continuations that find every
+//!     remaining step h logits harder than the rollout itself did: their correct steps get low
+//!     MC scores without being any less correct. The low-MC region then mixes hard-but-correct
+//!     steps with pseudo-positives, as the paper reads it (P(step wrong | K = 1..3) ≈ 0.15
+//!     against v1's ≈ 0.69).
+//!   - *Progress in the features.* ϕ also carries γ·logit(r̄_j) along a direction û ⊥ ŵ, where
+//!     r̄_j is the success rate a continuation would have from step j if the prefix were intact
+//!     (how hard the rest is). It predicts MC scores but not step correctness, so a student
+//!     fitted to soft or high-threshold labels leans on it and ranks benchmark steps worse:
+//!     the mechanism behind hard-0 > hard-1/16 > hard-2/16 > soft.
+//!   - *Errors that do not run away.* δ = 1 (v1: 4): a wrong step makes the next ones only
+//!     somewhat more error-prone, so correctness is not a near-deterministic function of the
+//!     prefix; σ_κ = 2, early stop 0 (the zero-score and mixed fractions stay fitted).
+//!   - *A harder benchmark.* The benchmark's ability spreads are scaled by 0.5, so its steps
+//!     are harder to tell apart (full data ≈ 65 Overall, as on VisualProcessBench).
+//!
+//!   The labelling order and the benchmark's scale were the targets these knobs were chosen
+//!   for; [`scorecard`] lists what stayed held out.
 //! * **Flip noise** (optional, for Eq. 6): the bundle's `labels` hold the hard MC label (or the
 //!   true label) flipped independently with probability η.
 //!
@@ -60,6 +80,7 @@ pub mod model;
 pub mod numeric;
 pub mod preset;
 pub mod rng;
+pub mod scorecard;
 pub mod stats;
 mod synth;
 pub mod text;
@@ -67,10 +88,10 @@ pub mod truth;
 
 pub use bench::BenchStats;
 pub use calibrate::{BenchCalibration, Calibration, GlobalExpectation, calibrate, calibrate_bench};
-pub use model::ModelParams;
+pub use model::{ModelParams, ModelPreset};
 pub use stats::{CorpusStats, EffectiveNoise};
 pub use synth::{
     ANNOTATIONS_DIR, BENCH_BUNDLE_FILE, BENCH_FILE, BenchReport, Compared, CorpusReport,
-    FEATURES_FILE, FileList, FlipBase, MANIFEST_FILE, Manifest, PRESET_VISUALPRM400K, SourceReport,
-    SynthConfig, TheoryReport, is_corpus_dir, synthesize,
+    FEATURES_FILE, FileList, FlipBase, MANIFEST_FILE, Manifest, SourceReport, SynthConfig,
+    TheoryReport, is_corpus_dir, synthesize,
 };

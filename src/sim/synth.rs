@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::bench::BenchStats;
 use super::calibrate::{self, BenchCalibration, Calibration, calibrate, calibrate_bench};
-use super::model::ModelParams;
+use super::model::{ModelParams, ModelPreset};
 use super::stats::{CorpusStats, EffectiveNoise};
 use super::{bench, corpus, generate, preset, rng};
 use crate::data::features::{BundleMeta, FeatureDtype};
@@ -22,8 +22,6 @@ pub const BENCH_FILE: &str = "bench.jsonl";
 pub const BENCH_BUNDLE_FILE: &str = "bench.safetensors";
 /// The run manifest.
 pub const MANIFEST_FILE: &str = "manifest.json";
-/// The only preset so far.
-pub const PRESET_VISUALPRM400K: &str = "visualprm400k";
 
 /// Which clean label the optional flip noise is applied to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -51,8 +49,8 @@ impl std::str::FromStr for FlipBase {
 /// Everything `mprm synth` can be told.
 #[derive(Debug, Clone, Serialize)]
 pub struct SynthConfig {
-    /// Calibration preset name.
-    pub preset: String,
+    /// Which hand-set knobs `model` started from (recorded in the manifest).
+    pub preset: ModelPreset,
     /// Fraction of the full corpus's rollouts to generate (1 = 565,096).
     pub scale: f64,
     /// No source gets fewer rollouts than this.
@@ -84,7 +82,7 @@ pub struct SynthConfig {
 impl Default for SynthConfig {
     fn default() -> Self {
         SynthConfig {
-            preset: PRESET_VISUALPRM400K.into(),
+            preset: ModelPreset::Paper,
             scale: 0.02,
             min_rollouts: 40,
             dim: 64,
@@ -97,20 +95,23 @@ impl Default for SynthConfig {
             bench_candidates: 8,
             bench_dev_fraction: 0.3,
             bench_max_steps: 20,
-            model: ModelParams::default(),
+            model: ModelParams::for_preset(ModelPreset::Paper),
         }
     }
 }
 
 impl SynthConfig {
+    /// The defaults with `preset`'s model knobs.
+    pub fn for_preset(preset: ModelPreset) -> Self {
+        SynthConfig {
+            preset,
+            model: ModelParams::for_preset(preset),
+            ..SynthConfig::default()
+        }
+    }
+
     /// Checks every setting; the message names the offending option.
     pub fn validate(&self) -> Result<()> {
-        if self.preset != PRESET_VISUALPRM400K {
-            return Err(Error::invalid(format!(
-                "unknown preset `{}`: the only preset is {PRESET_VISUALPRM400K}",
-                self.preset
-            )));
-        }
         if !(self.scale > 0.0 && self.scale <= 1.0) {
             return Err(Error::invalid(format!(
                 "--scale {} must lie in (0, 1] (1 is the whole corpus, 565,096 rollouts)",
@@ -325,6 +326,8 @@ pub struct Manifest {
     pub theory: TheoryReport,
     /// The benchmark (absent when `bench_questions` is 0).
     pub bench: Option<BenchReport>,
+    /// Held-out paper statistics (see [`super::scorecard`]): never used to choose a knob.
+    pub held_out: Vec<super::scorecard::HeldOutRow>,
 }
 
 impl Manifest {
@@ -419,7 +422,7 @@ fn synthesize_into(cfg: &SynthConfig, dir: &Path) -> Result<Manifest> {
         bench_specs,
         cfg.bench_max_steps,
         bench::correct_share(),
-        &cfg.model,
+        &cfg.model.for_bench(),
     );
     let space = generate::FeatureSpace::new(
         cfg.dim,
@@ -470,6 +473,7 @@ fn synthesize_into(cfg: &SynthConfig, dir: &Path) -> Result<Manifest> {
                 .map(|(i, &n)| (p.slug.as_str(), i as u64, n as u64))
         }),
     ));
+    manifest.held_out = super::scorecard::corpus_rows(&dir.join(ANNOTATIONS_DIR))?;
     crate::output::write_json(dir.join(MANIFEST_FILE), &manifest)?;
     Ok(manifest)
 }
@@ -613,5 +617,6 @@ fn build_manifest(
         sources,
         theory,
         bench,
+        held_out: Vec::new(),
     }
 }

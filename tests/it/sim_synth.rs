@@ -55,15 +55,21 @@ fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
 
 #[test]
 fn calibration_matches_the_paper_at_moderate_scale() {
+    // v1's fit meets Table 1 exactly; the paper preset's lands inside the same tolerances.
+    check_calibration(mprm::sim::ModelPreset::V1, true);
+    check_calibration(mprm::sim::ModelPreset::Paper, false);
+}
+
+fn check_calibration(preset: mprm::sim::ModelPreset, exact: bool) {
     // Every source oversampled to 20,000 rollouts: per-source statistics are compared with
     // Table 8 directly, corpus-wide ones after re-weighting the sources to Table 8's mix.
     let cfg = SynthConfig {
         scale: 0.001,
         min_rollouts: 20_000,
-        ..SynthConfig::default()
+        ..SynthConfig::for_preset(preset)
     };
     let (cal, stats) = sample_statistics(&cfg).unwrap();
-    assert!(cal.converged);
+    assert_eq!(cal.converged, exact, "{preset}");
     let mut weighted = [0.0f64; 5]; // rollouts, steps, zero steps, mixed, score
     for ((spec, s), fit) in VISUALPRM400K_SOURCES.iter().zip(&stats).zip(&cal.sources) {
         assert_eq!(s.rollouts, 20_000, "{}", spec.name);
@@ -420,7 +426,10 @@ fn bad_settings_are_rejected_before_anything_is_written() {
             ..small(1)
         },
         SynthConfig {
-            preset: "nope".into(),
+            model: mprm::sim::ModelParams {
+                hard_continuation_share: 1.5,
+                ..small(1).model
+            },
             ..small(1)
         },
         SynthConfig {
@@ -644,4 +653,110 @@ fn early_stop_can_be_set_per_source() {
         non_monotone > 0,
         "without early stop a zero can be followed by a positive"
     );
+}
+
+/// FNV-1a over a file's bytes (a safetensors file's tensor payload only, after its header):
+/// a fixed fingerprint of the exact output.
+fn fnv1a(path: &Path) -> u64 {
+    let bytes = std::fs::read(path).unwrap();
+    let payload = if path.extension().is_some_and(|e| e == "safetensors") {
+        let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        &bytes[8 + header..]
+    } else {
+        &bytes[..]
+    };
+    payload.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// `--preset v1` is the first simulator byte for byte: these are the files of the corpus behind
+/// the committed v1 results (`experiments/results/main`, corpus fp1-11341-23196b5a69e1fb98),
+/// which the v1 code wrote before the v2 knobs existed.
+#[test]
+fn the_v1_preset_reproduces_the_first_model_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("v1");
+    let cfg = SynthConfig {
+        scale: 0.02,
+        dim: 256,
+        seed: 42,
+        ..SynthConfig::for_preset(mprm::sim::ModelPreset::V1)
+    };
+    let manifest = synthesize(&cfg, &out).unwrap();
+    assert_eq!(
+        manifest.corpus_fingerprint.unwrap().to_string(),
+        "fp1-11341-23196b5a69e1fb98"
+    );
+    // The safetensors headers record every model knob, the v2 ones (at 0) included, so the
+    // tensor payloads are compared; text files whole.
+    let got: Vec<(&str, u64)> = [
+        "features.safetensors",
+        "bench.safetensors",
+        "truth.safetensors",
+        "bench.jsonl",
+        "annotations/ai2d.jsonl",
+        "annotations/geoqa+_open.jsonl",
+    ]
+    .into_iter()
+    .map(|file| (file, fnv1a(&out.join(file))))
+    .collect();
+    let want: Vec<(&str, u64)> = vec![
+        ("features.safetensors", 0x3d2f_7302_c4a1_a253),
+        ("bench.safetensors", 0xcf6f_24fc_b16a_19e4),
+        ("truth.safetensors", 0xe8b0_13f3_47ed_4456),
+        ("bench.jsonl", 0x4cf3_99ef_6e48_e4fc),
+        ("annotations/ai2d.jsonl", 0x23c5_503f_5968_51d4),
+        ("annotations/geoqa+_open.jsonl", 0x64ba_a400_e4cd_53a8),
+    ];
+    assert_eq!(got, want, "{got:x?}");
+}
+
+/// The v2 (`paper`) model's point: its low-MC positives are mostly hard-but-correct steps, where
+/// v1's were mostly wrong, while Table 1's fitted statistics stay matched.
+#[test]
+fn the_paper_preset_fills_the_low_mc_region_with_hard_but_correct_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let wrong_given_low_k = |preset| {
+        let cfg = SynthConfig {
+            scale: 0.02,
+            dim: 8,
+            seed: 5,
+            bench_questions: 0,
+            ..SynthConfig::for_preset(preset)
+        };
+        let m = synthesize(&cfg, &dir.path().join(format!("{preset}"))).unwrap();
+        let c = &m.corpus.counts;
+        let low: u64 = c.steps_by_k[1..4].iter().sum();
+        let wrong: u64 = c.incorrect_by_k[1..4].iter().sum();
+        let t = &m.corpus;
+        (
+            wrong as f64 / low as f64,
+            t.counts.zero_steps as f64 / t.counts.steps as f64,
+        )
+    };
+    let (v1, _) = wrong_given_low_k(mprm::sim::ModelPreset::V1);
+    let (v2, zero) = wrong_given_low_k(mprm::sim::ModelPreset::Paper);
+    assert!(v1 > 0.6, "v1 P(wrong | K = 1..3) = {v1}");
+    assert!(v2 < 0.3, "paper P(wrong | K = 1..3) = {v2}");
+    assert!((zero - 0.0357).abs() < 0.006, "zero-score steps {zero}");
+}
+
+/// The held-out scorecard is in the manifest, judged by its stated rule.
+#[test]
+fn the_manifest_carries_the_held_out_scorecard() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = synthesize(&small(3), &dir.path().join("c")).unwrap();
+    assert_eq!(m.held_out.len(), 6);
+    for r in &m.held_out {
+        assert_eq!(
+            r.pass,
+            (r.simulator - r.paper).abs() <= mprm::sim::scorecard::RELATIVE_TOLERANCE * r.paper
+        );
+        assert!(r.simulator.is_finite() && r.simulator > 0.0, "{r:?}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("c/manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["held_out"].as_array().unwrap().len(), 6);
 }

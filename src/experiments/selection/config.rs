@@ -21,7 +21,8 @@ pub struct SelectorSpec {
 }
 
 impl SelectorSpec {
-    pub(super) fn new(method: &str) -> Self {
+    /// A selector with its default settings.
+    pub fn new(method: &str) -> Self {
         SelectorSpec {
             method: method.into(),
             alpha: None,
