@@ -2,18 +2,30 @@
 # Regenerates the committed results under experiments/results/ (the only command that writes
 # there; `mprm experiment` alone writes to the git-ignored experiments/runs/).
 #
-#   scripts/regenerate-results.sh [main|selection|theory|scorecard ...]   (default: all four)
+#   scripts/regenerate-results.sh [main|selection|theory|scorecard|regime|selection-v2|theory-v2 ...]
+#                                                                       (default: all of them)
 #
 # Finished cells are reused from each folder's git-ignored cells/ cache, so an interrupted run
-# resumes. On 2 cores: main about 1 minute, selection about 4, theory about 6, scorecard about 1
-# (three corpus draws, plus the simulator manifests of both presets) after the build.
+# resumes. On 2 cores, after the build: main about 1 minute, selection about 4, theory about 6,
+# scorecard about 1 (three corpus draws, plus the simulator manifests of both presets), regime
+# about 15, selection-v2 and theory-v2 about 3 times their v1 counterparts (three draws each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
 names=("$@")
-if [ ${#names[@]} -eq 0 ]; then names=(main selection theory scorecard); fi
+if [ ${#names[@]} -eq 0 ]; then
+  names=(main selection theory scorecard regime selection-v2 theory-v2)
+fi
 for name in "${names[@]}"; do
   echo "=== $name"
+  if [ "$name" = selection-v2 ] || [ "$name" = theory-v2 ]; then
+    # The v2 simulator's full configs, over three corpus draws.
+    for seed in 42 43 44; do
+      target/release/mprm experiment "experiments/$name.toml" --corpus-seed "$seed" \
+        --out "experiments/results/$name/corpus-$seed"
+    done
+    continue
+  fi
   if [ "$name" = scorecard ]; then
     # The simulator's held-out scorecard under both presets (Table 1 setting of the issue:
     # --scale 0.1 --seed 7), then the trained-model targets over three corpus draws.

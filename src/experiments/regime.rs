@@ -540,3 +540,83 @@ pub fn render(r: &RegimeResults) -> Rendered {
         summary,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn results(deltas_by_draw: &[[f64; 3]]) -> RegimeResults {
+        let config = RegimeConfig {
+            dims: vec![8],
+            post_error_success: vec![0.0],
+            difficulty_spread: vec![1.0],
+            nuisance_scale: vec![1.0],
+            budgets: vec![0.1],
+            corpus_seeds: (0..deltas_by_draw.len() as u64).collect(),
+            seeds: 3,
+        };
+        let point = config.points()[0];
+        RegimeResults {
+            corpus: CorpusConfig::default(),
+            draws: deltas_by_draw
+                .iter()
+                .enumerate()
+                .map(|(i, d)| PointDraw {
+                    point,
+                    corpus_seed: i as u64,
+                    full: 60.0,
+                    deltas: vec![(0.1, d.to_vec())],
+                    lr_at_edge: 0,
+                })
+                .collect(),
+            config,
+        }
+    }
+
+    #[test]
+    fn the_interval_is_over_corpus_draws_and_decides_the_verdict() {
+        // Seeds agree within each draw, draws agree: a clear win.
+        let win = map_cells(&results(&[
+            [1.0, 1.2, 0.8],
+            [1.1, 0.9, 1.0],
+            [0.9, 1.0, 1.1],
+        ]));
+        assert_eq!(win[0].verdict(), "wins");
+        assert!((win[0].delta.mean - 1.0).abs() < 1e-12);
+        assert_eq!(win[0].delta.n, 3, "one sample per corpus draw");
+        // Tight seeds but draws that disagree in sign: the draws decide, so it is a tie.
+        let split = map_cells(&results(&[
+            [2.0, 2.0, 2.0],
+            [-2.0, -2.0, -2.0],
+            [1.0, 1.0, 1.0],
+        ]));
+        assert_eq!(split[0].seed_sd, 0.0);
+        assert_eq!(split[0].verdict(), "tie");
+        let lose = map_cells(&results(&[
+            [-1.0, -1.1, -0.9],
+            [-1.2, -1.0, -0.8],
+            [-1.0, -1.0, -1.0],
+        ]));
+        assert_eq!(lose[0].verdict(), "loses");
+        let text = render(&results(&[
+            [1.0, 1.2, 0.8],
+            [1.1, 0.9, 1.0],
+            [0.9, 1.0, 1.1],
+        ]))
+        .summary;
+        assert!(
+            text.contains("BIS beats random in 1 (95% interval above 0), ties in 0 and loses in 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_grid_without_replication_is_refused() {
+        let cfg = RegimeConfig {
+            corpus_seeds: vec![1],
+            ..RegimeConfig::default()
+        };
+        assert!(cfg.validate().is_err());
+        assert!(RegimeConfig::default().validate().is_ok());
+    }
+}

@@ -358,3 +358,73 @@ fn less_is_the_cosine_to_the_mean_dev_gradient() {
     assert!((keys[2] - cos).abs() < 1e-6, "{} vs {cos}", keys[2]);
     assert!(keys.iter().all(|k| (-1.0 - 1e-9..=1.0 + 1e-9).contains(k)));
 }
+
+/// The regime map end to end on a tiny grid: one cell per (point, budget), every draw cached,
+/// a heat map per budget, and a rerun from the cache writes the same results.
+#[test]
+fn the_regime_map_runs_caches_and_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("regime.toml");
+    std::fs::write(
+        &cfg,
+        r#"name = "regime"
+device = "cpu"
+[corpus]
+scale = 0.005
+min_rollouts = 8
+bench_questions = 40
+[train]
+lr_grid = [1e-2, 1e-1]
+[regime]
+dims = [8, 16]
+post_error_success = [0.0]
+difficulty_spread = [1.0]
+nuisance_scale = [1.0]
+budgets = [0.25]
+corpus_seeds = [1, 2]
+seeds = 2
+"#,
+    )
+    .unwrap();
+    let out = tmp.path().join("results");
+    let run = || {
+        mprm(&[
+            "experiment",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let o = run();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let results = std::fs::read_to_string(out.join("regime/results.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&results).unwrap();
+    let draws = v["draws"].as_array().unwrap();
+    assert_eq!(draws.len(), 4, "2 points × 2 corpus draws");
+    for d in draws {
+        let deltas = d["deltas"][0][1].as_array().unwrap();
+        assert_eq!(deltas.len(), 2, "one paired difference per training seed");
+        assert!(d["full"].as_f64().unwrap() > 40.0);
+    }
+    let map = std::fs::read_to_string(out.join("regime/regime_map.md")).unwrap();
+    assert_eq!(
+        map.lines()
+            .filter(|l| l.starts_with("| 8 ") || l.starts_with("| 16 "))
+            .count(),
+        2
+    );
+    assert!(out.join("regime/regime_map_25pct.svg").is_file());
+    // The corpora are gone; the cached draws make a rerun write identical results.
+    assert!(
+        !files_under(&out)
+            .keys()
+            .any(|f| f.ends_with("features.safetensors")),
+        "regime corpora are deleted once their cells are saved"
+    );
+    let o = run();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(out.join("regime/results.json")).unwrap(),
+        results
+    );
+}
