@@ -215,6 +215,10 @@ pub struct SynthArgs {
     /// Which label the flip noise applies to: mc (hard MC label) or true (true correctness).
     #[arg(long, default_value = "mc")]
     pub flip_of: String,
+    /// faithful, or shuffled: the negative control of the theory checks, where every step
+    /// carries the MC annotation of a random step of its source.
+    #[arg(long, default_value = "faithful")]
+    pub mc_labels: String,
     /// Benchmark questions over its five sources (0 = no benchmark).
     #[arg(long, default_value_t = 360)]
     pub bench_questions: usize,

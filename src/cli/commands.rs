@@ -291,6 +291,7 @@ fn synth(args: SynthArgs) -> Result<u8> {
         post_error_success: args.post_error_success,
         flip_noise: args.flip_noise,
         flip_of: args.flip_of.parse()?,
+        mc_labels: args.mc_labels.parse()?,
         bench_questions: args.bench_questions,
         bench_candidates: args.bench_candidates,
         bench_dev_fraction: args.bench_dev_fraction,

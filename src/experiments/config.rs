@@ -35,6 +35,9 @@ pub struct ExperimentConfig {
     /// The regime map (see [`super::regime`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regime: Option<super::regime::RegimeConfig>,
+    /// The interventions (`[intervention]`): a mixture × reliability factorial and a datamodel
+    /// regression, each over several corpus draws.
+    pub intervention: Option<super::intervention::InterventionConfig>,
     /// Selection comparison, when present.
     #[serde(default)]
     pub selection: Option<SelectionConfig>,
@@ -69,6 +72,10 @@ pub struct CorpusConfig {
     /// γ, the progress signal's scale in the features, instead of the preset's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub progress_scale: Option<f64>,
+    /// `shuffled` makes the corpus a negative control: every step carries the MC annotation of
+    /// a random step of its source (see `sim::McLabels`). Left out of manifests when faithful.
+    #[serde(skip_serializing_if = "crate::sim::McLabels::is_faithful")]
+    pub mc_labels: crate::sim::McLabels,
 }
 
 impl Default for CorpusConfig {
@@ -85,6 +92,7 @@ impl Default for CorpusConfig {
             post_error_success: None,
             difficulty_spread: None,
             progress_scale: None,
+            mc_labels: crate::sim::McLabels::Faithful,
         }
     }
 }
@@ -200,9 +208,15 @@ impl ExperimentConfig {
             "learning rates must be positive",
         )?;
         rule(
-            self.theory.is_some() || self.selection.is_some() || self.regime.is_some(),
-            "nothing to run: add [theory], [selection] or [regime]",
+            self.theory.is_some()
+                || self.selection.is_some()
+                || self.regime.is_some()
+                || self.intervention.is_some(),
+            "nothing to run: add [theory], [selection], [regime] or [intervention]",
         )?;
+        if let Some(i) = &self.intervention {
+            i.validate()?;
+        }
         if let Some(r) = &self.regime {
             r.validate()?;
         }

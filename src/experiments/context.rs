@@ -65,6 +65,7 @@ impl Corpus {
             let defaults = SynthConfig::for_preset(cfg.preset);
             let synth = SynthConfig {
                 post_error_success: cfg.post_error_success,
+                mc_labels: cfg.mc_labels,
                 scale: cfg.scale,
                 dim: cfg.dim,
                 seed: cfg.seed,

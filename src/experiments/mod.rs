@@ -8,9 +8,11 @@
 //! * [`runner`]: `mprm experiment` / `mprm report`.
 
 pub mod cells;
+pub mod checks;
 pub mod config;
 pub mod context;
 pub mod formulas;
+pub mod intervention;
 pub mod manifest;
 pub mod nan;
 pub mod plot;

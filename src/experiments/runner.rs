@@ -31,7 +31,7 @@ use super::config::ExperimentConfig;
 use super::context::{Corpus, ExperimentContext};
 use super::manifest::{Manifest, git_commit};
 use super::report::{Rendered, write_readme};
-use super::{regime, selection, theory};
+use super::{intervention, regime, selection, theory};
 
 /// What a finished run tells its caller.
 #[derive(Debug, Clone)]
@@ -99,6 +99,19 @@ pub fn run_experiment(
         let results = regime::run(r, &cfg.corpus, &cfg.train, device, cfg.seed, &dir, &cells)?;
         save_results(&dir, "regime", &results)?;
         timing.insert("regime_s".into(), started.elapsed().as_secs_f64().into());
+    }
+    if let Some(i) = &cfg.intervention {
+        // Like the regime map, the interventions draw their own corpora (one per corpus seed).
+        let started = Instant::now();
+        let results =
+            intervention::run(i, &cfg.corpus, &cfg.train, device, cfg.seed, &dir, &cells)?;
+        save_results(&dir, "intervention", &results)?;
+        timing.insert(
+            "intervention_s".into(),
+            started.elapsed().as_secs_f64().into(),
+        );
+    }
+    if cfg.regime.is_some() || cfg.intervention.is_some() {
         if cfg.theory.is_none() && cfg.selection.is_none() {
             write_json(dir.join("manifest.json"), &manifest)?;
             write_json(dir.join("timing.json"), &timing)?;
@@ -185,6 +198,9 @@ fn regenerate_locked(dir: &Path) -> Result<RunSummary> {
     }
     if let Some(r) = load_results::<theory::TheoryResults>(dir, "theory")? {
         parts.push(("theory", theory::render(&r)));
+    }
+    if let Some(r) = load_results::<intervention::InterventionResults>(dir, "intervention")? {
+        parts.push(("intervention", intervention::render(&r)));
     }
     if let Some(r) = load_results::<selection::SelectionResults>(dir, "selection")? {
         let mut rendered = selection::render(&r);

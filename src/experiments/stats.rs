@@ -202,6 +202,195 @@ impl Proportion {
     }
 }
 
+/// Sample standard deviation (n − 1 denominator); NaN with fewer than two samples.
+pub fn sample_sd(xs: &[f64]) -> f64 {
+    let n = xs.len();
+    if n < 2 {
+        return f64::NAN;
+    }
+    let mean = xs.iter().sum::<f64>() / n as f64;
+    (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+}
+
+/// Rollouts grouped for a cluster bootstrap: strata (sources) → clusters (questions) → members.
+/// Rollouts that share a question are not independent, and BIS ranks within each source, so a
+/// resample draws whole questions with replacement, separately within every source.
+#[derive(Debug, Clone)]
+pub struct Clusters {
+    strata: Vec<Vec<Vec<usize>>>,
+}
+
+impl Clusters {
+    /// Groups items `0..stratum.len()` by stratum and, within it, by cluster id (in order of
+    /// first appearance, so the grouping is deterministic).
+    pub fn new(stratum: &[u32], cluster: &[i64]) -> Self {
+        use std::collections::BTreeMap;
+        let mut by: BTreeMap<u32, (Vec<Vec<usize>>, std::collections::HashMap<i64, usize>)> =
+            BTreeMap::new();
+        for (i, (&s, &c)) in stratum.iter().zip(cluster).enumerate() {
+            let (list, index) = by.entry(s).or_default();
+            let k = *index.entry(c).or_insert_with(|| {
+                list.push(Vec::new());
+                list.len() - 1
+            });
+            list[k].push(i);
+        }
+        Clusters {
+            strata: by.into_values().map(|(l, _)| l).collect(),
+        }
+    }
+
+    /// Every item once, in stratum and cluster order.
+    pub fn all(&self) -> Vec<usize> {
+        self.strata.iter().flatten().flatten().copied().collect()
+    }
+
+    /// Number of clusters over all strata.
+    pub fn n_clusters(&self) -> usize {
+        self.strata.iter().map(Vec::len).sum()
+    }
+
+    /// One resample: within every stratum, as many clusters as it has, drawn with replacement.
+    pub fn resample(&self, rng: &mut ChaCha8Rng) -> Vec<usize> {
+        let mut out = Vec::new();
+        for clusters in &self.strata {
+            for _ in 0..clusters.len() {
+                out.extend_from_slice(&clusters[rng.random_range(0..clusters.len())]);
+            }
+        }
+        out
+    }
+}
+
+/// A statistic of an index list with its 95% percentile interval from a cluster bootstrap.
+pub fn cluster_bootstrap(
+    clusters: &Clusters,
+    resamples: usize,
+    seed: u64,
+    statistic: impl Fn(&[usize]) -> f64,
+) -> Estimate {
+    let value = statistic(&clusters.all());
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut draws: Vec<f64> = (0..resamples)
+        .map(|_| statistic(&clusters.resample(&mut rng)))
+        .filter(|v| v.is_finite())
+        .collect();
+    draws.sort_by(f64::total_cmp);
+    let q = |p: f64| {
+        if draws.is_empty() {
+            f64::NAN
+        } else {
+            draws[((draws.len() - 1) as f64 * p).round() as usize]
+        }
+    };
+    Estimate {
+        value,
+        lo: q(0.025),
+        hi: q(0.975),
+    }
+}
+
+/// Residuals of `y` after least squares on an intercept and `controls` (each as long as `y`).
+/// A control that is constant (or collinear) is absorbed by a tiny ridge term instead of failing.
+pub fn residualize(y: &[f64], controls: &[Vec<f64>]) -> Vec<f64> {
+    let n = y.len();
+    let k = controls.len() + 1;
+    let col = |c: usize, i: usize| if c == 0 { 1.0 } else { controls[c - 1][i] };
+    let mut a = vec![0.0; k * k];
+    let mut b = vec![0.0; k];
+    for i in 0..n {
+        for r in 0..k {
+            b[r] += col(r, i) * y[i];
+            for c in 0..k {
+                a[r * k + c] += col(r, i) * col(c, i);
+            }
+        }
+    }
+    let trace: f64 = (0..k).map(|r| a[r * k + r]).sum();
+    for r in 0..k {
+        a[r * k + r] += 1e-9 * trace.max(1.0);
+    }
+    let beta = solve(&mut a, &mut b, k);
+    (0..n)
+        .map(|i| y[i] - (0..k).map(|c| beta[c] * col(c, i)).sum::<f64>())
+        .collect()
+}
+
+/// Solves the k × k system a·x = b (row-major, overwritten) by Gaussian elimination with
+/// partial pivoting.
+pub fn solve(a: &mut [f64], b: &mut [f64], k: usize) -> Vec<f64> {
+    for p in 0..k {
+        let pivot = (p..k)
+            .max_by(|&i, &j| a[i * k + p].abs().total_cmp(&a[j * k + p].abs()))
+            .expect("non-empty");
+        if pivot != p {
+            for c in 0..k {
+                a.swap(p * k + c, pivot * k + c);
+            }
+            b.swap(p, pivot);
+        }
+        let d = a[p * k + p];
+        for r in p + 1..k {
+            let f = a[r * k + p] / d;
+            for c in p..k {
+                a[r * k + c] -= f * a[p * k + c];
+            }
+            b[r] -= f * b[p];
+        }
+    }
+    let mut x = vec![0.0; k];
+    for p in (0..k).rev() {
+        let s: f64 = (p + 1..k).map(|c| a[p * k + c] * x[c]).sum();
+        x[p] = (b[p] - s) / a[p * k + p];
+    }
+    x
+}
+
+/// Spearman correlation of `x` and `y` controlling for `controls`: the Pearson correlation of the
+/// ranks of `x` and `y` after each is regressed on the ranks of the controls. With no controls it
+/// is the plain Spearman correlation.
+pub fn partial_spearman(x: &[f64], y: &[f64], controls: &[Vec<f64>]) -> f64 {
+    if controls.is_empty() {
+        return spearman(x, y);
+    }
+    let ranked: Vec<Vec<f64>> = controls.iter().map(|c| average_ranks(c)).collect();
+    pearson(
+        &residualize(&average_ranks(x), &ranked),
+        &residualize(&average_ranks(y), &ranked),
+    )
+}
+
+/// The (partial) Spearman correlation of `x` and `y` computed within each group of the items
+/// `idx` and averaged with weights equal to the groups' sizes; groups where it is undefined
+/// (fewer than 3 items, or a constant side) are left out. `controls` are per-item covariates.
+pub fn within_group_spearman(
+    idx: &[usize],
+    group: &[u32],
+    x: &[f64],
+    y: &[f64],
+    controls: &[&[f64]],
+) -> f64 {
+    use std::collections::BTreeMap;
+    let mut by: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for &i in idx {
+        by.entry(group[i]).or_default().push(i);
+    }
+    let (mut acc, mut weight) = (0.0, 0.0);
+    for members in by.values() {
+        if members.len() < 3 {
+            continue;
+        }
+        let pick = |v: &[f64]| members.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+        let cs: Vec<Vec<f64>> = controls.iter().map(|c| pick(c)).collect();
+        let r = partial_spearman(&pick(x), &pick(y), &cs);
+        if r.is_finite() {
+            acc += r * members.len() as f64;
+            weight += members.len() as f64;
+        }
+    }
+    if weight > 0.0 { acc / weight } else { f64::NAN }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,5 +442,66 @@ mod tests {
         assert_eq!(zero.lo, 0.0);
         assert!(zero.hi > 0.0 && zero.hi < 0.1);
         assert!(Proportion::wilson(0, 0).value.is_nan());
+    }
+
+    #[test]
+    fn partial_spearman_removes_a_shared_driver() {
+        // x and y both follow z; given z they are independent noise.
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let z: Vec<f64> = (0..4000).map(|_| rng.random_range(0.0..1.0)).collect();
+        let x: Vec<f64> = z
+            .iter()
+            .map(|v| v + 0.3 * rng.random_range(0.0..1.0))
+            .collect();
+        let y: Vec<f64> = z
+            .iter()
+            .map(|v| v + 0.3 * rng.random_range(0.0..1.0))
+            .collect();
+        assert!(spearman(&x, &y) > 0.7);
+        assert!(partial_spearman(&x, &y, &[z.clone()]).abs() < 0.06);
+    }
+
+    #[test]
+    fn residuals_of_a_linear_fit_are_orthogonal_to_its_columns() {
+        let c = vec![1.0, 2.0, 3.0, 4.0, 5.0];
+        let y = vec![2.1, 3.9, 6.2, 7.8, 10.1];
+        let r = residualize(&y, std::slice::from_ref(&c));
+        assert!(r.iter().sum::<f64>().abs() < 1e-9);
+        assert!(r.iter().zip(&c).map(|(a, b)| a * b).sum::<f64>().abs() < 1e-9);
+    }
+
+    #[test]
+    fn within_group_spearman_ignores_between_group_shifts() {
+        // Inside each group y falls with x, but the groups are shifted so the pooled
+        // correlation is positive: the within-group value must be −1.
+        let x = vec![1.0, 2.0, 3.0, 11.0, 12.0, 13.0];
+        let y = vec![3.0, 2.0, 1.0, 13.0, 12.0, 11.0];
+        let g = vec![0, 0, 0, 1, 1, 1];
+        assert!(spearman(&x, &y) > 0.5);
+        let w = within_group_spearman(&[0, 1, 2, 3, 4, 5], &g, &x, &y, &[]);
+        assert!((w + 1.0).abs() < 1e-12, "{w}");
+    }
+
+    #[test]
+    fn cluster_bootstrap_resamples_whole_clusters_within_strata() {
+        let stratum = vec![0, 0, 0, 1, 1];
+        let cluster = vec![7, 7, 8, 7, 9];
+        let c = Clusters::new(&stratum, &cluster);
+        assert_eq!(c.n_clusters(), 4);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for _ in 0..50 {
+            let r = c.resample(&mut rng);
+            // Stratum 0 contributes two clusters: {0,1} twice, {2} twice, or one of each.
+            let s0: Vec<usize> = r.iter().copied().filter(|&i| i < 3).collect();
+            assert!([2, 3, 4].contains(&s0.len()), "{s0:?}");
+            assert_eq!(
+                s0.iter().filter(|&&i| i == 0).count(),
+                s0.iter().filter(|&&i| i == 1).count()
+            );
+            assert_eq!(r.iter().filter(|&&i| i >= 3).count(), 2);
+        }
+        let e = cluster_bootstrap(&c, 200, 5, |idx| idx.len() as f64);
+        assert_eq!(e.value, 5.0);
+        assert!(e.lo >= 4.0 && e.hi <= 6.0);
     }
 }

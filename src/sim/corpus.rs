@@ -15,13 +15,15 @@ use half::bf16;
 use rayon::prelude::*;
 
 use super::calibrate::{Calibration, SourceFit};
-use super::generate::{FeatureSink, FeatureSpace, RolloutDraw, SourceModel, SourceSampler, Strata};
+use super::generate::{
+    FeatureSink, FeatureSpace, RolloutDraw, RolloutLatents, SourceModel, SourceSampler, Strata,
+};
 use super::model::{MC_SAMPLES, Quadrature};
 use super::preset::SourceSpec;
 use super::rng::{Stream, stream, uniform};
 use super::stats::CorpusStats;
 use super::text;
-use super::{FlipBase, SynthConfig};
+use super::{FlipBase, McLabels, SynthConfig};
 use crate::data::features::{
     BundleLayout, BundleMeta, BundleWriter, FeatureDtype, FeatureRows, TeacherInfo,
 };
@@ -513,6 +515,11 @@ fn generate_chunk(
     let image_dir = format!("synthetic/{}/images", plan.slug);
     let mut current: Option<(usize, text::QuestionText, String, f64, Vec<f32>)> = None;
     let mut row = 0;
+    let first_rollout = range.start;
+    // Every rollout of the chunk is drawn first, so the negative control can shuffle MC
+    // annotations across them before anything is written (the streams are keyed per rollout, so
+    // drawing first changes no value).
+    let mut drawn = Vec::with_capacity(range.len());
     for i in range {
         let q = i / params.rollouts_per_question;
         if current.as_ref().is_none_or(|c| c.0 != q) {
@@ -539,7 +546,29 @@ fn generate_chunk(
         let (latents, ability, draw) = sampler.rollout(i, *difficulty, Some(sink));
         debug_assert_eq!(latents.n, n);
         row += n;
-
+        drawn.push(Drawn {
+            i,
+            q,
+            latents,
+            ability,
+            draw,
+            text: qt.clone(),
+            prompted: prompted.clone(),
+        });
+    }
+    if cfg.mc_labels == McLabels::Shuffled {
+        shuffle_annotations(&mut drawn, &mut sampler.rng(Stream::Shuffle, first_rollout));
+    }
+    for Drawn {
+        i,
+        q,
+        latents,
+        ability,
+        draw,
+        text: qt,
+        prompted,
+    } in drawn
+    {
         let final_answer = if draw.all_correct() {
             &qt.answer
         } else {
@@ -547,7 +576,7 @@ fn generate_chunk(
         };
         let texts = text::rollout_steps(
             plan.spec.domain,
-            n,
+            draw.steps.len(),
             final_answer,
             sh.mean_words,
             0.45,
@@ -563,8 +592,8 @@ fn generate_chunk(
             i,
             q,
             &image_dir,
-            qt,
-            prompted,
+            &qt,
+            &prompted,
             texts,
             &draw,
         );
@@ -613,6 +642,41 @@ fn generate_chunk(
         other => other,
     })?;
     Ok(out)
+}
+
+/// One rollout of a chunk, drawn but not yet written.
+struct Drawn {
+    i: usize,
+    q: usize,
+    latents: RolloutLatents,
+    ability: f64,
+    draw: RolloutDraw,
+    text: text::QuestionText,
+    prompted: String,
+}
+
+/// The negative control: permutes the MC annotations (K, N, r) of every step of the chunk among
+/// its steps, leaving the steps' correctness and features where they are.
+fn shuffle_annotations(drawn: &mut [Drawn], rng: &mut rand_chacha::ChaCha8Rng) {
+    let pool: Vec<(u32, u32, f32)> = drawn
+        .iter()
+        .flat_map(|d| {
+            d.draw
+                .steps
+                .iter()
+                .map(|s| (s.mc_correct, s.mc_total, s.success_rate))
+        })
+        .collect();
+    let order = super::rng::permutation(rng, pool.len());
+    let mut next = order.iter().map(|&k| pool[k as usize]);
+    for d in drawn.iter_mut() {
+        for st in &mut d.draw.steps {
+            let (k, total, rate) = next.next().expect("one annotation per step");
+            st.mc_correct = k;
+            st.mc_total = total;
+            st.success_rate = rate;
+        }
+    }
 }
 
 /// Appends the raw annotation line of rollout `i`.

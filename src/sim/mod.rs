@@ -92,6 +92,6 @@ pub use model::{ModelParams, ModelPreset};
 pub use stats::{CorpusStats, EffectiveNoise};
 pub use synth::{
     ANNOTATIONS_DIR, BENCH_BUNDLE_FILE, BENCH_FILE, BenchReport, Compared, CorpusReport,
-    FEATURES_FILE, FileList, FlipBase, MANIFEST_FILE, Manifest, SourceReport, SynthConfig,
-    TheoryReport, is_corpus_dir, synthesize,
+    FEATURES_FILE, FileList, FlipBase, MANIFEST_FILE, Manifest, McLabels, SourceReport,
+    SynthConfig, TheoryReport, is_corpus_dir, synthesize,
 };

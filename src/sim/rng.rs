@@ -32,6 +32,9 @@ pub enum Stream {
     Text = 8,
     /// A rollout's label flips (indices: source, rollout).
     Flip = 9,
+    /// The negative control's shuffle of MC annotations (indices: source, first rollout of the
+    /// generation chunk).
+    Shuffle = 10,
     /// Benchmark streams are the training ones offset by this amount.
     Bench = 100,
 }

@@ -46,6 +46,41 @@ impl std::str::FromStr for FlipBase {
     }
 }
 
+/// How each step's Monte Carlo annotation relates to the step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum McLabels {
+    /// Continuations are sampled from the step's own prefix (the model as documented).
+    #[default]
+    Faithful,
+    /// NEGATIVE CONTROL: every step carries the annotation (K, N and the success rate r behind
+    /// them) of a random step of the same source, shuffled within each generation chunk of
+    /// consecutive rollouts. The labels keep their marginal distribution but say nothing about
+    /// the step, its correctness or the teacher's q*: a check of the theory that still "agrees"
+    /// on such a corpus cannot fail.
+    Shuffled,
+}
+
+impl McLabels {
+    /// True for the faithful annotation (the default, left out of manifests).
+    pub fn is_faithful(&self) -> bool {
+        *self == McLabels::Faithful
+    }
+}
+
+impl std::str::FromStr for McLabels {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "faithful" => Ok(McLabels::Faithful),
+            "shuffled" => Ok(McLabels::Shuffled),
+            _ => Err(Error::invalid(format!(
+                "unknown MC labels `{s}`: expected faithful or shuffled"
+            ))),
+        }
+    }
+}
+
 /// Everything `mprm synth` can be told.
 #[derive(Debug, Clone, Serialize)]
 pub struct SynthConfig {
@@ -67,6 +102,10 @@ pub struct SynthConfig {
     pub flip_noise: f64,
     /// What the flip noise is applied to.
     pub flip_of: FlipBase,
+    /// Faithful MC annotation, or the shuffled negative control (left out of the manifest when
+    /// faithful, so existing corpora keep their manifests).
+    #[serde(skip_serializing_if = "McLabels::is_faithful")]
+    pub mc_labels: McLabels,
     /// Benchmark questions over all five sources (0 = no benchmark).
     pub bench_questions: usize,
     /// Candidate solutions per benchmark question.
@@ -91,6 +130,7 @@ impl Default for SynthConfig {
             post_error_success: None,
             flip_noise: 0.0,
             flip_of: FlipBase::Mc,
+            mc_labels: McLabels::Faithful,
             bench_questions: 360,
             bench_candidates: 8,
             bench_dev_fraction: 0.3,
@@ -432,10 +472,7 @@ fn synthesize_into(cfg: &SynthConfig, dir: &Path) -> Result<Manifest> {
     );
     let sizes = corpus::source_sizes(specs, targets.rollouts, cfg.scale, cfg.min_rollouts);
     let plans = corpus::plan_sources(cfg, specs, &cal, &sizes, &space);
-    let meta = BundleMeta {
-        sources: plans.iter().map(|p| p.slug.clone()).collect(),
-        seed: Some(cfg.seed),
-        generator: serde_json::json!({
+    let mut generator = serde_json::json!({
             "tool": "mprm synth",
             "version": env!("CARGO_PKG_VERSION"),
             "preset": cfg.preset,
@@ -447,7 +484,14 @@ fn synthesize_into(cfg: &SynthConfig, dir: &Path) -> Result<Manifest> {
             "flip_of": cfg.flip_of,
             "recovery": cal.recovery,
             "model": cfg.model,
-        }),
+    });
+    if cfg.mc_labels != McLabels::Faithful {
+        generator["mc_labels"] = serde_json::json!(cfg.mc_labels);
+    }
+    let meta = BundleMeta {
+        sources: plans.iter().map(|p| p.slug.clone()).collect(),
+        seed: Some(cfg.seed),
+        generator,
         extra: Default::default(),
     };
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use mprm::device::Device;
 use mprm::experiments::cells::CellStore;
+use mprm::experiments::checks::{Check, CheckKind, Verdict};
 use mprm::experiments::config::{CorpusConfig, TrainSettings};
 use mprm::experiments::context::{Corpus, ExperimentContext};
 use mprm::experiments::manifest::Manifest;
@@ -158,6 +159,28 @@ fn theory_checks_hold_and_reports_regenerate_identically() {
     }
     assert_eq!(r.finding6.targets.len(), 2 + 2 * 4);
 
+    // Verdicts: every identity holds (else it is a bug), and the empirical checks are present,
+    // each with its rule, decided on the stored interval.
+    let identities: Vec<&Check> = r
+        .checks
+        .iter()
+        .filter(|c| c.kind == CheckKind::Identity)
+        .collect();
+    assert_eq!(identities.len(), 1 + r.eq6.len() + 2 + r.lemma3.taus.len());
+    for c in &identities {
+        assert_eq!(c.verdict, Verdict::Holds, "{c:?}");
+    }
+    let empirical: Vec<&Check> = r
+        .checks
+        .iter()
+        .filter(|c| c.kind == CheckKind::Empirical)
+        .collect();
+    assert_eq!(empirical.len(), 3);
+    for c in &empirical {
+        assert!(c.rule.contains("agrees if"), "{c:?}");
+        assert!(c.ci[0] <= c.estimate && c.estimate <= c.ci[1], "{c:?}");
+    }
+
     // The report: every table and figure, byte-identical when regenerated.
     let out = tmp.path().join("results");
     write_json(
@@ -213,4 +236,57 @@ fn theory_checks_hold_and_reports_regenerate_identically() {
             .unwrap()
             .contains("## Theory checks")
     );
+}
+
+/// The empirical checks on a corpus and on its negative control (MC annotations shuffled within
+/// each source): on the faithful corpus the low-MC positives are wrong more often and label
+/// mixture tracks the teacher's uncertainty; under the control every empirical check must say
+/// `disagrees`, which is what shows it can fail.
+#[test]
+fn every_empirical_check_disagrees_under_its_negative_control() {
+    let tmp = tempfile::tempdir().unwrap();
+    let verdicts = |labels: mprm::sim::McLabels, dir: &Path| -> Vec<Check> {
+        let corpus = Corpus::prepare(
+            &CorpusConfig {
+                scale: 0.02,
+                dim: 16,
+                seed: 5,
+                bench_questions: 60,
+                mc_labels: labels,
+                ..CorpusConfig::default()
+            },
+            dir,
+        )
+        .unwrap();
+        let cells = CellStore::open(dir).unwrap();
+        let train = TrainSettings::default();
+        let ctx = ExperimentContext {
+            corpus: &corpus,
+            cells: &cells,
+            device: Device::Cpu,
+            seed: 11,
+            train: &train,
+        };
+        let truth =
+            mprm::sim::truth::Truth::open(dir.join("corpus").join("truth.safetensors")).unwrap();
+        let rates: Vec<f64> = truth.success_rate.iter().map(|&r| f64::from(r)).collect();
+        let prior = theory::reliability::fit_beta(&rates).unwrap();
+        let teacher = theory::TeacherView::of(&ctx).unwrap();
+        let cfg = TheoryConfig {
+            bootstrap: 100,
+            ..TheoryConfig::default()
+        };
+        theory::empirical::run(&cfg, &ctx, &teacher, &truth, &prior)
+            .unwrap()
+            .checks(&cfg.rules)
+    };
+    let faithful = verdicts(mprm::sim::McLabels::Faithful, &tmp.path().join("f"));
+    let control = verdicts(mprm::sim::McLabels::Shuffled, &tmp.path().join("c"));
+    assert_eq!(control.len(), 3);
+    for c in &control {
+        assert_eq!(c.verdict, Verdict::Disagrees, "{c:?}");
+    }
+    let by_id = |id: &str| faithful.iter().find(|c| c.id == id).unwrap();
+    assert_eq!(by_id("finding5-low-mc-positives").verdict, Verdict::Agrees);
+    assert_eq!(by_id("lemma2-mc-labels").verdict, Verdict::Agrees);
 }

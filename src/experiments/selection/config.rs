@@ -73,6 +73,9 @@ pub struct SelectionConfig {
     pub grand_inits: usize,
     /// EL2N / LESS: fraction of every source the proxy trains on.
     pub proxy_fraction: f64,
+    /// Decision rule of the `bis-vs-random@B` checks: BIS − random on bench-test Overall ×100,
+    /// paired by seed, 95% t-interval over seeds.
+    pub bis_vs_random: crate::experiments::checks::Rule,
 }
 
 impl Default for SelectionConfig {
@@ -114,6 +117,8 @@ impl Default for SelectionConfig {
             sweep_budget: 0.25,
             grand_inits: 10,
             proxy_fraction: 0.05,
+            // The paper's claim is a gain; an interval over 10 points wide decides nothing.
+            bis_vs_random: crate::experiments::checks::Rule::new(0.0, 10.0),
         }
     }
 }

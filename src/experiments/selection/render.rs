@@ -131,6 +131,19 @@ pub fn render(r: &SelectionResults) -> Rendered {
     out.tables
         .push(("learning_rates".into(), learning_rates(r)));
     out.summary = super::summary::summary(r, &t2, &gap, &tl, full);
+    // Results written before checks existed get them from the stored runs.
+    let checks = if r.checks.is_empty() {
+        bis_checks(r)
+    } else {
+        r.checks.clone()
+    };
+    let checks = crate::experiments::checks::checks_table(
+        &checks,
+        "Selection checks (decision rule fixed in the config)",
+    );
+    out.summary.push('\n');
+    out.summary.push_str(&checks.to_markdown());
+    out.tables.push(("checks".into(), checks));
     out.key_table = format!("{}\n{}", t2.to_markdown(), gap.to_markdown());
     out
 }
@@ -184,6 +197,31 @@ fn overall_table(r: &SelectionResults, full: Option<MeanCi>) -> Table {
         cfg.seeds, r.corpus_rollouts, r.global_batch, paper::FULL, paper::BASE
     ));
     t2
+}
+
+/// One `bis-vs-random@B` check per budget where both rows ran, decided by the config's rule.
+pub(super) fn bis_checks(r: &SelectionResults) -> Vec<crate::experiments::checks::Check> {
+    use crate::experiments::checks::{Check, CheckKind};
+    r.config
+        .budgets
+        .iter()
+        .filter_map(|&b| {
+            let d = r.paired_delta("bis", "random", b)?;
+            Some(Check::decided(
+                &format!("bis-vs-random@{}%", 100.0 * b),
+                CheckKind::Intervention,
+                &format!(
+                    "BIS's {}% subset trains a better head than a random {}% subset (bench-test \
+                     Overall ×100, paired by seed)",
+                    100.0 * b,
+                    100.0 * b
+                ),
+                d.mean,
+                [d.lo(), d.hi()],
+                r.config.bis_vs_random,
+            ))
+        })
+        .collect()
 }
 
 /// BIS − random, paired by seed, against the paper's gap.

@@ -88,6 +88,10 @@ pub struct SelectionResults {
     pub lr_choices: Vec<LrChoice>,
     /// Subset profiles.
     pub profiles: Vec<SubsetProfile>,
+    /// The verdicts: BIS against random at every budget (an intervention: the training data
+    /// chosen on purpose, the trained heads measured).
+    #[serde(default)]
+    pub checks: Vec<crate::experiments::checks::Check>,
 }
 
 /// A selector built for (row label, seed index), with the seconds it took.
@@ -294,18 +298,18 @@ pub fn run(
     let base_report = crate::eval::evaluate_head(&base_head, &ctx.corpus.bench)?;
     let base = RunResult::from_report(&base_report, f64::NAN, seeds[0], 0, 0, f64::NAN)?;
 
-    Ok((
-        SelectionResults {
-            config: cfg.clone(),
-            corpus_rollouts: bundle.n_rollouts(),
-            global_batch: ctx.train.global_batch_for(bundle.n_rollouts()),
-            base,
-            cells,
-            lr_choices,
-            profiles,
-        },
-        cost,
-    ))
+    let mut results = SelectionResults {
+        config: cfg.clone(),
+        corpus_rollouts: bundle.n_rollouts(),
+        global_batch: ctx.train.global_batch_for(bundle.n_rollouts()),
+        base,
+        cells,
+        lr_choices,
+        profiles,
+        checks: Vec::new(),
+    };
+    results.checks = super::render::bis_checks(&results);
+    Ok((results, cost))
 }
 
 /// The dev-tuned learning rate of full-data training (also the proxies' rate).

@@ -44,7 +44,9 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::experiments::context::ExperimentContext;
 use crate::experiments::formulas::signal_s;
-use crate::experiments::stats::{Estimate, MeanCi, spearman_bootstrap};
+use crate::experiments::stats::{
+    Clusters, Estimate, MeanCi, cluster_bootstrap, spearman_bootstrap, within_group_spearman,
+};
 use crate::experiments::training::{LrTrial, heads_along_training, tune_lr};
 use crate::gradient_selection::{
     GradientSettings, ProxySpec, el2n_keys, grand_keys, teacher_head, train_proxy,
@@ -119,6 +121,57 @@ pub struct PointCheck {
     pub oracle_top: Vec<TopMean>,
     /// One row per score.
     pub scores: Vec<ScoreCorrelation>,
+    /// The same question without the confounds (absent in results written before it existed).
+    #[serde(default)]
+    pub deconfounded: Option<Deconfounded>,
+}
+
+/// Informativeness with its confounds taken apart: a(x) without its bias coordinate, the
+/// trainer's reduction, the real per-rollout step, within-source ranks, and partial correlations
+/// given rollout length and the number of zero-score steps. Every interval resamples questions
+/// within sources.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Deconfounded {
+    /// The step a rollout really gets: the tuned peak learning rate over the global batch.
+    pub real_step: f64,
+    /// Mean first-order dev gain ε⟨∇L_dev, g_x⟩ at that step.
+    pub mean_gain_first: MeanCi,
+    /// Mean exact dev gain at that step.
+    pub mean_gain_real: MeanCi,
+    /// Σ|exact − first order| / Σ|first order| at that step: the second-order remainder.
+    #[serde(with = "crate::experiments::nan")]
+    pub second_order_share: f64,
+    /// The same at the configured `sgd_lr` (the older target).
+    #[serde(with = "crate::experiments::nan")]
+    pub second_order_share_sgd: f64,
+    /// Σ|bias part of a(x)| / Σ|a(x)|: how much of a(x) is calibration.
+    #[serde(with = "crate::experiments::nan")]
+    pub bias_share: f64,
+    /// Share of rollouts whose a(x) without the bias part is positive.
+    pub positive_weight_a: f64,
+    /// Mean cosine between g_x and the clean gradient (a(x)/‖g_x‖).
+    #[serde(with = "crate::experiments::nan")]
+    pub mean_cos: f64,
+    /// One row per score.
+    pub scores: Vec<DeconfoundedScore>,
+}
+
+/// One score against the deconfounded targets (within-source Spearman, cluster bootstrap).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DeconfoundedScore {
+    /// Score name.
+    pub score: String,
+    /// With a(x).
+    pub a: Estimate,
+    /// With a(x) minus its bias part (the direction of w only).
+    pub a_weight: Estimate,
+    /// With a(x), partial given rollout length and zero-score steps.
+    pub a_partial: Estimate,
+    /// With n_x·a(x): the trainer's reduction (a micro-batch mean over steps weights a rollout
+    /// by its step count).
+    pub a_trainer: Estimate,
+    /// With the first-order dev gain at the real step.
+    pub gain_real: Estimate,
 }
 
 /// The informativeness check.
@@ -190,6 +243,15 @@ struct Measured {
     grad: Vec<f64>,
     /// ‖g_x^c‖.
     centred: Vec<f64>,
+    /// The bias coordinate's part of a(x): g_x[b]·u[b].
+    #[serde(default)]
+    a_bias: Vec<f64>,
+    /// First-order dev gain ε⟨∇L_dev, g_x⟩ at the step a rollout really gets in training.
+    #[serde(default)]
+    dev_gain_first: Vec<f64>,
+    /// Exact dev gain at that step.
+    #[serde(default)]
+    dev_gain_real: Vec<f64>,
     #[serde(with = "crate::experiments::nan")]
     clean_norm: f64,
     #[serde(with = "crate::experiments::nan")]
@@ -350,16 +412,33 @@ pub fn run(
         },
     )?;
 
+    // The step one rollout really gets: the trainer averages a global batch of rollouts.
+    let real_step = points.tuning.lr / points.global_batch as f64;
+    let real_lr = real_step;
     // Measurements at every point, and the gradient norms at the teacher.
     let mut measured = Vec::with_capacity(points.heads.len());
     for (head, &step) in points.heads.iter().zip(&points.steps) {
         let key = cell_key(
             ctx,
             "point",
-            &(step, flatten_params(head), cfg.sgd_lr, cfg.dev_steps),
+            &(
+                "deconfounded",
+                step,
+                flatten_params(head),
+                cfg.sgd_lr,
+                cfg.dev_steps,
+            ),
         );
         let (m, _) = ctx.cells.get_or_compute(&key, || {
-            measure(ctx, head, &targets, &q_targets, Some(&dev), cfg.sgd_lr)
+            measure(
+                ctx,
+                head,
+                &targets,
+                &q_targets,
+                Some(&dev),
+                cfg.sgd_lr,
+                real_lr,
+            )
         })?;
         measured.push(m);
     }
@@ -367,7 +446,7 @@ pub fn run(
     let (at_teacher, _) = ctx
         .cells
         .get_or_compute(&cell_key(ctx, "teacher-norms", &"mean"), || {
-            measure(ctx, &wstar, &targets, &q_targets, None, cfg.sgd_lr)
+            measure(ctx, &wstar, &targets, &q_targets, None, cfg.sgd_lr, real_lr)
         })?;
 
     // The theory's rollout signal, with the flip probability of each label given the truth (the
@@ -399,6 +478,22 @@ pub fn run(
         ])
         .chain(signals.iter().cloned())
         .collect();
+    let design = Design {
+        clusters: Clusters::new(bundle.source(), &truth.question),
+        source: bundle.source(),
+        length: (0..bundle.n_rollouts())
+            .map(|x| bundle.rollout_len(x) as f64)
+            .collect(),
+        zeros: (0..bundle.n_rollouts())
+            .map(|x| {
+                bundle.mc_scores()[bundle.rollout_steps(x)]
+                    .iter()
+                    .filter(|v| **v <= 0.0)
+                    .count() as f64
+            })
+            .collect(),
+        real_step,
+    };
     let checks = measured
         .iter()
         .enumerate()
@@ -411,6 +506,7 @@ pub fn run(
                 points.steps[p],
                 m,
                 &fixed_scores,
+                &design,
             )
         })
         .collect();
@@ -482,6 +578,7 @@ pub fn run(
 
 /// Every score (the fixed ones plus the gradient norms at this point) against a(x) and the dev
 /// gain at point `p`.
+#[allow(clippy::too_many_arguments)]
 fn point_check(
     cfg: &TheoryConfig,
     seed: u64,
@@ -490,6 +587,7 @@ fn point_check(
     step: usize,
     m: &Measured,
     fixed_scores: &[(String, &[f64])],
+    design: &Design<'_>,
 ) -> PointCheck {
     let mut scores: Vec<(String, &[f64])> = fixed_scores.to_vec();
     scores.push(("‖g_x‖".into(), &m.grad[..]));
@@ -530,7 +628,113 @@ fn point_check(
                 top: top(s),
             })
             .collect(),
+        deconfounded: deconfound(cfg, seed, p, m, &scores, design),
     }
+}
+
+/// What the deconfounded correlations need besides the measurements.
+struct Design<'a> {
+    clusters: Clusters,
+    source: &'a [u32],
+    length: Vec<f64>,
+    zeros: Vec<f64>,
+    real_step: f64,
+}
+
+/// Scores whose deconfounded correlations are reported (the rest stay in the main table).
+const DECONFOUNDED_SCORES: usize = 6;
+
+fn deconfound(
+    cfg: &TheoryConfig,
+    seed: u64,
+    p: usize,
+    m: &Measured,
+    scores: &[(String, &[f64])],
+    d: &Design<'_>,
+) -> Option<Deconfounded> {
+    if m.a_bias.len() != m.a.len() || m.a.is_empty() {
+        return None;
+    }
+    let a_weight: Vec<f64> = m.a.iter().zip(&m.a_bias).map(|(a, b)| a - b).collect();
+    let a_trainer: Vec<f64> = m.a.iter().zip(&d.length).map(|(a, n)| a * n).collect();
+    let ratio = |num: f64, den: f64| if den > 0.0 { num / den } else { f64::NAN };
+    let abs_sum = |v: &mut dyn Iterator<Item = f64>| v.map(f64::abs).sum::<f64>();
+    // The second-order remainder at the configured step: exact − first order scaled to it.
+    let scale = cfg.sgd_lr / d.real_step;
+    let second_sgd = ratio(
+        abs_sum(
+            &mut m
+                .dev_gain
+                .iter()
+                .zip(&m.dev_gain_first)
+                .map(|(e, f)| e - f * scale),
+        ),
+        abs_sum(&mut m.dev_gain_first.iter().map(|f| f * scale)),
+    );
+    let chosen: Vec<&(String, &[f64])> = scores
+        .iter()
+        .take(DECONFOUNDED_SCORES)
+        .chain(scores.iter().filter(|(n, _)| n == "‖g_x‖"))
+        .collect();
+    let controls: [&[f64]; 2] = [&d.length, &d.zeros];
+    let rows: Vec<DeconfoundedScore> = chosen
+        .par_iter()
+        .enumerate()
+        .map(|(i, (name, x))| {
+            let boot = |target: &[f64], partial: bool, j: u64| {
+                let ctrl: &[&[f64]] = if partial { &controls } else { &[] };
+                cluster_bootstrap(
+                    &d.clusters,
+                    cfg.bootstrap,
+                    derived_seed(
+                        seed,
+                        StreamKind::Bootstrap,
+                        100 + p as u64,
+                        8 * i as u64 + j,
+                    ),
+                    |idx| within_group_spearman(idx, d.source, x, target, ctrl),
+                )
+            };
+            DeconfoundedScore {
+                score: name.clone(),
+                a: boot(&m.a, false, 0),
+                a_weight: boot(&a_weight, false, 1),
+                a_partial: boot(&m.a, true, 2),
+                a_trainer: boot(&a_trainer, false, 3),
+                gain_real: boot(&m.dev_gain_first, false, 4),
+            }
+        })
+        .collect();
+    Some(Deconfounded {
+        real_step: d.real_step,
+        mean_gain_first: plain_mean(&m.dev_gain_first),
+        mean_gain_real: plain_mean(&m.dev_gain_real),
+        second_order_share: ratio(
+            abs_sum(
+                &mut m
+                    .dev_gain_real
+                    .iter()
+                    .zip(&m.dev_gain_first)
+                    .map(|(e, f)| e - f),
+            ),
+            abs_sum(&mut m.dev_gain_first.iter().copied()),
+        ),
+        second_order_share_sgd: second_sgd,
+        bias_share: ratio(
+            abs_sum(&mut m.a_bias.iter().copied()),
+            abs_sum(&mut m.a.iter().copied()),
+        ),
+        positive_weight_a: a_weight.iter().filter(|v| **v > 0.0).count() as f64
+            / a_weight.len() as f64,
+        mean_cos: m
+            .a
+            .iter()
+            .zip(&m.grad)
+            .map(|(a, g)| if *g > 0.0 { a / g } else { 0.0 })
+            .sum::<f64>()
+            / m.a.len() as f64,
+        scores: rows,
+    })
 }
 
 /// Spearman with bootstrap intervals for every (x, y) pair, in parallel; job i of group `group`
@@ -562,6 +766,7 @@ fn measure(
     q_targets: &[f32],
     dev: Option<&DevSet>,
     sgd_lr: f64,
+    real_lr: f64,
 ) -> Result<Measured> {
     let bundle = &ctx.corpus.bundle;
     let n_rollouts = bundle.n_rollouts();
@@ -581,6 +786,9 @@ fn measure(
             dev_gain: Vec::new(),
             grad: stats.grad_sq.iter().map(|v| v.sqrt()).collect(),
             centred: stats.centered_grad_sq.iter().map(|v| v.sqrt()).collect(),
+            a_bias: Vec::new(),
+            dev_gain_first: Vec::new(),
+            dev_gain_real: Vec::new(),
             clean_norm: f64::NAN,
             dev_loss: f64::NAN,
         });
@@ -597,15 +805,20 @@ fn measure(
         )));
     }
     let direction: Vec<f32> = clean.iter().map(|v| (v / clean_norm) as f32).collect();
-    let mut out = project_updates(ctx.device, bundle, targets, head, direction, dev, sgd_lr)?;
+    let mut out = project_updates(
+        ctx.device, bundle, targets, head, direction, dev, sgd_lr, real_lr,
+    )?;
     out.clean_norm = clean_norm;
     Ok(out)
 }
 
 /// For every rollout of `bundle` at the linear `head`: a(x) = ⟨g_x, u⟩ for the unit `direction`
 /// u, the dev gain −ΔL_dev(x) of one SGD step of size `sgd_lr` on x alone, and ‖g_x‖, ‖g_x^c‖
-/// (g_x under `targets`, mean over the rollout's steps). The gradient engine projects each g_x
-/// onto [u; the augmented dev rows] (k = 1 + M directions), a chunk of rollouts at a time.
+/// (g_x under `targets`, mean over the rollout's steps); also a(x)'s bias part and the dev gain at
+/// the trainer's real per-rollout step `real_lr`, exact and to first order. The gradient engine
+/// projects each g_x onto [u; e_bias; the augmented dev rows] (k = 2 + M directions), a chunk of
+/// rollouts at a time.
+#[allow(clippy::too_many_arguments)]
 fn project_updates(
     device: Device,
     bundle: &FeatureBundle,
@@ -614,10 +827,15 @@ fn project_updates(
     direction: Vec<f32>,
     dev: &DevSet,
     sgd_lr: f64,
+    real_lr: f64,
 ) -> Result<Measured> {
     let n_rollouts = bundle.n_rollouts();
-    let mut directions = Vec::with_capacity(dev.rows.len() + 1);
+    let bias_weight = f64::from(*direction.last().expect("a non-empty direction"));
+    let mut bias_axis = vec![0.0f32; direction.len()];
+    *bias_axis.last_mut().expect("non-empty") = 1.0;
+    let mut directions = Vec::with_capacity(dev.rows.len() + 2);
     directions.push(direction);
+    directions.push(bias_axis);
     directions.extend(dev.rows.iter().cloned());
     let k = directions.len();
     let opts = GradNormOptions {
@@ -639,9 +857,18 @@ fn project_updates(
         dev_gain: Vec::with_capacity(n_rollouts),
         grad: Vec::with_capacity(n_rollouts),
         centred: Vec::with_capacity(n_rollouts),
+        a_bias: Vec::with_capacity(n_rollouts),
+        dev_gain_first: Vec::with_capacity(n_rollouts),
+        dev_gain_real: Vec::with_capacity(n_rollouts),
         clean_norm: f64::NAN,
         dev_loss: base.iter().sum::<f64>() / m,
     };
+    // ∇L_dev's coefficients on the augmented dev rows: (σ(z_m) − q_m)/M.
+    let residual: Vec<f64> = logits
+        .iter()
+        .zip(&dev.q)
+        .map(|(&z, &q)| (sigmoid(z) - q) / m)
+        .collect();
     for part in all.chunks(chunk) {
         let stats =
             gradnorm::rollout_grad_stats_subset(device, bundle, targets, head, &opts, part)?;
@@ -649,20 +876,36 @@ fn project_updates(
             .projected
             .as_ref()
             .expect("a projection was asked for");
-        let gains: Vec<f64> = projected
+        let exact_gain = |row: &[f32], step: f64| -> f64 {
+            let change: f64 = row[2..]
+                .iter()
+                .zip(logits.iter().zip(&dev.q).zip(&base))
+                .map(|(&p, ((&z, &q), &b))| bce_with_logits(z - step * f64::from(p), q) - b)
+                .sum();
+            -change / m
+        };
+        let gains: Vec<(f64, f64, f64)> = projected
             .par_chunks(k)
             .map(|row| {
-                let change: f64 = row[1..]
-                    .iter()
-                    .zip(logits.iter().zip(&dev.q).zip(&base))
-                    .map(|(&p, ((&z, &q), &b))| bce_with_logits(z - sgd_lr * f64::from(p), q) - b)
-                    .sum();
-                -change / m
+                let first: f64 = real_lr
+                    * row[2..]
+                        .iter()
+                        .zip(&residual)
+                        .map(|(&p, &r)| f64::from(p) * r)
+                        .sum::<f64>();
+                (exact_gain(row, sgd_lr), exact_gain(row, real_lr), first)
             })
             .collect();
         out.a
             .extend(projected.chunks(k).map(|row| f64::from(row[0])));
-        out.dev_gain.extend(gains);
+        out.a_bias.extend(
+            projected
+                .chunks(k)
+                .map(|row| f64::from(row[1]) * bias_weight),
+        );
+        out.dev_gain.extend(gains.iter().map(|g| g.0));
+        out.dev_gain_real.extend(gains.iter().map(|g| g.1));
+        out.dev_gain_first.extend(gains.iter().map(|g| g.2));
         out.grad.extend(stats.grad_sq.iter().map(|v| v.sqrt()));
         out.centred
             .extend(stats.centered_grad_sq.iter().map(|v| v.sqrt()));

@@ -21,6 +21,7 @@
 //! counts; the expensive parts (learning-rate tuning, training to the checkpoints, the
 //! per-rollout measurements) are cells, so an interrupted run resumes.
 
+pub mod empirical;
 pub mod informativeness;
 pub mod mixture;
 pub mod noise;

@@ -43,6 +43,16 @@ pub(super) fn render(r: &TheoryResults) -> Rendered {
         "informativeness".to_string(),
         informativeness_table(&r.informativeness),
     ));
+    if r.informativeness
+        .points
+        .iter()
+        .any(|p| p.deconfounded.is_some())
+    {
+        tables.push((
+            "informativeness_deconfounded".to_string(),
+            deconfounded_table(&r.informativeness),
+        ));
+    }
     plots.push((
         "informativeness_spearman".to_string(),
         informativeness_heatmap(&r.informativeness),
@@ -62,7 +72,12 @@ pub(super) fn render(r: &TheoryResults) -> Rendered {
         plots.push((h.name.clone(), heatmap_plot(h)));
     }
 
+    if let Some(e) = &r.empirical {
+        tables.push(("wrong_by_count".to_string(), wrong_by_count_table(e)));
+    }
     let key = summary::key_table(r);
+    tables.push(("checks".to_string(), key.clone()));
+    tables.push(("identities".to_string(), summary::identities_table(r)));
     let summary = summary::summary(r, &key, &tables);
     Rendered {
         tables,
@@ -70,6 +85,63 @@ pub(super) fn render(r: &TheoryResults) -> Rendered {
         summary,
         key_table: key.to_markdown(),
     }
+}
+
+/// Informativeness without its confounds: per point, the real step and how much of a(x) is
+/// calibration; per score, within-source Spearman with each deconfounded target.
+fn deconfounded_table(inf: &Informativeness) -> Table {
+    let mut t = Table::new(
+        "Informativeness without confounds: within-source Spearman, 95% CI from resampling \
+         questions within sources",
+        &[
+            "point",
+            "score",
+            "a(x)",
+            "a(x) without bias",
+            "a(x) | length, zeros",
+            "a(x), trainer's reduction",
+            "first-order dev gain at the real step",
+        ],
+    );
+    let e = |v: Estimate| Cell::text(format!("{:.3} [{:.3}, {:.3}]", v.value, v.lo, v.hi));
+    for p in &inf.points {
+        let Some(d) = &p.deconfounded else { continue };
+        for s in &d.scores {
+            t.push(vec![
+                Cell::text(&p.point),
+                Cell::text(&s.score),
+                e(s.a),
+                e(s.a_weight),
+                e(s.a_partial),
+                e(s.a_trainer),
+                e(s.gain_real),
+            ]);
+        }
+    }
+    t
+}
+
+/// Finding 5's curve: the share of wrong steps at each observed count K, next to η_eff(K).
+fn wrong_by_count_table(e: &super::empirical::EmpiricalChecks) -> Table {
+    let mut t = Table::new(
+        format!(
+            "P(step wrong | K = k) on the corpus's MC labels, with η_eff(k) = P(r < {} | K = k) \
+             under the fitted prior",
+            e.tau
+        ),
+        &["k", "steps", "P(wrong | K = k)", "95% CI", "η_eff(k)"],
+    );
+    for row in &e.wrong_by_count {
+        let p = Proportion::wilson(row.wrong, row.steps);
+        t.push(vec![
+            Cell::num(row.k as f64, 0),
+            Cell::num(row.steps as f64, 0),
+            Cell::num(p.value, 4),
+            Cell::text(format!("[{:.4}, {:.4}]", p.lo, p.hi)),
+            Cell::num(row.eta_eff, 4),
+        ]);
+    }
+    t
 }
 
 fn ci(ci: MeanCi, digits: usize) -> Cell {

@@ -53,6 +53,10 @@ pub struct TheoryConfig {
     pub top_fractions: Vec<f64>,
     /// Bootstrap resamples of every Spearman interval.
     pub bootstrap: usize,
+    /// τ of η_eff(K) = P(r < τ | K) in the paper's S(x) (the empirical Finding 6 check).
+    pub signal_tau: f64,
+    /// Decision rules of the empirical checks, stated before the run.
+    pub rules: super::empirical::EmpiricalRules,
 }
 
 impl Default for TheoryConfig {
@@ -74,6 +78,8 @@ impl Default for TheoryConfig {
             el2n_epochs: 1,
             top_fractions: vec![0.1, 0.25],
             bootstrap: 200,
+            signal_tau: 0.1,
+            rules: super::empirical::EmpiricalRules::default(),
         }
     }
 }
@@ -130,6 +136,11 @@ impl TheoryConfig {
                 && self.top_fractions.iter().all(|f| *f > 0.0 && *f <= 1.0),
             "top_fractions must be a non-empty list in (0, 1]",
         )?;
+        rule(
+            self.signal_tau > 0.0 && self.signal_tau < 1.0,
+            "signal_tau must lie in (0, 1)",
+        )?;
+        self.rules.validate()?;
         rule(self.bootstrap >= 10, "bootstrap must be at least 10")
     }
 }
@@ -168,6 +179,13 @@ pub struct TheoryResults {
     pub informativeness: Informativeness,
     /// Finding 6.
     pub finding6: Finding6,
+    /// The claims confronted with the corpus's own MC labels (absent in results written before
+    /// they existed).
+    #[serde(default)]
+    pub empirical: Option<super::empirical::EmpiricalChecks>,
+    /// Every verdict: implementation identities and empirical checks.
+    #[serde(default)]
+    pub checks: Vec<crate::experiments::checks::Check>,
 }
 
 /// Runs every check.
@@ -188,7 +206,7 @@ pub fn run(cfg: &TheoryConfig, ctx: &ExperimentContext<'_>) -> Result<TheoryResu
         seed: ctx.seed,
         train: &train,
     };
-    let stages = crate::progress::bar(4, "theory");
+    let stages = crate::progress::bar(5, "theory");
     stages.set_message("Eqs. 5–6");
     let (eq5, eq6) = super::noise::run(cfg, &ctx, &teacher)?;
     stages.inc(1);
@@ -201,7 +219,12 @@ pub fn run(cfg: &TheoryConfig, ctx: &ExperimentContext<'_>) -> Result<TheoryResu
     stages.set_message("informativeness");
     let (informativeness, finding6) = super::informativeness::run(cfg, &ctx, &teacher, &truth)?;
     stages.inc(1);
+    stages.set_message("empirical checks");
+    let empirical = super::empirical::run(cfg, &ctx, &teacher, &truth, &lemma3.prior)?;
+    stages.inc(1);
     stages.finish_and_clear();
+    let mut checks = super::summary::identity_checks(&eq5, &eq6, &lemma2, &lemma3);
+    checks.extend(empirical.checks(&cfg.rules));
     Ok(TheoryResults {
         setup: Setup {
             rollouts: ctx.corpus.bundle.n_rollouts(),
@@ -217,6 +240,8 @@ pub fn run(cfg: &TheoryConfig, ctx: &ExperimentContext<'_>) -> Result<TheoryResu
         lemma3,
         informativeness,
         finding6,
+        empirical: Some(empirical),
+        checks,
     })
 }
 
@@ -240,7 +265,8 @@ impl TeacherView {
     /// (which went through f32 rounding of the features and of q* itself).
     const STORED_Q_TOLERANCE: f64 = 1e-4;
 
-    fn of(ctx: &ExperimentContext<'_>) -> Result<Self> {
+    /// Recomputes the teacher's view from the context's bundle, checking it against the stored q*.
+    pub fn of(ctx: &ExperimentContext<'_>) -> Result<Self> {
         let bundle = &ctx.corpus.bundle;
         let teacher = bundle.teacher().ok_or_else(|| {
             Error::invalid("the theory checks need a synthetic bundle (with the teacher)")
