@@ -621,6 +621,26 @@ mod tests {
     }
 
     #[test]
+    fn draws_written_before_the_lr_extensions_still_load_and_render() {
+        let mut r = results(&[[1.0, 1.2, 0.8], [1.1, 0.9, 1.0], [0.9, 1.0, 1.1]]);
+        // An older draw: no extension counts, two grid-edge choices.
+        let mut old = serde_json::to_value(&r.draws[0]).unwrap();
+        old.as_object_mut().unwrap().remove("lr_extended");
+        old.as_object_mut().unwrap().remove("lr_choices");
+        old["lr_at_edge"] = 2.into();
+        r.draws[0] = serde_json::from_value(old).unwrap();
+        assert_eq!((r.draws[0].lr_extended, r.draws[0].lr_choices), (0, 0));
+        // Three draws × (2 rows × 1 budget + full) choices, the older one counted by its shape.
+        r.draws[1].lr_choices = 3;
+        r.draws[1].lr_extended = 1;
+        let text = render(&r).summary;
+        assert!(
+            text.contains(": 2 of 9 choices; 1 of 9 needed an extension"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn a_grid_without_replication_is_refused() {
         let cfg = RegimeConfig {
             corpus_seeds: vec![1],
