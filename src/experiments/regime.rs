@@ -23,6 +23,7 @@ use super::report::Rendered;
 use super::selection::{self, SelectionConfig, SelectorSpec};
 use super::stats::{MeanCi, mean_ci95};
 use super::table::{Cell, Table};
+use super::training::LrAudit;
 use crate::device::Device;
 use crate::error::{Error, Result};
 
@@ -172,8 +173,15 @@ pub struct PointDraw {
     pub full: f64,
     /// Per budget: BIS − random test Overall (×100), one entry per training seed.
     pub deltas: Vec<(f64, Vec<f64>)>,
-    /// Chosen learning rates at an end of the grid (for the audit).
+    /// Chosen learning rates still at an end of the rates tried after extending the grid (for
+    /// the audit; results written before the extensions counted ends of the configured grid).
     pub lr_at_edge: usize,
+    /// Choices that needed rates beyond the configured grid (0 in older results).
+    #[serde(default)]
+    pub lr_extended: usize,
+    /// Learning-rate choices made (0 in older results, which made `2 × budgets + 1`).
+    #[serde(default)]
+    pub lr_choices: usize,
 }
 
 /// Everything the regime map measured.
@@ -237,7 +245,7 @@ pub fn run(
                 // The corpus can be regenerated from its settings; only the cells are kept.
                 std::fs::remove_dir_all(here.join("corpus"))
                     .map_err(|e| Error::io(here.join("corpus"), e))?;
-                Ok(summarise(*point, corpus_seed, &results, train))
+                Ok(summarise(*point, corpus_seed, &results))
             })?;
             draws.push(draw);
             bar.inc(1);
@@ -251,12 +259,7 @@ pub fn run(
     })
 }
 
-fn summarise(
-    point: RegimePoint,
-    corpus_seed: u64,
-    r: &selection::SelectionResults,
-    train: &TrainSettings,
-) -> PointDraw {
+fn summarise(point: RegimePoint, corpus_seed: u64, r: &selection::SelectionResults) -> PointDraw {
     let score = |row: &str, budget: f64, i: usize| {
         r.cells
             .iter()
@@ -276,22 +279,18 @@ fn summarise(
             (b, d)
         })
         .collect();
-    let (lo, hi) = train
-        .lr_grid
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), l| {
-            (lo.min(*l), hi.max(*l))
-        });
+    let mut audit = LrAudit::default();
+    for c in &r.lr_choices {
+        audit.add(&c.trials, c.extensions);
+    }
     PointDraw {
         point,
         corpus_seed,
         full: full.iter().sum::<f64>() / full.len().max(1) as f64,
         deltas,
-        lr_at_edge: r
-            .lr_choices
-            .iter()
-            .filter(|c| c.lr == lo || c.lr == hi)
-            .count(),
+        lr_at_edge: audit.at_edge,
+        lr_extended: audit.extended,
+        lr_choices: audit.choices,
     }
 }
 
@@ -505,7 +504,18 @@ pub fn render(r: &RegimeResults) -> Rendered {
             c.delta.hi()
         )
     };
-    let edge: usize = r.draws.iter().map(|d| d.lr_at_edge).sum();
+    // Draws summarised before the count was recorded made one choice per (row, budget) plus the
+    // full-data one.
+    let audit = r.draws.iter().fold(LrAudit::default(), |a, d| LrAudit {
+        choices: a.choices
+            + if d.lr_choices > 0 {
+                d.lr_choices
+            } else {
+                2 * cfg.budgets.len() + 1
+            },
+        at_edge: a.at_edge + d.lr_at_edge,
+        extended: a.extended + d.lr_extended,
+    });
     let mut summary = format!(
         "### Regime map\n\nOver {} grid cells ({} points × {} budgets, {} corpus draws and {} training \
          seeds each), BIS beats random in {} (95% interval above 0), ties in {} and loses in {}. ",
@@ -525,10 +535,8 @@ pub fn render(r: &RegimeResults) -> Rendered {
             describe(w)
         ));
     }
-    summary.push_str(&format!(
-        "Learning rates chosen at an end of the grid: {edge} of {} choices.\n\n",
-        r.draws.len() * (2 * cfg.budgets.len() + 1)
-    ));
+    summary.push_str(&audit.sentence());
+    summary.push_str("\n\n");
     summary.push_str(&marginal.to_markdown());
     Rendered {
         key_table: marginal.to_markdown(),
@@ -567,6 +575,8 @@ mod tests {
                     full: 60.0,
                     deltas: vec![(0.1, d.to_vec())],
                     lr_at_edge: 0,
+                    lr_extended: 0,
+                    lr_choices: 0,
                 })
                 .collect(),
             config,
@@ -606,6 +616,26 @@ mod tests {
         .summary;
         assert!(
             text.contains("BIS beats random in 1 (95% interval above 0), ties in 0 and loses in 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn draws_written_before_the_lr_extensions_still_load_and_render() {
+        let mut r = results(&[[1.0, 1.2, 0.8], [1.1, 0.9, 1.0], [0.9, 1.0, 1.1]]);
+        // An older draw: no extension counts, two grid-edge choices.
+        let mut old = serde_json::to_value(&r.draws[0]).unwrap();
+        old.as_object_mut().unwrap().remove("lr_extended");
+        old.as_object_mut().unwrap().remove("lr_choices");
+        old["lr_at_edge"] = 2.into();
+        r.draws[0] = serde_json::from_value(old).unwrap();
+        assert_eq!((r.draws[0].lr_extended, r.draws[0].lr_choices), (0, 0));
+        // Three draws × (2 rows × 1 budget + full) choices, the older one counted by its shape.
+        r.draws[1].lr_choices = 3;
+        r.draws[1].lr_extended = 1;
+        let text = render(&r).summary;
+        assert!(
+            text.contains(": 2 of 9 choices; 1 of 9 needed an extension"),
             "{text}"
         );
     }

@@ -27,5 +27,5 @@ pub mod schedule;
 pub mod train_loop;
 
 pub use config::TrainConfig;
-pub use run::{LrTrial, RunData, execute, load_data, lr_sweep, run};
+pub use run::{LrTrial, RunData, execute, load_data, lr_sweep, lr_trial, run};
 pub use train_loop::{EvalLog, RunOptions, StepLog, TrainInputs, TrainOutcome};

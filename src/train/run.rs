@@ -120,6 +120,39 @@ pub struct LrTrial {
     pub error: Option<String>,
 }
 
+/// Trains once at `lr` (no files) and reads dev Overall off the bench; a run that diverged is a
+/// trial without a score rather than an error, so a sweep can rank it below every finite rate.
+pub fn lr_trial(
+    config: &TrainConfig,
+    bundle: &FeatureBundle,
+    subset: Option<&[usize]>,
+    bench: &BenchSet,
+    device: Device,
+    lr: f64,
+) -> Result<LrTrial> {
+    let mut cfg = config.clone();
+    cfg.optim.lr = lr;
+    cfg.checkpoint_every = 0;
+    match run(&cfg, bundle, subset, Some(bench), device, None) {
+        Ok(out) => Ok(LrTrial {
+            lr,
+            dev_overall: out
+                .last_eval()
+                .and_then(|r| r.bench.dev_tuned.as_ref())
+                .map(|d| d.dev.overall),
+            final_loss: out.history.last().map(|s| s.loss),
+            error: None,
+        }),
+        Err(Error::Training(TrainError::Diverged { detail, .. })) => Ok(LrTrial {
+            lr,
+            dev_overall: None,
+            final_loss: None,
+            error: Some(detail),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
 /// Trains once per learning rate (no files) and ranks them by dev Overall at the dev-tuned
 /// threshold — the test split is never looked at. Returns the trials and the best learning rate.
 pub fn lr_sweep(
@@ -139,31 +172,10 @@ pub fn lr_sweep(
             bench.path.display()
         )));
     }
-    let mut trials = Vec::with_capacity(lrs.len());
-    for &lr in lrs {
-        let mut cfg = config.clone();
-        cfg.optim.lr = lr;
-        cfg.checkpoint_every = 0;
-        let trial = match run(&cfg, bundle, subset, Some(bench), device, None) {
-            Ok(out) => LrTrial {
-                lr,
-                dev_overall: out
-                    .last_eval()
-                    .and_then(|r| r.bench.dev_tuned.as_ref())
-                    .map(|d| d.dev.overall),
-                final_loss: out.history.last().map(|s| s.loss),
-                error: None,
-            },
-            Err(Error::Training(TrainError::Diverged { detail, .. })) => LrTrial {
-                lr,
-                dev_overall: None,
-                final_loss: None,
-                error: Some(detail),
-            },
-            Err(e) => return Err(e),
-        };
-        trials.push(trial);
-    }
+    let trials = lrs
+        .iter()
+        .map(|&lr| lr_trial(config, bundle, subset, bench, device, lr))
+        .collect::<Result<Vec<_>>>()?;
     let best = trials
         .iter()
         .filter_map(|t| t.dev_overall.map(|o| (o, t.lr)))

@@ -239,6 +239,39 @@ fn experiment_runs_end_to_end_resumes_and_reports_identically() {
             sel.join(format!("{stem}.svg")).exists() && sel.join(format!("{stem}.png")).exists()
         );
     }
+    // The learning-rate note counts what results.json records: choices still at an end of the
+    // rates tried (by the rule tune_lr extends on) and choices that needed rates past the grid.
+    let results: mprm::experiments::selection::SelectionResults =
+        serde_json::from_str(&std::fs::read_to_string(sel.join("results.json")).unwrap()).unwrap();
+    let n = results.lr_choices.len();
+    let edge = results
+        .lr_choices
+        .iter()
+        .filter(|c| mprm::experiments::training::lr_edge(&c.trials).1.is_some())
+        .count();
+    assert!(
+        results
+            .lr_choices
+            .iter()
+            .all(|c| c.at_edge == mprm::experiments::training::lr_edge(&c.trials).1.is_some()),
+        "the recorded flag follows the rule"
+    );
+    let extended = results
+        .lr_choices
+        .iter()
+        .filter(|c| c.extensions > 0)
+        .count();
+    assert!(
+        extended > 0,
+        "the [1e-2, 3e-2] grid is short on this corpus"
+    );
+    let note = std::fs::read_to_string(sel.join("learning_rates.md")).unwrap();
+    assert!(
+        note.contains(&format!(
+            ": {edge} of {n} choices; {extended} of {n} needed an extension"
+        )),
+        "{note}"
+    );
     let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
     assert!(readme.contains("## Selection comparison") && readme.contains("BIS"));
     let before = files_in(&sel);

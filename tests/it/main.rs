@@ -13,6 +13,7 @@ mod train_support;
 mod architecture;
 mod cli_train;
 mod data;
+mod experiments_lr;
 mod experiments_selection;
 mod experiments_theory;
 mod features_bundle;

@@ -6,7 +6,7 @@ use crate::experiments::plot::{Plot, Series};
 use crate::experiments::report::Rendered;
 use crate::experiments::stats::{MeanCi, mean_ci95};
 use crate::experiments::table::{Cell, Table};
-use crate::experiments::training::{BestOfN, RunResult};
+use crate::experiments::training::{BestOfN, LrAudit, RunResult, lr_edge};
 
 use super::config::SelectorSpec;
 use super::run::{CellRecord, SelectionResults};
@@ -526,25 +526,41 @@ fn profiles(r: &SelectionResults) -> Table {
     prof
 }
 
-/// Learning rates chosen on dev.
+/// Learning rates chosen on dev, with how many choices needed rates past the grid and how many
+/// are still at an end of the rates tried.
 fn learning_rates(r: &SelectionResults) -> Table {
     let mut lr = Table::new(
         "Learning rates chosen on the dev split",
-        &["row", "budget", "lr", "dev Overall at lr"],
+        &[
+            "row",
+            "budget",
+            "lr",
+            "dev Overall at lr",
+            "rates tried",
+            "past grid",
+            "at edge",
+        ],
     );
+    let mut audit = LrAudit::default();
     for c in &r.lr_choices {
         let dev = c
             .trials
             .iter()
             .find(|t| same(t.lr, c.lr))
             .map(|t| t.dev_overall);
+        let at_edge = lr_edge(&c.trials).1.is_some();
+        audit.add(&c.trials, c.extensions);
         lr.push(vec![
             Cell::text(&c.row),
             Cell::text(pct(c.budget)),
             Cell::num(c.lr, 4),
             num_cell(dev, 4),
+            Cell::num(c.trials.len() as f64, 0),
+            Cell::num(c.extensions as f64, 0),
+            Cell::text(if at_edge { "yes" } else { "no" }),
         ]);
     }
+    lr.notes.push(audit.sentence());
     lr
 }
 

@@ -10,7 +10,7 @@ use crate::data::label_stats::LabelStats;
 use crate::data::labels::LabelScheme;
 use crate::error::Result;
 use crate::experiments::context::ExperimentContext;
-use crate::experiments::training::{LrTrial, RunResult, head_kind, train_eval, tune_lr};
+use crate::experiments::training::{LrTrial, RunResult, TunedLr, head_kind, train_eval, tune_lr};
 use crate::gradient_selection::{
     GRADIENT_NAMES, GradientInputs, GradientSettings, ProxySpec, gradient_selector,
 };
@@ -44,8 +44,28 @@ pub struct LrChoice {
     pub budget: f64,
     /// The chosen peak learning rate.
     pub lr: f64,
-    /// Dev Overall of every rate tried.
+    /// Dev Overall of every rate tried (the grid and any extensions past its ends).
     pub trials: Vec<LrTrial>,
+    /// Rates tried beyond the configured grid because the best sat at an end (0 in results
+    /// written before the grid was extended).
+    #[serde(default)]
+    pub extensions: usize,
+    /// The choice is still at an end of the rates tried after extending.
+    #[serde(default)]
+    pub at_edge: bool,
+}
+
+impl LrChoice {
+    fn new(row: String, budget: f64, tuned: TunedLr) -> Self {
+        LrChoice {
+            row,
+            budget,
+            lr: tuned.lr,
+            trials: tuned.trials,
+            extensions: tuned.extensions,
+            at_edge: tuned.at_edge,
+        }
+    }
 }
 
 /// What a selector keeps at a budget (first seed): the data the theory says matters.
@@ -242,13 +262,8 @@ pub fn run(
             let key = format!("lr/{}", job.key());
             let (choice, _) = ctx.cells.get_or_compute(&key, || {
                 let sub = subset(job, 0)?;
-                let (lr, trials) = tune_lr(ctx, sub.as_deref(), job.labels, seeds[0])?;
-                Ok(LrChoice {
-                    row: job.row.clone(),
-                    budget: job.budget,
-                    lr,
-                    trials,
-                })
+                let tuned = tune_lr(ctx, sub.as_deref(), job.labels, seeds[0])?;
+                Ok(LrChoice::new(job.row.clone(), job.budget, tuned))
             })?;
             bar.inc(1);
             Ok(choice)
@@ -315,13 +330,8 @@ pub fn run(
 /// The dev-tuned learning rate of full-data training (also the proxies' rate).
 fn full_data_lr(ctx: &ExperimentContext<'_>, labels: LabelScheme) -> Result<f64> {
     let (choice, _) = ctx.cells.get_or_compute("lr/full@1", || {
-        let (lr, trials) = tune_lr(ctx, None, labels, derive_seed(ctx.seed, 0x5E1, 0))?;
-        Ok(LrChoice {
-            row: "full".into(),
-            budget: 1.0,
-            lr,
-            trials,
-        })
+        let tuned = tune_lr(ctx, None, labels, derive_seed(ctx.seed, 0x5E1, 0))?;
+        Ok(LrChoice::new("full".into(), 1.0, tuned))
     })?;
     Ok(choice.lr)
 }

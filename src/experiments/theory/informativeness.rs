@@ -179,8 +179,12 @@ pub struct DeconfoundedScore {
 pub struct Informativeness {
     /// Learning rate of the full-data run (tuned on dev).
     pub lr: f64,
-    /// Every rate tried.
+    /// Every rate tried (the grid and any extensions past its ends).
     pub lr_trials: Vec<LrTrial>,
+    /// Rates tried beyond the configured grid (0 in results written before the grid was
+    /// extended).
+    #[serde(default)]
+    pub lr_extensions: usize,
     /// Rollouts per optimiser step.
     pub global_batch: usize,
     /// Optimiser steps of the full run.
@@ -262,6 +266,9 @@ struct Measured {
 struct LrTuning {
     lr: f64,
     trials: Vec<LrTrial>,
+    /// Absent from cells saved before the grid was extended, which had none.
+    #[serde(default)]
+    extensions: usize,
 }
 
 /// Held-out steps with their clean targets: augmented rows [ϕ_m; 1] and q*_m.
@@ -288,8 +295,12 @@ impl TrainedPoints {
         let (tuning, _) = ctx
             .cells
             .get_or_compute(&cell_key(ctx, "lr", &"hard-mc"), || {
-                let (lr, trials) = tune_lr(ctx, None, labels, ctx.seed)?;
-                Ok(LrTuning { lr, trials })
+                let tuned = tune_lr(ctx, None, labels, ctx.seed)?;
+                Ok(LrTuning {
+                    lr: tuned.lr,
+                    trials: tuned.trials,
+                    extensions: tuned.extensions,
+                })
             })?;
         let global_batch = ctx.train.global_batch_for(n_rollouts);
         let total = total_steps(n_rollouts, global_batch, ctx.train.epochs);
@@ -565,6 +576,7 @@ pub fn run(
         Informativeness {
             lr: points.tuning.lr,
             lr_trials: points.tuning.trials,
+            lr_extensions: points.tuning.extensions,
             global_batch: points.global_batch,
             total_steps: points.total_steps,
             dev_steps: dev.q.len(),

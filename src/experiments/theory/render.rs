@@ -8,6 +8,7 @@ use crate::experiments::plot::{Plot, Series};
 use crate::experiments::report::Rendered;
 use crate::experiments::stats::{Estimate, MeanCi, Proportion};
 use crate::experiments::table::{Cell, Table};
+use crate::experiments::training::LrAudit;
 
 use super::TheoryResults;
 use super::informativeness::{Finding6, Heatmap, Informativeness, PointCheck};
@@ -557,6 +558,9 @@ fn points_table(inf: &Informativeness) -> Table {
         inf.dev_steps_available,
         inf.sgd_lr
     ));
+    let mut audit = LrAudit::default();
+    audit.add(&inf.lr_trials, inf.lr_extensions);
+    t.notes.push(audit.sentence());
     t
 }
 
