@@ -2,19 +2,21 @@
 # Regenerates the committed results under experiments/results/ (the only command that writes
 # there; `mprm experiment` alone writes to the git-ignored experiments/runs/).
 #
-#   scripts/regenerate-results.sh [main|selection|theory|scorecard|regime|selection-v2|theory-v2 ...]
+#   scripts/regenerate-results.sh [main|selection|theory|scorecard|regime|selection-v2|theory-v2|
+#                                  mechanism|controls ...]
 #                                                                       (default: all of them)
 #
 # Finished cells are reused from each folder's git-ignored cells/ cache, so an interrupted run
 # resumes. On 2 cores, after the build: main about 1 minute, selection about 4, theory about 6,
 # scorecard about 1 (three corpus draws, plus the simulator manifests of both presets), regime
-# about 15, selection-v2 and theory-v2 about 3 times their v1 counterparts (three draws each).
+# about 15, selection-v2 and theory-v2 about 3 times their v1 counterparts (three draws each),
+# mechanism about 4 (the interventions once, the theory checks on three draws), controls about 3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
-  names=(main selection theory scorecard regime selection-v2 theory-v2)
+  names=(main selection theory scorecard regime selection-v2 theory-v2 mechanism controls)
 fi
 for name in "${names[@]}"; do
   echo "=== $name"
@@ -23,6 +25,17 @@ for name in "${names[@]}"; do
     for seed in 42 43 44; do
       target/release/mprm experiment "experiments/$name.toml" --corpus-seed "$seed" \
         --out "experiments/results/$name/corpus-$seed"
+    done
+    continue
+  fi
+  if [ "$name" = mechanism ] || [ "$name" = controls ]; then
+    # The theory checks on three corpus draws; the interventions (which draw their own three
+    # corpora) run once, with the first.
+    for seed in 42 43 44; do
+      skip=()
+      [ "$seed" = 42 ] || skip=(--skip-intervention)
+      target/release/mprm experiment "experiments/$name.toml" --corpus-seed "$seed" \
+        "${skip[@]}" --out "experiments/results/$name/corpus-$seed"
     done
     continue
   fi

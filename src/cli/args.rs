@@ -511,6 +511,10 @@ pub struct ExperimentArgs {
     /// Corpus seed (overrides the config's): another draw of the same corpus, for replication.
     #[arg(long)]
     pub corpus_seed: Option<u64>,
+    /// Leave out the config's `[intervention]` section (it draws its own corpora, so a
+    /// replication of the other sections on another `--corpus-seed` need not repeat it).
+    #[arg(long)]
+    pub skip_intervention: bool,
 }
 
 /// `mprm report`.

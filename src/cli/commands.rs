@@ -931,6 +931,7 @@ fn experiment(args: ExperimentArgs) -> Result<u8> {
         device: args.device,
         scale: args.scale,
         corpus_seed: args.corpus_seed,
+        skip_intervention: args.skip_intervention,
     };
     let summary =
         mprm::experiments::runner::run_experiment(&args.config, args.out.as_deref(), overrides)?;

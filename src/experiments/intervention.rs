@@ -36,7 +36,7 @@ use super::context::{Corpus, ExperimentContext};
 use super::report::Rendered;
 use super::stats::{MeanCi, mean_ci95, sample_sd, solve, spearman};
 use super::table::{Cell, Table};
-use super::training::{train_eval, tune_lr};
+use super::training::{TunedLr, train_eval, tune_lr};
 use crate::data::label_stats::LabelStats;
 use crate::data::labels::LabelScheme;
 use crate::device::Device;
@@ -196,6 +196,10 @@ pub struct FactorialDraw {
     pub cell_size: usize,
     /// Learning rate (tuned on dev for a random subset of the cell size).
     pub lr: f64,
+    /// Rates tried beyond the configured grid because the best sat at an end of it.
+    pub lr_extensions: usize,
+    /// The choice still sits at an end of the rates tried (extension cap hit).
+    pub lr_at_edge: bool,
     /// Replicates.
     pub replicates: Vec<Replicate>,
     /// Standardised mean difference (high − low level) of each [`BALANCE`] covariate, for the
@@ -219,6 +223,10 @@ pub struct DatamodelRun {
 pub struct DatamodelDraw {
     /// Learning rate.
     pub lr: f64,
+    /// Rates tried beyond the configured grid.
+    pub lr_extensions: usize,
+    /// The choice still sits at an end of the rates tried.
+    pub lr_at_edge: bool,
     /// Names of the per-rollout scores summed over each subset.
     pub scores: Vec<String>,
     /// The runs.
@@ -422,14 +430,16 @@ fn run_draw(
         )));
     }
     // One learning rate per design, tuned on dev for a random subset of the design's size.
-    let tune = |fraction: f64, tag: u64| -> Result<f64> {
+    // The grid is extended automatically when the best rate sits at an end of it.
+    let tune = |fraction: f64, tag: u64| -> Result<TunedLr> {
         let sub = random_fraction(&ctx.corpus.bundle, fraction, derive_seed(ctx.seed, tag, 0))?;
-        Ok(tune_lr(ctx, Some(&sub), labels, derive_seed(ctx.seed, tag, 1))?.0)
+        tune_lr(ctx, Some(&sub), labels, derive_seed(ctx.seed, tag, 1))
     };
-    let factorial_lr = tune(
+    let factorial_tuning = tune(
         cell_size as f64 / ctx.corpus.bundle.n_rollouts() as f64,
         0xFAC,
     )?;
+    let factorial_lr = factorial_tuning.lr;
     let mut replicates = Vec::new();
     let mut balance = Vec::new();
     let bar = crate::progress::bar(
@@ -453,7 +463,8 @@ fn run_draw(
     }
 
     // The datamodel, and the per-rollout scores whose LDS it measures.
-    let datamodel_lr = tune(cfg.datamodel_fraction, 0xDA7)?;
+    let datamodel_tuning = tune(cfg.datamodel_fraction, 0xDA7)?;
+    let datamodel_lr = datamodel_tuning.lr;
     let (names, scores) = rollout_scores(cfg, ctx, &facts, datamodel_lr)?;
     let mut runs = Vec::new();
     for k in 0..cfg.datamodel_subsets {
@@ -477,11 +488,15 @@ fn run_draw(
         factorial: FactorialDraw {
             cell_size,
             lr: factorial_lr,
+            lr_extensions: factorial_tuning.extensions,
+            lr_at_edge: factorial_tuning.at_edge,
             replicates,
             balance,
         },
         datamodel: DatamodelDraw {
             lr: datamodel_lr,
+            lr_extensions: datamodel_tuning.extensions,
+            lr_at_edge: datamodel_tuning.at_edge,
             scores: names,
             runs,
         },
@@ -1071,6 +1086,24 @@ pub fn render(r: &InterventionResults) -> Rendered {
         mean_ci_text(&r.coefficients[1].over_draws),
         r.checks[4].verdict.as_str(),
     );
+    let edges = r
+        .draws
+        .iter()
+        .map(|d| usize::from(d.factorial.lr_at_edge) + usize::from(d.datamodel.lr_at_edge))
+        .sum::<usize>();
+    let extended = r
+        .draws
+        .iter()
+        .map(|d| {
+            usize::from(d.factorial.lr_extensions > 0) + usize::from(d.datamodel.lr_extensions > 0)
+        })
+        .sum::<usize>();
+    summary.push_str(&format!(
+        " Learning rates: {} choices, {} needed the grid extended, {} still at an edge.",
+        2 * r.draws.len(),
+        extended,
+        edges
+    ));
     if let Some(b) = best_lds {
         summary.push_str(&format!(
             " The highest linear datamodeling score is {}'s, {}.",

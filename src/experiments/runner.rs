@@ -56,6 +56,8 @@ pub struct Overrides {
     pub scale: Option<f64>,
     /// `--corpus-seed`: another draw of the same corpus settings (replication).
     pub corpus_seed: Option<u64>,
+    /// `--skip-intervention`: run without the config's `[intervention]` section.
+    pub skip_intervention: bool,
 }
 
 /// Runs the experiments of `config_path` into `out` (default [`DEFAULT_RUNS_DIR`]`/<name>`),
@@ -73,6 +75,11 @@ pub fn run_experiment(
     }
     if let Some(seed) = overrides.corpus_seed {
         cfg.corpus.seed = seed;
+    }
+    if overrides.skip_intervention {
+        cfg.intervention = None;
+        cfg.validate()
+            .map_err(|e| Error::invalid(format!("--skip-intervention: {e}")))?;
     }
     let dir = out
         .map(Path::to_path_buf)

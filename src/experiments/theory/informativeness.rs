@@ -1217,9 +1217,18 @@ mod tests {
             available: 3,
         };
         let u = [0.6f32, 0.0, 0.8];
-        let eta = 0.5;
-        let got =
-            project_updates(Device::Cpu, &bundle, &targets, &head, u.to_vec(), &dev, eta).unwrap();
+        let (eta, real) = (0.5, 0.01);
+        let got = project_updates(
+            Device::Cpu,
+            &bundle,
+            &targets,
+            &head,
+            u.to_vec(),
+            &dev,
+            eta,
+            real,
+        )
+        .unwrap();
         // Direct computation: g = (1/n)Σ_j (σ(z_j) − y_j)[ϕ_j; 1], then the dev loss at w − ηg.
         let loss = |w: [f64; 3]| {
             dev_phi
@@ -1251,6 +1260,29 @@ mod tests {
             );
             let norm = (g[0] * g[0] + g[1] * g[1] + g[2] * g[2]).sqrt();
             assert!((got.grad[x] - norm).abs() < 1e-9);
+            // The bias part of a(x), and the dev gain at the real step: exact and first order.
+            assert!((got.a_bias[x] - g[2] * f64::from(u[2])).abs() < 1e-6);
+            let small = [
+                w0[0] - real * g[0],
+                w0[1] - real * g[1],
+                w0[2] - real * g[2],
+            ];
+            let exact = loss(w0) - loss(small);
+            assert!((got.dev_gain_real[x] - exact).abs() < 1e-9);
+            let mut dev_grad = [0.0f64; 3];
+            for (p, &q) in dev_phi.iter().zip(&dev.q) {
+                let r = (sigmoid(w0[0] * p[0] + w0[1] * p[1] + w0[2]) - q) / 3.0;
+                dev_grad[0] += r * p[0];
+                dev_grad[1] += r * p[1];
+                dev_grad[2] += r;
+            }
+            let first = real * dev_grad.iter().zip(&g).map(|(a, b)| a * b).sum::<f64>();
+            assert!((got.dev_gain_first[x] - first).abs() < 1e-7);
+            // At a small step the first order is close to the exact gain.
+            assert!(
+                (exact - first).abs() < 0.05 * first.abs() + 1e-9,
+                "{exact} vs {first}"
+            );
         }
         assert!((got.dev_loss - loss(w0)).abs() < 1e-12);
     }
