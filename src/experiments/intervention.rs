@@ -1139,8 +1139,10 @@ mod tests {
     #[test]
     fn effects_are_main_effects_and_a_difference_of_differences() {
         // Cells: mix+rel+, mix+rel−, mix−rel+, mix−rel−.
+        // Mixture: ((10 + 6) − (4 + 2))/2; reliability: ((10 + 4) − (6 + 2))/2; interaction:
+        // (10 − 6) − (4 − 2).
         let e = effects(&[10.0, 6.0, 4.0, 2.0]);
-        assert_eq!(e, [4.0, 3.0, 2.0]);
+        assert_eq!(e, [5.0, 3.0, 2.0]);
     }
 
     #[test]

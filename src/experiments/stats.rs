@@ -465,9 +465,11 @@ mod tests {
     fn residuals_of_a_linear_fit_are_orthogonal_to_its_columns() {
         let c = vec![1.0, 2.0, 3.0, 4.0, 5.0];
         let y = vec![2.1, 3.9, 6.2, 7.8, 10.1];
+        // Up to the tiny ridge term that keeps a constant control from failing.
         let r = residualize(&y, std::slice::from_ref(&c));
-        assert!(r.iter().sum::<f64>().abs() < 1e-9);
-        assert!(r.iter().zip(&c).map(|(a, b)| a * b).sum::<f64>().abs() < 1e-9);
+        assert!(r.iter().sum::<f64>().abs() < 1e-5);
+        assert!(r.iter().zip(&c).map(|(a, b)| a * b).sum::<f64>().abs() < 1e-5);
+        assert!(r.iter().map(|v| v.abs()).fold(0.0, f64::max) < 0.3);
     }
 
     #[test]

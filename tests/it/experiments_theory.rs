@@ -230,7 +230,16 @@ fn theory_checks_hold_and_reports_regenerate_identically() {
             );
         }
     }
-    assert!(first.key_tables.contains("Lemma 3"));
+    assert!(first.key_tables.contains("finding5-low-mc-positives"));
+    assert!(!first.key_tables.contains("eq5-identity"));
+    for stem in [
+        "checks",
+        "identities",
+        "wrong_by_count",
+        "informativeness_deconfounded",
+    ] {
+        assert!(before.contains_key(&format!("{stem}.md")), "{stem}.md");
+    }
     assert!(
         String::from_utf8(readme)
             .unwrap()
