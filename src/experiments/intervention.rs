@@ -740,9 +740,9 @@ fn coefficients(runs: &[&DatamodelRun]) -> Vec<f64> {
     let mut a = vec![0.0; k * k];
     let mut b = vec![0.0; k];
     let ym = y.iter().sum::<f64>() / y.len() as f64;
-    for i in 0..y.len() {
+    for (i, yi) in y.iter().enumerate() {
         for r in 0..k {
-            b[r] += cols[r][i] * (y[i] - ym);
+            b[r] += cols[r][i] * (yi - ym);
             for c in 0..k {
                 a[r * k + c] += cols[r][i] * cols[c][i];
             }

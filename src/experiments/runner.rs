@@ -118,12 +118,11 @@ pub fn run_experiment(
             started.elapsed().as_secs_f64().into(),
         );
     }
-    if cfg.regime.is_some() || cfg.intervention.is_some() {
-        if cfg.theory.is_none() && cfg.selection.is_none() {
-            write_json(dir.join("manifest.json"), &manifest)?;
-            write_json(dir.join("timing.json"), &timing)?;
-            return regenerate_locked(&dir);
-        }
+    let draws_own_corpora = cfg.regime.is_some() || cfg.intervention.is_some();
+    if draws_own_corpora && cfg.theory.is_none() && cfg.selection.is_none() {
+        write_json(dir.join("manifest.json"), &manifest)?;
+        write_json(dir.join("timing.json"), &timing)?;
+        return regenerate_locked(&dir);
     }
     let started = Instant::now();
     let corpus = Corpus::prepare(&cfg.corpus, &dir)?;

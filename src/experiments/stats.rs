@@ -225,8 +225,9 @@ impl Clusters {
     /// first appearance, so the grouping is deterministic).
     pub fn new(stratum: &[u32], cluster: &[i64]) -> Self {
         use std::collections::BTreeMap;
-        let mut by: BTreeMap<u32, (Vec<Vec<usize>>, std::collections::HashMap<i64, usize>)> =
-            BTreeMap::new();
+        // Per stratum: its clusters' members, and where each cluster id sits in that list.
+        type Stratum = (Vec<Vec<usize>>, std::collections::HashMap<i64, usize>);
+        let mut by: BTreeMap<u32, Stratum> = BTreeMap::new();
         for (i, (&s, &c)) in stratum.iter().zip(cluster).enumerate() {
             let (list, index) = by.entry(s).or_default();
             let k = *index.entry(c).or_insert_with(|| {
@@ -293,14 +294,13 @@ pub fn cluster_bootstrap(
 /// Residuals of `y` after least squares on an intercept and `controls` (each as long as `y`).
 /// A control that is constant (or collinear) is absorbed by a tiny ridge term instead of failing.
 pub fn residualize(y: &[f64], controls: &[Vec<f64>]) -> Vec<f64> {
-    let n = y.len();
     let k = controls.len() + 1;
     let col = |c: usize, i: usize| if c == 0 { 1.0 } else { controls[c - 1][i] };
     let mut a = vec![0.0; k * k];
     let mut b = vec![0.0; k];
-    for i in 0..n {
+    for (i, &yi) in y.iter().enumerate() {
         for r in 0..k {
-            b[r] += col(r, i) * y[i];
+            b[r] += col(r, i) * yi;
             for c in 0..k {
                 a[r * k + c] += col(r, i) * col(c, i);
             }
@@ -311,8 +311,9 @@ pub fn residualize(y: &[f64], controls: &[Vec<f64>]) -> Vec<f64> {
         a[r * k + r] += 1e-9 * trace.max(1.0);
     }
     let beta = solve(&mut a, &mut b, k);
-    (0..n)
-        .map(|i| y[i] - (0..k).map(|c| beta[c] * col(c, i)).sum::<f64>())
+    y.iter()
+        .enumerate()
+        .map(|(i, yi)| yi - (0..k).map(|c| beta[c] * col(c, i)).sum::<f64>())
         .collect()
 }
 
@@ -458,7 +459,7 @@ mod tests {
             .map(|v| v + 0.3 * rng.random_range(0.0..1.0))
             .collect();
         assert!(spearman(&x, &y) > 0.7);
-        assert!(partial_spearman(&x, &y, &[z.clone()]).abs() < 0.06);
+        assert!(partial_spearman(&x, &y, std::slice::from_ref(&z)).abs() < 0.06);
     }
 
     #[test]
