@@ -34,7 +34,7 @@ use super::checks::{Check, CheckKind, Rule, checks_table};
 use super::config::{CorpusConfig, TrainSettings};
 use super::context::{Corpus, ExperimentContext};
 use super::report::Rendered;
-use super::stats::{MeanCi, mean_ci95, sample_sd, solve, spearman};
+use super::stats::{MeanCi, mean_ci95, percentile_ci95, sample_sd, solve, spearman};
 use super::table::{Cell, Table};
 use super::training::{TunedLr, train_eval, tune_lr};
 use crate::data::label_stats::LabelStats;
@@ -779,17 +779,13 @@ fn bootstrap_ci(
     let k = draws.first().map_or(0, Vec::len);
     (0..k)
         .map(|j| {
-            let mut v: Vec<f64> = draws
-                .iter()
-                .map(|d| d[j])
-                .filter(|x| x.is_finite())
-                .collect();
-            v.sort_by(f64::total_cmp);
-            if v.is_empty() {
-                return [f64::NAN, f64::NAN];
-            }
-            let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
-            [q(0.025), q(0.975)]
+            percentile_ci95(
+                draws
+                    .iter()
+                    .map(|d| d[j])
+                    .filter(|x| x.is_finite())
+                    .collect(),
+            )
         })
         .collect()
 }

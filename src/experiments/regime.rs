@@ -317,15 +317,6 @@ impl MapCell {
     }
 }
 
-fn sd(xs: &[f64]) -> f64 {
-    let n = xs.len() as f64;
-    if xs.len() < 2 {
-        return f64::NAN;
-    }
-    let m = xs.iter().sum::<f64>() / n;
-    (xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
-}
-
 fn map_cells(r: &RegimeResults) -> Vec<MapCell> {
     let mut out = Vec::new();
     for point in r.config.points() {
@@ -344,7 +335,10 @@ fn map_cells(r: &RegimeResults) -> Vec<MapCell> {
                 .iter()
                 .map(|v| v.iter().sum::<f64>() / v.len().max(1) as f64)
                 .collect();
-            let sds: Vec<f64> = per_draw.iter().map(|v| sd(v)).collect();
+            let sds: Vec<f64> = per_draw
+                .iter()
+                .map(|v| super::stats::sample_sd(v))
+                .collect();
             out.push(MapCell {
                 point,
                 budget,

@@ -131,6 +131,12 @@ pub fn spearman_bootstrap(x: &[f64], y: &[f64], resamples: usize, seed: u64) -> 
             draws.push(r);
         }
     }
+    let [lo, hi] = percentile_ci95(draws);
+    Estimate { value, lo, hi }
+}
+
+/// The 2.5th and 97.5th percentiles of bootstrap draws (nearest rank; NaN without draws).
+pub fn percentile_ci95(mut draws: Vec<f64>) -> [f64; 2] {
     draws.sort_by(f64::total_cmp);
     let q = |p: f64| {
         if draws.is_empty() {
@@ -139,11 +145,7 @@ pub fn spearman_bootstrap(x: &[f64], y: &[f64], resamples: usize, seed: u64) -> 
             draws[((draws.len() - 1) as f64 * p).round() as usize]
         }
     };
-    Estimate {
-        value,
-        lo: q(0.025),
-        hi: q(0.975),
-    }
+    [q(0.025), q(0.975)]
 }
 
 /// A proportion with its 95% Wilson score interval (sound near 0 and 1, unlike the normal
@@ -272,23 +274,12 @@ pub fn cluster_bootstrap(
 ) -> Estimate {
     let value = statistic(&clusters.all());
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut draws: Vec<f64> = (0..resamples)
+    let draws: Vec<f64> = (0..resamples)
         .map(|_| statistic(&clusters.resample(&mut rng)))
         .filter(|v| v.is_finite())
         .collect();
-    draws.sort_by(f64::total_cmp);
-    let q = |p: f64| {
-        if draws.is_empty() {
-            f64::NAN
-        } else {
-            draws[((draws.len() - 1) as f64 * p).round() as usize]
-        }
-    };
-    Estimate {
-        value,
-        lo: q(0.025),
-        hi: q(0.975),
-    }
+    let [lo, hi] = percentile_ci95(draws);
+    Estimate { value, lo, hi }
 }
 
 /// Residuals of `y` after least squares on an intercept and `controls` (each as long as `y`).
