@@ -14,6 +14,8 @@
 //! | `el2n` | ‖σ(z) − y‖ over the rollout's steps after a short proxy training (EL2N) | bundle |
 //! | `gradnorm-teacher` | ‖∇ℓ_x‖ at the teacher (w*, b*) | a synthetic bundle |
 //! | `gradnorm-ckpt` | ‖∇ℓ_x‖ at a given head checkpoint | a `head.safetensors` |
+//! | (score) `tracin_keys` | Σ_c lr_c ⟨∇L_dev(w_c), g_x(w_c)⟩ over checkpoints (TracIn-CP) | labelled dev data, a run's checkpoints |
+//! | (score) `influence_keys` | ∇L_devᵀ (H + λI)⁻¹ g_x at a trained linear head (exact-Hessian influence) | labelled dev data, a trained head |
 //! | `less` | cos(∇ℓ_x, mean dev gradient) at a short warm-up proxy (LESS, head-only variant: cosine to the *mean* dev gradient, no Adam preconditioning) | **labelled dev data** (the bench's dev split), which BIS does not use |
 //!
 //! Gradients use the MC hard labels (`s > 0`) and the mean-over-steps reduction unless told
@@ -349,6 +351,208 @@ pub fn less_keys(
             }
         })
         .collect())
+}
+
+/// Labelled dev steps: a bundle of them (as from [`labelled_dev`]) and their 0/1 targets.
+#[derive(Clone, Copy)]
+pub struct DevSteps<'a> {
+    /// The steps' features.
+    pub bundle: &'a FeatureBundle,
+    /// Their targets.
+    pub targets: &'a [f32],
+}
+
+/// The gradient at `head` of the mean BCE over the dev steps (the direction of the dev loss that
+/// TracIn and the influence scores look along).
+pub fn dev_gradient(dev: DevSteps<'_>, head: &HeadParams, device: Device) -> Result<Vec<f64>> {
+    if dev.targets.is_empty() {
+        return Err(Error::invalid("the dev loss needs at least one labelled step"));
+    }
+    let sum = gradnorm::total_gradient(
+        device,
+        dev.bundle,
+        dev.targets,
+        head,
+        Reduction::Sum,
+        None,
+    )?;
+    let m = dev.targets.len() as f64;
+    Ok(sum.into_iter().map(|v| v / m).collect())
+}
+
+/// ⟨v, g_x⟩ for every rollout x of `bundle` at `head` (g_x under `reduction`).
+///
+/// The engine projects in f32, so `v` goes in as a unit vector and the dot products are scaled
+/// back by ‖v‖ in f64: the relative precision then does not depend on how small v is.
+pub fn gradient_dots(
+    bundle: &FeatureBundle,
+    targets: &[f32],
+    head: &HeadParams,
+    v: &[f64],
+    reduction: Reduction,
+    device: Device,
+) -> Result<Vec<f64>> {
+    let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if !(norm.is_finite()) {
+        return Err(Error::Other(format!(
+            "a gradient projection direction has norm {norm}"
+        )));
+    }
+    if norm == 0.0 {
+        return Ok(vec![0.0; bundle.n_rollouts()]);
+    }
+    let unit: Vec<f32> = v.iter().map(|x| (x / norm) as f32).collect();
+    let stats = gradnorm::rollout_grad_stats(
+        device,
+        bundle,
+        targets,
+        head,
+        &GradNormOptions {
+            reduction,
+            projection: Some(Projection::Directions(vec![unit])),
+        },
+    )?;
+    let (_, dots) = stats
+        .projected
+        .as_ref()
+        .expect("a projection was asked for");
+    Ok(dots.iter().map(|&d| f64::from(d) * norm).collect())
+}
+
+/// A head along a training run, with the learning rate the schedule applied at that point.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// The head's parameters.
+    pub head: HeadParams,
+    /// The learning rate in force at the checkpoint.
+    pub lr: f64,
+}
+
+/// TracIn-CP (Pruthi et al., 2020): Σ over checkpoints c of lr_c · ⟨∇L_dev(w_c), g_x(w_c)⟩, the
+/// first-order decrease of the dev loss that the training steps on x caused along the run.
+/// Higher means more helpful. Works for either head.
+///
+/// Deviations from the paper: the dev loss is the mean BCE over the bench's labelled dev steps
+/// (one dev gradient, not one per test example), and the gradients are plain SGD directions
+/// although the trainer runs AdamW (as in the original TracIn-CP).
+pub fn tracin_keys(
+    bundle: &FeatureBundle,
+    targets: &[f32],
+    checkpoints: &[Checkpoint],
+    dev: DevSteps<'_>,
+    s: &GradientSettings,
+) -> Result<Vec<f64>> {
+    if checkpoints.is_empty() {
+        return Err(Error::invalid("tracin needs at least one checkpoint"));
+    }
+    let mut keys = vec![0.0; bundle.n_rollouts()];
+    for c in checkpoints {
+        let dev_grad = dev_gradient(dev, &c.head, s.device)?;
+        let dots = gradient_dots(bundle, targets, &c.head, &dev_grad, s.reduction, s.device)?;
+        keys.iter_mut()
+            .zip(dots)
+            .for_each(|(k, d)| *k += c.lr * d);
+    }
+    Ok(keys)
+}
+
+/// Steps per parallel chunk of the Hessian sum: fixed, so the summation order (and every bit of
+/// the result) does not depend on the number of threads.
+const HESSIAN_CHUNK: usize = 4096;
+
+/// The Hessian of the mean per-step BCE of the linear `head` over the steps of `bundle`, in the
+/// augmented coordinates [w; b]: (1/S) Σ_j σ(z_j)(1 − σ(z_j)) [ϕ_j; 1][ϕ_j; 1]ᵀ, row-major
+/// (d + 1) × (d + 1). The trainer's loss is a mean over the steps of a batch, so this is the
+/// Hessian of the objective it minimises (weight decay aside, which the damping stands in for).
+pub fn linear_hessian(bundle: &FeatureBundle, head: &HeadParams) -> Result<Vec<f64>> {
+    use rayon::prelude::*;
+    let HeadParams::Linear(h) = head else {
+        return Err(Error::invalid(
+            "the exact Hessian is implemented for the linear head only",
+        ));
+    };
+    let d = bundle.dim();
+    let p = d + 1;
+    let n_steps = bundle.n_steps();
+    if n_steps == 0 {
+        return Err(Error::invalid("the Hessian needs at least one step"));
+    }
+    let rows = bundle.features();
+    let starts: Vec<usize> = (0..n_steps).step_by(HESSIAN_CHUNK).collect();
+    let partial: Vec<Vec<f64>> = starts
+        .par_iter()
+        .map(|&start| {
+            let mut acc = vec![0.0; p * p];
+            let mut x = vec![0.0; p];
+            for j in start..(start + HESSIAN_CHUNK).min(n_steps) {
+                for (k, xk) in x[..d].iter_mut().enumerate() {
+                    *xk = f64::from(rows.get(j * d + k));
+                }
+                x[d] = 1.0;
+                let z: f64 = h
+                    .w
+                    .iter()
+                    .zip(&x[..d])
+                    .map(|(&w, &v)| f64::from(w) * v)
+                    .sum::<f64>()
+                    + f64::from(h.b);
+                let q = crate::logistic::sigmoid(z);
+                let c = q * (1.0 - q);
+                // Upper triangle only; mirrored below.
+                for r in 0..p {
+                    let cr = c * x[r];
+                    for k in r..p {
+                        acc[r * p + k] += cr * x[k];
+                    }
+                }
+            }
+            acc
+        })
+        .collect();
+    let mut hess = vec![0.0; p * p];
+    for part in &partial {
+        hess.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+    }
+    for r in 0..p {
+        for k in r..p {
+            let v = hess[r * p + k] / n_steps as f64;
+            hess[r * p + k] = v;
+            hess[k * p + r] = v;
+        }
+    }
+    Ok(hess)
+}
+
+/// Influence scores for the linear head (Koh & Liang, 2017, with the exact Hessian): the
+/// predicted decrease of the dev loss when rollout x is up-weighted in the training objective,
+/// ∇L_devᵀ (H + λI)⁻¹ g_x, i.e. minus Koh & Liang's I_up,loss. Higher means more helpful.
+///
+/// H is [`linear_hessian`] at the trained `head`; λ = `damping` · tr(H)/(d + 1), a damping
+/// relative to the Hessian's mean eigenvalue, which keeps the solve well posed where the features
+/// barely vary and stands in for the trainer's weight decay. The MLP head would need a
+/// Gauss–Newton or EK-FAC approximation, which is not implemented (an error says so).
+pub fn influence_keys(
+    bundle: &FeatureBundle,
+    targets: &[f32],
+    head: &HeadParams,
+    dev: DevSteps<'_>,
+    damping: f64,
+    s: &GradientSettings,
+) -> Result<Vec<f64>> {
+    if !(damping > 0.0 && damping.is_finite()) {
+        return Err(Error::invalid(format!(
+            "influence damping {damping} must be a positive number"
+        )));
+    }
+    let mut hess = linear_hessian(bundle, head)?;
+    let p = bundle.dim() + 1;
+    let lambda = damping * (0..p).map(|r| hess[r * p + r]).sum::<f64>() / p as f64;
+    for r in 0..p {
+        hess[r * p + r] += lambda;
+    }
+    let mut dev_grad = dev_gradient(dev, head, s.device)?;
+    let direction = crate::linalg::solve(&mut hess, &mut dev_grad, p);
+    gradient_dots(bundle, targets, head, &direction, s.reduction, s.device)
 }
 
 /// Everything a gradient-based method may need besides its settings.

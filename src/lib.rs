@@ -27,6 +27,7 @@ pub mod experiments;
 pub mod gradient_selection;
 pub mod gradnorm;
 pub mod head;
+pub mod linalg;
 pub mod lock;
 pub mod logistic;
 pub mod output;

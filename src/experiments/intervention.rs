@@ -36,16 +36,23 @@ use super::context::{Corpus, ExperimentContext};
 use super::report::Rendered;
 use super::stats::{MeanCi, mean_ci95, percentile_ci95, sample_sd, solve, spearman};
 use super::table::{Cell, Table};
-use super::training::{TunedLr, train_eval, tune_lr};
+use super::theory::TeacherView;
+use super::theory::empirical::{paper_eta, paper_signal};
+use super::theory::informativeness::CleanDevLoss;
+use super::theory::reliability::corpus_prior;
+use super::training::{TunedLr, heads_along_training, train_config, train_eval, tune_lr};
 use crate::data::label_stats::LabelStats;
 use crate::data::labels::LabelScheme;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::gradient_selection::{
-    GradientSettings, ProxySpec, el2n_keys, grand_keys, random_fraction, train_proxy,
+    Checkpoint, DevSteps, GradientSettings, ProxySpec, el2n_keys, gradient_dots, grand_keys,
+    influence_keys, labelled_dev, random_fraction, teacher_head, tracin_keys, train_proxy,
 };
-use crate::gradnorm::Reduction;
-use crate::head::HeadKind;
+use crate::gradnorm::{self, Reduction};
+use crate::head::{HeadKind, HeadParams};
+use crate::sim::truth::Truth;
+use crate::train::schedule::{Schedule, total_steps};
 use crate::train::plan::derive_seed;
 
 /// `[intervention]` settings.
@@ -62,12 +69,25 @@ pub struct InterventionConfig {
     pub datamodel_subsets: usize,
     /// Fraction of every source in a datamodel subset.
     pub datamodel_fraction: f64,
+    /// Spread of the datamodel's tilts: 0 draws every subset uniformly (TRAK's random subsets);
+    /// t > 0 draws each subset with weights exp(β_m·z(p̂(1−p̂)) + β_r·z(R)), β ~ N(0, t²) fresh
+    /// per subset, so subsets differ in mixture and R on purpose (a randomised dose) rather than
+    /// by sampling noise alone.
+    pub datamodel_tilt: f64,
     /// BIS smoothing α of the BIS score in the LDS table.
     pub alpha: f64,
     /// GraNd initialisations for its LDS.
     pub grand_inits: usize,
     /// Bootstrap resamples of the datamodel coefficients and the LDS.
     pub bootstrap: usize,
+    /// Checkpoints of TracIn's run (the midpoints of as many equal stretches of it).
+    pub tracin_checkpoints: usize,
+    /// Damping of the influence scores' Hessian, relative to its mean eigenvalue.
+    pub influence_damping: f64,
+    /// τ of η_eff(K) in the paper's S(x).
+    pub signal_tau: f64,
+    /// Bench dev steps in the clean dev loss of the factorial heads (0: all).
+    pub dev_steps: usize,
     /// Decision rules, stated before the run.
     pub rules: InterventionRules,
 }
@@ -80,9 +100,14 @@ impl Default for InterventionConfig {
             factorial_fraction: 0.1,
             datamodel_subsets: 200,
             datamodel_fraction: 0.25,
+            datamodel_tilt: 0.0,
             alpha: 0.05,
             grand_inits: 4,
             bootstrap: 200,
+            tracin_checkpoints: 4,
+            influence_damping: 0.01,
+            signal_tau: 0.1,
+            dev_steps: 4096,
             rules: InterventionRules::default(),
         }
     }
@@ -98,6 +123,10 @@ pub struct InterventionRules {
     pub reliability: Rule,
     /// Mixture × reliability interaction on bench-test Overall.
     pub interaction: Rule,
+    /// Main effect of mixture on the decrease of the clean dev loss (×100).
+    pub mixture_dev_loss: Rule,
+    /// Main effect of reliability on the decrease of the clean dev loss (×100).
+    pub reliability_dev_loss: Rule,
     /// Standardised datamodel coefficient of subset mixture on Overall.
     pub datamodel_mixture: Rule,
     /// Standardised datamodel coefficient of subset R on Overall.
@@ -111,6 +140,9 @@ impl Default for InterventionRules {
             mixture: Rule::new(0.0, 10.0),
             reliability: Rule::new(0.0, 10.0),
             interaction: Rule::new(0.0, 10.0),
+            // Hundredths of a nat of clean dev loss; an interval over 2 wide decides nothing.
+            mixture_dev_loss: Rule::new(0.0, 2.0),
+            reliability_dev_loss: Rule::new(0.0, 2.0),
             // Points of Overall per standard deviation of the subset statistic.
             datamodel_mixture: Rule::new(0.0, 2.0),
             datamodel_reliability: Rule::new(0.0, 2.0),
@@ -148,13 +180,33 @@ impl InterventionConfig {
             self.datamodel_fraction > 0.0 && self.datamodel_fraction < 1.0,
             "datamodel_fraction must lie in (0, 1)",
         )?;
+        rule(
+            self.datamodel_tilt >= 0.0 && self.datamodel_tilt.is_finite(),
+            "datamodel_tilt must be a non-negative number",
+        )?;
         rule(self.alpha >= 0.0, "alpha must be non-negative")?;
         rule(self.grand_inits >= 1, "grand_inits must be at least 1")?;
         rule(self.bootstrap >= 10, "bootstrap must be at least 10")?;
+        rule(
+            self.tracin_checkpoints >= 1,
+            "tracin_checkpoints must be at least 1",
+        )?;
+        rule(
+            self.influence_damping > 0.0 && self.influence_damping.is_finite(),
+            "influence_damping must be a positive number",
+        )?;
+        rule(
+            self.signal_tau > 0.0 && self.signal_tau < 1.0,
+            "signal_tau must lie in (0, 1)",
+        )?;
         let r = &self.rules;
         r.mixture.validate("[intervention.rules] mixture")?;
         r.reliability.validate("[intervention.rules] reliability")?;
         r.interaction.validate("[intervention.rules] interaction")?;
+        r.mixture_dev_loss
+            .validate("[intervention.rules] mixture_dev_loss")?;
+        r.reliability_dev_loss
+            .validate("[intervention.rules] reliability_dev_loss")?;
         r.datamodel_mixture
             .validate("[intervention.rules] datamodel_mixture")?;
         r.datamodel_reliability
@@ -187,6 +239,14 @@ pub struct Replicate {
     pub overall: [f64; 4],
     /// AUC per cell.
     pub auc: [f64; 4],
+    /// Clean dev loss (mean BCE against q* on the bench's dev steps) ×100 per cell; empty in
+    /// results written before it was measured.
+    #[serde(default, with = "super::nan::vec")]
+    pub clean_dev_loss: Vec<f64>,
+    /// cos(w, w*) of each cell's head: how far it points along the teacher, whatever its bias
+    /// and scale (calibration-free); empty in results written before it was measured.
+    #[serde(default, with = "super::nan::vec")]
+    pub teacher_cos: Vec<f64>,
 }
 
 /// One corpus draw's factorial.
@@ -216,6 +276,9 @@ pub struct DatamodelRun {
     pub score_sums: Vec<f64>,
     /// Bench-test Overall ×100.
     pub overall: f64,
+    /// The subset's tilt (β_m, β_r); empty for a uniform draw.
+    #[serde(default)]
+    pub tilt: Vec<f64>,
 }
 
 /// One corpus draw's datamodel.
@@ -292,6 +355,13 @@ pub struct InterventionResults {
     pub overall_effects: Vec<Effect>,
     /// The same on AUC.
     pub auc_effects: Vec<Effect>,
+    /// The same on the decrease of the clean dev loss ×100 (low level − high level: positive
+    /// means the high level trains a head with a lower clean dev loss).
+    #[serde(default)]
+    pub dev_loss_effects: Vec<Effect>,
+    /// The same on cos(w, w*) ×100.
+    #[serde(default)]
+    pub cos_effects: Vec<Effect>,
     /// Datamodel coefficients (Overall points per SD of the statistic).
     pub coefficients: Vec<Pooled>,
     /// LDS of every per-rollout score.
@@ -440,6 +510,8 @@ fn run_draw(
         0xFAC,
     )?;
     let factorial_lr = factorial_tuning.lr;
+    let clean_dev = CleanDevLoss::of(ctx, cfg.dev_steps)?;
+    let teacher = teacher_head(&ctx.corpus.bundle)?;
     let mut replicates = Vec::new();
     let mut balance = Vec::new();
     let bar = crate::progress::bar(
@@ -453,12 +525,24 @@ fn run_draw(
             balance = balance_of(&facts, &subsets);
         }
         let (mut overall, mut auc) = ([0.0; 4], [0.0; 4]);
+        let (mut clean_dev_loss, mut teacher_cos) = (vec![0.0; 4], vec![0.0; 4]);
         for (c, sub) in subsets.iter().enumerate() {
-            let (res, _) = train_eval(ctx, Some(sub), labels, factorial_lr, seed)?;
+            let (res, head) = train_eval(ctx, Some(sub), labels, factorial_lr, seed)?;
+            let head = head.ok_or_else(|| {
+                Error::Other("a factorial run ended without a trained head".into())
+            })?;
             overall[c] = 100.0 * res.test_overall;
             auc[c] = 100.0 * res.test_auc;
+            clean_dev_loss[c] = 100.0 * clean_dev.loss(&head);
+            teacher_cos[c] = 100.0 * weight_cosine(&head, &teacher);
         }
-        replicates.push(Replicate { seed, overall, auc });
+        replicates.push(Replicate {
+            seed,
+            overall,
+            auc,
+            clean_dev_loss,
+            teacher_cos,
+        });
         bar.inc(1);
     }
 
@@ -469,9 +553,17 @@ fn run_draw(
     let mut runs = Vec::new();
     for k in 0..cfg.datamodel_subsets {
         let seed = derive_seed(ctx.seed, 0xDA71, k as u64);
-        let sub = random_fraction(&ctx.corpus.bundle, cfg.datamodel_fraction, seed)?;
+        let (sub, tilt) = if cfg.datamodel_tilt > 0.0 {
+            tilted_subset(&facts, cfg.datamodel_fraction, cfg.datamodel_tilt, seed)
+        } else {
+            (
+                random_fraction(&ctx.corpus.bundle, cfg.datamodel_fraction, seed)?,
+                Vec::new(),
+            )
+        };
         let (res, _) = train_eval(ctx, Some(&sub), labels, datamodel_lr, seed)?;
         runs.push(DatamodelRun {
+            tilt,
             features: subset_features(&facts, &sub),
             score_sums: scores
                 .iter()
@@ -501,6 +593,59 @@ fn run_draw(
             runs,
         },
     })
+}
+
+/// cos between the weight vectors of two linear heads (the bias left out); NaN for an MLP head
+/// or a zero weight vector.
+fn weight_cosine(a: &HeadParams, b: &HeadParams) -> f64 {
+    let (HeadParams::Linear(a), HeadParams::Linear(b)) = (a, b) else {
+        return f64::NAN;
+    };
+    let dot = |x: &[f32], y: &[f32]| -> f64 {
+        x.iter()
+            .zip(y)
+            .map(|(&p, &q)| f64::from(p) * f64::from(q))
+            .sum()
+    };
+    let norms = (dot(&a.w, &a.w) * dot(&b.w, &b.w)).sqrt();
+    if norms > 0.0 {
+        dot(&a.w, &b.w) / norms
+    } else {
+        f64::NAN
+    }
+}
+
+/// A datamodel subset drawn with a random tilt: `fraction` of every source (rounded, at least
+/// one), sampled without replacement with weights w_x = exp(β_m·z_m(x) + β_r·z_r(x)), where z
+/// standardises p̂(1−p̂) and R over the corpus and β ~ N(0, tilt²). Weighted sampling without
+/// replacement is Efraimidis–Spirakis: keep the largest ln(u_x)/w_x. Returns the rollouts in
+/// corpus order and (β_m, β_r).
+fn tilted_subset(f: &RolloutFacts, fraction: f64, tilt: f64, seed: u64) -> (Vec<usize>, Vec<f64>) {
+    use crate::sim::rng::{keyed, normal, uniform};
+    let mixture: Vec<f64> = f.stats.iter().map(LabelStats::mixture).collect();
+    let reliability: Vec<f64> = f.stats.iter().map(|s| s.reliability).collect();
+    let (zm, zr) = (standardise(&mixture), standardise(&reliability));
+    let mut rng = keyed(seed, 0x7117, 0, 0);
+    let beta = [tilt * normal(&mut rng), tilt * normal(&mut rng)];
+    let keys: Vec<f64> = (0..f.stats.len())
+        .map(|x| {
+            let w = (beta[0] * zm[x] + beta[1] * zr[x]).exp();
+            // ln(u) ≤ 0, so a heavier weight pulls the key towards 0 (kept first).
+            uniform(&mut rng).max(f64::MIN_POSITIVE).ln() / w
+        })
+        .collect();
+    let mut by_source: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (x, &s) in f.source.iter().enumerate() {
+        by_source.entry(s).or_default().push(x);
+    }
+    let mut chosen = Vec::new();
+    for members in by_source.values_mut() {
+        let quota = ((fraction * members.len() as f64).round() as usize).clamp(1, members.len());
+        members.sort_by(|&a, &b| keys[b].total_cmp(&keys[a]).then(a.cmp(&b)));
+        chosen.extend_from_slice(&members[..quota]);
+    }
+    chosen.sort_unstable();
+    (chosen, beta.to_vec())
 }
 
 /// Length bands of the matching (coarsened exact matching on the step count).
@@ -654,7 +799,8 @@ fn subset_features(f: &RolloutFacts, sub: &[usize]) -> Vec<f64> {
     ]
 }
 
-/// Per-rollout scores whose LDS is measured: the label statistics and two gradient scores.
+/// Per-rollout scores whose LDS is measured: the label statistics, the simulator's oracle
+/// quantities (S(x), a(x)) and the gradient scores (GraNd, EL2N, TracIn, influence).
 fn rollout_scores(
     cfg: &InterventionConfig,
     ctx: &ExperimentContext<'_>,
@@ -681,6 +827,8 @@ fn rollout_scores(
     let grand = grand_keys(bundle, &targets, &settings)?;
     let proxy = train_proxy(bundle, &settings)?;
     let el2n = el2n_keys(bundle, &targets, &proxy, ctx.device)?;
+    let along = along_a_run(cfg, ctx, &targets, lr)?;
+    let signal = oracle_signal(cfg, ctx)?;
     let n = f.stats.len();
     let names = vec![
         format!("BIS (α={})", cfg.alpha),
@@ -691,6 +839,10 @@ fn rollout_scores(
         "steps".to_string(),
         format!("GraNd (K={})", cfg.grand_inits),
         "EL2N".to_string(),
+        format!("TracIn (C={})", cfg.tracin_checkpoints),
+        format!("influence (λ={})", cfg.influence_damping),
+        "ORACLE S(x)".to_string(),
+        "ORACLE a(x) mid-run".to_string(),
     ];
     let scores = vec![
         f.stats.iter().map(|s| s.bis(cfg.alpha)).collect(),
@@ -701,8 +853,112 @@ fn rollout_scores(
         (0..n).map(|x| f.n(x) as f64).collect(),
         grand,
         el2n,
+        along.tracin,
+        along.influence,
+        signal,
+        along.a_mid,
     ];
     Ok((names, scores))
+}
+
+/// The scores that need one training run: TracIn over its checkpoints, influence at its end, and
+/// the clean-gradient alignment a(x) at its middle.
+struct AlongARun {
+    tracin: Vec<f64>,
+    influence: Vec<f64>,
+    a_mid: Vec<f64>,
+}
+
+/// Trains one head on a random subset of the datamodel's size at the datamodel's learning rate
+/// and reads the run-based scores off it. g_x is a sum over the rollout's steps (the trainer's
+/// loss is a mean over the steps of a batch, so every step weighs the same). TracIn's checkpoints
+/// sit at the midpoints of `tracin_checkpoints` equal stretches of the run, each weighted by the
+/// learning rate there: a midpoint rule for TracIn's sum over every step.
+fn along_a_run(
+    cfg: &InterventionConfig,
+    ctx: &ExperimentContext<'_>,
+    targets: &[f32],
+    lr: f64,
+) -> Result<AlongARun> {
+    let bundle = &ctx.corpus.bundle;
+    let labels = LabelScheme::Hard { threshold: 0.0 };
+    let seed = derive_seed(ctx.seed, 0x7AC, 0);
+    let sub = random_fraction(bundle, cfg.datamodel_fraction, seed)?;
+    let run_cfg = train_config(ctx, labels, lr, seed);
+    let total = total_steps(sub.len(), run_cfg.global_batch, run_cfg.epochs);
+    let schedule = Schedule::new(lr, total, run_cfg.optim.warmup_fraction);
+    let k = cfg.tracin_checkpoints;
+    let mut steps: Vec<usize> = (0..k)
+        .map(|c| ((2 * c + 1) * total / (2 * k)).clamp(1, total))
+        .collect();
+    steps.push(total);
+    let heads = heads_along_training(ctx, Some(&sub), labels, lr, seed, &steps)?;
+    let (dev_bundle, dev_targets) = labelled_dev(&ctx.corpus.bench)?;
+    let dev = DevSteps {
+        bundle: &dev_bundle,
+        targets: &dev_targets,
+    };
+    let settings = GradientSettings {
+        head: HeadKind::Linear,
+        labels,
+        reduction: Reduction::Sum,
+        seed,
+        inits: 1,
+        proxy: ProxySpec::default(),
+        device: ctx.device,
+    };
+    let checkpoints: Vec<Checkpoint> = heads[..k]
+        .iter()
+        .zip(&steps)
+        .map(|(h, &s)| Checkpoint {
+            head: h.clone(),
+            lr: schedule.lr(s),
+        })
+        .collect();
+    let tracin = tracin_keys(bundle, targets, &checkpoints, dev, &settings)?;
+    let influence = influence_keys(
+        bundle,
+        targets,
+        &heads[k],
+        dev,
+        cfg.influence_damping,
+        &settings,
+    )?;
+    // a(x) = ⟨g_x, ∇L_clean⟩ at the middle checkpoint, with the clean loss's targets q*.
+    let view = TeacherView::of(ctx)?;
+    let q: Vec<f32> = view.q.iter().map(|&v| v as f32).collect();
+    let mid = &heads[k / 2];
+    let clean = gradnorm::total_gradient(ctx.device, bundle, &q, mid, Reduction::Sum, None)?;
+    let a_mid = gradient_dots(bundle, targets, mid, &clean, Reduction::Sum, ctx.device)?;
+    Ok(AlongARun {
+        tracin,
+        influence,
+        a_mid,
+    })
+}
+
+/// The paper's S(x) under the corpus's own fitted prior (η_eff(K) on positive steps, 0 on
+/// zero-score steps): an oracle quantity, it needs the simulator's truth and teacher.
+fn oracle_signal(cfg: &InterventionConfig, ctx: &ExperimentContext<'_>) -> Result<Vec<f64>> {
+    let bundle = &ctx.corpus.bundle;
+    let truth = Truth::open(ctx.corpus.dir.join(crate::sim::corpus::TRUTH_FILE))?;
+    truth.check_matches(bundle)?;
+    let counts = truth.mc_counts(bundle);
+    let prior = corpus_prior(&truth, &counts)?;
+    let view = TeacherView::of(ctx)?;
+    Ok(paper_signal(
+        bundle,
+        &view,
+        &paper_eta(&counts, &prior, cfg.signal_tau),
+    ))
+}
+
+/// A per-cell outcome as four values (NaN where it was not measured).
+fn four(v: &[f64]) -> [f64; 4] {
+    match v {
+        [a, b, c, d] => [*a, *b, *c, *d],
+        _ => [f64::NAN; 4],
+    }
 }
 
 /// Per-replicate effects: mixture main, reliability main, interaction.
@@ -806,6 +1062,14 @@ fn summarise(
     draws: Vec<InterventionDraw>,
 ) -> InterventionResults {
     let factor = |pick: &dyn Fn(&Replicate) -> [f64; 4]| -> Vec<Effect> {
+        // An outcome some replicate lacks (results written before it was measured) has none.
+        let complete = draws
+            .iter()
+            .flat_map(|d| &d.factorial.replicates)
+            .all(|r| pick(r).iter().all(|v| v.is_finite()));
+        if !complete {
+            return Vec::new();
+        }
         (0..3)
             .map(|e| {
                 let per_draw: Vec<Vec<f64>> = draws
@@ -824,6 +1088,9 @@ fn summarise(
     };
     let overall_effects = factor(&|r| r.overall);
     let auc_effects = factor(&|r| r.auc);
+    // A decrease of the loss is the improvement, so the cells enter negated.
+    let dev_loss_effects = factor(&|r| four(&r.clean_dev_loss).map(|v| -v));
+    let cos_effects = factor(&|r| four(&r.teacher_cos));
 
     let mut coef_per_draw: Vec<Vec<f64>> = vec![Vec::new(); FEATURES.len()];
     let mut coef_ci: Vec<Vec<[f64; 2]>> = vec![Vec::new(); FEATURES.len()];
@@ -877,61 +1144,78 @@ fn summarise(
         })
         .collect();
 
-    let ci = |m: &MeanCi| [m.lo(), m.hi()];
     let r = &cfg.rules;
-    let checks = vec![
+    let decided = |id: &str, claim: &str, m: &MeanCi, rule: Rule| {
         Check::decided(
-            "factorial-mixture",
+            id,
             CheckKind::Intervention,
+            claim,
+            m.mean,
+            [m.lo(), m.hi()],
+            rule,
+        )
+    };
+    let mut checks = vec![
+        decided(
+            "factorial-mixture",
             "Training on rollouts with mixed labels (matched on source and length) gives a \
              better head than on all-positive ones: main effect on bench-test Overall ×100",
-            overall_effects[0].over_draws.mean,
-            ci(&overall_effects[0].over_draws),
+            &overall_effects[0].over_draws,
             r.mixture,
         ),
-        Check::decided(
+        decided(
             "factorial-reliability",
-            CheckKind::Intervention,
             "Training on rollouts with reliable positives (high R) gives a better head than on \
              low-R ones: main effect on bench-test Overall ×100",
-            overall_effects[1].over_draws.mean,
-            ci(&overall_effects[1].over_draws),
+            &overall_effects[1].over_draws,
             r.reliability,
         ),
-        Check::decided(
+        decided(
             "factorial-interaction",
-            CheckKind::Intervention,
             "Mixture and reliability reinforce each other (BIS's product form): interaction \
              (difference of differences) on bench-test Overall ×100",
-            overall_effects[2].over_draws.mean,
-            ci(&overall_effects[2].over_draws),
+            &overall_effects[2].over_draws,
             r.interaction,
         ),
-        Check::decided(
+        decided(
             "datamodel-mixture",
-            CheckKind::Intervention,
             "Across random subsets, more label mixture predicts a better head given the other \
              subset statistics (standardised coefficient, Overall points per SD)",
-            coefficients[0].over_draws.mean,
-            ci(&coefficients[0].over_draws),
+            &coefficients[0].over_draws,
             r.datamodel_mixture,
         ),
-        Check::decided(
+        decided(
             "datamodel-reliability",
-            CheckKind::Intervention,
             "Across random subsets, higher R predicts a better head given the other subset \
              statistics (standardised coefficient, Overall points per SD)",
-            coefficients[1].over_draws.mean,
-            ci(&coefficients[1].over_draws),
+            &coefficients[1].over_draws,
             r.datamodel_reliability,
         ),
     ];
+    if let [mixture, reliability, ..] = &dev_loss_effects[..] {
+        checks.push(decided(
+            "factorial-mixture-dev-loss",
+            "Mixed-label rollouts train a head with a lower clean dev loss (against q*, no \
+             threshold) than all-positive ones: main effect on the decrease ×100",
+            &mixture.over_draws,
+            r.mixture_dev_loss,
+        ));
+        checks.push(decided(
+            "factorial-reliability-dev-loss",
+            "High-R rollouts train a head with a lower clean dev loss than low-R ones: main \
+             effect on the decrease ×100",
+            &reliability.over_draws,
+            r.reliability_dev_loss,
+        ));
+    }
     InterventionResults {
         config: cfg.clone(),
         corpus: base.clone(),
         draws,
         overall_effects,
         auc_effects,
+        dev_loss_effects,
+        cos_effects,
         coefficients,
         lds,
         checks,
@@ -953,9 +1237,15 @@ pub fn render(r: &InterventionResults) -> Rendered {
             "between-draw SD",
             "within-draw SD (seeds)",
             "AUC",
+            "clean dev loss decrease",
+            "cos(w, w*)",
             "per-draw Overall means",
         ],
     );
+    let optional = |v: &[Effect], k: usize| {
+        v.get(k)
+            .map_or_else(|| Cell::text("—"), |e| Cell::text(mean_ci_text(&e.over_draws)))
+    };
     for (k, name) in names.iter().enumerate() {
         let (o, a) = (&r.overall_effects[k], &r.auc_effects[k]);
         effects.push(vec![
@@ -964,6 +1254,8 @@ pub fn render(r: &InterventionResults) -> Rendered {
             Cell::num(o.between_draw_sd, 2),
             Cell::num(o.within_draw_sd, 2),
             Cell::text(mean_ci_text(&a.over_draws)),
+            optional(&r.dev_loss_effects, k),
+            optional(&r.cos_effects, k),
             Cell::text(
                 o.draw_means
                     .iter()
@@ -1065,12 +1357,20 @@ pub fn render(r: &InterventionResults) -> Rendered {
         .max_by(|a, b| a.over_draws.mean.total_cmp(&b.over_draws.mean));
     let mut summary = format!(
         "## Interventions\n\n{} corpus draws; {} factorial replicates (4 heads each) and {} \
-         datamodel subsets in all. **Factorial**: mixture {} ({}), reliability {} ({}), \
+         datamodel subsets ({}) in all. **Factorial**: mixture {} ({}), reliability {} ({}), \
          interaction {} ({}) points of bench-test Overall (mean over draws, 95% t-interval over \
          draws). **Datamodel**: per SD of the subset statistic, mixture {} ({}), R {} ({}).",
         r.draws.len(),
         reps,
         runs,
+        if r.config.datamodel_tilt > 0.0 {
+            format!(
+                "each drawn with a random tilt towards or away from mixture and R, t = {}",
+                r.config.datamodel_tilt
+            )
+        } else {
+            "uniformly random".to_string()
+        },
         mean_ci_text(&r.overall_effects[0].over_draws),
         r.checks[0].verdict.as_str(),
         mean_ci_text(&r.overall_effects[1].over_draws),
@@ -1082,6 +1382,22 @@ pub fn render(r: &InterventionResults) -> Rendered {
         mean_ci_text(&r.coefficients[1].over_draws),
         r.checks[4].verdict.as_str(),
     );
+    if let [m, rel, ..] = &r.dev_loss_effects[..] {
+        let verdict = |id: &str| {
+            r.checks
+                .iter()
+                .find(|c| c.id == id)
+                .map_or("not decided", |c| c.verdict.as_str())
+        };
+        summary.push_str(&format!(
+            " On the clean dev loss (decrease ×100, no threshold involved): mixture {} ({}), \
+             reliability {} ({}).",
+            mean_ci_text(&m.over_draws),
+            verdict("factorial-mixture-dev-loss"),
+            mean_ci_text(&rel.over_draws),
+            verdict("factorial-reliability-dev-loss"),
+        ));
+    }
     let edges = r
         .draws
         .iter()
@@ -1154,6 +1470,7 @@ mod tests {
                     overall: 50.0 + 3.0 * f[0] - 2.0 * f[1],
                     features: f,
                     score_sums: vec![],
+                    tilt: vec![],
                 }
             })
             .collect();
@@ -1184,5 +1501,44 @@ mod tests {
         assert!(q.values().sum::<usize>() <= 6);
         let cells = draw_cells(&pools, &stratum_quota(&pools, 100), 3);
         assert!(cells.iter().all(|c| c.len() == 12));
+    }
+
+    #[test]
+    fn tilted_subsets_keep_source_quotas_and_move_the_tilted_statistic() {
+        // Two sources; half the rollouts mixed (p̂ = 1/2), half all-positive (p̂ = 1), every R the
+        // same, so only β_m matters.
+        let mut f = RolloutFacts {
+            stats: Vec::new(),
+            mean_mc: Vec::new(),
+            zeros: Vec::new(),
+            pseudo_pos: Vec::new(),
+            source: Vec::new(),
+        };
+        for x in 0..400 {
+            let scores: &[f64] = if x % 2 == 0 { &[0.5, 0.0] } else { &[0.5, 0.5] };
+            f.stats.push(LabelStats::of(scores));
+            f.mean_mc.push(0.0);
+            f.zeros.push(0.0);
+            f.pseudo_pos.push(0.0);
+            f.source.push(u32::from(x >= 300));
+        }
+        let mixed_share = |sub: &[usize]| {
+            sub.iter().filter(|&&x| x % 2 == 0).count() as f64 / sub.len() as f64
+        };
+        let (mut shares, mut betas) = (Vec::new(), Vec::new());
+        for seed in 0..40 {
+            let (sub, beta) = tilted_subset(&f, 0.25, 2.0, seed);
+            assert_eq!(sub.len(), 75 + 25, "25% of each source");
+            assert_eq!(sub.iter().filter(|&&x| x >= 300).count(), 25);
+            assert!(sub.windows(2).all(|w| w[0] < w[1]), "corpus order, no repeats");
+            assert_eq!((sub.clone(), beta.clone()), tilted_subset(&f, 0.25, 2.0, seed));
+            shares.push(mixed_share(&sub));
+            betas.push(beta[0]);
+        }
+        // The mixed share follows the sign of β_m: the subsets differ in mixture on purpose.
+        let (pos, neg): (Vec<usize>, Vec<usize>) = (0..40).partition(|&i| betas[i] > 0.0);
+        let mean = |ids: &[usize]| ids.iter().map(|&i| shares[i]).sum::<f64>() / ids.len() as f64;
+        assert!(!pos.is_empty() && !neg.is_empty());
+        assert!(mean(&pos) > 0.6 && mean(&neg) < 0.4, "{} {}", mean(&pos), mean(&neg));
     }
 }

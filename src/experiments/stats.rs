@@ -5,6 +5,8 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
+pub use crate::linalg::solve;
+
 /// A mean with the half-width of its 95% confidence interval.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MeanCi {
@@ -308,35 +310,6 @@ pub fn residualize(y: &[f64], controls: &[Vec<f64>]) -> Vec<f64> {
         .collect()
 }
 
-/// Solves the k × k system a·x = b (row-major, overwritten) by Gaussian elimination with
-/// partial pivoting.
-pub fn solve(a: &mut [f64], b: &mut [f64], k: usize) -> Vec<f64> {
-    for p in 0..k {
-        let pivot = (p..k)
-            .max_by(|&i, &j| a[i * k + p].abs().total_cmp(&a[j * k + p].abs()))
-            .expect("non-empty");
-        if pivot != p {
-            for c in 0..k {
-                a.swap(p * k + c, pivot * k + c);
-            }
-            b.swap(p, pivot);
-        }
-        let d = a[p * k + p];
-        for r in p + 1..k {
-            let f = a[r * k + p] / d;
-            for c in p..k {
-                a[r * k + c] -= f * a[p * k + c];
-            }
-            b[r] -= f * b[p];
-        }
-    }
-    let mut x = vec![0.0; k];
-    for p in (0..k).rev() {
-        let s: f64 = (p + 1..k).map(|c| a[p * k + c] * x[c]).sum();
-        x[p] = (b[p] - s) / a[p * k + p];
-    }
-    x
-}
 
 /// Spearman correlation of `x` and `y` controlling for `controls`: the Pearson correlation of the
 /// ranks of `x` and `y` after each is regressed on the ranks of the controls. With no controls it

@@ -310,8 +310,10 @@ fn interventions_are_matched_replicated_and_deterministic() {
         corpus_seeds: vec![5, 6],
         factorial_seeds: 2,
         datamodel_subsets: 20,
+        datamodel_tilt: 1.0,
         bootstrap: 20,
         grand_inits: 1,
+        tracin_checkpoints: 2,
         ..InterventionConfig::default()
     };
     let base = CorpusConfig {
@@ -331,7 +333,15 @@ fn interventions_are_matched_replicated_and_deterministic() {
     let tmp = tempfile::tempdir().unwrap();
     let r = run(&tmp.path().join("a"));
     assert_eq!(r.draws.len(), 2);
-    assert_eq!(r.checks.len(), 5);
+    // Five on Overall and the datamodel, two on the clean dev loss.
+    assert_eq!(r.checks.len(), 7);
+    assert_eq!(r.dev_loss_effects.len(), 3);
+    assert_eq!(r.cos_effects.len(), 3);
+    for name in ["TracIn", "influence", "ORACLE S(x)", "ORACLE a(x)"] {
+        let row = r.lds.iter().find(|p| p.name.starts_with(name));
+        let row = row.unwrap_or_else(|| panic!("an LDS row for {name}"));
+        assert!(row.per_draw.iter().all(|v| v.is_finite()), "{name}: {row:?}");
+    }
     assert!(r.checks.iter().all(|c| c.kind == CheckKind::Intervention));
     for d in &r.draws {
         assert!(d.factorial.cell_size >= 20, "{}", d.factorial.cell_size);
@@ -345,7 +355,17 @@ fn interventions_are_matched_replicated_and_deterministic() {
         assert!(zeros[0] > 0.5, "{zeros:?}");
         for rep in &d.factorial.replicates {
             assert!(rep.overall.iter().all(|v| (0.0..=100.0).contains(v)));
+            // A BCE against q* ∈ (0, 1) is positive (a head trained on all-positive rollouts
+            // can sit well above ln 2, so there is no useful upper bound).
+            assert!(
+                rep.clean_dev_loss.iter().all(|v| v.is_finite() && *v > 0.0),
+                "{:?}",
+                rep.clean_dev_loss
+            );
+            assert!(rep.teacher_cos.iter().all(|v| (-100.0..=100.0).contains(v)));
         }
+        // Tilted subsets vary in mixture more than uniform ones would, and record their tilt.
+        assert!(d.datamodel.runs.iter().all(|run| run.tilt.len() == 2));
     }
     // The interval of an effect is over corpus draws.
     assert_eq!(r.overall_effects[0].over_draws.n, 2);

@@ -584,3 +584,53 @@ fn concurrent_selects_into_the_same_outputs_leave_one_runs_set() {
         no_temporaries(&out);
     }
 }
+
+/// The mechanism config with one line replaced: bad values of the newer settings must be clear
+/// errors naming the file and the setting, before any output exists.
+#[test]
+fn bad_rules_and_intervention_settings_are_refused_by_name_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/mechanism.toml"),
+    )
+    .unwrap();
+    let cases = [
+        (
+            "finding6 = { threshold = 0.1, max_width = 0.3 }",
+            "finding6 = { threshold = 0.1, max_width = -0.3 }",
+            "finding6",
+        ),
+        ("datamodel_tilt = 1.0", "datamodel_tilt = -1.0", "datamodel_tilt"),
+        ("factorial_seeds = 20", "factorial_seeds = 1", "factorial_seeds"),
+        ("bootstrap = 200", "bootstrap = 200\ninfluence_damping = 0.0", "influence_damping"),
+        ("bootstrap = 200", "bootstrap = 200\nno_such_knob = 1", "no_such_knob"),
+        (
+            "mixture_dev_loss = { threshold = 0.0, max_width = 2.0 }",
+            "mixture_dev_loss = { threshold = 0.0, max_width = 0.0 }",
+            "mixture_dev_loss",
+        ),
+    ];
+    for (k, (from, to, named)) in cases.iter().enumerate() {
+        assert!(base.contains(from), "the mechanism config has `{from}`");
+        let cfg = dir.path().join(format!("bad-{k}.toml"));
+        std::fs::write(&cfg, base.replacen(from, to, 1)).unwrap();
+        let out = dir.path().join(format!("out-{k}"));
+        let o = mprm(&["experiment", s(&cfg), "--out", s(&out)]);
+        let err = stderr(&o);
+        assert_eq!(code(&o), 2, "{to}: {err}");
+        assert!(err.contains(&format!("bad-{k}.toml")), "{to}: names the file: {err}");
+        assert!(err.contains(named), "{to}: names `{named}`: {err}");
+        assert!(!out.exists(), "{to}: nothing written");
+    }
+}
+
+#[test]
+fn synth_refuses_an_unknown_mc_label_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("sim");
+    let o = mprm(&["synth", "--out", s(&out), "--mc-labels", "sorted"]);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 2, "{err}");
+    assert!(err.contains("sorted") && err.contains("shuffled"), "{err}");
+    assert!(!out.exists());
+}

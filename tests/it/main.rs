@@ -20,6 +20,7 @@ mod features_bundle;
 mod first_hour;
 mod gradnorm;
 mod hardening;
+mod influence;
 mod kernels_compile;
 mod select;
 mod sim_pipeline;

@@ -152,25 +152,15 @@ pub fn run(
         })
         .collect();
 
-    // η per step, the paper's reading: η_eff(K) on positive steps, 0 on zero-score steps.
     let tau = cfg.signal_tau;
-    let eta_by_k: Vec<f64> = (0..=MC_SAMPLES)
-        .map(|k| eta_eff(k, MC_SAMPLES, prior.a, prior.b, tau))
-        .collect();
-    let eta: Vec<f64> = counts
-        .iter()
-        .map(|k| match k {
-            Some(k) if *k > 0 => eta_by_k[*k as usize],
-            _ => 0.0,
-        })
-        .collect();
+    let eta_by_k = eta_by_count(prior, tau);
+    let eta = paper_eta(&counts, prior, tau);
     let per_rollout = |f: &dyn Fn(std::ops::Range<usize>) -> f64| -> Vec<f64> {
         (0..bundle.n_rollouts())
             .map(|x| f(bundle.rollout_steps(x)))
             .collect()
     };
-    let signal =
-        per_rollout(&|r| signal_s(&teacher.q[r.clone()], &eta[r.clone()], &teacher.phi_sq[r]));
+    let signal = paper_signal(bundle, teacher, &eta);
     let signal_labels =
         per_rollout(&|r| r.clone().map(|j| 1.0 - 4.0 * eta[j]).sum::<f64>() / r.len() as f64);
     let flip_rates = class_flip_rates(bundle, correct);
@@ -230,6 +220,37 @@ pub fn run(
         negative_signal_share: signal.iter().filter(|s| **s < 0.0).count() as f64
             / signal.len().max(1) as f64,
     })
+}
+
+/// η_eff(k) for k = 0..=16 under the fitted `prior` and threshold τ.
+fn eta_by_count(prior: &BetaFit, tau: f64) -> Vec<f64> {
+    (0..=MC_SAMPLES)
+        .map(|k| eta_eff(k, MC_SAMPLES, prior.a, prior.b, tau))
+        .collect()
+}
+
+/// η per step as the paper reads it: η_eff(K) from the fitted prior on a positive step (K of
+/// 16 continuations succeeded, K > 0), and 0 on a zero-score or unsampled step (the paper treats
+/// zero labels as reliable: R ignores them and its noise model flips positives only).
+pub fn paper_eta(counts: &[Option<u32>], prior: &BetaFit, tau: f64) -> Vec<f64> {
+    let by_k = eta_by_count(prior, tau);
+    counts
+        .iter()
+        .map(|k| match k {
+            Some(k) if *k > 0 => by_k[*k as usize],
+            _ => 0.0,
+        })
+        .collect()
+}
+
+/// The paper's signal S(x) of every rollout, with the per-step `eta` of [`paper_eta`].
+pub fn paper_signal(bundle: &FeatureBundle, teacher: &TeacherView, eta: &[f64]) -> Vec<f64> {
+    (0..bundle.n_rollouts())
+        .map(|x| {
+            let r = bundle.rollout_steps(x);
+            signal_s(&teacher.q[r.clone()], &eta[r.clone()], &teacher.phi_sq[r])
+        })
+        .collect()
 }
 
 /// Low counts K ∈ 1..=LOW_K are the paper's low-MC positives.

@@ -992,6 +992,28 @@ fn dev_set(ctx: &ExperimentContext<'_>, limit: usize) -> Result<DevSet> {
     Ok(out)
 }
 
+/// The clean dev loss of a head: mean BCE against q* over the bench's dev steps (the same steps,
+/// sampled the same way, as the informativeness check's dev set).
+pub struct CleanDevLoss(DevSet);
+
+impl CleanDevLoss {
+    /// The dev steps of the context's bench, at most `limit` of them (0: all).
+    pub fn of(ctx: &ExperimentContext<'_>, limit: usize) -> Result<Self> {
+        dev_set(ctx, limit).map(CleanDevLoss)
+    }
+
+    /// L_dev(head).
+    pub fn loss(&self, head: &HeadParams) -> f64 {
+        let dev = &self.0;
+        dev.phi
+            .iter()
+            .zip(&dev.q)
+            .map(|(phi, &q)| bce_with_logits(head.logit(phi), q))
+            .sum::<f64>()
+            / dev.q.len() as f64
+    }
+}
+
 /// The flip probability of each step's hard MC label given its truth (`correct`, 0/1) and its
 /// success rate r: (1 − r)^16 for a correct step, 1 − (1 − r)^16 for an incorrect one; an
 /// early-stopped step is labelled 0 for sure.

@@ -123,11 +123,7 @@ pub fn run(
         .true_correct;
     let counts = truth.mc_counts(bundle);
     let sampled: Vec<usize> = (0..counts.len()).filter(|&j| counts[j].is_some()).collect();
-    let rates: Vec<f64> = sampled
-        .iter()
-        .map(|&j| f64::from(truth.success_rate[j]))
-        .collect();
-    let prior = fit_beta(&rates)?;
+    let prior = corpus_prior(truth, &counts)?;
     let n = MC_SAMPLES;
     let bins = n as usize + 1;
     let sim = simulate(prior, &cfg.taus, cfg.posterior_draws, ctx.seed);
@@ -200,6 +196,18 @@ pub fn run(
             })
             .collect(),
     })
+}
+
+/// The Beta prior of the steps' success rates, fitted to the steps the MC annotation sampled
+/// (`counts` from [`Truth::mc_counts`]; early-stopped steps have none).
+pub fn corpus_prior(truth: &Truth, counts: &[Option<u32>]) -> Result<BetaFit> {
+    let rates: Vec<f64> = counts
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| k.is_some())
+        .map(|(j, _)| f64::from(truth.success_rate[j]))
+        .collect();
+    fit_beta(&rates)
 }
 
 /// Method-of-moments Beta fit: a + b = m(1 − m)/v − 1.
