@@ -153,6 +153,24 @@ fn theory_checks_hold_and_reports_regenerate_identically() {
             assert!((-1.0..=1.0).contains(&s.vs_a.value));
         }
     }
+    // The calibration-free targets are measured at every point (the init is a seeded uniform
+    // draw, so ‖w‖ > 0 and cos(w, w*) is defined) and ranked for every deconfounded score.
+    for p in &inf.points {
+        let d = p.deconfounded.as_ref().expect("measured with a dev set");
+        let cos = d.cos_w_star.expect("cos(w, w*) defined");
+        assert!((-1.0..=1.0).contains(&cos), "{}: {cos}", p.point);
+        assert!(d.mean_cos_gain.unwrap().mean.is_finite());
+        assert!((0.0..=1.0).contains(&d.positive_cos_gain.unwrap()));
+        assert!(d.cos_second_order_share.unwrap() < 0.5, "{}", p.point);
+        assert!((0.0..=1.0).contains(&d.dev_auc.unwrap()));
+        assert!(d.mean_auc_gain.unwrap().mean.abs() < 1.0);
+        assert!((0.0..=1.0).contains(&d.zero_auc_gain_real.unwrap()));
+        for s in &d.scores {
+            let (c, a) = (s.cos_gain.unwrap(), s.auc_gain.unwrap());
+            assert!((-1.0..=1.0).contains(&c.value), "{}: {c:?}", s.score);
+            assert!((-1.0..=1.0).contains(&a.value), "{}: {a:?}", s.score);
+        }
+    }
     for h in &r.finding6.heatmaps {
         let total: usize = h.counts.iter().flatten().sum();
         assert_eq!(total, corpus.bundle.n_rollouts(), "{}", h.name);
@@ -240,11 +258,9 @@ fn theory_checks_hold_and_reports_regenerate_identically() {
     ] {
         assert!(before.contains_key(&format!("{stem}.md")), "{stem}.md");
     }
-    assert!(
-        String::from_utf8(readme)
-            .unwrap()
-            .contains("## Theory checks")
-    );
+    let readme = String::from_utf8(readme).unwrap();
+    assert!(readme.contains("## Theory checks"));
+    assert!(readme.contains("Targets free of calibration"));
 }
 
 /// The empirical checks on a corpus and on its negative control (MC annotations shuffled within

@@ -18,6 +18,14 @@
 //! onto the augmented dev rows (one direction per dev step, through the gradient engine) gives
 //! the change exactly, without forming any head. The tables report the gain −ΔL_dev.
 //!
+//! **Calibration-free targets.** a(x) and the dev loss both reward a step that only fixes the
+//! head's calibration. Two targets do not: the change of cos(w, w*) (the head's weight direction
+//! against the teacher's, bias excluded) from one step of the real per-rollout size on x alone,
+//! and the change of the ROC-AUC on the bench's dev steps (ranking only, with the bench's own
+//! correct/incorrect step labels, neutral steps left out) from one step of size `sgd_lr`. Both
+//! come from the same projections: g_x is also projected onto [w; 0] and [w*; 0], and the new dev
+//! logits are z_m − ε⟨g_x, [ϕ_m; 1]⟩ as for the dev loss.
+//!
 //! **Scores.** BIS(α), p̂(1 − p̂), R and mean MC from the stored scores; GraNd (mean norm over K
 //! random inits) and EL2N (after a short proxy run) from [`crate::gradient_selection`]; and the raw
 //! and centred gradient norms ‖g_x‖, ‖g_x^c‖ at the same point. Each score's Spearman correlation
@@ -154,6 +162,32 @@ pub struct Deconfounded {
     pub mean_cos: f64,
     /// One row per score.
     pub scores: Vec<DeconfoundedScore>,
+    /// cos(w, w*) at this point (weights only; absent when ‖w‖ = 0, or in results written before
+    /// the calibration-free targets existed, as is every field below).
+    #[serde(default)]
+    pub cos_w_star: Option<f64>,
+    /// Mean exact Δcos(w, w*) from one step of the real size on a rollout alone.
+    #[serde(default)]
+    pub mean_cos_gain: Option<MeanCi>,
+    /// Share of rollouts whose step raises cos(w, w*).
+    #[serde(default)]
+    pub positive_cos_gain: Option<f64>,
+    /// Σ|exact − first order| / Σ|first order| of Δcos at the real step.
+    #[serde(default)]
+    pub cos_second_order_share: Option<f64>,
+    /// ROC-AUC of the head on the labelled dev steps at this point.
+    #[serde(default)]
+    pub dev_auc: Option<f64>,
+    /// Mean ΔAUC from one step of size `sgd_lr` on a rollout alone.
+    #[serde(default)]
+    pub mean_auc_gain: Option<MeanCi>,
+    /// Share of rollouts whose `sgd_lr` step raises the dev AUC.
+    #[serde(default)]
+    pub positive_auc_gain: Option<f64>,
+    /// Share of rollouts whose step of the real size leaves the dev AUC exactly unchanged (no
+    /// pair of dev steps changes order): why ΔAUC is ranked at `sgd_lr` instead.
+    #[serde(default)]
+    pub zero_auc_gain_real: Option<f64>,
 }
 
 /// One score against the deconfounded targets (within-source Spearman, cluster bootstrap).
@@ -172,6 +206,13 @@ pub struct DeconfoundedScore {
     pub a_trainer: Estimate,
     /// With the first-order dev gain at the real step.
     pub gain_real: Estimate,
+    /// With the exact Δcos(w, w*) at the real step (absent when cos is undefined at the point,
+    /// or in results written before).
+    #[serde(default)]
+    pub cos_gain: Option<Estimate>,
+    /// With ΔAUC on the labelled dev steps at `sgd_lr`.
+    #[serde(default)]
+    pub auc_gain: Option<Estimate>,
 }
 
 /// The informativeness check.
@@ -256,10 +297,34 @@ struct Measured {
     /// Exact dev gain at that step.
     #[serde(default)]
     dev_gain_real: Vec<f64>,
+    /// Exact Δcos(w, w*) at the real step (empty when cos is undefined at the head, without a
+    /// dev set, or in a cell saved before this target existed).
+    #[serde(default)]
+    cos_gain: Vec<f64>,
+    /// Its first-order value −ε⟨g_w, ∇_w cos⟩.
+    #[serde(default)]
+    cos_gain_first: Vec<f64>,
+    /// ΔAUC on the labelled dev steps from a step of size `sgd_lr` (empty as above, or when the
+    /// dev sample lacks a correct or an incorrect step).
+    #[serde(default)]
+    auc_gain: Vec<f64>,
+    /// ΔAUC from a step of the real size.
+    #[serde(default)]
+    auc_gain_real: Vec<f64>,
     #[serde(with = "crate::experiments::nan")]
     clean_norm: f64,
     #[serde(with = "crate::experiments::nan")]
     dev_loss: f64,
+    /// cos(w, w*) at the head.
+    #[serde(default = "nan", with = "crate::experiments::nan")]
+    cos_w_star: f64,
+    /// Dev AUC at the head.
+    #[serde(default = "nan", with = "crate::experiments::nan")]
+    dev_auc: f64,
+}
+
+fn nan() -> f64 {
+    f64::NAN
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -271,11 +336,13 @@ struct LrTuning {
     extensions: usize,
 }
 
-/// Held-out steps with their clean targets: augmented rows [ϕ_m; 1] and q*_m.
+/// Held-out steps with their clean targets: augmented rows [ϕ_m; 1] and q*_m, and the bench's
+/// own step labels (1 correct, −1 incorrect, 0 neutral) for the dev AUC.
 struct DevSet {
     rows: Vec<Vec<f32>>,
     phi: Vec<Vec<f64>>,
     q: Vec<f64>,
+    labels: Vec<i8>,
     available: usize,
 }
 
@@ -429,11 +496,13 @@ pub fn run(
     // Measurements at every point, and the gradient norms at the teacher.
     let mut measured = Vec::with_capacity(points.heads.len());
     for (head, &step) in points.heads.iter().zip(&points.steps) {
+        // The tag names what a point's cell holds: cells saved before Δcos and ΔAUC existed
+        // would load with those targets missing, so they are recomputed instead of reused.
         let key = cell_key(
             ctx,
             "point",
             &(
-                "deconfounded",
+                "deconfounded, Δcos, ΔAUC",
                 step,
                 flatten_params(head),
                 cfg.sgd_lr,
@@ -689,6 +758,11 @@ fn deconfound(
         .chain(scores.iter().filter(|(n, _)| n == "‖g_x‖"))
         .collect();
     let controls: [&[f64]; 2] = [&d.length, &d.zeros];
+    // A calibration-free target is used only where it was measured (not in cells saved before it
+    // existed) and defined at every rollout (a step landing on w = 0 would leave cos undefined).
+    let present = |v: &[f64]| v.len() == m.a.len() && v.iter().all(|x| x.is_finite());
+    let cos_ok = present(&m.cos_gain) && present(&m.cos_gain_first);
+    let auc_ok = present(&m.auc_gain) && present(&m.auc_gain_real);
     let rows: Vec<DeconfoundedScore> = chosen
         .par_iter()
         .enumerate()
@@ -714,6 +788,11 @@ fn deconfound(
                 a_partial: boot(&m.a, true, 2),
                 a_trainer: boot(&a_trainer, false, 3),
                 gain_real: boot(&m.dev_gain_first, false, 4),
+                // Δcos is ranked exact: it is no noisier than its first order (see
+                // `CosGeometry::change`). ΔAUC is ranked at `sgd_lr`: at the real step most
+                // rollouts change no pair's order, and ties at 0 would carry the ranking.
+                cos_gain: cos_ok.then(|| boot(&m.cos_gain, false, 5)),
+                auc_gain: auc_ok.then(|| boot(&m.auc_gain, false, 6)),
             }
         })
         .collect();
@@ -746,7 +825,33 @@ fn deconfound(
             .sum::<f64>()
             / m.a.len() as f64,
         scores: rows,
+        cos_w_star: finite(m.cos_w_star),
+        mean_cos_gain: cos_ok.then(|| plain_mean(&m.cos_gain)),
+        positive_cos_gain: cos_ok.then(|| share(&m.cos_gain, |v| v > 0.0)),
+        cos_second_order_share: if cos_ok {
+            finite(ratio(
+                abs_sum(&mut m.cos_gain.iter().zip(&m.cos_gain_first).map(|(e, f)| e - f)),
+                abs_sum(&mut m.cos_gain_first.iter().copied()),
+            ))
+        } else {
+            None
+        },
+        dev_auc: finite(m.dev_auc),
+        mean_auc_gain: auc_ok.then(|| plain_mean(&m.auc_gain)),
+        positive_auc_gain: auc_ok.then(|| share(&m.auc_gain, |v| v > 0.0)),
+        zero_auc_gain_real: auc_ok.then(|| share(&m.auc_gain_real, |v| v == 0.0)),
     })
+}
+
+/// `Some` for a finite value: an optional field holds no NaN, which JSON would write as `null`
+/// and read back as `None`.
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+/// Share of `v` that satisfies `keep`.
+fn share(v: &[f64], keep: impl Fn(f64) -> bool) -> f64 {
+    v.iter().filter(|&&x| keep(x)).count() as f64 / v.len() as f64
 }
 
 /// Spearman with bootstrap intervals for every (x, y) pair, in parallel; job i of group `group`
@@ -770,7 +875,8 @@ fn bootstrap_all(
         .collect()
 }
 
-/// Per-rollout gradient statistics at `head`; with a dev set also a(x) and the dev gain.
+/// Per-rollout gradient statistics at `head`; with a dev set also a(x), the dev gain and the
+/// calibration-free targets.
 fn measure(
     ctx: &ExperimentContext<'_>,
     head: &HeadParams,
@@ -793,17 +899,10 @@ fn measure(
                 projection: None,
             },
         )?;
-        return Ok(Measured {
-            a: Vec::new(),
-            dev_gain: Vec::new(),
-            grad: stats.grad_sq.iter().map(|v| v.sqrt()).collect(),
-            centred: stats.centered_grad_sq.iter().map(|v| v.sqrt()).collect(),
-            a_bias: Vec::new(),
-            dev_gain_first: Vec::new(),
-            dev_gain_real: Vec::new(),
-            clean_norm: f64::NAN,
-            dev_loss: f64::NAN,
-        });
+        let mut out = Measured::empty(0, f64::NAN);
+        out.grad = stats.grad_sq.iter().map(|v| v.sqrt()).collect();
+        out.centred = stats.centered_grad_sq.iter().map(|v| v.sqrt()).collect();
+        return Ok(out);
     };
     let clean: Vec<f64> =
         gradnorm::total_gradient(ctx.device, bundle, q_targets, head, Reduction::Mean, None)?
@@ -817,19 +916,198 @@ fn measure(
         )));
     }
     let direction: Vec<f32> = clean.iter().map(|v| (v / clean_norm) as f32).collect();
+    let w_star = &bundle
+        .teacher()
+        .ok_or_else(|| Error::invalid("the informativeness check needs the teacher"))?
+        .w_star;
     let mut out = project_updates(
-        ctx.device, bundle, targets, head, direction, dev, sgd_lr, real_lr,
+        ctx.device, bundle, targets, head, direction, w_star, dev, sgd_lr, real_lr,
     )?;
     out.clean_norm = clean_norm;
     Ok(out)
 }
 
+impl Measured {
+    /// No rollouts measured yet, room for `n`.
+    fn empty(n: usize, dev_loss: f64) -> Self {
+        let v = || Vec::with_capacity(n);
+        Measured {
+            a: v(),
+            dev_gain: v(),
+            grad: v(),
+            centred: v(),
+            a_bias: v(),
+            dev_gain_first: v(),
+            dev_gain_real: v(),
+            cos_gain: v(),
+            cos_gain_first: v(),
+            auc_gain: v(),
+            auc_gain_real: v(),
+            clean_norm: f64::NAN,
+            dev_loss,
+            cos_w_star: f64::NAN,
+            dev_auc: f64::NAN,
+        }
+    }
+}
+
+/// Columns of a projected gradient: a(x), the bias coordinate, ⟨g_w, w⟩, ⟨g_w, w*⟩, then one per
+/// dev row.
+const COL_A: usize = 0;
+const COL_BIAS: usize = 1;
+const COL_W: usize = 2;
+const COL_W_STAR: usize = 3;
+const COL_DEV: usize = 4;
+
+/// What cos(w, w*) needs of the head and the teacher, in f64: ‖w‖², ⟨w, w*⟩ and ‖w*‖.
+#[derive(Debug, Clone, Copy)]
+struct CosGeometry {
+    w_sq: f64,
+    w_dot_star: f64,
+    star_norm: f64,
+}
+
+impl CosGeometry {
+    /// `None` when either vector is zero (or not finite): cos is then undefined.
+    fn of(w: &[f32], w_star: &[f32]) -> Option<Self> {
+        let dot = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .map(|(&x, &y)| f64::from(x) * f64::from(y))
+                .sum::<f64>()
+        };
+        let g = CosGeometry {
+            w_sq: dot(w, w),
+            w_dot_star: dot(w, w_star),
+            star_norm: dot(w_star, w_star).sqrt(),
+        };
+        (g.w_sq > 0.0 && g.w_sq.is_finite() && g.star_norm > 0.0 && g.star_norm.is_finite())
+            .then_some(g)
+    }
+
+    fn cos(&self) -> f64 {
+        self.w_dot_star / (self.w_sq.sqrt() * self.star_norm)
+    }
+
+    /// cos(w − εg, w*) − cos(w, w*), exact and to first order, from ⟨g, w⟩, ⟨g, w*⟩ and ‖g‖².
+    ///
+    /// The exact change is written so that the two cosines are never subtracted: with B = ‖w‖²,
+    /// B' = ‖w − εg‖² = B − 2ε⟨g, w⟩ + ε²‖g‖² and A = ⟨w, w*⟩,
+    /// Δcos = [A(√B − √B') − ε⟨g, w*⟩√B] / (‖w*‖√B√B'), with √B − √B' = (B − B')/(√B + √B').
+    /// The engine's projections are f32, but they only enter through the ε terms, so the exact
+    /// value carries the same relative error as the first-order one (about 1e-7) rather than
+    /// that error divided by the tiny change. NaN if the step lands on w = 0.
+    fn change(&self, eps: f64, g_dot_w: f64, g_dot_star: f64, g_sq: f64) -> (f64, f64) {
+        let b = self.w_sq;
+        let b_new = b - 2.0 * eps * g_dot_w + eps * eps * g_sq;
+        let (root, root_new) = (b.sqrt(), b_new.sqrt());
+        let exact = if b_new > 0.0 {
+            let shrink = (2.0 * eps * g_dot_w - eps * eps * g_sq) / (root + root_new);
+            (self.w_dot_star * shrink - eps * g_dot_star * root)
+                / (self.star_norm * root * root_new)
+        } else {
+            f64::NAN
+        };
+        // −ε⟨g, ∇cos⟩ with ∇cos = w*/(‖w‖‖w*‖) − cos·w/‖w‖².
+        let first = eps * (self.w_dot_star * g_dot_w / b - g_dot_star) / (self.star_norm * root);
+        (exact, first)
+    }
+}
+
+/// The dev steps the AUC ranks (labelled correct or incorrect; neutral ones are left out, as in
+/// the benchmark's metric) with their logits at the head.
+struct AucRows {
+    /// (dev row, logit, correct).
+    rows: Vec<(usize, f64, bool)>,
+    /// Positives × negatives.
+    pairs: u64,
+    /// 2U at the head.
+    base: u64,
+}
+
+impl AucRows {
+    /// `None` when the dev sample lacks a correct or an incorrect step.
+    fn of(labels: &[i8], logits: &[f64]) -> Option<Self> {
+        let rows: Vec<(usize, f64, bool)> = labels
+            .iter()
+            .zip(logits)
+            .enumerate()
+            .filter(|(_, (l, _))| **l != 0)
+            .map(|(m, (&l, &z))| (m, z, l > 0))
+            .collect();
+        let pos = rows.iter().filter(|r| r.2).count() as u64;
+        let neg = rows.len() as u64 - pos;
+        if pos == 0 || neg == 0 {
+            return None;
+        }
+        let mut scored: Vec<(f64, bool)> = rows.iter().map(|&(_, z, c)| (z, c)).collect();
+        let base = twice_u(&mut scored);
+        Some(AucRows {
+            rows,
+            pairs: pos * neg,
+            base,
+        })
+    }
+
+    fn auc(&self) -> f64 {
+        self.base as f64 / (2 * self.pairs) as f64
+    }
+
+    /// ΔAUC when every logit moves to z_m − ε·p_m, p_m the projection of g_x on dev row m. The
+    /// difference is taken in whole pair counts, so "no pair changed order" is exactly 0.
+    fn change(&self, projected_dev: &[f32], eps: f64) -> f64 {
+        let mut scored: Vec<(f64, bool)> = self
+            .rows
+            .iter()
+            .map(|&(m, z, c)| (z - eps * f64::from(projected_dev[m]), c))
+            .collect();
+        let moved = twice_u(&mut scored) as i64 - self.base as i64;
+        moved as f64 / (2 * self.pairs) as f64
+    }
+}
+
+/// Twice the Mann–Whitney U of (score, correct) pairs: 2 for every correct step scored above an
+/// incorrect one, 1 for every tie between the two; AUC = 2U / (2·positives·negatives), ties
+/// counting one half as in [`crate::eval::metrics::auc`]. One sort, O(M log M); the count does
+/// not depend on how the sort orders equal scores, so it is deterministic.
+fn twice_u(scored: &mut [(f64, bool)]) -> u64 {
+    scored.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+    let (mut neg_below, mut total, mut i) = (0u64, 0u64, 0usize);
+    while i < scored.len() {
+        let (mut pos, mut neg, mut j) = (0u64, 0u64, i);
+        while j < scored.len() && scored[j].0 == scored[i].0 {
+            if scored[j].1 {
+                pos += 1;
+            } else {
+                neg += 1;
+            }
+            j += 1;
+        }
+        total += 2 * pos * neg_below + pos * neg;
+        neg_below += neg;
+        i = j;
+    }
+    total
+}
+
+/// One rollout's targets computed from its projected gradient.
+struct RolloutTargets {
+    dev_sgd: f64,
+    dev_real: f64,
+    dev_first: f64,
+    cos: (f64, f64),
+    auc_sgd: f64,
+    auc_real: f64,
+}
+
 /// For every rollout of `bundle` at the linear `head`: a(x) = ⟨g_x, u⟩ for the unit `direction`
 /// u, the dev gain −ΔL_dev(x) of one SGD step of size `sgd_lr` on x alone, and ‖g_x‖, ‖g_x^c‖
-/// (g_x under `targets`, mean over the rollout's steps); also a(x)'s bias part and the dev gain at
-/// the trainer's real per-rollout step `real_lr`, exact and to first order. The gradient engine
-/// projects each g_x onto [u; e_bias; the augmented dev rows] (k = 2 + M directions), a chunk of
-/// rollouts at a time.
+/// (g_x under `targets`, mean over the rollout's steps); also a(x)'s bias part, the dev gain at
+/// the trainer's real per-rollout step `real_lr`, exact and to first order, Δcos(w, w*) at that
+/// step (`w_star` the teacher's weights), exact and to first order, and the dev AUC change at
+/// `sgd_lr` and at `real_lr`. The gradient engine projects each g_x onto [u; e_bias; [w; 0];
+/// [w*; 0]; the augmented dev rows] (k = 4 + M directions), a chunk of rollouts at a time;
+/// ‖g_w‖² is the engine's `w` group.
 #[allow(clippy::too_many_arguments)]
 fn project_updates(
     device: Device,
@@ -837,17 +1115,33 @@ fn project_updates(
     targets: &[f32],
     head: &HeadParams,
     direction: Vec<f32>,
+    w_star: &[f32],
     dev: &DevSet,
     sgd_lr: f64,
     real_lr: f64,
 ) -> Result<Measured> {
+    let HeadParams::Linear(linear) = head else {
+        return Err(Error::invalid(
+            "the informativeness check projects updates of the linear head only",
+        ));
+    };
+    if w_star.len() != linear.w.len() {
+        return Err(Error::invalid(format!(
+            "teacher has {} weights, the head {}",
+            w_star.len(),
+            linear.w.len()
+        )));
+    }
     let n_rollouts = bundle.n_rollouts();
     let bias_weight = f64::from(*direction.last().expect("a non-empty direction"));
     let mut bias_axis = vec![0.0f32; direction.len()];
     *bias_axis.last_mut().expect("non-empty") = 1.0;
-    let mut directions = Vec::with_capacity(dev.rows.len() + 2);
+    let weights_only = |w: &[f32]| w.iter().copied().chain([0.0]).collect::<Vec<f32>>();
+    let mut directions = Vec::with_capacity(dev.rows.len() + COL_DEV);
     directions.push(direction);
     directions.push(bias_axis);
+    directions.push(weights_only(&linear.w));
+    directions.push(weights_only(w_star));
     directions.extend(dev.rows.iter().cloned());
     let k = directions.len();
     let opts = GradNormOptions {
@@ -861,20 +1155,17 @@ fn project_updates(
         .map(|(&z, &q)| bce_with_logits(z, q))
         .collect();
     let m = dev.q.len() as f64;
+    // Either target is skipped (its vectors stay empty) where it is undefined: cos at w = 0
+    // (not the case for the seeded uniform init, but a head could be zeroed), the AUC without
+    // both classes among the dev steps.
+    let geometry = CosGeometry::of(&linear.w, w_star);
+    let auc_rows = AucRows::of(&dev.labels, &logits);
 
     let chunk = (CHUNK_BYTES / (4 * k)).max(1);
     let all: Vec<usize> = (0..n_rollouts).collect();
-    let mut out = Measured {
-        a: Vec::with_capacity(n_rollouts),
-        dev_gain: Vec::with_capacity(n_rollouts),
-        grad: Vec::with_capacity(n_rollouts),
-        centred: Vec::with_capacity(n_rollouts),
-        a_bias: Vec::with_capacity(n_rollouts),
-        dev_gain_first: Vec::with_capacity(n_rollouts),
-        dev_gain_real: Vec::with_capacity(n_rollouts),
-        clean_norm: f64::NAN,
-        dev_loss: base.iter().sum::<f64>() / m,
-    };
+    let mut out = Measured::empty(n_rollouts, base.iter().sum::<f64>() / m);
+    out.cos_w_star = geometry.map_or(f64::NAN, |g| g.cos());
+    out.dev_auc = auc_rows.as_ref().map_or(f64::NAN, AucRows::auc);
     // ∇L_dev's coefficients on the augmented dev rows: (σ(z_m) − q_m)/M.
     let residual: Vec<f64> = logits
         .iter()
@@ -888,36 +1179,74 @@ fn project_updates(
             .projected
             .as_ref()
             .expect("a projection was asked for");
-        let exact_gain = |row: &[f32], step: f64| -> f64 {
-            let change: f64 = row[2..]
+        let weight_sq = &stats
+            .group_grad_sq
+            .iter()
+            .find(|(name, _)| name == "w")
+            .ok_or_else(|| Error::Other("the linear head has no `w` gradient group".into()))?
+            .1;
+        let exact_gain = |dev_part: &[f32], step: f64| -> f64 {
+            let change: f64 = dev_part
                 .iter()
                 .zip(logits.iter().zip(&dev.q).zip(&base))
                 .map(|(&p, ((&z, &q), &b))| bce_with_logits(z - step * f64::from(p), q) - b)
                 .sum();
             -change / m
         };
-        let gains: Vec<(f64, f64, f64)> = projected
+        let per_rollout: Vec<RolloutTargets> = projected
             .par_chunks(k)
-            .map(|row| {
-                let first: f64 = real_lr
-                    * row[2..]
+            .zip(weight_sq.par_iter())
+            .map(|(row, &g_sq)| {
+                let dev_part = &row[COL_DEV..];
+                let dev_first: f64 = real_lr
+                    * dev_part
                         .iter()
                         .zip(&residual)
                         .map(|(&p, &r)| f64::from(p) * r)
                         .sum::<f64>();
-                (exact_gain(row, sgd_lr), exact_gain(row, real_lr), first)
+                RolloutTargets {
+                    dev_sgd: exact_gain(dev_part, sgd_lr),
+                    dev_real: exact_gain(dev_part, real_lr),
+                    dev_first,
+                    cos: geometry.map_or((f64::NAN, f64::NAN), |geo| {
+                        geo.change(
+                            real_lr,
+                            f64::from(row[COL_W]),
+                            f64::from(row[COL_W_STAR]),
+                            g_sq,
+                        )
+                    }),
+                    auc_sgd: auc_rows
+                        .as_ref()
+                        .map_or(f64::NAN, |a| a.change(dev_part, sgd_lr)),
+                    auc_real: auc_rows
+                        .as_ref()
+                        .map_or(f64::NAN, |a| a.change(dev_part, real_lr)),
+                }
             })
             .collect();
         out.a
-            .extend(projected.chunks(k).map(|row| f64::from(row[0])));
+            .extend(projected.chunks(k).map(|row| f64::from(row[COL_A])));
         out.a_bias.extend(
             projected
                 .chunks(k)
-                .map(|row| f64::from(row[1]) * bias_weight),
+                .map(|row| f64::from(row[COL_BIAS]) * bias_weight),
         );
-        out.dev_gain.extend(gains.iter().map(|g| g.0));
-        out.dev_gain_real.extend(gains.iter().map(|g| g.1));
-        out.dev_gain_first.extend(gains.iter().map(|g| g.2));
+        out.dev_gain.extend(per_rollout.iter().map(|t| t.dev_sgd));
+        out.dev_gain_real
+            .extend(per_rollout.iter().map(|t| t.dev_real));
+        out.dev_gain_first
+            .extend(per_rollout.iter().map(|t| t.dev_first));
+        if geometry.is_some() {
+            out.cos_gain.extend(per_rollout.iter().map(|t| t.cos.0));
+            out.cos_gain_first
+                .extend(per_rollout.iter().map(|t| t.cos.1));
+        }
+        if auc_rows.is_some() {
+            out.auc_gain.extend(per_rollout.iter().map(|t| t.auc_sgd));
+            out.auc_gain_real
+                .extend(per_rollout.iter().map(|t| t.auc_real));
+        }
         out.grad.extend(stats.grad_sq.iter().map(|v| v.sqrt()));
         out.centred
             .extend(stats.centered_grad_sq.iter().map(|v| v.sqrt()));
@@ -926,7 +1255,8 @@ fn project_updates(
 }
 
 /// The bench's dev steps (all steps of dev records, neutral ones included: the clean target is
-/// q*, not the human label), sampled down to `limit` with a seeded draw.
+/// q*, not the human label), sampled down to `limit` with a seeded draw. Each keeps its bench
+/// label for the dev AUC, which ranks correct against incorrect steps as the benchmark does.
 fn dev_set(ctx: &ExperimentContext<'_>, limit: usize) -> Result<DevSet> {
     let bench = &ctx.corpus.bench;
     let feats = bench.features.as_ref().ok_or_else(|| {
@@ -940,10 +1270,15 @@ fn dev_set(ctx: &ExperimentContext<'_>, limit: usize) -> Result<DevSet> {
         .bundle
         .teacher()
         .ok_or_else(|| Error::invalid("the informativeness check needs the teacher"))?;
-    let mut steps: Vec<usize> = bench
+    // (step, its bench label); the bench checked on load that labels and steps align.
+    let mut steps: Vec<(usize, i8)> = bench
         .indices(Split::Dev)
         .into_iter()
-        .flat_map(|i| feats.rollout_steps(i))
+        .flat_map(|i| {
+            feats
+                .rollout_steps(i)
+                .zip(bench.records[i].labels.iter().copied())
+        })
         .collect();
     if steps.is_empty() {
         return Err(Error::invalid(format!(
@@ -957,7 +1292,8 @@ fn dev_set(ctx: &ExperimentContext<'_>, limit: usize) -> Result<DevSet> {
         let keys: Vec<f64> = steps.iter().map(|_| uniform(&mut rng)).collect();
         let mut order: Vec<usize> = (0..available).collect();
         order.sort_by(|&a, &b| keys[a].total_cmp(&keys[b]));
-        let mut kept: Vec<usize> = order[..limit].iter().map(|&i| steps[i]).collect();
+        // Step indices are unique, so sorting the pairs orders them by step as before.
+        let mut kept: Vec<(usize, i8)> = order[..limit].iter().map(|&i| steps[i]).collect();
         kept.sort_unstable();
         steps = kept;
     }
@@ -967,9 +1303,11 @@ fn dev_set(ctx: &ExperimentContext<'_>, limit: usize) -> Result<DevSet> {
         rows: Vec::with_capacity(steps.len()),
         phi: Vec::with_capacity(steps.len()),
         q: Vec::with_capacity(steps.len()),
+        labels: Vec::with_capacity(steps.len()),
         available,
     };
-    for s in steps {
+    for (s, label) in steps {
+        out.labels.push(label);
         let phi: Vec<f64> = (s * d..(s + 1) * d)
             .map(|e| f64::from(rows.get(e)))
             .collect();
@@ -1236,6 +1574,7 @@ mod tests {
                 .collect(),
             phi: dev_phi.iter().map(|p| p.to_vec()).collect(),
             q: vec![0.9, 0.2, 0.6],
+            labels: vec![1, -1, 1],
             available: 3,
         };
         let u = [0.6f32, 0.0, 0.8];
@@ -1246,6 +1585,7 @@ mod tests {
             &targets,
             &head,
             u.to_vec(),
+            &[1.0, 0.5],
             &dev,
             eta,
             real,
@@ -1307,6 +1647,317 @@ mod tests {
             );
         }
         assert!((got.dev_loss - loss(w0)).abs() < 1e-12);
+    }
+
+    /// A small problem for the calibration-free targets: four rollouts (2, 1, 3, 2 steps) in
+    /// d = 3 with hard labels, a linear head, the teacher's weights, and ten dev steps of which
+    /// eight carry a correct/incorrect label (two neutral).
+    struct Tiny {
+        bundle: FeatureBundle,
+        feats: Vec<f32>,
+        targets: Vec<f32>,
+        offsets: Vec<usize>,
+        w_star: Vec<f32>,
+        dev: DevSet,
+    }
+
+    fn tiny() -> Tiny {
+        use crate::data::features::{BundleMeta, BundleParts, FeatureData};
+        // Multiples of 1/4: exact in f32.
+        let feats: Vec<f32> = (0..24)
+            .map(|i| ((i * 7 + 3) % 11) as f32 / 4.0 - 1.25)
+            .collect();
+        let offsets = vec![0, 2, 3, 6, 8];
+        let targets = vec![1.0f32, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0];
+        let bundle = FeatureBundle::from_parts(BundleParts {
+            features: FeatureData::F32(feats.clone()),
+            dim: 3,
+            offsets: offsets.clone(),
+            mc_scores: targets.clone(),
+            source: vec![0; 4],
+            line: None,
+            labels: None,
+            teacher: None,
+            meta: BundleMeta {
+                sources: vec!["s".into()],
+                ..Default::default()
+            },
+        })
+        .unwrap();
+        let dev_phi: Vec<Vec<f32>> = (0..10)
+            .map(|m| {
+                (0..3)
+                    .map(|c| ((m * 5 + c * 3 + 1) % 13) as f32 / 5.0 - 1.2)
+                    .collect()
+            })
+            .collect();
+        let dev = DevSet {
+            rows: dev_phi
+                .iter()
+                .map(|p| p.iter().copied().chain([1.0]).collect())
+                .collect(),
+            phi: dev_phi
+                .iter()
+                .map(|p| p.iter().map(|&v| f64::from(v)).collect())
+                .collect(),
+            q: vec![0.5; 10],
+            labels: vec![1, -1, 0, 1, -1, 1, -1, -1, 1, 0],
+            available: 10,
+        };
+        Tiny {
+            bundle,
+            feats,
+            targets,
+            offsets,
+            w_star: vec![1.0, 0.5, -0.5],
+            dev,
+        }
+    }
+
+    /// AUC by brute force over every (correct, incorrect) pair, ties one half.
+    fn brute_auc(scores: &[f64], labels: &[i8]) -> f64 {
+        let (mut hits, mut pairs) = (0.0, 0.0);
+        for (sp, lp) in scores.iter().zip(labels) {
+            for (sn, ln) in scores.iter().zip(labels) {
+                if *lp == 1 && *ln == -1 {
+                    pairs += 1.0;
+                    hits += if sp > sn {
+                        1.0
+                    } else if sp == sn {
+                        0.5
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+        hits / pairs
+    }
+
+    #[test]
+    fn one_step_cos_and_auc_changes_are_exact() {
+        use crate::head::LinearHead;
+        let t = tiny();
+        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+        let (w, b) = ([0.4f32, -0.3, 0.2], 0.05f32);
+        let head = HeadParams::Linear(LinearHead { w: w.to_vec(), b });
+        // A large `sgd_lr` so that some dev pairs change order; a real step large enough that the
+        // second order of Δcos is visible next to the tolerance.
+        let (sgd, real) = (1.0, 0.05);
+        let got = project_updates(
+            Device::Cpu,
+            &t.bundle,
+            &t.targets,
+            &head,
+            vec![0.0, 0.6, 0.0, 0.8],
+            &t.w_star,
+            &t.dev,
+            sgd,
+            real,
+        )
+        .unwrap();
+        assert_eq!(got.cos_gain.len(), 4);
+        assert_eq!(got.auc_gain.len(), 4);
+        let w0: Vec<f64> = w.iter().map(|&v| f64::from(v)).collect();
+        let star: Vec<f64> = t.w_star.iter().map(|&v| f64::from(v)).collect();
+        let cos = |v: &[f64]| dot(v, &star) / (dot(v, v).sqrt() * dot(&star, &star).sqrt());
+        assert!((got.cos_w_star - cos(&w0)).abs() < 1e-12);
+        let logits =
+            |w: &[f64], b: f64| -> Vec<f64> { t.dev.phi.iter().map(|p| dot(w, p) + b).collect() };
+        let base_auc = brute_auc(&logits(&w0, f64::from(b)), &t.dev.labels);
+        assert!((got.dev_auc - base_auc).abs() < 1e-12);
+        let (mut second_order_seen, mut auc_moved) = (false, 0);
+        for x in 0..4 {
+            // g_x = (1/n)Σ_j (σ(z_j) − y_j)[ϕ_j; 1], directly in f64.
+            let steps = t.offsets[x]..t.offsets[x + 1];
+            let n = steps.len() as f64;
+            let (mut gw, mut gb) = (vec![0.0f64; 3], 0.0f64);
+            for j in steps {
+                let phi: Vec<f64> = t.feats[3 * j..3 * j + 3]
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .collect();
+                let r = (sigmoid(dot(&w0, &phi) + f64::from(b)) - f64::from(t.targets[j])) / n;
+                for (g, p) in gw.iter_mut().zip(&phi) {
+                    *g += r * p;
+                }
+                gb += r;
+            }
+            // Δcos: apply the step to w explicitly and recompute both cosines.
+            let stepped: Vec<f64> = w0.iter().zip(&gw).map(|(w, g)| w - real * g).collect();
+            let exact = cos(&stepped) - cos(&w0);
+            let (w_norm, star_norm) = (dot(&w0, &w0).sqrt(), dot(&star, &star).sqrt());
+            let grad_cos: Vec<f64> = star
+                .iter()
+                .zip(&w0)
+                .map(|(s, w)| s / (w_norm * star_norm) - cos(&w0) * w / (w_norm * w_norm))
+                .collect();
+            let first = -real * dot(&gw, &grad_cos);
+            // The projections ⟨g_w, w⟩ and ⟨g_w, w*⟩ come back rounded to f32 (relative 2^-24);
+            // they enter Δcos with weight at most ε‖g_w‖/‖w‖ each, so the error is below
+            // 2·2^-24·ε‖g_w‖/‖w‖ ≈ 1.2e-7 of that scale: 1e-6 of it leaves a margin of 8.
+            let tol = 1e-6 * real * dot(&gw, &gw).sqrt() / w_norm;
+            assert!(
+                (got.cos_gain[x] - exact).abs() < tol,
+                "Δcos({x}): {} vs {exact}",
+                got.cos_gain[x]
+            );
+            assert!(
+                (got.cos_gain_first[x] - first).abs() < tol,
+                "first-order Δcos({x}): {} vs {first}",
+                got.cos_gain_first[x]
+            );
+            second_order_seen |= (exact - first).abs() > 10.0 * tol;
+            // ΔAUC: the stepped head's dev logits, ranked by brute force, at both step sizes.
+            for (eps, measured) in [(sgd, got.auc_gain[x]), (real, got.auc_gain_real[x])] {
+                let w1: Vec<f64> = w0.iter().zip(&gw).map(|(w, g)| w - eps * g).collect();
+                let z = logits(&w1, f64::from(b) - eps * gb);
+                // The measured logits differ from these by the f32 rounding of the projections
+                // (≈ 1e-7 here); no (correct, incorrect) pair is that close, so both must count
+                // the same ordered pairs and agree to rounding of the final division.
+                for (zp, lp) in z.iter().zip(&t.dev.labels) {
+                    for (zn, ln) in z.iter().zip(&t.dev.labels) {
+                        if *lp == 1 && *ln == -1 {
+                            assert!((zp - zn).abs() > 1e-5, "near tie at ε = {eps}");
+                        }
+                    }
+                }
+                let want = brute_auc(&z, &t.dev.labels) - base_auc;
+                assert!(
+                    (measured - want).abs() < 1e-12,
+                    "ΔAUC({x}) at ε = {eps}: {measured} vs {want}"
+                );
+                auc_moved += usize::from(eps == sgd && want != 0.0);
+            }
+        }
+        // The check can tell the exact Δcos from its first order, and some step reorders pairs.
+        assert!(second_order_seen);
+        assert!(auc_moved > 0);
+    }
+
+    #[test]
+    fn twice_u_counts_ties_as_half() {
+        let scores = [1.0, 1.0, 2.0, 0.5, 2.0, 3.0, 0.5, -0.0, 0.0];
+        let labels = [1i8, -1, 1, -1, -1, 1, 1, 1, -1];
+        let mut scored: Vec<(f64, bool)> = scores
+            .iter()
+            .zip(&labels)
+            .map(|(&s, &l)| (s, l > 0))
+            .collect();
+        let (pos, neg) = (5.0, 4.0);
+        let auc = twice_u(&mut scored) as f64 / (2.0 * pos * neg);
+        assert!((auc - brute_auc(&scores, &labels)).abs() < 1e-15);
+    }
+
+    #[test]
+    fn cos_target_is_absent_at_zero_weights() {
+        use crate::head::LinearHead;
+        let t = tiny();
+        let head = HeadParams::Linear(LinearHead {
+            w: vec![0.0; 3],
+            b: 0.1,
+        });
+        let got = project_updates(
+            Device::Cpu,
+            &t.bundle,
+            &t.targets,
+            &head,
+            vec![0.0, 0.6, 0.0, 0.8],
+            &t.w_star,
+            &t.dev,
+            1.0,
+            0.05,
+        )
+        .unwrap();
+        assert!(got.cos_gain.is_empty() && got.cos_gain_first.is_empty());
+        assert!(got.cos_w_star.is_nan());
+        // The other targets are still measured.
+        assert_eq!(got.auc_gain.len(), 4);
+        assert_eq!(got.dev_gain.len(), 4);
+    }
+
+    #[test]
+    fn old_cells_and_results_load_without_the_new_targets() {
+        use crate::head::LinearHead;
+        let t = tiny();
+        let head = HeadParams::Linear(LinearHead {
+            w: vec![0.4, -0.3, 0.2],
+            b: 0.05,
+        });
+        let fresh = project_updates(
+            Device::Cpu,
+            &t.bundle,
+            &t.targets,
+            &head,
+            vec![0.0, 0.6, 0.0, 0.8],
+            &t.w_star,
+            &t.dev,
+            1.0,
+            0.05,
+        )
+        .unwrap();
+        // A cell as saved before the targets existed: their keys are missing.
+        let mut json = serde_json::to_value(&fresh).unwrap();
+        for key in [
+            "cos_gain",
+            "cos_gain_first",
+            "auc_gain",
+            "auc_gain_real",
+            "cos_w_star",
+            "dev_auc",
+        ] {
+            json.as_object_mut().unwrap().remove(key).unwrap();
+        }
+        let old: Measured = serde_json::from_value(json).unwrap();
+        assert!(old.cos_gain.is_empty() && old.auc_gain.is_empty());
+        assert!(old.cos_w_star.is_nan() && old.dev_auc.is_nan());
+        let cfg = TheoryConfig {
+            bootstrap: 20,
+            ..TheoryConfig::default()
+        };
+        let source = [0u32; 4];
+        let design = Design {
+            clusters: Clusters::new(&source, &[0, 1, 2, 3]),
+            source: &source,
+            length: vec![2.0, 1.0, 3.0, 2.0],
+            zeros: vec![1.0, 0.0, 2.0, 1.0],
+            real_step: 0.05,
+        };
+        let score = [0.1, 0.4, 0.2, 0.3];
+        let scores = vec![("s".to_string(), &score[..])];
+        let d = deconfound(&cfg, 0, 0, &old, &scores, &design).unwrap();
+        assert!(d.mean_cos_gain.is_none() && d.mean_auc_gain.is_none());
+        assert!(d.scores[0].cos_gain.is_none() && d.scores[0].auc_gain.is_none());
+        let d = deconfound(&cfg, 0, 0, &fresh, &scores, &design).unwrap();
+        assert!(d.mean_cos_gain.is_some() && d.zero_auc_gain_real.is_some());
+        assert!(d.scores[0].cos_gain.is_some() && d.scores[0].auc_gain.is_some());
+        // Results written before parse, with the new fields absent.
+        let mut json = serde_json::to_value(&d).unwrap();
+        let obj = json.as_object_mut().unwrap();
+        for key in [
+            "cos_w_star",
+            "mean_cos_gain",
+            "positive_cos_gain",
+            "cos_second_order_share",
+            "dev_auc",
+            "mean_auc_gain",
+            "positive_auc_gain",
+            "zero_auc_gain_real",
+        ] {
+            obj.remove(key).unwrap();
+        }
+        for s in obj["scores"].as_array_mut().unwrap() {
+            let s = s.as_object_mut().unwrap();
+            s.remove("cos_gain").unwrap();
+            s.remove("auc_gain").unwrap();
+        }
+        let parsed: Deconfounded = serde_json::from_value(json).unwrap();
+        assert!(parsed.mean_cos_gain.is_none() && parsed.scores[0].auc_gain.is_none());
+        // (Compared as JSON: a NaN interval end, written as null, is then equal to itself.)
+        assert_eq!(
+            serde_json::to_string(&parsed.scores[0].gain_real).unwrap(),
+            serde_json::to_string(&d.scores[0].gain_real).unwrap()
+        );
     }
 
     #[test]

@@ -89,7 +89,8 @@ pub(super) fn render(r: &TheoryResults) -> Rendered {
 }
 
 /// Informativeness without its confounds: per point, the real step and how much of a(x) is
-/// calibration; per score, within-source Spearman with each deconfounded target.
+/// calibration; per score, within-source Spearman with each deconfounded target, including the
+/// calibration-free ones (Δcos(w, w*), ΔAUC), whose point-level means are the table's notes.
 fn deconfounded_table(inf: &Informativeness) -> Table {
     let mut t = Table::new(
         "Informativeness without confounds: within-source Spearman, 95% CI from resampling \
@@ -99,12 +100,15 @@ fn deconfounded_table(inf: &Informativeness) -> Table {
             "score",
             "a(x)",
             "a(x) without bias",
-            "a(x) | length, zeros",
+            "a(x) given length, zeros",
             "a(x), trainer's reduction",
             "first-order dev gain at the real step",
+            "Δcos(w, w*) at the real step",
+            "Δ dev AUC at sgd_lr",
         ],
     );
     let e = |v: Estimate| Cell::text(format!("{:.3} [{:.3}, {:.3}]", v.value, v.lo, v.hi));
+    let maybe = |v: Option<Estimate>| v.map_or(Cell::Empty, e);
     for p in &inf.points {
         let Some(d) = &p.deconfounded else { continue };
         for s in &d.scores {
@@ -116,10 +120,53 @@ fn deconfounded_table(inf: &Informativeness) -> Table {
                 e(s.a_partial),
                 e(s.a_trainer),
                 e(s.gain_real),
+                maybe(s.cos_gain),
+                maybe(s.auc_gain),
             ]);
+        }
+        if let Some(note) = calibration_free_note(&p.point, d, inf.sgd_lr) {
+            t.notes.push(note);
         }
     }
     t
+}
+
+/// The point-level means of the calibration-free targets, where they were measured.
+fn calibration_free_note(
+    point: &str,
+    d: &super::informativeness::Deconfounded,
+    sgd_lr: f64,
+) -> Option<String> {
+    let mut parts = Vec::new();
+    if let (Some(c), Some(mean), Some(up)) = (d.cos_w_star, d.mean_cos_gain, d.positive_cos_gain) {
+        parts.push(format!(
+            "cos(w, w*) = {c:.4}; one step of ε = {:.2e} on a rollout changes it by {} on \
+             average and raises it for {} of rollouts (second-order remainder {})",
+            d.real_step,
+            sci_ci(mean),
+            pct(up),
+            d.cos_second_order_share.map_or("–".into(), pct),
+        ));
+    }
+    if let (Some(auc), Some(mean), Some(up)) = (d.dev_auc, d.mean_auc_gain, d.positive_auc_gain) {
+        parts.push(format!(
+            "dev AUC = {auc:.4}; one step of sgd_lr = {sgd_lr} changes it by {} on average and \
+             raises it for {} of rollouts{}",
+            sci_ci(mean),
+            pct(up),
+            d.zero_auc_gain_real.map_or(String::new(), |z| format!(
+                "; at ε = {:.2e} it is exactly unchanged for {} of rollouts",
+                d.real_step,
+                pct(z)
+            )),
+        ));
+    }
+    (!parts.is_empty()).then(|| format!("{point}: {}.", parts.join("; ")))
+}
+
+/// A mean with its 95% interval in scientific notation (one-step changes are tiny).
+pub(super) fn sci_ci(m: MeanCi) -> String {
+    format!("{:.3e} [{:.3e}, {:.3e}]", m.mean, m.lo(), m.hi())
 }
 
 /// Finding 5's curve: the share of wrong steps at each observed count K, next to η_eff(K).

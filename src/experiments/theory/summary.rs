@@ -15,7 +15,7 @@ use super::informativeness::{Informativeness, PointCheck};
 use super::mixture::MixtureCheck;
 use super::noise::NoiseCheck;
 use super::reliability::ReliabilityCheck;
-use super::render::{best_of, est_text, pct, pct_ci};
+use super::render::{best_of, est_text, pct, pct_ci, sci_ci};
 
 /// Most of `tests` independent 95% intervals that may miss by chance alone: the smallest m with
 /// P(Binomial(tests, 0.05) > m) ≤ 5%.
@@ -217,13 +217,75 @@ fn deconfounded_summary(inf: &Informativeness) -> String {
     if parts.is_empty() {
         return String::new();
     }
+    let free: Vec<String> = inf
+        .points
+        .iter()
+        .filter_map(|p| calibration_free_summary(&p.point, p.deconfounded.as_ref()?, inf.sgd_lr))
+        .collect();
+    let free = if free.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " Targets free of calibration: the change of cos(w, w*) from one real step on a \
+             rollout and of the dev AUC (bench labels, neutral steps left out) from one step of \
+             sgd_lr; {}.",
+            free.join("; ")
+        )
+    };
     format!(
         "**Informativeness without confounds.** a(x) mixes calibration (the bias coordinate) \
          with direction, the old dev-gain target used a step far larger than a rollout's share of \
          an update, and pooled ranks mix sources and lengths; each is taken apart here, with \
-         intervals from resampling questions within sources. {}.\n\n",
+         intervals from resampling questions within sources. {}.{free}\n\n",
         parts.join("; ")
     )
+}
+
+/// One clause per point on the calibration-free targets: their means and the score that ranks
+/// best on each (highest within-source Spearman, its interval, and whether it is clearly ahead),
+/// `None` where neither was measured.
+fn calibration_free_summary(
+    point: &str,
+    d: &super::informativeness::Deconfounded,
+    sgd_lr: f64,
+) -> Option<String> {
+    type Pick = fn(&super::informativeness::DeconfoundedScore) -> Option<Estimate>;
+    let best = |pick: Pick| -> Option<String> {
+        let (names, v): (Vec<&str>, Vec<Estimate>) = d
+            .scores
+            .iter()
+            .filter_map(|s| pick(s).map(|e| (s.score.as_str(), e)))
+            .unzip();
+        best_of(&v).map(|(b, _, clear)| {
+            format!(
+                "{} ({}{})",
+                names[b],
+                est_text(v[b]),
+                if clear { ", clearly ahead" } else { "" }
+            )
+        })
+    };
+    let mut parts = Vec::new();
+    if let (Some(mean), Some(up), Some(top)) =
+        (d.mean_cos_gain, d.positive_cos_gain, best(|s| s.cos_gain))
+    {
+        parts.push(format!(
+            "Δcos(w, w*) averages {} ({} of rollouts raise it), best ranked by {top}",
+            sci_ci(mean),
+            pct(up)
+        ));
+    }
+    if let (Some(mean), Some(up), Some(top)) =
+        (d.mean_auc_gain, d.positive_auc_gain, best(|s| s.auc_gain))
+    {
+        parts.push(format!(
+            "ΔAUC at sgd_lr = {sgd_lr} averages {} ({} of rollouts raise it), best ranked by \
+             {top}",
+            sci_ci(mean),
+            pct(up)
+        ));
+    }
+    (!parts.is_empty()).then(|| format!("at {point}, {}", parts.join(", and ")))
 }
 
 /// One sentence per empirical check, every number read from the results.
