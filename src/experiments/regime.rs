@@ -16,6 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::cells::CellStore;
+use super::checks::{Check, CheckKind, Rule};
 use super::config::{CorpusConfig, TrainSettings};
 use super::context::{Corpus, ExperimentContext};
 use super::plot::Plot;
@@ -45,6 +46,9 @@ pub struct RegimeConfig {
     pub corpus_seeds: Vec<u64>,
     /// Training seeds per cell.
     pub seeds: usize,
+    /// Decision rule of each cell's `bis-vs-random` check: BIS − random on bench-test Overall
+    /// ×100, 95% t-interval over corpus draws.
+    pub bis_vs_random: Rule,
 }
 
 impl Default for RegimeConfig {
@@ -57,6 +61,7 @@ impl Default for RegimeConfig {
             budgets: vec![0.05, 0.10, 0.25],
             corpus_seeds: vec![42, 43, 44],
             seeds: 5,
+            bis_vs_random: Rule::new(0.0, 10.0),
         }
     }
 }
@@ -97,7 +102,7 @@ impl RegimeConfig {
         if !self.budgets.iter().all(|b| *b > 0.0 && *b < 1.0) {
             return bad("budgets must lie in (0, 1)");
         }
-        Ok(())
+        self.bis_vs_random.validate("regime: bis_vs_random")
     }
 
     fn points(&self) -> Vec<RegimePoint> {
@@ -193,6 +198,10 @@ pub struct RegimeResults {
     pub corpus: CorpusConfig,
     /// Every (point, corpus draw).
     pub draws: Vec<PointDraw>,
+    /// One `bis-vs-random` check per grid point and budget (derived from `draws` and the rule;
+    /// results written before checks existed get them from `mprm report`).
+    #[serde(default)]
+    pub checks: Vec<Check>,
 }
 
 /// Runs the grid into `dir` (one work folder per point and draw under `dir/cells/regime`, kept
@@ -252,11 +261,39 @@ pub fn run(
         }
     }
     bar.finish_and_clear();
-    Ok(RegimeResults {
+    let mut results = RegimeResults {
         config: cfg.clone(),
         corpus: base.clone(),
         draws,
-    })
+        checks: Vec::new(),
+    };
+    results.checks = checks(&results);
+    Ok(results)
+}
+
+/// The verdict of every map cell under the config's rule: does BIS beat random there?
+pub fn checks(r: &RegimeResults) -> Vec<Check> {
+    map_cells(r)
+        .iter()
+        .map(|c| {
+            Check::decided(
+                &format!("bis-vs-random@{}@{:.0}%", c.point.key(), 100.0 * c.budget),
+                CheckKind::Intervention,
+                &format!(
+                    "At d = {}, E[ρ] = {}, σ_q = {}, nuisance ×{}, BIS's {:.0}% subset trains a \
+                     better head than a random one (bench-test Overall ×100, over corpus draws)",
+                    c.point.dim,
+                    c.point.rho_label(),
+                    c.point.difficulty_spread,
+                    c.point.nuisance_scale,
+                    100.0 * c.budget
+                ),
+                c.delta.mean,
+                [c.delta.lo(), c.delta.hi()],
+                r.config.bis_vs_random,
+            )
+        })
+        .collect()
 }
 
 fn summarise(point: RegimePoint, corpus_seed: u64, r: &selection::SelectionResults) -> PointDraw {
@@ -556,6 +593,7 @@ mod tests {
             budgets: vec![0.1],
             corpus_seeds: (0..deltas_by_draw.len() as u64).collect(),
             seeds: 3,
+            bis_vs_random: Rule::new(0.0, 10.0),
         };
         let point = config.points()[0];
         RegimeResults {
@@ -574,6 +612,7 @@ mod tests {
                 })
                 .collect(),
             config,
+            checks: Vec::new(),
         }
     }
 
@@ -612,6 +651,26 @@ mod tests {
             text.contains("BIS beats random in 1 (95% interval above 0), ties in 0 and loses in 0"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn each_map_cell_gets_a_check_decided_by_the_rule() {
+        use crate::experiments::checks::Verdict;
+        let win = results(&[[1.0, 1.2, 0.8], [1.1, 0.9, 1.0], [0.9, 1.0, 1.1]]);
+        let c = checks(&win);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].id, "bis-vs-random@d8-rho0-sq1-nu1@10%");
+        assert_eq!(c[0].verdict, Verdict::Agrees);
+        let split = results(&[[2.0; 3], [-2.0; 3], [1.0; 3]]);
+        assert_eq!(checks(&split)[0].verdict, Verdict::Inconclusive);
+        let lose = results(&[[-1.0, -1.1, -0.9], [-1.2, -1.0, -0.8], [-1.0; 3]]);
+        assert_eq!(checks(&lose)[0].verdict, Verdict::Disagrees);
+        // A rule that needs a narrower interval than the draws give: inconclusive.
+        // Draw means 1.0, 1.2, 0.8: the interval is about 1 point wide, above 0.
+        let mut spread = results(&[[1.0; 3], [1.2; 3], [0.8; 3]]);
+        assert_eq!(checks(&spread)[0].verdict, Verdict::Agrees);
+        spread.config.bis_vs_random = Rule::new(0.0, 0.1);
+        assert_eq!(checks(&spread)[0].verdict, Verdict::Inconclusive);
     }
 
     #[test]

@@ -199,16 +199,33 @@ fn regenerate_locked(dir: &Path) -> Result<RunSummary> {
         serde_json::from_str(&std::fs::read_to_string(&manifest_path).at(&manifest_path)?)
             .map_err(|e| Error::Other(format!("{}: {e}", manifest_path.display())))?;
     let mut parts: Vec<(&str, Rendered)> = Vec::new();
-    if let Some(r) = load_results::<regime::RegimeResults>(dir, "regime")? {
+    // Results written before verdicts existed get their `checks` list here. Every such check is
+    // a pure function of the stored measurements and the stored rule, so nothing is re-measured;
+    // results.json is rewritten (atomically) only when the list was missing.
+    if let Some(mut r) = load_results::<regime::RegimeResults>(dir, "regime")? {
+        if r.checks.is_empty() {
+            r.checks = regime::checks(&r);
+            save_results(dir, "regime", &r)?;
+        }
         parts.push(("regime", regime::render(&r)));
     }
-    if let Some(r) = load_results::<theory::TheoryResults>(dir, "theory")? {
+    if let Some(mut r) = load_results::<theory::TheoryResults>(dir, "theory")? {
+        if r.checks.is_empty() {
+            r.checks = theory::derived_checks(&r);
+            save_results(dir, "theory", &r)?;
+        }
         parts.push(("theory", theory::render(&r)));
     }
     if let Some(r) = load_results::<intervention::InterventionResults>(dir, "intervention")? {
         parts.push(("intervention", intervention::render(&r)));
     }
-    if let Some(r) = load_results::<selection::SelectionResults>(dir, "selection")? {
+    if let Some(mut r) = load_results::<selection::SelectionResults>(dir, "selection")? {
+        if r.checks.is_empty() {
+            r.checks = selection::derived_checks(&r);
+            if !r.checks.is_empty() {
+                save_results(dir, "selection", &r)?;
+            }
+        }
         let mut rendered = selection::render(&r);
         if let Some(cost) = load_timing(dir)?.and_then(|t| t.get("selection_cost").cloned())
             && let Ok(cost) =

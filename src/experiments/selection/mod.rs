@@ -13,5 +13,5 @@ mod run;
 mod summary;
 
 pub use config::{SelectionConfig, SelectorSpec};
-pub use render::{cost_table, render};
+pub use render::{cost_table, derived_checks, render};
 pub use run::{CellRecord, LrChoice, SelectionResults, SubsetProfile, run};

@@ -133,7 +133,7 @@ pub fn render(r: &SelectionResults) -> Rendered {
     out.summary = super::summary::summary(r, &t2, &gap, &tl, full);
     // Results written before checks existed get them from the stored runs.
     let checks = if r.checks.is_empty() {
-        bis_checks(r)
+        derived_checks(r)
     } else {
         r.checks.clone()
     };
@@ -199,8 +199,9 @@ fn overall_table(r: &SelectionResults, full: Option<MeanCi>) -> Table {
     t2
 }
 
-/// One `bis-vs-random@B` check per budget where both rows ran, decided by the config's rule.
-pub(super) fn bis_checks(r: &SelectionResults) -> Vec<crate::experiments::checks::Check> {
+/// One `bis-vs-random@B` check per budget where both rows ran, decided by the config's rule (a
+/// pure function of the stored runs, so older results get them from `mprm report`).
+pub fn derived_checks(r: &SelectionResults) -> Vec<crate::experiments::checks::Check> {
     use crate::experiments::checks::{Check, CheckKind};
     r.config
         .budgets

@@ -323,7 +323,7 @@ pub fn run(
         profiles,
         checks: Vec::new(),
     };
-    results.checks = super::render::bis_checks(&results);
+    results.checks = super::render::derived_checks(&results);
     Ok((results, cost))
 }
 

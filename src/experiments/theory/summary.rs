@@ -136,7 +136,7 @@ pub(super) fn identity_checks(
 
 /// The checks of a results file, or (for results written before checks existed) the
 /// identities recomputed from the stored numbers.
-pub(super) fn all_checks(r: &TheoryResults) -> Vec<Check> {
+pub fn all_checks(r: &TheoryResults) -> Vec<Check> {
     if r.checks.is_empty() {
         identity_checks(&r.eq5, &r.eq6, &r.lemma2, &r.lemma3)
     } else {
