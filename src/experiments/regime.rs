@@ -202,6 +202,10 @@ pub struct RegimeResults {
     /// results written before checks existed get them from `mprm report`).
     #[serde(default)]
     pub checks: Vec<Check>,
+    /// True when `checks` was added after the run by `mprm report` (the run predates decision
+    /// rules stated in its config), so its verdicts are post hoc.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub checks_post_hoc: bool,
 }
 
 /// Runs the grid into `dir` (one work folder per point and draw under `dir/cells/regime`, kept
@@ -266,6 +270,7 @@ pub fn run(
         corpus: base.clone(),
         draws,
         checks: Vec::new(),
+        checks_post_hoc: false,
     };
     results.checks = checks(&results);
     Ok(results)
@@ -567,6 +572,14 @@ pub fn render(r: &RegimeResults) -> Rendered {
         ));
     }
     summary.push_str(&audit.sentence());
+    let before = r.draws.iter().filter(|d| d.lr_choices == 0).count();
+    if before > 0 {
+        summary.push_str(&format!(
+            " {before} of the {} draws were run before the grid was extended automatically: \
+             their choices at an end of the grid were not re-tuned.",
+            r.draws.len()
+        ));
+    }
     summary.push_str("\n\n");
     summary.push_str(&marginal.to_markdown());
     Rendered {
@@ -613,6 +626,7 @@ mod tests {
                 .collect(),
             config,
             checks: Vec::new(),
+            checks_post_hoc: false,
         }
     }
 

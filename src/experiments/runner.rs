@@ -30,6 +30,7 @@ use super::cells::CellStore;
 use super::config::ExperimentConfig;
 use super::context::{Corpus, ExperimentContext};
 use super::manifest::{Manifest, git_commit};
+use super::checks::Check;
 use super::report::{Rendered, write_readme};
 use super::{intervention, regime, selection, theory};
 
@@ -159,6 +160,48 @@ fn save_results<T: Serialize>(dir: &Path, sub: &str, results: &T) -> Result<()> 
     write_json(dir.join(sub).join("results.json"), results)
 }
 
+/// Adds `checks` and `checks_post_hoc: true` at the end of `sub/results.json`, leaving every
+/// byte before them as it was: re-serialising the typed results would write the defaults of
+/// fields the run never measured (an extension count of 0, say) as if it had. Returns whether
+/// anything was added.
+fn append_checks(dir: &Path, sub: &str, checks: &[Check]) -> Result<bool> {
+    if checks.is_empty() {
+        return Ok(false);
+    }
+    let path = dir.join(sub).join("results.json");
+    let text = std::fs::read_to_string(&path).at(&path)?;
+    let body = text.trim_end();
+    let Some(open) = body.strip_suffix('}') else {
+        return Err(Error::Other(format!(
+            "{}: not a JSON object, cannot add its checks",
+            path.display()
+        )));
+    };
+    let list = serde_json::to_string_pretty(checks).expect("checks serialise");
+    let indented = list.replace('\n', "\n  ");
+    let out = format!(
+        "{},\n  \"checks\": {indented},\n  \"checks_post_hoc\": true\n}}\n",
+        open.trim_end()
+    );
+    // The result must still be the same JSON plus the new key.
+    serde_json::from_str::<serde_json::Value>(&out)
+        .map_err(|e| Error::Other(format!("{}: adding its checks: {e}", path.display())))?;
+    crate::output::write_text(&path, &out)?;
+    Ok(true)
+}
+
+/// A rendered part whose checks were derived after the run gets a sentence saying so.
+fn noted(mut r: Rendered, post_hoc: bool) -> Rendered {
+    if post_hoc {
+        r.summary.push_str(
+            "\n\nThis run predates decision rules stated in its config: its `checks` list was \
+             added afterwards by `mprm report`, from the stored measurements only, under the rule \
+             recorded in each check. Read these verdicts as post hoc.\n",
+        );
+    }
+    r
+}
+
 fn load_results<T: DeserializeOwned>(dir: &Path, sub: &str) -> Result<Option<T>> {
     let path = dir.join(sub).join("results.json");
     match std::fs::read_to_string(&path) {
@@ -205,16 +248,16 @@ fn regenerate_locked(dir: &Path) -> Result<RunSummary> {
     if let Some(mut r) = load_results::<regime::RegimeResults>(dir, "regime")? {
         if r.checks.is_empty() {
             r.checks = regime::checks(&r);
-            save_results(dir, "regime", &r)?;
+            r.checks_post_hoc = append_checks(dir, "regime", &r.checks)?;
         }
-        parts.push(("regime", regime::render(&r)));
+        parts.push(("regime", noted(regime::render(&r), r.checks_post_hoc)));
     }
     if let Some(mut r) = load_results::<theory::TheoryResults>(dir, "theory")? {
         if r.checks.is_empty() {
             r.checks = theory::derived_checks(&r);
-            save_results(dir, "theory", &r)?;
+            r.checks_post_hoc = append_checks(dir, "theory", &r.checks)?;
         }
-        parts.push(("theory", theory::render(&r)));
+        parts.push(("theory", noted(theory::render(&r), r.checks_post_hoc)));
     }
     if let Some(r) = load_results::<intervention::InterventionResults>(dir, "intervention")? {
         parts.push(("intervention", intervention::render(&r)));
@@ -222,9 +265,7 @@ fn regenerate_locked(dir: &Path) -> Result<RunSummary> {
     if let Some(mut r) = load_results::<selection::SelectionResults>(dir, "selection")? {
         if r.checks.is_empty() {
             r.checks = selection::derived_checks(&r);
-            if !r.checks.is_empty() {
-                save_results(dir, "selection", &r)?;
-            }
+            r.checks_post_hoc = append_checks(dir, "selection", &r.checks)?;
         }
         let mut rendered = selection::render(&r);
         if let Some(cost) = load_timing(dir)?.and_then(|t| t.get("selection_cost").cloned())
@@ -236,7 +277,7 @@ fn regenerate_locked(dir: &Path) -> Result<RunSummary> {
             rendered.summary.push_str(&table.to_markdown());
             rendered.tables.push(("cost".into(), table));
         }
-        parts.push(("selection", rendered));
+        parts.push(("selection", noted(rendered, r.checks_post_hoc)));
     }
     if parts.is_empty() {
         return Err(Error::EmptyInput(format!(

@@ -479,3 +479,45 @@ seeds = 2
         results
     );
 }
+
+/// `mprm report` on results written before checks existed: the checks are appended (every byte
+/// before them unchanged, so no unmeasured default appears as a measurement), marked post hoc in
+/// the file and in the README, and a second report changes nothing.
+#[test]
+fn report_back_fills_post_hoc_checks_without_touching_the_measurements() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/results/regime");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("regime-copy");
+    std::fs::create_dir_all(dir.join("regime")).unwrap();
+    std::fs::copy(src.join("manifest.json"), dir.join("manifest.json")).unwrap();
+    let original = std::fs::read_to_string(src.join("regime/results.json")).unwrap();
+    // The committed file may already carry its checks; strip them to play an older run.
+    let value: serde_json::Value = serde_json::from_str(&original).unwrap();
+    let older = match value.get("checks") {
+        Some(_) => {
+            let cut = original.find(",\n  \"checks\"").expect("checks appended at the end");
+            format!("{}\n}}\n", &original[..cut])
+        }
+        None => original.clone(),
+    };
+    std::fs::write(dir.join("regime/results.json"), &older).unwrap();
+    let dir_s = dir.to_str().unwrap();
+    let o = mprm(&["report", dir_s]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let after = std::fs::read_to_string(dir.join("regime/results.json")).unwrap();
+    let prefix = older.trim_end().strip_suffix('}').unwrap().trim_end();
+    assert!(after.starts_with(prefix), "the measurements are left byte for byte");
+    let v: serde_json::Value = serde_json::from_str(&after).unwrap();
+    assert_eq!(v["checks_post_hoc"], serde_json::Value::Bool(true));
+    let checks = v["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 108, "one per grid point and budget");
+    assert!(checks.iter().all(|c| c["kind"] == "intervention"));
+    assert!(v["draws"][0].get("lr_extended").is_none(), "no default written back");
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    assert!(readme.contains("Read these verdicts as post hoc"), "{readme}");
+    // Idempotent.
+    let o = mprm(&["report", dir_s]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(dir.join("regime/results.json")).unwrap(), after);
+    assert_eq!(std::fs::read_to_string(dir.join("README.md")).unwrap(), readme);
+}

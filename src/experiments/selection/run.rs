@@ -112,6 +112,10 @@ pub struct SelectionResults {
     /// chosen on purpose, the trained heads measured).
     #[serde(default)]
     pub checks: Vec<crate::experiments::checks::Check>,
+    /// True when `checks` was added after the run by `mprm report` (the run predates decision
+    /// rules stated in its config), so its verdicts are post hoc.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub checks_post_hoc: bool,
 }
 
 /// A selector built for (row label, seed index), with the seconds it took.
@@ -322,6 +326,7 @@ pub fn run(
         lr_choices,
         profiles,
         checks: Vec::new(),
+        checks_post_hoc: false,
     };
     results.checks = super::render::derived_checks(&results);
     Ok((results, cost))

@@ -186,6 +186,10 @@ pub struct TheoryResults {
     /// Every verdict: implementation identities and empirical checks.
     #[serde(default)]
     pub checks: Vec<crate::experiments::checks::Check>,
+    /// True when `checks` was added after the run by `mprm report` (the run predates decision
+    /// rules stated in its config), so its verdicts are post hoc.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub checks_post_hoc: bool,
 }
 
 /// Runs every check.
@@ -242,6 +246,7 @@ pub fn run(cfg: &TheoryConfig, ctx: &ExperimentContext<'_>) -> Result<TheoryResu
         finding6,
         empirical: Some(empirical),
         checks,
+        checks_post_hoc: false,
     })
 }
 
