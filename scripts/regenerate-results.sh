@@ -10,7 +10,8 @@
 # resumes. On 2 cores, after the build: main about 1 minute, selection about 4, theory about 6,
 # scorecard about 1 (three corpus draws, plus the simulator manifests of both presets), regime
 # about 15, selection-v2 and theory-v2 about 3 times their v1 counterparts (three draws each),
-# mechanism about 4 (the interventions once, the theory checks on three draws), controls about 3.
+# mechanism about 6 (the interventions once, about 3; the theory checks on three draws), controls
+# about 3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet

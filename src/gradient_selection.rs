@@ -366,16 +366,12 @@ pub struct DevSteps<'a> {
 /// TracIn and the influence scores look along).
 pub fn dev_gradient(dev: DevSteps<'_>, head: &HeadParams, device: Device) -> Result<Vec<f64>> {
     if dev.targets.is_empty() {
-        return Err(Error::invalid("the dev loss needs at least one labelled step"));
+        return Err(Error::invalid(
+            "the dev loss needs at least one labelled step",
+        ));
     }
-    let sum = gradnorm::total_gradient(
-        device,
-        dev.bundle,
-        dev.targets,
-        head,
-        Reduction::Sum,
-        None,
-    )?;
+    let sum =
+        gradnorm::total_gradient(device, dev.bundle, dev.targets, head, Reduction::Sum, None)?;
     let m = dev.targets.len() as f64;
     Ok(sum.into_iter().map(|v| v / m).collect())
 }
@@ -449,9 +445,7 @@ pub fn tracin_keys(
     for c in checkpoints {
         let dev_grad = dev_gradient(dev, &c.head, s.device)?;
         let dots = gradient_dots(bundle, targets, &c.head, &dev_grad, s.reduction, s.device)?;
-        keys.iter_mut()
-            .zip(dots)
-            .for_each(|(k, d)| *k += c.lr * d);
+        keys.iter_mut().zip(dots).for_each(|(k, d)| *k += c.lr * d);
     }
     Ok(keys)
 }
@@ -489,13 +483,12 @@ pub fn linear_hessian(bundle: &FeatureBundle, head: &HeadParams) -> Result<Vec<f
                     *xk = f64::from(rows.get(j * d + k));
                 }
                 x[d] = 1.0;
-                let z: f64 = h
-                    .w
-                    .iter()
-                    .zip(&x[..d])
-                    .map(|(&w, &v)| f64::from(w) * v)
-                    .sum::<f64>()
-                    + f64::from(h.b);
+                let z: f64 =
+                    h.w.iter()
+                        .zip(&x[..d])
+                        .map(|(&w, &v)| f64::from(w) * v)
+                        .sum::<f64>()
+                        + f64::from(h.b);
                 let q = crate::logistic::sigmoid(z);
                 let c = q * (1.0 - q);
                 // Upper triangle only; mirrored below.

@@ -52,8 +52,8 @@ use crate::gradient_selection::{
 use crate::gradnorm::{self, Reduction};
 use crate::head::{HeadKind, HeadParams};
 use crate::sim::truth::Truth;
-use crate::train::schedule::{Schedule, total_steps};
 use crate::train::plan::derive_seed;
+use crate::train::schedule::{Schedule, total_steps};
 
 /// `[intervention]` settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -1243,8 +1243,10 @@ pub fn render(r: &InterventionResults) -> Rendered {
         ],
     );
     let optional = |v: &[Effect], k: usize| {
-        v.get(k)
-            .map_or_else(|| Cell::text("—"), |e| Cell::text(mean_ci_text(&e.over_draws)))
+        v.get(k).map_or_else(
+            || Cell::text("—"),
+            |e| Cell::text(mean_ci_text(&e.over_draws)),
+        )
     };
     for (k, name) in names.iter().enumerate() {
         let (o, a) = (&r.overall_effects[k], &r.auc_effects[k]);
@@ -1522,16 +1524,21 @@ mod tests {
             f.pseudo_pos.push(0.0);
             f.source.push(u32::from(x >= 300));
         }
-        let mixed_share = |sub: &[usize]| {
-            sub.iter().filter(|&&x| x % 2 == 0).count() as f64 / sub.len() as f64
-        };
+        let mixed_share =
+            |sub: &[usize]| sub.iter().filter(|&&x| x % 2 == 0).count() as f64 / sub.len() as f64;
         let (mut shares, mut betas) = (Vec::new(), Vec::new());
         for seed in 0..40 {
             let (sub, beta) = tilted_subset(&f, 0.25, 2.0, seed);
             assert_eq!(sub.len(), 75 + 25, "25% of each source");
             assert_eq!(sub.iter().filter(|&&x| x >= 300).count(), 25);
-            assert!(sub.windows(2).all(|w| w[0] < w[1]), "corpus order, no repeats");
-            assert_eq!((sub.clone(), beta.clone()), tilted_subset(&f, 0.25, 2.0, seed));
+            assert!(
+                sub.windows(2).all(|w| w[0] < w[1]),
+                "corpus order, no repeats"
+            );
+            assert_eq!(
+                (sub.clone(), beta.clone()),
+                tilted_subset(&f, 0.25, 2.0, seed)
+            );
             shares.push(mixed_share(&sub));
             betas.push(beta[0]);
         }
@@ -1539,6 +1546,11 @@ mod tests {
         let (pos, neg): (Vec<usize>, Vec<usize>) = (0..40).partition(|&i| betas[i] > 0.0);
         let mean = |ids: &[usize]| ids.iter().map(|&i| shares[i]).sum::<f64>() / ids.len() as f64;
         assert!(!pos.is_empty() && !neg.is_empty());
-        assert!(mean(&pos) > 0.6 && mean(&neg) < 0.4, "{} {}", mean(&pos), mean(&neg));
+        assert!(
+            mean(&pos) > 0.6 && mean(&neg) < 0.4,
+            "{} {}",
+            mean(&pos),
+            mean(&neg)
+        );
     }
 }

@@ -27,10 +27,10 @@ use crate::lock::DirLock;
 use crate::output::write_json;
 
 use super::cells::CellStore;
+use super::checks::Check;
 use super::config::ExperimentConfig;
 use super::context::{Corpus, ExperimentContext};
 use super::manifest::{Manifest, git_commit};
-use super::checks::Check;
 use super::report::{Rendered, write_readme};
 use super::{intervention, regime, selection, theory};
 

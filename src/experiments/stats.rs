@@ -310,7 +310,6 @@ pub fn residualize(y: &[f64], controls: &[Vec<f64>]) -> Vec<f64> {
         .collect()
 }
 
-
 /// Spearman correlation of `x` and `y` controlling for `controls`: the Pearson correlation of the
 /// ranks of `x` and `y` after each is regressed on the ranks of the controls. With no controls it
 /// is the plain Spearman correlation.

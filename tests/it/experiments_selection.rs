@@ -495,7 +495,9 @@ fn report_back_fills_post_hoc_checks_without_touching_the_measurements() {
     let value: serde_json::Value = serde_json::from_str(&original).unwrap();
     let older = match value.get("checks") {
         Some(_) => {
-            let cut = original.find(",\n  \"checks\"").expect("checks appended at the end");
+            let cut = original
+                .find(",\n  \"checks\"")
+                .expect("checks appended at the end");
             format!("{}\n}}\n", &original[..cut])
         }
         None => original.clone(),
@@ -506,18 +508,33 @@ fn report_back_fills_post_hoc_checks_without_touching_the_measurements() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let after = std::fs::read_to_string(dir.join("regime/results.json")).unwrap();
     let prefix = older.trim_end().strip_suffix('}').unwrap().trim_end();
-    assert!(after.starts_with(prefix), "the measurements are left byte for byte");
+    assert!(
+        after.starts_with(prefix),
+        "the measurements are left byte for byte"
+    );
     let v: serde_json::Value = serde_json::from_str(&after).unwrap();
     assert_eq!(v["checks_post_hoc"], serde_json::Value::Bool(true));
     let checks = v["checks"].as_array().unwrap();
     assert_eq!(checks.len(), 108, "one per grid point and budget");
     assert!(checks.iter().all(|c| c["kind"] == "intervention"));
-    assert!(v["draws"][0].get("lr_extended").is_none(), "no default written back");
+    assert!(
+        v["draws"][0].get("lr_extended").is_none(),
+        "no default written back"
+    );
     let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
-    assert!(readme.contains("Read these verdicts as post hoc"), "{readme}");
+    assert!(
+        readme.contains("Read these verdicts as post hoc"),
+        "{readme}"
+    );
     // Idempotent.
     let o = mprm(&["report", dir_s]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
-    assert_eq!(std::fs::read_to_string(dir.join("regime/results.json")).unwrap(), after);
-    assert_eq!(std::fs::read_to_string(dir.join("README.md")).unwrap(), readme);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("regime/results.json")).unwrap(),
+        after
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("README.md")).unwrap(),
+        readme
+    );
 }

@@ -356,7 +356,10 @@ fn interventions_are_matched_replicated_and_deterministic() {
     for name in ["TracIn", "influence", "ORACLE S(x)", "ORACLE a(x)"] {
         let row = r.lds.iter().find(|p| p.name.starts_with(name));
         let row = row.unwrap_or_else(|| panic!("an LDS row for {name}"));
-        assert!(row.per_draw.iter().all(|v| v.is_finite()), "{name}: {row:?}");
+        assert!(
+            row.per_draw.iter().all(|v| v.is_finite()),
+            "{name}: {row:?}"
+        );
     }
     assert!(r.checks.iter().all(|c| c.kind == CheckKind::Intervention));
     for d in &r.draws {

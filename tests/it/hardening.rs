@@ -600,10 +600,26 @@ fn bad_rules_and_intervention_settings_are_refused_by_name_before_any_work() {
             "finding6 = { threshold = 0.1, max_width = -0.3 }",
             "finding6",
         ),
-        ("datamodel_tilt = 1.0", "datamodel_tilt = -1.0", "datamodel_tilt"),
-        ("factorial_seeds = 20", "factorial_seeds = 1", "factorial_seeds"),
-        ("bootstrap = 200", "bootstrap = 200\ninfluence_damping = 0.0", "influence_damping"),
-        ("bootstrap = 200", "bootstrap = 200\nno_such_knob = 1", "no_such_knob"),
+        (
+            "datamodel_tilt = 1.0",
+            "datamodel_tilt = -1.0",
+            "datamodel_tilt",
+        ),
+        (
+            "factorial_seeds = 20",
+            "factorial_seeds = 1",
+            "factorial_seeds",
+        ),
+        (
+            "bootstrap = 200",
+            "bootstrap = 200\ninfluence_damping = 0.0",
+            "influence_damping",
+        ),
+        (
+            "bootstrap = 200",
+            "bootstrap = 200\nno_such_knob = 1",
+            "no_such_knob",
+        ),
         (
             "mixture_dev_loss = { threshold = 0.0, max_width = 2.0 }",
             "mixture_dev_loss = { threshold = 0.0, max_width = 0.0 }",
@@ -618,7 +634,10 @@ fn bad_rules_and_intervention_settings_are_refused_by_name_before_any_work() {
         let o = mprm(&["experiment", s(&cfg), "--out", s(&out)]);
         let err = stderr(&o);
         assert_eq!(code(&o), 2, "{to}: {err}");
-        assert!(err.contains(&format!("bad-{k}.toml")), "{to}: names the file: {err}");
+        assert!(
+            err.contains(&format!("bad-{k}.toml")),
+            "{to}: names the file: {err}"
+        );
         assert!(err.contains(named), "{to}: names `{named}`: {err}");
         assert!(!out.exists(), "{to}: nothing written");
     }

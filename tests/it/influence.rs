@@ -129,10 +129,7 @@ fn mean_loss_and_gradient(b: &FeatureBundle, t: &[f32], theta: &[f64]) -> (f64, 
 fn tracin_matches_a_hand_computation() {
     let (train, t) = problem(12, 5);
     let (dev, dev_t) = problem(8, 6);
-    let heads = [
-        vec![0.3, -0.2, 0.1, 0.05],
-        vec![1.0, -0.7, 0.4, 0.15],
-    ];
+    let heads = [vec![0.3, -0.2, 0.1, 0.05], vec![1.0, -0.7, 0.4, 0.15]];
     let lrs = [0.1, 0.04];
     let checkpoints: Vec<Checkpoint> = heads
         .iter()
@@ -219,15 +216,8 @@ fn influence_predicts_leave_one_out_retraining_to_first_order() {
         bundle: &dev,
         targets: &dev_t,
     };
-    let scores = influence_keys(
-        &train,
-        &t,
-        &head,
-        devs,
-        damping,
-        &settings(Reduction::Sum),
-    )
-    .unwrap();
+    let scores =
+        influence_keys(&train, &t, &head, devs, damping, &settings(Reduction::Sum)).unwrap();
     let base = mean_loss_and_gradient(&dev, &dev_t, &theta_of(&head)).0;
     let s = train.n_steps() as f64;
     let (mut predicted, mut actual) = (Vec::new(), Vec::new());

@@ -35,5 +35,5 @@ pub use mixture::MixtureCheck;
 pub use noise::NoiseCheck;
 pub use reliability::ReliabilityCheck;
 pub use run::{Setup, TeacherView, TheoryConfig, TheoryResults, render, run};
-pub use summary::all_checks as derived_checks;
 use run::{StreamKind, cell_key, derived_seed, stream};
+pub use summary::all_checks as derived_checks;
