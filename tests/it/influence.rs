@@ -113,10 +113,10 @@ fn rollout_gradient(b: &FeatureBundle, t: &[f32], theta: &[f64], x: usize) -> Ve
 /// Mean BCE over every step of `b` and its gradient.
 fn mean_loss_and_gradient(b: &FeatureBundle, t: &[f32], theta: &[f64]) -> (f64, Vec<f64>) {
     let (mut loss, mut g) = (0.0, vec![0.0; DIM + 1]);
-    for j in 0..b.n_steps() {
+    for (j, &y) in t.iter().enumerate().take(b.n_steps()) {
         let r = row(b, j);
         let z = dot(theta, &r);
-        let y = f64::from(t[j]);
+        let y = f64::from(y);
         loss += z.max(0.0) - z * y + (-z.abs()).exp().ln_1p();
         let e = sigmoid(z) - y;
         g.iter_mut().zip(&r).for_each(|(a, v)| *a += e * v);
@@ -145,7 +145,7 @@ fn tracin_matches_a_hand_computation() {
     };
     for reduction in [Reduction::Sum, Reduction::Mean] {
         let got = tracin_keys(&train, &t, &checkpoints, devs, &settings(reduction)).unwrap();
-        for x in 0..train.n_rollouts() {
+        for (x, &key) in got.iter().enumerate() {
             let want: f64 = checkpoints
                 .iter()
                 .map(|c| {
@@ -158,9 +158,8 @@ fn tracin_matches_a_hand_computation() {
                 .sum();
             // The engine projects in f32 onto a unit direction: ~1e-6 relative to ‖g‖·‖∇L_dev‖.
             assert!(
-                (got[x] - want).abs() <= 1e-5 * want.abs().max(1e-3),
-                "{reduction:?} rollout {x}: {} vs {want}",
-                got[x]
+                (key - want).abs() <= 1e-5 * want.abs().max(1e-3),
+                "{reduction:?} rollout {x}: {key} vs {want}"
             );
         }
     }
@@ -221,11 +220,11 @@ fn influence_predicts_leave_one_out_retraining_to_first_order() {
     let base = mean_loss_and_gradient(&dev, &dev_t, &theta_of(&head)).0;
     let s = train.n_steps() as f64;
     let (mut predicted, mut actual) = (Vec::new(), Vec::new());
-    for x in 0..train.n_rollouts() {
+    for (x, &score) in scores.iter().enumerate() {
         let loo = fit(&train, &t, lambda, Some(x));
         actual.push(mean_loss_and_gradient(&dev, &dev_t, &loo).0 - base);
         // Removing x is up-weighting it by ε = −1/S; the score is −dL_dev/dε.
-        predicted.push(scores[x] / s);
+        predicted.push(score / s);
     }
     // First-order agreement: the change of a leave-one-out refit is linear in the removed weight
     // up to a relative O(n_x/S); with S ≈ 480 steps the two agree to a few per cent of the largest
