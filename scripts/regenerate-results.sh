@@ -7,7 +7,7 @@
 #                                                                       (default: all of them)
 #
 # Finished cells are reused from each folder's git-ignored cells/ cache, so an interrupted run
-# resumes. On 2 cores, after the build: main about 1 minute, selection about 4, theory about 6,
+# resumes. On 2 cores, after the build: main about 2.5 minutes, selection about 4 to 13, theory about 6,
 # scorecard about 1 (three corpus draws, plus the simulator manifests of both presets), regime
 # about 15, selection-v2 and theory-v2 about 3 times their v1 counterparts (three draws each),
 # mechanism about 6 (the interventions once, about 3; the theory checks on three draws), controls

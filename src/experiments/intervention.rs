@@ -12,14 +12,19 @@
 //! none), so its imbalance is reported with the others as standardised mean differences. Each
 //! replicate draws fresh rollouts for every cell and trains one linear head per cell; effects are
 //! main effects (mean over the other factor of high − low) and the interaction (difference of
-//! differences) on bench-test Overall and AUC.
+//! differences) on bench-test Overall and AUC, and on two outcomes that need no threshold: the
+//! clean dev loss (BCE against q*, which still rewards calibration) and cos(w, w*) (which does
+//! not).
 //!
-//! **Datamodel.** Many uniformly random subsets (a fixed fraction of every source), each trained
-//! once; Overall is regressed on the standardised subset statistics (mixture, R, share of
-//! zero-score steps, share of pseudo-positive steps from the simulator's truth, mean length,
-//! source entropy), with bootstrap intervals over subsets. On the same runs every per-rollout
-//! score gets its linear datamodeling score (LDS): the Spearman correlation over subsets between
-//! the subset's summed score and its trained Overall.
+//! **Datamodel.** Many random subsets (a fixed fraction of every source), each trained once:
+//! uniform draws (TRAK's protocol), or with `datamodel_tilt` > 0 draws tilted at random towards
+//! or away from mixture and R, so the subsets differ in them on purpose. Overall is regressed on
+//! the standardised subset statistics (mixture, R, share of zero-score steps, share of
+//! pseudo-positive steps from the simulator's truth, mean length, source entropy), with bootstrap
+//! intervals over subsets. On the same runs every per-rollout score (the label statistics,
+//! GraNd, EL2N, TracIn, influence, and the simulator-only S(x) and a(x)) gets its linear
+//! datamodeling score (LDS): the Spearman correlation over subsets between the subset's summed
+//! score and its trained Overall.
 //!
 //! Everything is replicated over corpus draws (each a fresh `mprm synth` corpus with the
 //! experiment's settings and another seed); intervals are t-intervals over the draws' means
