@@ -94,7 +94,9 @@ pub struct ConvertArgs {
 #[derive(Debug, Args)]
 pub struct SelectArgs {
     /// Method: bis, random, mixed, reliable, low-mc, mixture, top-mc (scores only), or grand,
-    /// el2n, gradnorm-teacher, gradnorm-ckpt, less (gradient-based; need --bundle).
+    /// el2n, less, tracin, influence, oracle, bis-tracin, gradnorm-teacher, gradnorm-ckpt
+    /// (gradient-based; need --bundle; less, tracin, influence and bis-tracin also need the
+    /// bench's labelled dev split, oracle a synthetic bundle).
     pub method: String,
     /// Folder of raw annotation `*.jsonl` files (the reference script's input; default
     /// `datasets/VisualPRM400K-v1.1-raw/annotations` when no --bundle is given).
@@ -139,19 +141,41 @@ pub struct GradientSelectArgs {
     /// GraNd: random initialisations averaged.
     #[arg(long, default_value_t = 10)]
     pub inits: usize,
-    /// EL2N / LESS proxy: fraction of each source it trains on.
+    /// LESS: fraction of each source the warm-up trains on.
     #[arg(long, default_value_t = 0.05)]
     pub proxy_fraction: f64,
-    /// EL2N / LESS proxy: learning rate.
+    /// The full run the proxies, the warm-up and the reference run follow: peak learning rate.
     #[arg(long, default_value_t = 1e-2)]
     pub proxy_lr: f64,
-    /// EL2N / LESS proxy: rollouts per optimiser step.
+    /// The full run: rollouts per optimiser step.
     #[arg(long, default_value_t = 512)]
     pub proxy_batch: usize,
+    /// The full run: passes over the pool.
+    #[arg(long, default_value_t = 1)]
+    pub proxy_epochs: usize,
+    /// EL2N: proxies in the ensemble.
+    #[arg(long, default_value_t = 4)]
+    pub el2n_proxies: usize,
+    /// EL2N: fraction of the full run each proxy trains for, on the whole pool.
+    #[arg(long, default_value_t = 0.1)]
+    pub el2n_run_fraction: f64,
+    /// LESS: warm-up epochs (one checkpoint each, at least 2).
+    #[arg(long, default_value_t = 4)]
+    pub less_epochs: usize,
+    /// LESS: dimensions of the random projection.
+    #[arg(long, default_value_t = 256)]
+    pub less_dims: usize,
+    /// tracin, influence, oracle, bis-tracin: checkpoints of the reference run.
+    #[arg(long, default_value_t = 4)]
+    pub reference_checkpoints: usize,
+    /// influence: damping relative to the mean eigenvalue of the Hessian.
+    #[arg(long, default_value_t = 0.01)]
+    pub influence_damping: f64,
     /// gradnorm-ckpt: the head (`head.safetensors` of a training checkpoint).
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
-    /// less: bench records (VisualProcessBench layout, with a dev split).
+    /// less, tracin, influence, bis-tracin: bench records (VisualProcessBench layout, with a dev
+    /// split).
     #[arg(long)]
     pub bench: Option<PathBuf>,
     /// less: the bench's features bundle.

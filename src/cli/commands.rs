@@ -15,8 +15,8 @@ use mprm::device::{self, Device, DeviceRequest};
 use mprm::error::Error;
 use mprm::eval::{self, EvalReport};
 use mprm::gradient_selection::{
-    GRADIENT_NAMES, GradientInputs, GradientSettings, PrecomputedSelector, ProxySpec,
-    gradient_selector,
+    El2nSpec, GRADIENT_NAMES, GradientInputs, GradientSettings, LessSpec, PrecomputedSelector,
+    ProxySpec, ReferenceSpec, gradient_selector,
 };
 use mprm::gradnorm::{
     self, GradInput, GradNormOptions, Projection, Reduction, bench, fixture, kernels,
@@ -217,7 +217,19 @@ fn gradient_selector_from_args(
             fraction: g.proxy_fraction,
             lr: g.proxy_lr,
             global_batch: g.proxy_batch,
-            epochs: 1,
+            epochs: g.proxy_epochs,
+        },
+        el2n: El2nSpec {
+            proxies: g.el2n_proxies,
+            run_fraction: g.el2n_run_fraction,
+        },
+        less: LessSpec {
+            epochs: g.less_epochs,
+            dims: g.less_dims,
+        },
+        reference: ReferenceSpec {
+            checkpoints: g.reference_checkpoints,
+            damping: g.influence_damping,
         },
         device: device::resolve(g.device)?,
     };
@@ -240,6 +252,7 @@ fn gradient_selector_from_args(
             bundle,
             bench: bench.as_ref(),
             checkpoint: checkpoint.as_ref(),
+            reference: None,
         },
         &settings,
     )

@@ -827,11 +827,14 @@ fn rollout_scores(
             global_batch: ctx.train.global_batch_for(bundle.n_rollouts()),
             epochs: 1,
         },
+        el2n: Default::default(),
+        less: Default::default(),
+        reference: Default::default(),
         device: ctx.device,
     };
     let grand = grand_keys(bundle, &targets, &settings)?;
     let proxy = train_proxy(bundle, &settings)?;
-    let el2n = el2n_keys(bundle, &targets, &proxy, ctx.device)?;
+    let el2n = el2n_keys(bundle, &targets, &proxy, Reduction::Sum, ctx.device)?;
     let along = along_a_run(cfg, ctx, &targets, lr)?;
     let signal = oracle_signal(cfg, ctx)?;
     let n = f.stats.len();
@@ -910,6 +913,9 @@ fn along_a_run(
         seed,
         inits: 1,
         proxy: ProxySpec::default(),
+        el2n: Default::default(),
+        less: Default::default(),
+        reference: Default::default(),
         device: ctx.device,
     };
     let checkpoints: Vec<Checkpoint> = heads[..k]

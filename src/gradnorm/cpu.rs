@@ -619,6 +619,43 @@ fn total_typed<E: Elem>(input: &GradInput<'_>, features: &[E], reduction: Reduct
     total
 }
 
+/// Maps every rollout of `input` to `f(k, g)`, g its full flattened gradient (length P, f64),
+/// in parallel, results in rollout order: for methods that need more of each gradient than a
+/// fixed set of linear projections (LESS's Adam preconditioning is elementwise).
+pub fn map_rollout_gradients<T, F>(input: &GradInput<'_>, reduction: Reduction, f: F) -> Vec<T>
+where
+    T: Send,
+    F: Fn(usize, &[f64]) -> T + Sync,
+{
+    fn typed<E: Elem, T: Send, F: Fn(usize, &[f64]) -> T + Sync>(
+        input: &GradInput<'_>,
+        features: &[E],
+        reduction: Reduction,
+        f: &F,
+    ) -> Vec<T> {
+        let head = Head64::new(input.head);
+        let d = input.bundle.dim();
+        (0..input.len())
+            .into_par_iter()
+            .with_min_len(64)
+            .map_init(
+                || (Scratch::default(), Vec::new()),
+                |(scratch, grad), k| {
+                    let steps = input.bundle.rollout_steps(input.rollout(k));
+                    let c = reduction.weight(steps.len());
+                    let x = &features[steps.start * d..steps.end * d];
+                    rollout(&head, x, &input.targets[steps], c, scratch, Some(grad));
+                    f(k, grad)
+                },
+            )
+            .collect()
+    }
+    match input.bundle.features() {
+        FeatureRows::F32(x) => typed(input, x, reduction, &f),
+        FeatureRows::Bf16(x) => typed(input, x, reduction, &f),
+    }
+}
+
 impl GradNormEngine for CpuEngine {
     fn device(&self) -> Device {
         Device::Cpu

@@ -56,8 +56,17 @@ pub const BASELINE_NAMES: [&str; 7] = [
 
 /// Names of the gradient-based methods (built by [`crate::gradient_selection`], a layer above
 /// this one), so that selection can name every method in its messages.
-pub const GRADIENT_NAMES: [&str; 5] =
-    ["grand", "el2n", "gradnorm-teacher", "gradnorm-ckpt", "less"];
+pub const GRADIENT_NAMES: [&str; 9] = [
+    "grand",
+    "el2n",
+    "less",
+    "tracin",
+    "influence",
+    "oracle",
+    "bis-tracin",
+    "gradnorm-teacher",
+    "gradnorm-ckpt",
+];
 
 impl Baseline {
     /// Builds a baseline from its CLI name.

@@ -238,6 +238,76 @@ pub fn evaluate(
     evaluate_source(&Checkpoint { dir, spec, dim }, bench, device)
 }
 
+/// AdamW's first and second moments of a head checkpoint, in the flattened parameter order of
+/// [`crate::gradnorm`] (what LESS preconditions per-example gradients with).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdamMoments {
+    /// First moments m.
+    pub m: Vec<f64>,
+    /// Second moments v.
+    pub v: Vec<f64>,
+    /// Optimiser steps taken (Adam's t).
+    pub time: usize,
+}
+
+/// Reads the AdamW moments of checkpoint `dir` (a linear or mlp head) into the flattened order.
+///
+/// Burn stores a linear layer's weight as [d_in, d_out]; the head form keeps W₁ as [h, d], so
+/// the first layer's moments are transposed exactly as [`PrmModel::to_head`] transposes W₁.
+pub fn read_moments(dir: &Path) -> Result<AdamMoments> {
+    let state = read_state(dir)?;
+    let path = dir.join("optimizer.safetensors");
+    let file = MappedSafetensors::open(&path)?;
+    let time = file
+        .metadata()
+        .get("time")
+        .and_then(|t| t.parse::<usize>().ok())
+        .ok_or_else(|| Error::bundle(&path, "__metadata__", "no step count `time`"))?;
+    let read = |name: String, numel: usize| -> Result<Vec<f64>> {
+        let t = file.require(&name)?;
+        match t.to_f32() {
+            Some(v) if v.len() == numel => Ok(v.into_iter().map(f64::from).collect()),
+            _ => Err(Error::bundle(
+                &path,
+                &name,
+                format!("expected {numel} float values"),
+            )),
+        }
+    };
+    let d = state.dim;
+    let flat = |which: &str| -> Result<Vec<f64>> {
+        match state.model {
+            ModelSpec::Head(crate::head::HeadKind::Linear) => {
+                let mut v = read(format!("p0.{which}"), d)?;
+                v.extend(read(format!("p1.{which}"), 1)?);
+                Ok(v)
+            }
+            ModelSpec::Head(crate::head::HeadKind::Mlp { hidden: h, .. }) => {
+                let w1t = read(format!("p0.{which}"), d * h)?;
+                let mut v = vec![0.0; d * h];
+                for i in 0..d {
+                    for j in 0..h {
+                        v[j * d + i] = w1t[i * h + j];
+                    }
+                }
+                v.extend(read(format!("p1.{which}"), h)?);
+                v.extend(read(format!("p2.{which}"), h)?);
+                v.extend(read(format!("p3.{which}"), 1)?);
+                Ok(v)
+            }
+            ModelSpec::Context(_) => Err(Error::invalid(format!(
+                "{}: the sequence model has no flattened head form",
+                dir.display()
+            ))),
+        }
+    };
+    Ok(AdamMoments {
+        m: flat("m")?,
+        v: flat("v")?,
+        time,
+    })
+}
+
 /// Parameters in module order with their ids and shapes.
 struct ParamList(Vec<(ParamId, Vec<usize>)>);
 

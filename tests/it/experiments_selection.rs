@@ -52,6 +52,9 @@ fn settings() -> GradientSettings {
         seed: 3,
         inits: 4,
         proxy: ProxySpec::default(),
+        el2n: Default::default(),
+        less: Default::default(),
+        reference: Default::default(),
         device: Device::Cpu,
     }
 }
@@ -114,10 +117,20 @@ fn el2n_is_the_residual_norm() {
         w: vec![1.0],
         b: -0.5,
     });
-    let keys = el2n_keys(&b, &targets, &head, Device::Cpu).unwrap();
+    let sum = el2n_keys(&b, &targets, &head, Reduction::Sum, Device::Cpu).unwrap();
+    let mean = el2n_keys(&b, &targets, &head, Reduction::Mean, Device::Cpu).unwrap();
     // Rollout 2: features (1, −1), labels (1, 0).
-    let want = ((sigmoid(0.5) - 1.0).powi(2) + sigmoid(-1.5).powi(2)).sqrt();
-    assert!((keys[2] - want).abs() < 1e-6, "{} vs {want}", keys[2]);
+    let sq = (sigmoid(0.5) - 1.0).powi(2) + sigmoid(-1.5).powi(2);
+    assert!(
+        (sum[2] - sq.sqrt()).abs() < 1e-6,
+        "{} vs {}",
+        sum[2],
+        sq.sqrt()
+    );
+    // The mean reduction weighs each step by 1/n: the root-mean-square step error.
+    assert!((mean[2] - (sq / 2.0).sqrt()).abs() < 1e-6, "{}", mean[2]);
+    // Rollout 3 has one step: both reductions agree.
+    assert!((mean[3] - sum[3]).abs() < 1e-12);
 }
 
 #[test]
@@ -168,12 +181,16 @@ lr_grid = [1e-2, 3e-2]
 [selection]
 budgets = [0.25, 0.5]
 seeds = 2
-selectors = [{ method = "random" }, { method = "bis" }, { method = "grand" }, { method = "el2n" }, { method = "less" }, { method = "gradnorm-teacher" }]
+selectors = [{ method = "random" }, { method = "bis" }, { method = "grand" }, { method = "el2n" }, { method = "less" }, { method = "tracin" }, { method = "influence" }, { method = "oracle" }, { method = "bis-tracin" }, { method = "gradnorm-teacher" }]
 saturation_budgets = [0.1]
 labelling = ["hard-0", "soft"]
 alpha_sweep = [0.05, 0.2]
 sweep_budget = 0.25
 grand_inits = 2
+el2n_proxies = 2
+less_epochs = 2
+less_dims = 8
+reference_checkpoints = 2
 "#;
 
 #[test]
@@ -347,20 +364,13 @@ fn fresh_value(results: &str) -> String {
     cell["result"]["test_overall"].to_string()
 }
 
-#[test]
-fn less_is_the_cosine_to_the_mean_dev_gradient() {
+/// A bench with dev records from two sources: `DynaMath` steps (1.5 correct, −0.5 incorrect) and
+/// (0.8 neutral, 2.0 correct); `MathVerse` steps (−1.0 incorrect, 0.3 correct).
+fn two_source_bench() -> mprm::data::bench::BenchSet {
     use mprm::data::bench::{BenchRecord, BenchSet, Split, SplitSettings};
-    let b = bundle();
-    let targets = LabelScheme::Hard { threshold: 0.0 }.targets(&b).unwrap();
-    let head = HeadParams::Linear(LinearHead {
-        w: vec![0.5],
-        b: 0.0,
-    });
-    // Dev: two records, steps (1.5 correct, −0.5 incorrect) and (0.8 neutral, 2.0 correct).
-    let dev_feats = vec![1.5, -0.5, 0.8, 2.0];
-    let record = |labels: Vec<i8>| BenchRecord {
+    let record = |source: &str, labels: Vec<i8>| BenchRecord {
         line: 0,
-        source: "DynaMath".into(),
+        source: source.into(),
         labels,
         policy_model: None,
         split: Some(Split::Dev),
@@ -368,46 +378,175 @@ fn less_is_the_cosine_to_the_mean_dev_gradient() {
         final_correct: None,
     };
     let bench_bundle = FeatureBundle::from_parts(BundleParts {
-        features: FeatureData::F32(dev_feats),
+        features: FeatureData::F32(vec![1.5, -0.5, 0.8, 2.0, -1.0, 0.3]),
         dim: 1,
-        offsets: vec![0, 2, 4],
-        mc_scores: vec![1.0, 0.0, 0.0, 1.0],
-        source: vec![0, 0],
+        offsets: vec![0, 2, 4, 6],
+        mc_scores: vec![1.0, 0.0, 0.0, 1.0, 0.0, 1.0],
+        source: vec![0, 0, 1],
         line: None,
         labels: None,
         teacher: None,
         meta: BundleMeta {
-            sources: vec!["DynaMath".into()],
+            sources: vec!["DynaMath".into(), "MathVerse".into()],
             ..Default::default()
         },
     })
     .unwrap();
-    let bench = BenchSet::from_parts(
+    BenchSet::from_parts(
         "dev.jsonl".into(),
-        vec![record(vec![1, -1]), record(vec![0, 1])],
+        vec![
+            record("DynaMath", vec![1, -1]),
+            record("DynaMath", vec![0, 1]),
+            record("MathVerse", vec![-1, 1]),
+        ],
         Some(bench_bundle),
         SplitSettings::default(),
     )
-    .unwrap();
-    let keys =
-        mprm::gradient_selection::less_keys(&b, &targets, &head, &bench, &settings()).unwrap();
-    // Mean-reduced per-rollout gradients (w, b) at w = 0.5; the neutral step is left out.
-    let grad = |xs: &[(f64, f64)]| {
+    .unwrap()
+}
+
+#[test]
+fn less_preconditions_projects_and_takes_the_best_source_as_computed_by_hand() {
+    use mprm::gradient_selection::{
+        AdamCheckpoint, AdamShape, Checkpoint, CountSketch, labelled_dev_by_source, less_keys_at,
+    };
+    use mprm::train::checkpoint::AdamMoments;
+    let b = bundle();
+    let bench = two_source_bench();
+    let dev = labelled_dev_by_source(&bench).unwrap();
+    assert_eq!(
+        dev.iter().map(|d| d.source.as_str()).collect::<Vec<_>>(),
+        ["DynaMath", "MathVerse"]
+    );
+    assert_eq!(
+        dev[0].targets,
+        [1.0, 0.0, 1.0],
+        "the neutral step is left out"
+    );
+    let targets = LabelScheme::Hard { threshold: 0.0 }.targets(&b).unwrap();
+    // Two checkpoints (w, b), their Adam moments and learning-rate weights.
+    let points = [
+        ((0.5, 0.0), ([0.02, -0.01], [1e-4, 4e-4]), 0.1),
+        ((0.9, -0.2), ([-0.03, 0.02], [9e-4, 1e-4]), 0.05),
+    ];
+    let checkpoints: Vec<AdamCheckpoint> = points
+        .iter()
+        .map(|&((w, bias), (m, v), lr)| AdamCheckpoint {
+            point: Checkpoint {
+                head: HeadParams::Linear(LinearHead {
+                    w: vec![w],
+                    b: bias,
+                }),
+                lr,
+            },
+            moments: AdamMoments {
+                m: m.to_vec(),
+                v: v.to_vec(),
+                time: 3,
+            },
+        })
+        .collect();
+    // A sketch that keeps w and flips b: the cosines see exactly that.
+    let sketch = CountSketch {
+        bucket: vec![0, 1],
+        sign: vec![1.0, -1.0],
+        dims: 2,
+    };
+    let adam = AdamShape {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
+    let keys = less_keys_at(&b, &targets, &checkpoints, &dev, &sketch, adam, &settings()).unwrap();
+
+    // By hand: mean-reduced gradients, Adam's step direction, the sketch, cosines, Σ lr, max.
+    let grad = |w: f64, bias: f32, xs: &[(f64, f64)]| -> [f64; 2] {
         let n = xs.len() as f64;
-        let r: Vec<f64> = xs.iter().map(|(x, y)| sigmoid(0.5 * x) - y).collect();
-        (
+        let r: Vec<f64> = xs
+            .iter()
+            .map(|(x, y)| sigmoid(w * f64::from(*x as f32) + f64::from(bias)) - y)
+            .collect();
+        [
             xs.iter().zip(&r).map(|((x, _), r)| r * x).sum::<f64>() / n,
             r.iter().sum::<f64>() / n,
-        )
+        ]
     };
-    let d1 = grad(&[(1.5, 1.0), (-0.5, 0.0)]);
-    let d2 = grad(&[(2.0, 1.0)]);
-    let dev = (d1.0 + d2.0, d1.1 + d2.1);
-    let g = grad(&[(1.0, 1.0), (-1.0, 0.0)]); // rollout 2
-    let cos = (g.0 * dev.0 + g.1 * dev.1)
-        / ((g.0 * g.0 + g.1 * g.1).sqrt() * (dev.0 * dev.0 + dev.1 * dev.1).sqrt());
-    assert!((keys[2] - cos).abs() < 1e-6, "{} vs {cos}", keys[2]);
-    assert!(keys.iter().all(|k| (-1.0 - 1e-9..=1.0 + 1e-9).contains(k)));
+    let cos = |a: [f64; 2], b: [f64; 2]| {
+        (a[0] * b[0] + a[1] * b[1])
+            / ((a[0] * a[0] + a[1] * a[1]).sqrt() * (b[0] * b[0] + b[1] * b[1]).sqrt())
+    };
+    let rollouts: [&[(f64, f64)]; 4] = [
+        &[(1.0, 1.0), (2.0, 1.0)],
+        &[(1.0, 0.0), (2.0, 0.0)],
+        &[(1.0, 1.0), (-1.0, 0.0)],
+        &[(0.5, 1.0)],
+    ];
+    let dynamath = [(1.5, 1.0), (-0.5, 0.0), (2.0, 1.0)];
+    let mathverse = [(-1.0, 0.0), (0.3, 1.0)];
+    for (x, steps) in rollouts.iter().enumerate() {
+        let mut per_source = [0.0; 2];
+        for &((w, bias), (m, v), lr) in &points {
+            let w = f64::from(w);
+            let g = grad(w, bias, steps);
+            let pre: Vec<f64> = (0..2)
+                .map(|p| {
+                    let m1 = 0.9 * m[p] + 0.1 * g[p];
+                    let v1 = 0.999 * v[p] + 0.001 * g[p] * g[p];
+                    m1 / (v1 + 1e-8).sqrt()
+                })
+                .collect();
+            let sk = [pre[0], -pre[1]];
+            for (t, src) in [&dynamath[..], &mathverse[..]].iter().enumerate() {
+                let d = grad(w, bias, src);
+                per_source[t] += lr * cos(sk, [d[0], -d[1]]);
+            }
+        }
+        let want = per_source[0].max(per_source[1]);
+        assert!(
+            (keys[x] - want).abs() < 1e-5,
+            "rollout {x}: {} vs {want} ({per_source:?})",
+            keys[x]
+        );
+    }
+}
+
+#[test]
+fn adam_preconditioning_is_the_step_adam_would_take_from_the_state() {
+    use mprm::gradient_selection::{AdamShape, adam_precondition};
+    let a = AdamShape {
+        beta1: 0.9,
+        beta2: 0.99,
+        eps: 1e-6,
+    };
+    let mut out = Vec::new();
+    adam_precondition(
+        &[0.5, -2.0, 0.0],
+        &[0.1, 0.0, -0.3],
+        &[0.04, 1.0, 0.25],
+        a,
+        &mut out,
+    );
+    let want = [
+        (0.9 * 0.1 + 0.1 * 0.5) / (0.99f64 * 0.04 + 0.01 * 0.25 + 1e-6).sqrt(),
+        (0.1 * -2.0) / (0.99f64 * 1.0 + 0.01 * 4.0 + 1e-6).sqrt(),
+        (0.9 * -0.3) / (0.99f64 * 0.25 + 1e-6).sqrt(),
+    ];
+    for (o, w) in out.iter().zip(want) {
+        assert!((o - w).abs() < 1e-12, "{out:?} vs {want:?}");
+    }
+}
+
+#[test]
+fn the_hybrid_keeps_the_top_half_by_its_gate_then_ranks_by_bis() {
+    use mprm::gradient_selection::gated_bis_keys;
+    let b = bundle();
+    // Source a: rollouts 0, 1; source b: rollouts 2, 3. The gate prefers 1 in a and 3 in b.
+    let keys = gated_bis_keys(&b, &[0.1, 0.9, -1.0, 2.0], 0.05).unwrap();
+    assert!(keys[1] >= 1.0 && keys[0] < 1.0, "{keys:?}");
+    assert!(keys[3] >= 1.0 && keys[2] < 1.0, "{keys:?}");
+    // Below the gate the key is BIS itself: rollout 2 is mixed (p = 1/2, R = 1).
+    assert!((keys[2] - (0.25 + 0.05) * 1.0).abs() < 1e-12, "{keys:?}");
+    assert!(gated_bis_keys(&b, &[0.0; 4], 0.8).is_err());
 }
 
 /// The regime map end to end on a tiny grid: one cell per (point, budget), every draw cached,

@@ -64,6 +64,9 @@ fn settings(reduction: Reduction) -> GradientSettings {
         seed: 1,
         inits: 1,
         proxy: ProxySpec::default(),
+        el2n: Default::default(),
+        less: Default::default(),
+        reference: Default::default(),
         device: Device::Cpu,
     }
 }
@@ -286,7 +289,7 @@ fn the_hessian_is_symmetric_and_matches_a_direct_sum() {
 }
 
 #[test]
-fn influence_refuses_the_mlp_head_and_a_bad_damping() {
+fn influence_refuses_a_bad_damping() {
     let (train, t) = problem(5, 1);
     let (dev, dev_t) = problem(5, 2);
     let devs = DevSteps {
@@ -298,16 +301,64 @@ fn influence_refuses_the_mlp_head_and_a_bad_damping() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("damping"), "{err}");
-    let mlp = HeadParams::init(
+}
+
+/// The MLP head's influence is the Gauss–Newton influence of its output layer: it must predict
+/// leave-one-out refits of (w₂, b₂) with the hidden layer frozen, to first order.
+#[test]
+fn mlp_influence_predicts_leave_one_out_refits_of_the_output_layer() {
+    use mprm::gradient_selection::hidden_bundle;
+    use mprm::head::MlpHead;
+    let (train, t) = problem(200, 21);
+    let (dev, dev_t) = problem(40, 22);
+    // Hidden width = DIM, so the hidden activations are themselves a DIM-wide problem.
+    let HeadParams::Mlp(init) = HeadParams::init(
         HeadKind::Mlp {
-            hidden: 4,
+            hidden: DIM,
             activation: mprm::head::Activation::Gelu,
         },
         DIM,
-        1,
+        4,
+    ) else {
+        unreachable!()
+    };
+    let hidden = hidden_bundle(&train, &HeadParams::Mlp(init.clone())).unwrap();
+    let hidden_dev = hidden_bundle(&dev, &HeadParams::Mlp(init.clone())).unwrap();
+    let lambda = 0.02;
+    let theta = fit(&hidden, &t, lambda, None);
+    let out = theta_of(&head_of(&theta));
+    let mlp = HeadParams::Mlp(MlpHead {
+        w2: out[..DIM].iter().map(|&v| v as f32).collect(),
+        b2: out[DIM] as f32,
+        ..init
+    });
+    let hess = linear_hessian(&hidden, &head_of(&theta)).unwrap();
+    let p = DIM + 1;
+    let damping = lambda / ((0..p).map(|r| hess[r * p + r]).sum::<f64>() / p as f64);
+    let devs = DevSteps {
+        bundle: &dev,
+        targets: &dev_t,
+    };
+    let scores =
+        influence_keys(&train, &t, &mlp, devs, damping, &settings(Reduction::Sum)).unwrap();
+    let base = mean_loss_and_gradient(&hidden_dev, &dev_t, &out).0;
+    let s = train.n_steps() as f64;
+    let mut worst: f64 = 0.0;
+    let mut largest: f64 = 0.0;
+    for (x, &score) in scores.iter().enumerate() {
+        let loo = fit(&hidden, &t, lambda, Some(x));
+        let actual = mean_loss_and_gradient(&hidden_dev, &dev_t, &loo).0 - base;
+        largest = largest.max(actual.abs());
+        worst = worst.max((score / s - actual).abs());
+    }
+    eprintln!(
+        "mlp (output-layer Gauss–Newton) influence vs leave-one-out refits of the output layer: \
+         largest gap {:.1}% of the largest change",
+        100.0 * worst / largest
     );
-    let err = influence_keys(&train, &t, &mlp, devs, 0.01, &settings(Reduction::Sum))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("linear head"), "{err}");
+    assert!(largest > 1e-5, "the problem moves the dev loss: {largest}");
+    assert!(
+        worst <= 0.1 * largest,
+        "gap {worst:.3e}, largest {largest:.3e}"
+    );
 }

@@ -18,6 +18,7 @@ mod experiments_selection;
 mod experiments_theory;
 mod features_bundle;
 mod first_hour;
+mod gradient_runs;
 mod gradnorm;
 mod hardening;
 mod influence;

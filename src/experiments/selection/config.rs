@@ -42,11 +42,24 @@ impl SelectorSpec {
         self.alpha.unwrap_or(0.05)
     }
 
+    /// Whether the selector reads the reference run (trained once per seed and shared).
+    pub(super) fn needs_reference(&self) -> bool {
+        crate::gradient_selection::REFERENCE_METHODS.contains(&self.method.as_str())
+    }
+
     /// Whether the selection depends on the seed (otherwise every seed trains on one subset).
     pub(super) fn seeded(&self) -> bool {
         matches!(
             self.method.as_str(),
-            "random" | "mixed" | "grand" | "el2n" | "less"
+            "random"
+                | "mixed"
+                | "grand"
+                | "el2n"
+                | "less"
+                | "tracin"
+                | "influence"
+                | "oracle"
+                | "bis-tracin"
         )
     }
 }
@@ -71,8 +84,20 @@ pub struct SelectionConfig {
     pub sweep_budget: f64,
     /// GraNd: random initialisations averaged.
     pub grand_inits: usize,
-    /// EL2N / LESS: fraction of every source the proxy trains on.
+    /// LESS: fraction of every source the warm-up trains on.
     pub proxy_fraction: f64,
+    /// EL2N: proxies in the ensemble.
+    pub el2n_proxies: usize,
+    /// EL2N: fraction of the full run's optimiser steps each proxy trains for (whole pool).
+    pub el2n_run_fraction: f64,
+    /// LESS: warm-up epochs, one checkpoint after each.
+    pub less_epochs: usize,
+    /// LESS: dimensions of the random projection.
+    pub less_dims: usize,
+    /// TracIn, influence, the oracle and the hybrid: checkpoints of the reference run.
+    pub reference_checkpoints: usize,
+    /// Influence: damping relative to the mean eigenvalue of the Hessian.
+    pub influence_damping: f64,
     /// Decision rule of the `bis-vs-random@B` checks: BIS − random on bench-test Overall ×100,
     /// paired by seed, 95% t-interval over seeds.
     pub bis_vs_random: crate::experiments::checks::Rule,
@@ -117,6 +142,12 @@ impl Default for SelectionConfig {
             sweep_budget: 0.25,
             grand_inits: 10,
             proxy_fraction: 0.05,
+            el2n_proxies: 4,
+            el2n_run_fraction: 0.1,
+            less_epochs: 4,
+            less_dims: 256,
+            reference_checkpoints: 4,
+            influence_damping: 0.01,
             // The paper's claim is a gain; an interval over 10 points wide decides nothing.
             bis_vs_random: crate::experiments::checks::Rule::new(0.0, 10.0),
         }
@@ -154,7 +185,30 @@ impl SelectionConfig {
         for l in &self.labelling {
             labelling_scheme(l)?;
         }
-        Ok(())
+        let fraction_ok = |f: f64| f > 0.0 && f <= 1.0;
+        let bad = if self.grand_inits == 0 {
+            Some("grand_inits must be at least 1")
+        } else if self.el2n_proxies == 0 {
+            Some("el2n_proxies must be at least 1")
+        } else if !fraction_ok(self.el2n_run_fraction) {
+            Some("el2n_run_fraction must be in (0, 1]")
+        } else if !fraction_ok(self.proxy_fraction) {
+            Some("proxy_fraction must be in (0, 1]")
+        } else if self.less_epochs < 2 {
+            Some("less_epochs must be at least 2 (LESS reads one checkpoint per epoch)")
+        } else if self.less_dims == 0 {
+            Some("less_dims must be at least 1")
+        } else if self.reference_checkpoints == 0 {
+            Some("reference_checkpoints must be at least 1")
+        } else if !(self.influence_damping > 0.0 && self.influence_damping.is_finite()) {
+            Some("influence_damping must be a positive number")
+        } else {
+            None
+        };
+        match bad {
+            Some(msg) => Err(Error::invalid(format!("selection.{msg}"))),
+            None => Ok(()),
+        }
     }
 }
 

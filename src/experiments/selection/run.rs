@@ -12,7 +12,8 @@ use crate::error::Result;
 use crate::experiments::context::ExperimentContext;
 use crate::experiments::training::{LrTrial, RunResult, TunedLr, head_kind, train_eval, tune_lr};
 use crate::gradient_selection::{
-    GRADIENT_NAMES, GradientInputs, GradientSettings, ProxySpec, gradient_selector,
+    El2nSpec, GRADIENT_NAMES, GradientInputs, GradientSettings, LessSpec, ProxySpec, ReferenceRun,
+    ReferenceSpec, gradient_selector, reference_run,
 };
 use crate::head::HeadParams;
 use crate::select::Selector;
@@ -117,6 +118,10 @@ pub struct SelectionResults {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub checks_post_hoc: bool,
 }
+
+/// The cost row of the reference run, which TracIn, influence, the oracle and the hybrid share
+/// (their own rows exclude it).
+pub const REFERENCE_COST_ROW: &str = "reference run (shared)";
 
 /// A selector built for (row label, seed index), with the seconds it took.
 type BuiltSelector = ((String, usize), Box<dyn Selector>, f64);
@@ -223,6 +228,31 @@ pub fn run(
         v
     };
     let proxy_lr = full_data_lr(ctx, hard0)?;
+    // The reference run (TracIn, influence, the oracle, the hybrid): one per seed, shared.
+    let references: Vec<Option<ReferenceRun>> = if specs.iter().any(SelectorSpec::needs_reference) {
+        let bar = crate::progress::bar(seeds.len() as u64, "reference runs");
+        let runs: Vec<Result<(ReferenceRun, f64)>> = seeds
+            .par_iter()
+            .map(|&seed| {
+                let started = Instant::now();
+                let run = reference_run(bundle, &gradient_settings(ctx, cfg, seed, proxy_lr))?;
+                bar.inc(1);
+                Ok((run, started.elapsed().as_secs_f64()))
+            })
+            .collect();
+        bar.finish_and_clear();
+        let mut out = Vec::new();
+        for (i, r) in runs.into_iter().enumerate() {
+            let (run, secs) = r?;
+            if i == 0 {
+                cost.insert(REFERENCE_COST_ROW.to_string(), secs);
+            }
+            out.push(Some(run));
+        }
+        out
+    } else {
+        vec![None; seeds.len()]
+    };
     let bar = crate::progress::bar((specs.len() * seeds.len()) as u64, "selectors");
     let built: Vec<Result<BuiltSelector>> = specs
         .par_iter()
@@ -231,7 +261,15 @@ pub fn run(
             let seed = if spec.seeded() { seeds[i] } else { seeds[0] };
             // The cost of a method is computing its keys and choosing one budget's subset.
             let started = Instant::now();
-            let sel = build_selector(spec, seed, ctx, cfg, proxy_lr)?;
+            let reference = if spec.seeded() { i } else { 0 };
+            let sel = build_selector(
+                spec,
+                seed,
+                ctx,
+                cfg,
+                proxy_lr,
+                references[reference].as_ref(),
+            )?;
             choose_from_bundle(bundle, sel.as_ref(), cfg.sweep_budget)?;
             let secs = started.elapsed().as_secs_f64();
             bar.inc(1);
@@ -341,33 +379,58 @@ fn full_data_lr(ctx: &ExperimentContext<'_>, labels: LabelScheme) -> Result<f64>
     Ok(choice.lr)
 }
 
+/// The settings of the gradient-based selectors for `seed`: the experiment's head, its full run
+/// (dev-tuned `proxy_lr`, the scaled batch and epochs) and the config's method settings.
+fn gradient_settings(
+    ctx: &ExperimentContext<'_>,
+    cfg: &SelectionConfig,
+    seed: u64,
+    proxy_lr: f64,
+) -> GradientSettings {
+    GradientSettings {
+        head: head_kind(ctx),
+        labels: LabelScheme::Hard { threshold: 0.0 },
+        reduction: crate::gradnorm::Reduction::Mean,
+        seed,
+        inits: cfg.grand_inits,
+        proxy: ProxySpec {
+            fraction: cfg.proxy_fraction,
+            lr: proxy_lr,
+            global_batch: ctx.train.global_batch_for(ctx.corpus.bundle.n_rollouts()),
+            epochs: ctx.train.epochs,
+        },
+        el2n: El2nSpec {
+            proxies: cfg.el2n_proxies,
+            run_fraction: cfg.el2n_run_fraction,
+        },
+        less: LessSpec {
+            epochs: cfg.less_epochs,
+            dims: cfg.less_dims,
+        },
+        reference: ReferenceSpec {
+            checkpoints: cfg.reference_checkpoints,
+            damping: cfg.influence_damping,
+        },
+        device: ctx.device,
+    }
+}
+
 fn build_selector(
     spec: &SelectorSpec,
     seed: u64,
     ctx: &ExperimentContext<'_>,
     cfg: &SelectionConfig,
     proxy_lr: f64,
+    reference: Option<&ReferenceRun>,
 ) -> Result<Box<dyn Selector>> {
     let bundle = &ctx.corpus.bundle;
     if GRADIENT_NAMES.contains(&spec.method.as_str()) {
-        let settings = GradientSettings {
-            head: head_kind(ctx),
-            labels: LabelScheme::Hard { threshold: 0.0 },
-            reduction: crate::gradnorm::Reduction::Mean,
-            seed,
-            inits: cfg.grand_inits,
-            proxy: ProxySpec {
-                fraction: cfg.proxy_fraction,
-                lr: proxy_lr,
-                global_batch: ctx.train.global_batch_for(bundle.n_rollouts()),
-                epochs: 1,
-            },
-            device: ctx.device,
-        };
+        let settings = gradient_settings(ctx, cfg, seed, proxy_lr);
         let inputs = GradientInputs {
             bundle,
             bench: Some(&ctx.corpus.bench),
             checkpoint: None,
+            reference,
         };
         Ok(Box::new(gradient_selector(
             &spec.method,

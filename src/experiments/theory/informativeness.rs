@@ -472,6 +472,9 @@ pub fn run(
             global_batch: points.global_batch,
             epochs: cfg.el2n_epochs,
         },
+        el2n: Default::default(),
+        less: Default::default(),
+        reference: Default::default(),
         device: ctx.device,
     };
     let (grand, _) = ctx.cells.get_or_compute(
@@ -485,6 +488,7 @@ pub fn run(
                 bundle,
                 &targets,
                 &train_proxy(bundle, &settings)?,
+                Reduction::Sum,
                 ctx.device,
             )
         },
