@@ -3,7 +3,7 @@
 # there; `mprm experiment` alone writes to the git-ignored experiments/runs/).
 #
 #   scripts/regenerate-results.sh [main|selection|theory|scorecard|regime|selection-v2|theory-v2|
-#                                  mechanism|controls ...]
+#                                  mechanism|controls|gradient ...]
 #                                                                       (default: all of them)
 #
 # Finished cells are reused from each folder's git-ignored cells/ cache, so an interrupted run
@@ -11,13 +11,13 @@
 # scorecard about 1 (three corpus draws, plus the simulator manifests of both presets), regime
 # about 15, selection-v2 and theory-v2 about 3 times their v1 counterparts (three draws each),
 # mechanism about 6 (the interventions once, about 3; the theory checks on three draws), controls
-# about 3.
+# about 3, gradient about 4 per draw of the linear head and about 3 times that for the MLP head.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
-  names=(main selection theory scorecard regime selection-v2 theory-v2 mechanism controls)
+  names=(main selection theory scorecard regime selection-v2 theory-v2 mechanism controls gradient)
 fi
 for name in "${names[@]}"; do
   echo "=== $name"
@@ -26,6 +26,16 @@ for name in "${names[@]}"; do
     for seed in 42 43 44; do
       target/release/mprm experiment "experiments/$name.toml" --corpus-seed "$seed" \
         --out "experiments/results/$name/corpus-$seed"
+    done
+    continue
+  fi
+  if [ "$name" = gradient ]; then
+    # The gradient-based selectors against BIS, both heads, over three corpus draws.
+    for head in linear mlp; do
+      for seed in 42 43 44; do
+        target/release/mprm experiment "experiments/gradient-$head.toml" --corpus-seed "$seed" \
+          --out "experiments/results/gradient/$head/corpus-$seed"
+      done
     done
     continue
   fi

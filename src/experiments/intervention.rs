@@ -51,8 +51,9 @@ use crate::data::labels::LabelScheme;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::gradient_selection::{
-    Checkpoint, DevSteps, GradientSettings, ProxySpec, el2n_keys, gradient_dots, grand_keys,
-    influence_keys, labelled_dev, random_fraction, teacher_head, tracin_keys, train_proxy,
+    Checkpoint, DevSteps, GradientInputs, GradientSettings, ProxySpec, ReferenceSpec, el2n_keys,
+    gradient_dots, gradient_selector, grand_keys, influence_keys, labelled_dev, random_fraction,
+    reference_run, teacher_head, tracin_keys, train_proxy,
 };
 use crate::gradnorm::{self, Reduction};
 use crate::head::{HeadKind, HeadParams};
@@ -804,6 +805,16 @@ fn subset_features(f: &RolloutFacts, sub: &[usize]) -> Vec<f64> {
     ]
 }
 
+/// The selection experiment's gradient-based selectors whose keys get an LDS row of their own.
+const SELECTOR_SCORES: [&str; 6] = [
+    "el2n",
+    "less",
+    "tracin",
+    "influence",
+    "oracle",
+    "bis-tracin",
+];
+
 /// Per-rollout scores whose LDS is measured: the label statistics, the simulator's oracle
 /// quantities (S(x), a(x)) and the gradient scores (GraNd, EL2N, TracIn, influence).
 fn rollout_scores(
@@ -838,7 +849,7 @@ fn rollout_scores(
     let along = along_a_run(cfg, ctx, &targets, lr)?;
     let signal = oracle_signal(cfg, ctx)?;
     let n = f.stats.len();
-    let names = vec![
+    let mut names = vec![
         format!("BIS (α={})", cfg.alpha),
         "p̂(1−p̂)".to_string(),
         "R".to_string(),
@@ -846,13 +857,13 @@ fn rollout_scores(
         "zero-score steps".to_string(),
         "steps".to_string(),
         format!("GraNd (K={})", cfg.grand_inits),
-        "EL2N".to_string(),
+        "EL2N (one proxy, 10% subset)".to_string(),
         format!("TracIn (C={})", cfg.tracin_checkpoints),
         format!("influence (λ={})", cfg.influence_damping),
         "ORACLE S(x)".to_string(),
         "ORACLE a(x) mid-run".to_string(),
     ];
-    let scores = vec![
+    let mut scores = vec![
         f.stats.iter().map(|s| s.bis(cfg.alpha)).collect(),
         f.stats.iter().map(LabelStats::mixture).collect(),
         f.stats.iter().map(|s| s.reliability).collect(),
@@ -866,6 +877,44 @@ fn rollout_scores(
         signal,
         along.a_mid,
     ];
+    // The selectors of the selection experiment, computed as they select (mean reduction, their
+    // own runs: EL2N's ensemble on the whole pool, LESS's warm-up, and the whole-pool reference
+    // run of TracIn, influence, the oracle and the hybrid, here at the datamodel's learning rate).
+    let sel = GradientSettings {
+        head: HeadKind::Linear,
+        labels,
+        reduction: Reduction::Mean,
+        seed: derive_seed(ctx.seed, 0x5E1E, 0),
+        inits: cfg.grand_inits,
+        proxy: ProxySpec {
+            fraction: 0.05,
+            lr,
+            global_batch: ctx.train.global_batch_for(bundle.n_rollouts()),
+            epochs: ctx.train.epochs,
+        },
+        el2n: Default::default(),
+        less: Default::default(),
+        reference: ReferenceSpec {
+            checkpoints: cfg.tracin_checkpoints,
+            damping: cfg.influence_damping,
+        },
+        device: ctx.device,
+    };
+    let reference = reference_run(bundle, &sel)?;
+    let inputs = GradientInputs {
+        bundle,
+        bench: Some(&ctx.corpus.bench),
+        checkpoint: None,
+        reference: Some(&reference),
+    };
+    for method in SELECTOR_SCORES {
+        names.push(format!("selector {method}"));
+        scores.push(
+            gradient_selector(method, &inputs, &sel)?
+                .all_keys()
+                .to_vec(),
+        );
+    }
     Ok((names, scores))
 }
 

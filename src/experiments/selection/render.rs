@@ -72,17 +72,38 @@ impl SelectionResults {
 
     /// Paired (same seed index) differences row − reference, ×100.
     pub(super) fn paired_delta(&self, row: &str, reference: &str, budget: f64) -> Option<MeanCi> {
+        self.paired_delta_of(row, reference, budget, Metric::Overall)
+    }
+
+    /// Paired (same seed index) differences row − reference of `metric`, ×100.
+    pub(super) fn paired_delta_of(
+        &self,
+        row: &str,
+        reference: &str,
+        budget: f64,
+        metric: Metric,
+    ) -> Option<MeanCi> {
         let a = self.runs(row, budget);
         let b = self.runs(reference, budget);
         if a.is_empty() || a.len() != b.len() {
             return None;
         }
-        let d: Vec<f64> = a
+        let d: Option<Vec<f64>> = a
             .iter()
             .zip(&b)
-            .map(|(x, y)| 100.0 * (x.test_overall - y.test_overall))
+            .map(|(x, y)| Some(100.0 * (metric.of(x)? - metric.of(y)?)))
             .collect();
-        Some(mean_ci95(&d))
+        d.map(|d| mean_ci95(&d))
+    }
+
+    /// Mean and 95% CI of `metric` ×100 over the seeds of (row, budget).
+    pub(super) fn metric(&self, row: &str, budget: f64, metric: Metric) -> Option<MeanCi> {
+        let v: Option<Vec<f64>> = self
+            .runs(row, budget)
+            .iter()
+            .map(|r| metric.of(r).map(|v| 100.0 * v))
+            .collect();
+        v.filter(|v| !v.is_empty()).map(|v| mean_ci95(&v))
     }
 
     pub(super) fn rows(&self) -> Vec<String> {
@@ -91,6 +112,35 @@ impl SelectionResults {
             .iter()
             .map(SelectorSpec::label)
             .collect()
+    }
+}
+
+/// A bench-test measurement of a trained head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Metric {
+    /// Overall (the paper's headline).
+    Overall,
+    /// Step-level AUC.
+    Auc,
+    /// Best-of-N accuracy, candidates ranked by their weakest step's score.
+    BestOfNMin,
+}
+
+impl Metric {
+    fn of(self, r: &RunResult) -> Option<f64> {
+        match self {
+            Metric::Overall => Some(r.test_overall),
+            Metric::Auc => Some(r.test_auc).filter(|v| v.is_finite()),
+            Metric::BestOfNMin => r.best_of_n.as_ref().map(|n| n.min),
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Metric::Overall => "Overall",
+            Metric::Auc => "step AUC",
+            Metric::BestOfNMin => "best-of-N accuracy (min aggregation)",
+        }
     }
 }
 
@@ -120,6 +170,11 @@ pub fn render(r: &SelectionResults) -> Rendered {
     out.tables.push(("table2_overall".into(), t2.clone()));
     out.tables.push(("bis_minus_random".into(), gap.clone()));
     out.tables.push(("delta_vs_bis".into(), delta_vs_bis(r)));
+    for (stem, metric) in [("auc", Metric::Auc), ("best_of_n_min", Metric::BestOfNMin)] {
+        out.tables.push((stem.into(), metric_table(r, metric)));
+        out.tables
+            .push((format!("delta_vs_bis_{stem}"), delta_vs_bis_of(r, metric)));
+    }
     out.tables.push(("table4_ablations".into(), ablations(r)));
     out.tables.push(("table5_alpha".into(), alpha_sweep(r)));
     out.tables.push(("labelling".into(), tl.clone()));
@@ -191,9 +246,28 @@ fn overall_table(r: &SelectionResults, full: Option<MeanCi>) -> Table {
         );
         t2.push(cells);
     }
+    let listed = |methods: &[&str]| -> Vec<String> {
+        r.rows()
+            .into_iter()
+            .filter(|row| methods.contains(&row.as_str()))
+            .map(|row| format!("`{row}`"))
+            .collect()
+    };
+    let dev_users = listed(&["less", "tracin", "influence", "bis-tracin"]);
+    let mut privileged = String::new();
+    if !dev_users.is_empty() {
+        privileged.push_str(&format!(
+            " {} use{} the bench's labelled dev split, which BIS and the other selectors do not.",
+            dev_users.join(", "),
+            if dev_users.len() == 1 { "s" } else { "" }
+        ));
+    }
+    if !listed(&["oracle"]).is_empty() {
+        privileged.push_str(" `oracle` reads the simulator's teacher, which no real method can.");
+    }
     t2.notes.push(format!(
-        "{} seeds per cell; corpus of {} rollouts, global batch {} (the paper's 512 scaled to the corpus, so a budget gets the paper's number of updates). \
-         `less` uses the bench's labelled dev split, which BIS and the other selectors do not. The paper's rows are single runs on VisualProcessBench (its full data: {}, base: {}).",
+        "{} seeds per cell; corpus of {} rollouts, global batch {} (the paper's 512 scaled to the corpus, so a budget gets the paper's number of updates).{privileged} \
+         The paper's rows are single runs on VisualProcessBench (its full data: {}, base: {}).",
         cfg.seeds, r.corpus_rollouts, r.global_batch, paper::FULL, paper::BASE
     ));
     t2
@@ -253,25 +327,65 @@ fn bis_minus_random(r: &SelectionResults) -> Table {
     gap
 }
 
-/// Every selector against BIS, paired, at each budget.
-fn delta_vs_bis(r: &SelectionResults) -> Table {
-    let cfg = &r.config;
+/// Every selector's `metric` at each budget (mean over seeds, 95% CI).
+fn metric_table(r: &SelectionResults, metric: Metric) -> Table {
+    let cols = budget_columns(r);
+    let col_refs: Vec<&str> = cols.iter().map(String::as_str).collect();
+    let mut t = Table::new(
+        format!(
+            "Bench-test {} ×100 (mean over seeds, 95% CI)",
+            metric.title()
+        ),
+        &col_refs,
+    );
+    for row in r.rows() {
+        let mut cells = vec![Cell::text(&row)];
+        cells.extend(
+            r.config
+                .budgets
+                .iter()
+                .map(|&b| ci_cell(r.metric(&row, b, metric))),
+        );
+        t.push(cells);
+    }
+    let mut full = vec![Cell::text("full data")];
+    full.extend(
+        r.config
+            .budgets
+            .iter()
+            .map(|_| ci_cell(r.metric("full", 1.0, metric))),
+    );
+    t.push(full);
+    t
+}
+
+/// Every selector − BIS in `metric`, paired by seed, at each budget.
+fn delta_vs_bis_of(r: &SelectionResults, metric: Metric) -> Table {
     let cols = budget_columns(r);
     let col_refs: Vec<&str> = cols.iter().map(String::as_str).collect();
     let mut vs = Table::new(
-        "Each selector − BIS (×100, paired by seed, 95% CI)",
+        format!(
+            "Each selector − BIS in bench-test {} (×100, paired by seed, 95% CI)",
+            metric.title()
+        ),
         &col_refs,
     );
     for row in r.rows().into_iter().filter(|x| x != "bis") {
         let mut cells = vec![Cell::text(&row)];
         cells.extend(
-            cfg.budgets
+            r.config
+                .budgets
                 .iter()
-                .map(|&b| ci_cell(r.paired_delta(&row, "bis", b))),
+                .map(|&b| ci_cell(r.paired_delta_of(&row, "bis", b, metric))),
         );
         vs.push(cells);
     }
     vs
+}
+
+/// Every selector against BIS in Overall, paired, at each budget.
+fn delta_vs_bis(r: &SelectionResults) -> Table {
+    delta_vs_bis_of(r, Metric::Overall)
 }
 
 /// Table 4 shape at the sweep budget.
