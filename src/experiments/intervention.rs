@@ -22,7 +22,10 @@
 //! the standardised subset statistics (mixture, R, share of zero-score steps, share of
 //! pseudo-positive steps from the simulator's truth, mean length, source entropy), with bootstrap
 //! intervals over subsets. On the same runs every per-rollout score (the label statistics,
-//! GraNd, EL2N, TracIn, influence, and the simulator-only S(x) and a(x)) gets its linear
+//! GraNd, EL2N from one proxy, TracIn and influence from one run on a subset of the datamodel's
+//! size, the simulator-only S(x) and a(x), and the keys of the selection experiment's gradient
+//! selectors exactly as they select: EL2N's ensemble, LESS, TracIn, influence, the oracle and the
+//! hybrid, from a whole-pool reference run at the datamodel's learning rate) gets its linear
 //! datamodeling score (LDS): the Spearman correlation over subsets between the subset's summed
 //! score and its trained Overall.
 //!

@@ -5,7 +5,9 @@
 use rayon::prelude::*;
 
 use crate::data::features::{BundleParts, FeatureBundle, FeatureData};
+use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::gradnorm;
 use crate::head::{HeadParams, LinearHead};
 
 use super::GradientSettings;
@@ -58,69 +60,51 @@ pub fn oracle_keys(
     tracin_keys(bundle, targets, checkpoints, clean, s)
 }
 
-/// Steps per parallel chunk of the Hessian sum: fixed, so the summation order (and every bit of
-/// the result) does not depend on the number of threads.
-const HESSIAN_CHUNK: usize = 4096;
-
 /// The Hessian of the mean per-step BCE of the linear `head` over the steps of `bundle`, in the
 /// augmented coordinates [w; b]: (1/S) Σ_j σ(z_j)(1 − σ(z_j)) [ϕ_j; 1][ϕ_j; 1]ᵀ, row-major
 /// (d + 1) × (d + 1). The trainer's loss is a mean over the steps of a batch, so this is the
 /// Hessian of the objective it minimises (weight decay aside, which the damping stands in for).
-pub fn linear_hessian(bundle: &FeatureBundle, head: &HeadParams) -> Result<Vec<f64>> {
+/// The weights σ′(z_j) come from one pass on the CPU; the O(S·d²) Gram product runs on `device`
+/// ([`gradnorm::weighted_gram`]: a fixed-order f64 sum on the CPU, the `weighted_gram` kernel on
+/// a GPU).
+pub fn linear_hessian_on(
+    bundle: &FeatureBundle,
+    head: &HeadParams,
+    device: Device,
+) -> Result<Vec<f64>> {
     let HeadParams::Linear(h) = head else {
         return Err(Error::invalid(
             "the exact Hessian is implemented for the linear head only",
         ));
     };
     let d = bundle.dim();
-    let p = d + 1;
     let n_steps = bundle.n_steps();
     if n_steps == 0 {
         return Err(Error::invalid("the Hessian needs at least one step"));
     }
     let rows = bundle.features();
-    let starts: Vec<usize> = (0..n_steps).step_by(HESSIAN_CHUNK).collect();
-    let partial: Vec<Vec<f64>> = starts
-        .par_iter()
-        .map(|&start| {
-            let mut acc = vec![0.0; p * p];
-            let mut x = vec![0.0; p];
-            for j in start..(start + HESSIAN_CHUNK).min(n_steps) {
-                for (k, xk) in x[..d].iter_mut().enumerate() {
-                    *xk = f64::from(rows.get(j * d + k));
-                }
-                x[d] = 1.0;
-                let z: f64 =
-                    h.w.iter()
-                        .zip(&x[..d])
-                        .map(|(&w, &v)| f64::from(w) * v)
-                        .sum::<f64>()
-                        + f64::from(h.b);
-                let q = crate::logistic::sigmoid(z);
-                let c = q * (1.0 - q);
-                // Upper triangle only; mirrored below.
-                for r in 0..p {
-                    let cr = c * x[r];
-                    for k in r..p {
-                        acc[r * p + k] += cr * x[k];
-                    }
-                }
-            }
-            acc
+    let weights: Vec<f64> = (0..n_steps)
+        .into_par_iter()
+        .with_min_len(1024)
+        .map(|j| {
+            let z =
+                h.w.iter()
+                    .enumerate()
+                    .map(|(k, &w)| f64::from(w) * f64::from(rows.get(j * d + k)))
+                    .sum::<f64>()
+                    + f64::from(h.b);
+            let q = crate::logistic::sigmoid(z);
+            q * (1.0 - q)
         })
         .collect();
-    let mut hess = vec![0.0; p * p];
-    for part in &partial {
-        hess.iter_mut().zip(part).for_each(|(a, b)| *a += b);
-    }
-    for r in 0..p {
-        for k in r..p {
-            let v = hess[r * p + k] / n_steps as f64;
-            hess[r * p + k] = v;
-            hess[k * p + r] = v;
-        }
-    }
+    let mut hess = gradnorm::weighted_gram(device, bundle, &weights)?;
+    hess.iter_mut().for_each(|v| *v /= n_steps as f64);
     Ok(hess)
+}
+
+/// [`linear_hessian_on`] on the CPU.
+pub fn linear_hessian(bundle: &FeatureBundle, head: &HeadParams) -> Result<Vec<f64>> {
+    linear_hessian_on(bundle, head, Device::Cpu)
 }
 
 /// Influence scores (Koh & Liang, 2017): the predicted decrease of the dev loss when rollout x is
@@ -176,7 +160,7 @@ fn linear_influence(
     damping: f64,
     s: &GradientSettings,
 ) -> Result<Vec<f64>> {
-    let mut hess = linear_hessian(bundle, head)?;
+    let mut hess = linear_hessian_on(bundle, head, s.device)?;
     let p = bundle.dim() + 1;
     let lambda = damping * (0..p).map(|r| hess[r * p + r]).sum::<f64>() / p as f64;
     for r in 0..p {

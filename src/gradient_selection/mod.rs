@@ -28,6 +28,12 @@
 //! share it between them. Whether a selector that needs the full run is worth its cost is what the
 //! cost table of the selection experiment reports.
 //!
+//! **Devices.** Per-rollout norms and projections (GraNd, EL2N, TracIn, the oracle, the influence
+//! scores' final dot products) and the influence Hessian's Gram product run on the settings'
+//! device through [`crate::gradnorm`] (the `weighted_gram` kernel on a GPU, its CPU twin
+//! otherwise). LESS's preconditioned per-rollout gradients, the MLP's hidden activations and the
+//! (d + 1)² influence solve run on the CPU: the solve is O(d³) once, the rest one pass each.
+//!
 //! Gradients use the MC hard labels (`s > 0`) and the mean-over-steps reduction unless told
 //! otherwise. Keys are computed for every rollout of the bundle; a raw annotation folder is
 //! matched to them by (source, line), so the bundle must carry the `line` tensor for that.
@@ -55,7 +61,9 @@ pub use crate::select::baselines::GRADIENT_NAMES;
 pub use dev::{
     DevSteps, SourceDev, dev_gradient, gradient_dots, labelled_dev, labelled_dev_by_source,
 };
-pub use influence::{hidden_bundle, influence_keys, linear_hessian, oracle_keys, tracin_keys};
+pub use influence::{
+    hidden_bundle, influence_keys, linear_hessian, linear_hessian_on, oracle_keys, tracin_keys,
+};
 pub use less::{AdamShape, CountSketch, LessSpec, adam_precondition, less_keys, less_keys_at};
 pub use norms::{
     El2nSpec, el2n_ensemble_keys, el2n_keys, gradient_norms, grand_keys, teacher_head,

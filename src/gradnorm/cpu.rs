@@ -17,7 +17,7 @@
 use half::bf16;
 use rayon::prelude::*;
 
-use crate::data::features::FeatureRows;
+use crate::data::features::{FeatureBundle, FeatureRows};
 use crate::device::Device;
 use crate::error::Result;
 use crate::head::{Activation, HeadParams, LinearHead, MlpHead};
@@ -698,6 +698,56 @@ impl GradNormEngine for CpuEngine {
             FeatureRows::Bf16(x) => total_typed(input, x, reduction),
         })
     }
+
+    fn weighted_gram(&self, bundle: &FeatureBundle, weights: &[f64]) -> Result<Vec<f64>> {
+        Ok(match bundle.features() {
+            FeatureRows::F32(x) => gram_typed(x, bundle.dim(), weights),
+            FeatureRows::Bf16(x) => gram_typed(x, bundle.dim(), weights),
+        })
+    }
+}
+
+/// Steps per parallel chunk of the Gram sum: fixed, so the summation order (and every bit of the
+/// result) does not depend on the number of threads.
+const GRAM_CHUNK: usize = 4096;
+
+/// The CPU twin of the `weighted_gram` kernels: f64 products and sums, chunks of [`GRAM_CHUNK`]
+/// steps added in chunk order.
+fn gram_typed<E: Elem>(features: &[E], d: usize, weights: &[f64]) -> Vec<f64> {
+    let p = d + 1;
+    let n_steps = weights.len();
+    let partial: Vec<Vec<f64>> = (0..n_steps.div_ceil(GRAM_CHUNK))
+        .into_par_iter()
+        .map(|chunk| {
+            let mut acc = vec![0.0; p * p];
+            let mut x = vec![0.0; p];
+            for j in chunk * GRAM_CHUNK..((chunk + 1) * GRAM_CHUNK).min(n_steps) {
+                for (k, xk) in x[..d].iter_mut().enumerate() {
+                    *xk = features[j * d + k].to_f64();
+                }
+                x[d] = 1.0;
+                let c = weights[j];
+                // Upper triangle only; mirrored below.
+                for r in 0..p {
+                    let cr = c * x[r];
+                    for k in r..p {
+                        acc[r * p + k] += cr * x[k];
+                    }
+                }
+            }
+            acc
+        })
+        .collect();
+    let mut gram = vec![0.0; p * p];
+    for part in &partial {
+        gram.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+    }
+    for r in 0..p {
+        for k in 0..r {
+            gram[r * p + k] = gram[k * p + r];
+        }
+    }
+    gram
 }
 
 #[cfg(test)]

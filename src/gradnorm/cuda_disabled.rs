@@ -50,6 +50,14 @@ impl GradNormEngine for CudaEngine {
     fn total_gradient(&self, _input: &GradInput<'_>, _reduction: Reduction) -> Result<Vec<f64>> {
         match *self {}
     }
+
+    fn weighted_gram(
+        &self,
+        _bundle: &crate::data::features::FeatureBundle,
+        _weights: &[f64],
+    ) -> Result<Vec<f64>> {
+        match *self {}
+    }
 }
 
 /// False: NVRTC is only used with the `cuda` feature.

@@ -28,6 +28,10 @@ pub trait GradNormEngine {
 
     /// Σ over the rollouts of `input` of the per-rollout gradient (flattened order).
     fn total_gradient(&self, input: &GradInput<'_>, reduction: Reduction) -> Result<Vec<f64>>;
+
+    /// G = Σ_j w_j x̃_j x̃_jᵀ over every step j of `bundle`, x̃_j = [x_j; 1]: the (d + 1)² weighted
+    /// Gram matrix, row-major and symmetric (the Hessian of influence functions, before its mean).
+    fn weighted_gram(&self, bundle: &FeatureBundle, weights: &[f64]) -> Result<Vec<f64>>;
 }
 
 /// The engine for `device`.
@@ -72,6 +76,18 @@ fn stats_of(
 ) -> Result<RolloutGradStats> {
     let projection = opts.projection_matrix(input.head.n_params())?;
     engine(device)?.rollout_stats(&input, opts.reduction, projection.as_ref())
+}
+
+/// [`GradNormEngine::weighted_gram`] on `device`, after checking one weight per step.
+pub fn weighted_gram(device: Device, bundle: &FeatureBundle, weights: &[f64]) -> Result<Vec<f64>> {
+    if weights.len() != bundle.n_steps() {
+        return Err(crate::error::Error::invalid(format!(
+            "{} Gram weights for {} steps",
+            weights.len(),
+            bundle.n_steps()
+        )));
+    }
+    engine(device)?.weighted_gram(bundle, weights)
 }
 
 /// Σ over `rollouts` (all when `None`) of the per-rollout gradient vector, flattened.

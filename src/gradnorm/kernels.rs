@@ -37,10 +37,12 @@ pub enum KernelId {
     RolloutGrad,
     /// Projections and column sums of materialised gradients.
     Project,
+    /// Weighted Gram matrices of step rows (influence Hessians).
+    Gram,
 }
 
 /// Every kernel family, in [`KernelId`] order.
-pub const ALL: [KernelSource; 5] = [
+pub const ALL: [KernelSource; 6] = [
     KernelSource {
         id: KernelId::LinearStats,
         file: "linear_stats.cu",
@@ -75,6 +77,12 @@ pub const ALL: [KernelSource; 5] = [
         file: "project.cu",
         source: include_str!("../../kernels/project.cu"),
         symbols: &["project_f32", "column_sum_f32"],
+    },
+    KernelSource {
+        id: KernelId::Gram,
+        file: "gram.cu",
+        source: include_str!("../../kernels/gram.cu"),
+        symbols: &["weighted_gram_f32", "weighted_gram_bf16"],
     },
 ];
 

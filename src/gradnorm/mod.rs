@@ -46,6 +46,7 @@ pub mod cuda;
 
 pub use engine::{
     GradNormEngine, engine, rollout_grad_stats, rollout_grad_stats_subset, total_gradient,
+    weighted_gram,
 };
 pub use input::GradInput;
 pub use options::{GradNormOptions, Projection, ProjectionMatrix, Reduction};

@@ -771,6 +771,102 @@ fn cuda_matches_cpu() {
     }
 }
 
+/// The weighted Gram matrix's CPU twin against a direct f64 sum, f32 and bf16 rows, any thread
+/// count giving the same bits.
+#[test]
+fn weighted_gram_twin_is_the_direct_sum() {
+    for dtype in [FeatureDtype::F32, FeatureDtype::Bf16] {
+        let bundle =
+            fixture::random_bundle(&RandomBundleSpec::realistic(700, 9, dtype, 4)).unwrap();
+        let n = bundle.n_steps();
+        assert!(n > 4096, "more than one fixed chunk: {n}");
+        let w: Vec<f64> = (0..n).map(|j| 0.05 + (j % 7) as f64 * 0.03).collect();
+        let g = gradnorm::weighted_gram(Device::Cpu, &bundle, &w).unwrap();
+        let rows = bundle.features().to_f32_vec();
+        let p = 10;
+        for r in 0..p {
+            for k in 0..p {
+                let x = |j: usize, c: usize| {
+                    if c < 9 {
+                        f64::from(rows[j * 9 + c])
+                    } else {
+                        1.0
+                    }
+                };
+                let want: f64 = (0..n).map(|j| w[j] * x(j, r) * x(j, k)).sum();
+                assert!(
+                    (g[r * p + k] - want).abs() <= 1e-10 * want.abs().max(1.0),
+                    "{dtype:?} ({r}, {k}): {} vs {want}",
+                    g[r * p + k]
+                );
+            }
+        }
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(|| gradnorm::weighted_gram(Device::Cpu, &bundle, &w).unwrap());
+        assert_eq!(
+            one.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            g.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+    }
+    let bundle =
+        fixture::random_bundle(&RandomBundleSpec::realistic(5, 3, FeatureDtype::F32, 1)).unwrap();
+    assert!(gradnorm::weighted_gram(Device::Cpu, &bundle, &[1.0]).is_err());
+}
+
+/// The `weighted_gram` kernels against their CPU twin (`--ignored` on a GPU machine). Both read
+/// the same stored values; the kernel sums each slice of `GRAM_SLICE` steps in f32, so entry
+/// (r, k) may differ by at most (GRAM_SLICE + 4)·2⁻²⁴·Σ_j |w_j x̃_jr x̃_jk| (the weight, w·x and each product
+/// round once each to f32, and each of at most GRAM_SLICE additions once more; the host sums in f64).
+#[test]
+#[ignore = "needs a CUDA device"]
+fn cuda_weighted_gram_matches_its_twin_within_the_f32_bound() {
+    let cuda = gradnorm::engine(Device::Cuda(0)).expect("this test needs a usable CUDA device");
+    let slice = 1024.0;
+    for (dim, dtype) in [
+        (31, FeatureDtype::F32),
+        (64, FeatureDtype::F32),
+        (513, FeatureDtype::F32),
+        (300, FeatureDtype::Bf16),
+    ] {
+        let bundle =
+            fixture::random_bundle(&RandomBundleSpec::realistic(900, dim, dtype, dim as u64))
+                .unwrap();
+        let n = bundle.n_steps();
+        let w: Vec<f64> = (0..n).map(|j| 0.01 + (j % 11) as f64 * 0.02).collect();
+        let want = gradnorm::weighted_gram(Device::Cpu, &bundle, &w).unwrap();
+        let got = cuda.weighted_gram(&bundle, &w).unwrap();
+        let again = cuda.weighted_gram(&bundle, &w).unwrap();
+        assert_eq!(got, again, "CUDA reruns differ");
+        // Σ |w x x| per entry: the twin of the absolute values.
+        let rows = bundle.features().to_f32_vec();
+        let abs_rows: Vec<f32> = rows.iter().map(|v| v.abs()).collect();
+        let abs_bundle = FeatureBundle::from_parts(BundleParts {
+            features: FeatureData::F32(abs_rows),
+            dim,
+            offsets: bundle.offsets().to_vec(),
+            mc_scores: bundle.mc_scores().to_vec(),
+            source: bundle.source().to_vec(),
+            line: None,
+            labels: None,
+            teacher: None,
+            meta: bundle.meta().clone(),
+        })
+        .unwrap();
+        let magnitude = gradnorm::weighted_gram(Device::Cpu, &abs_bundle, &w).unwrap();
+        let unit = (slice + 4.0) * 2f64.powi(-24);
+        for (e, ((a, b), m)) in want.iter().zip(&got).zip(&magnitude).enumerate() {
+            assert!(
+                (a - b).abs() <= unit * m + 1e-30,
+                "d = {dim} {dtype:?} entry {e}: cpu {a}, cuda {b}, bound {}",
+                unit * m
+            );
+        }
+    }
+}
+
 // ---- the command line ----
 
 fn mprm() -> Command {

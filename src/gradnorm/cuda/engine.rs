@@ -2,7 +2,7 @@
 //! return, plus the kernel timings and copy bandwidth of `mprm bench`.
 
 use super::context::{CudaResultExt, Gpu};
-use crate::data::features::{FeatureDtype, FeatureRows};
+use crate::data::features::{FeatureBundle, FeatureDtype, FeatureRows};
 use crate::device::Device;
 use crate::error::{CudaError, Error, Result};
 use crate::gradnorm::bench::KernelTiming;
@@ -29,6 +29,11 @@ const WARP_MODE_MAX_DIM: usize = 32 * LINEAR_VEC;
 const WARPS_PER_BLOCK: usize = 8;
 /// Largest d the linear kernel covers (1024 threads × LINEAR_VEC columns).
 const MAX_LINEAR_DIM: usize = 1024 * LINEAR_VEC;
+/// Steps one thread of `weighted_gram` sums in f32 before the host takes over in f64: the bound
+/// of the kernel's rounding error (see the twin test).
+pub const GRAM_SLICE: usize = 1024;
+/// Most slices (partial tiles) one `weighted_gram` launch writes.
+const MAX_GRAM_SLICES: usize = 256;
 /// Device memory for one sub-chunk of materialised gradients.
 const GRAD_BUDGET_BYTES: usize = 256 << 20;
 
@@ -604,6 +609,69 @@ impl GradNormEngine for CudaEngine {
             }
         }
         Ok(total)
+    }
+
+    fn weighted_gram(&self, bundle: &FeatureBundle, weights: &[f64]) -> Result<Vec<f64>> {
+        let d = bundle.dim();
+        let p = d + 1;
+        let n_steps = bundle.n_steps();
+        let s = &self.gpu.stream;
+        let budget = self.gpu.chunk_budget()?;
+        // Each launch covers whole slices; its partial tiles ([slices, p, p] f32) and its rows
+        // share the chunk budget.
+        let tile_bytes = p * p * 4;
+        let row_bytes = d * bundle.dtype().size() + 4;
+        let slices = (budget / 2 / tile_bytes)
+            .min(budget / 2 / (row_bytes * GRAM_SLICE).max(1))
+            .clamp(1, MAX_GRAM_SLICES);
+        let chunk = slices * GRAM_SLICE;
+        let tiles = as_u32(p.div_ceil(32), "Gram tiles")?;
+        let d_i = as_i32(d, "d")?;
+        let slice_i = GRAM_SLICE as i32;
+        let mut gram = vec![0.0f64; p * p];
+        for first in (0..n_steps).step_by(chunk) {
+            let last = (first + chunk).min(n_steps);
+            let steps = last - first;
+            let n_slices = steps.div_ceil(GRAM_SLICE);
+            let x = match bundle.step_rows(first..last) {
+                FeatureRows::F32(v) => DevRows::F32(s.clone_htod(v).w("uploading features")?),
+                FeatureRows::Bf16(v) => {
+                    let raw: &[u16] = bytemuck::cast_slice(v);
+                    DevRows::Bf16(s.clone_htod(raw).w("uploading features")?)
+                }
+            };
+            let w32: Vec<f32> = weights[first..last].iter().map(|&v| v as f32).collect();
+            let w = s.clone_htod(&w32).w("uploading Gram weights")?;
+            let mut out = s
+                .alloc_zeros::<f32>(n_slices * p * p)
+                .w("allocating Gram tiles")?;
+            let n_i = steps as i64;
+            let cfg = LaunchConfig {
+                grid_dim: (tiles, tiles, as_u32(n_slices, "Gram slices")?),
+                block_dim: (32, 8, 1),
+                shared_mem_bytes: 0,
+            };
+            let name = symbol("weighted_gram", x.dtype());
+            launch!(self.gpu, KernelId::Gram, &name, cfg, |l| {
+                push_rows(&mut l, &x);
+                l.arg(&w).arg(&n_i).arg(&d_i).arg(&slice_i).arg(&mut out);
+            });
+            let host = s.clone_dtoh(&out).w("downloading Gram tiles")?;
+            // Slices in order, upper triangle only (blocks below the diagonal write nothing).
+            for part in host.chunks(p * p) {
+                for r in 0..p {
+                    for k in r..p {
+                        gram[r * p + k] += f64::from(part[r * p + k]);
+                    }
+                }
+            }
+        }
+        for r in 0..p {
+            for k in 0..r {
+                gram[r * p + k] = gram[k * p + r];
+            }
+        }
+        Ok(gram)
     }
 }
 
