@@ -32,7 +32,8 @@ __device__ void weighted_gram(const T* __restrict__ x,       // [S, d]
     const int row0 = blockIdx.x * GRAM_TILE;
     const int col0 = blockIdx.y * GRAM_TILE;
     const long long first = (long long)blockIdx.z * slice_len;
-    const long long last = min(first + slice_len, n_steps);
+    const long long end = first + slice_len;
+    const long long last = end < n_steps ? end : n_steps;
     float acc[GRAM_ROWS_PER_THREAD] = {0.0f, 0.0f, 0.0f, 0.0f};
     for (long long s0 = first; s0 < last; s0 += GRAM_TILE) {
 #pragma unroll

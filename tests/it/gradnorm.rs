@@ -777,7 +777,7 @@ fn cuda_matches_cpu() {
 fn weighted_gram_twin_is_the_direct_sum() {
     for dtype in [FeatureDtype::F32, FeatureDtype::Bf16] {
         let bundle =
-            fixture::random_bundle(&RandomBundleSpec::realistic(700, 9, dtype, 4)).unwrap();
+            fixture::random_bundle(&RandomBundleSpec::realistic(900, 9, dtype, 4)).unwrap();
         let n = bundle.n_steps();
         assert!(n > 4096, "more than one fixed chunk: {n}");
         let w: Vec<f64> = (0..n).map(|j| 0.05 + (j % 7) as f64 * 0.03).collect();

@@ -571,6 +571,64 @@ mod emulated {
         }
     }
 
+    /// weighted_gram_* against the f64 sum of each slice's steps, tile by tile of the upper
+    /// triangle (the blocks below the diagonal write nothing and must leave zeros).
+    fn weighted_gram(emu: &mut Emu, bundle: &FeatureBundle, slice: usize, seed: u64) {
+        let (d, n) = (bundle.dim(), bundle.n_steps());
+        let p = d + 1;
+        let mut rng = Rng(seed);
+        let w = rng.vec(n, 0.0, 0.25);
+        let slices = n.div_ceil(slice);
+        let tiles = p.div_ceil(32) as u32;
+        let suffix = match bundle.dtype() {
+            FeatureDtype::F32 => "f32",
+            FeatureDtype::Bf16 => "bf16",
+        };
+        let name = format!("weighted_gram_{suffix}");
+        let out = emu.launch(
+            &name,
+            format!("d={d} steps={n} slice={slice} ({slices} slices)"),
+            [tiles, tiles, slices as u32],
+            [32, 8, 1],
+            &[
+                rows_arg(bundle.features()),
+                f32s(&w),
+                Arg::I64(n as i64),
+                Arg::I32(d as i32),
+                Arg::I32(slice as i32),
+                zeros(slices * p * p),
+            ],
+        );
+        let x: Vec<f64> = bundle
+            .features()
+            .to_f32_vec()
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let xt = |j: usize, c: usize| if c < d { x[j * d + c] } else { 1.0 };
+        let got = out.f32(5);
+        let mut want = Vec::new();
+        let mut written = Vec::new();
+        for s in 0..slices {
+            for r in 0..p {
+                for c in 0..p {
+                    let upper_tile = r / 32 <= c / 32;
+                    let (v, a) = if upper_tile {
+                        (s * slice..((s + 1) * slice).min(n)).fold((0.0, 0.0), |(v, a), j| {
+                            let t = f64::from(w[j]) * xt(j, r) * xt(j, c);
+                            (v + t, a + t.abs())
+                        })
+                    } else {
+                        (0.0, 0.0)
+                    };
+                    want.push((v, a));
+                    written.push(got[(s * p + r) * p + c]);
+                }
+            }
+        }
+        emu.check_sum(&name, "out", &written, &want, slice);
+    }
+
     /// project_f32 and column_sum_f32 on materialised gradients [count, P].
     fn reduce_grads(emu: &mut Emu, label: &str, grads: &[f32], count: usize, n_params: usize) {
         let k = 2;
@@ -960,6 +1018,19 @@ mod emulated {
                 dim: d,
             };
             mlp_forward(&mut emu, "random", FeatureRows::F32(&x32), s, &head);
+        }
+
+        // weighted_gram: p = d + 1 spanning one and two column tiles, several step slices, the
+        // last one partial, f32 and bf16 rows.
+        for (d, dtype, rollouts, slice, seed) in [
+            (20usize, F32, 30usize, 40usize, 31u64),
+            (37, Bf16, 25, 32, 32),
+            (40, F32, 9, 1024, 33),
+        ] {
+            let mut spec = RandomBundleSpec::realistic(rollouts, d, dtype, seed);
+            spec.max_steps = 12;
+            let bundle = fixture::random_bundle(&spec).expect("random bundle");
+            weighted_gram(&mut emu, &bundle, slice, seed);
         }
 
         let mut report = String::new();
