@@ -107,9 +107,10 @@ impl Family {
     /// site as they are; the tests check that every known selector name lands in a family.
     fn of(name: &str) -> Family {
         match name.split_whitespace().next().unwrap_or("") {
-            "bis" | "mixed" | "reliable" => Family::Bis,
+            "bis" | "mixed" | "reliable" | "bis-tracin" => Family::Bis,
             "random" | "low-mc" | "top-mc" | "mixture" | "el2n" => Family::Score,
-            "grand" | "gradnorm-teacher" | "gradnorm-ckpt" | "less" => Family::Gradient,
+            "grand" | "gradnorm-teacher" | "gradnorm-ckpt" | "less" | "tracin" | "influence"
+            | "oracle" => Family::Gradient,
             _ => Family::Other,
         }
     }

@@ -214,7 +214,8 @@ mod tests {
             e,
             "invalid argument: unknown selection method `nope`; expected a score-based one (bis, \
              random, mixed, reliable, low-mc, mixture, top-mc) or a gradient-based one (grand, \
-             el2n, gradnorm-teacher, gradnorm-ckpt, less; these need --bundle)"
+             el2n, less, tracin, influence, oracle, bis-tracin, gradnorm-teacher, gradnorm-ckpt; \
+             these need --bundle)"
         );
         assert!(Baseline::from_name("bis", f64::NAN, 0).is_err());
         let e = Baseline::from_name("bis", -1.0, 0).unwrap_err().to_string();

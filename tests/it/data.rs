@@ -360,7 +360,10 @@ fn bad_inputs_get_clear_messages_before_any_work() {
     assert_eq!(code(&o), 2, "{err}");
     assert!(
         err.contains("score-based one (bis, random, mixed, reliable, low-mc, mixture, top-mc)")
-            && err.contains("gradient-based one (grand, el2n, gradnorm-teacher, gradnorm-ckpt, less; these need --bundle)"),
+            && err.contains(
+                "gradient-based one (grand, el2n, less, tracin, influence, oracle, bis-tracin, \
+                 gradnorm-teacher, gradnorm-ckpt; these need --bundle)"
+            ),
         "{err}"
     );
 
