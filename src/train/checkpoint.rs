@@ -238,6 +238,17 @@ pub fn evaluate(
     evaluate_source(&Checkpoint { dir, spec, dim }, bench, device)
 }
 
+/// Opens a checkpoint's `optimizer.safetensors` and reads its step count.
+fn open_optimizer(path: &Path) -> Result<(MappedSafetensors, usize)> {
+    let file = MappedSafetensors::open(path)?;
+    let time = file
+        .metadata()
+        .get("time")
+        .and_then(|t| t.parse::<usize>().ok())
+        .ok_or_else(|| Error::bundle(path, "__metadata__", "no step count `time`"))?;
+    Ok((file, time))
+}
+
 /// AdamW's first and second moments of a head checkpoint, in the flattened parameter order of
 /// [`crate::gradnorm`] (what LESS preconditions per-example gradients with).
 #[derive(Debug, Clone, PartialEq)]
@@ -257,12 +268,7 @@ pub struct AdamMoments {
 pub fn read_moments(dir: &Path) -> Result<AdamMoments> {
     let state = read_state(dir)?;
     let path = dir.join("optimizer.safetensors");
-    let file = MappedSafetensors::open(&path)?;
-    let time = file
-        .metadata()
-        .get("time")
-        .and_then(|t| t.parse::<usize>().ok())
-        .ok_or_else(|| Error::bundle(&path, "__metadata__", "no step count `time`"))?;
+    let (file, time) = open_optimizer(&path)?;
     let read = |name: String, numel: usize| -> Result<Vec<f64>> {
         let t = file.require(&name)?;
         match t.to_f32() {
@@ -446,12 +452,7 @@ pub fn load_optimizer<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<Optim<B>> {
     let path = dir.join("optimizer.safetensors");
-    let file = MappedSafetensors::open(&path)?;
-    let time = file
-        .metadata()
-        .get("time")
-        .and_then(|t| t.parse::<usize>().ok())
-        .ok_or_else(|| Error::bundle(&path, "__metadata__", "no step count `time`"))?;
+    let (file, time) = open_optimizer(&path)?;
     let mut import = MomentImport::<B> {
         file: &file,
         time,
