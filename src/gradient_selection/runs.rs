@@ -65,9 +65,14 @@ pub fn train_proxy(bundle: &FeatureBundle, s: &GradientSettings) -> Result<HeadP
     }
     let subset = random_fraction(bundle, p.fraction, s.seed)?;
     let cfg = run_config(s, s.seed, p.epochs);
-    let out = train::run(&cfg, bundle, Some(&subset), None, s.device, None)?;
-    out.final_head
-        .ok_or_else(|| TrainError::MissingOutput("the proxy run produced no head".into()).into())
+    final_head(train::run(
+        &cfg,
+        bundle,
+        Some(&subset),
+        None,
+        s.device,
+        None,
+    )?)
 }
 
 /// Trains `cfg` on `subset` and stops after `stop_after` optimiser steps (the schedule stays the
@@ -83,7 +88,7 @@ pub fn train_head_until(
         stop_after: Some(stop_after.max(1)),
         ..Default::default()
     };
-    let out = train::execute(
+    final_head(train::execute(
         TrainInputs {
             config: cfg,
             bundle,
@@ -92,7 +97,11 @@ pub fn train_head_until(
         },
         &opts,
         s.device,
-    )?;
+    )?)
+}
+
+/// The head a finished (or stopped) run ends with.
+fn final_head(out: train::TrainOutcome) -> Result<HeadParams> {
     out.final_head
         .ok_or_else(|| TrainError::MissingOutput("the proxy run produced no head".into()).into())
 }
