@@ -13,6 +13,11 @@
 //!    BCE over that source's labelled dev steps, at each checkpoint.
 //! 5. **Score**: max over sources of Σ_c η_c cos(Γ̃_c(x), ∇̃L_dev,s(w_c)).
 //!
+//! Steps 2, 3 and the cosines run through the gradient engine ([`gradnorm::sketch_cosines`]): on
+//! a GPU each sub-chunk of per-rollout gradients is materialised, preconditioned and sketched on
+//! the device (`kernels/sketch.cu`), and only k numbers per rollout come back; the CPU engine is
+//! the kernel's f64 twin.
+//!
 //! Deviations, stated: the projection is a CountSketch (every parameter hashed to one output with
 //! a random sign, O(P) per rollout) rather than TRAK's dense Rademacher matrix, because on two CPU
 //! cores a dense k × P product per rollout costs minutes for the MLP head; both are random
@@ -20,18 +25,19 @@
 //! source, where the paper averages the cosines to each dev example of a task. The selector keeps
 //! per-source quotas, as every other selector here.
 
-use rand::{RngExt, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
 use crate::data::bench::BenchSet;
 use crate::data::features::FeatureBundle;
 use crate::error::{Error, Result};
-use crate::gradnorm::{GradInput, cpu::map_rollout_gradients};
+use crate::gradnorm::{self, GradInput};
 use crate::train::plan::derive_seed;
 
 use super::GradientSettings;
 use super::dev::{SourceDev, dev_gradient, labelled_dev_by_source};
 use super::runs::{AdamCheckpoint, random_fraction, run_config, train_with_checkpoints};
+
+pub use crate::gradnorm::sketch::{
+    AdamShape, CountSketch, PreconditionedSketch, adam_precondition, cosine,
+};
 
 /// LESS's settings besides the warm-up fraction (`proxy.fraction`).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -48,83 +54,6 @@ impl Default for LessSpec {
             epochs: 4,
             dims: 256,
         }
-    }
-}
-
-/// Adam's β₁, β₂ and ε as LESS applies them to one gradient.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AdamShape {
-    /// β₁.
-    pub beta1: f64,
-    /// β₂.
-    pub beta2: f64,
-    /// ε (inside the square root).
-    pub eps: f64,
-}
-
-/// Γ(g) = m' / √(v' + ε) with m' = β₁m + (1 − β₁)g and v' = β₂v + (1 − β₂)g², elementwise.
-pub fn adam_precondition(g: &[f64], m: &[f64], v: &[f64], a: AdamShape, out: &mut Vec<f64>) {
-    out.clear();
-    out.extend(g.iter().zip(m).zip(v).map(|((&g, &m), &v)| {
-        let m1 = a.beta1 * m + (1.0 - a.beta1) * g;
-        let v1 = a.beta2 * v + (1.0 - a.beta2) * g * g;
-        m1 / (v1 + a.eps).sqrt()
-    }));
-}
-
-/// A CountSketch from P parameters to k dimensions: parameter p goes to output `bucket[p]` with
-/// sign `sign[p]`, both drawn from ChaCha8 seeded with `seed` (so the sketch is a function of the
-/// seed, P and k only).
-#[derive(Debug, Clone, PartialEq)]
-pub struct CountSketch {
-    /// Output dimension of each parameter.
-    pub bucket: Vec<u32>,
-    /// ±1 per parameter.
-    pub sign: Vec<f64>,
-    /// Output dimensions k.
-    pub dims: usize,
-}
-
-impl CountSketch {
-    /// The sketch for `params` inputs and `dims` outputs.
-    pub fn new(params: usize, dims: usize, seed: u64) -> Result<Self> {
-        if dims == 0 {
-            return Err(Error::invalid(
-                "the LESS projection needs at least one dimension",
-            ));
-        }
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut bucket = Vec::with_capacity(params);
-        let mut sign = Vec::with_capacity(params);
-        for _ in 0..params {
-            bucket.push(rng.random_range(0..dims as u32));
-            sign.push(if rng.random::<bool>() { 1.0 } else { -1.0 });
-        }
-        Ok(CountSketch { bucket, sign, dims })
-    }
-
-    /// The sketch of `u` (length P) into `out` (length k).
-    pub fn project(&self, u: &[f64], out: &mut Vec<f64>) {
-        out.clear();
-        out.resize(self.dims, 0.0);
-        for ((&b, &s), &x) in self.bucket.iter().zip(&self.sign).zip(u) {
-            out[b as usize] += s * x;
-        }
-    }
-}
-
-/// cos(a, b), 0 when either is zero.
-pub fn cosine(a: &[f64], b: &[f64]) -> f64 {
-    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
-    for (&x, &y) in a.iter().zip(b) {
-        ab += x * y;
-        aa += x * x;
-        bb += y * y;
-    }
-    if aa > 0.0 && bb > 0.0 {
-        ab / (aa.sqrt() * bb.sqrt())
-    } else {
-        0.0
     }
 }
 
@@ -150,14 +79,14 @@ pub fn less_keys_at(
     let mut sums = vec![0.0; n * n_src];
     for c in checkpoints {
         let head = &c.point.head;
-        if c.moments.m.len() != head.n_params() || sketch.bucket.len() != head.n_params() {
-            return Err(Error::invalid(format!(
-                "LESS: the optimiser state has {} entries, the sketch {}, the head {} parameters",
-                c.moments.m.len(),
-                sketch.bucket.len(),
-                head.n_params()
-            )));
-        }
+        let pre = PreconditionedSketch {
+            m: c.moments.m.clone(),
+            v: c.moments.v.clone(),
+            adam,
+            sketch: sketch.clone(),
+        };
+        pre.check(head.n_params())
+            .map_err(|e| Error::invalid(format!("LESS: {e}")))?;
         let dev_sketches: Vec<Vec<f64>> = dev
             .iter()
             .map(|sd| {
@@ -168,17 +97,9 @@ pub fn less_keys_at(
             })
             .collect::<Result<_>>()?;
         let input = GradInput::new(bundle, targets, head, None)?;
-        let cosines: Vec<Vec<f64>> = map_rollout_gradients(&input, s.reduction, |_, g| {
-            let mut pre = Vec::with_capacity(g.len());
-            adam_precondition(g, &c.moments.m, &c.moments.v, adam, &mut pre);
-            let mut sk = Vec::with_capacity(sketch.dims);
-            sketch.project(&pre, &mut sk);
-            dev_sketches.iter().map(|d| cosine(&sk, d)).collect()
-        });
-        for (x, row) in cosines.iter().enumerate() {
-            for (t, v) in row.iter().enumerate() {
-                sums[x * n_src + t] += c.point.lr * v;
-            }
+        let cosines = gradnorm::sketch_cosines(s.device, &input, s.reduction, &pre, &dev_sketches)?;
+        for (sum, cos) in sums.iter_mut().zip(cosines) {
+            *sum += c.point.lr * cos;
         }
     }
     Ok(sums

@@ -23,6 +23,8 @@ use crate::error::Result;
 use crate::head::{Activation, HeadParams, LinearHead, MlpHead};
 use crate::progress;
 
+use super::sketch::{PreconditionedSketch, cosine};
+
 use super::{
     GradInput, GradNormEngine, ProjectionMatrix, Reduction, RolloutGradStats, RolloutRow,
     ghost_is_cheaper,
@@ -704,6 +706,25 @@ impl GradNormEngine for CpuEngine {
             FeatureRows::F32(x) => gram_typed(x, bundle.dim(), weights),
             FeatureRows::Bf16(x) => gram_typed(x, bundle.dim(), weights),
         })
+    }
+
+    /// The CPU twin of the `precondition_sketch` kernel (f64 throughout), cosines in f64.
+    fn sketch_cosines(
+        &self,
+        input: &GradInput<'_>,
+        reduction: Reduction,
+        pre: &PreconditionedSketch,
+        directions: &[Vec<f64>],
+    ) -> Result<Vec<f64>> {
+        let rows = map_rollout_gradients(input, reduction, |_, g| {
+            let (mut conditioned, mut sketched) = (Vec::new(), Vec::new());
+            pre.feature(g, &mut conditioned, &mut sketched);
+            directions
+                .iter()
+                .map(|t| cosine(&sketched, t))
+                .collect::<Vec<f64>>()
+        });
+        Ok(rows.concat())
     }
 }
 

@@ -58,6 +58,16 @@ impl GradNormEngine for CudaEngine {
     ) -> Result<Vec<f64>> {
         match *self {}
     }
+
+    fn sketch_cosines(
+        &self,
+        _input: &GradInput<'_>,
+        _reduction: Reduction,
+        _pre: &super::sketch::PreconditionedSketch,
+        _directions: &[Vec<f64>],
+    ) -> Result<Vec<f64>> {
+        match *self {}
+    }
 }
 
 /// False: NVRTC is only used with the `cuda` feature.

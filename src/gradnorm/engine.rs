@@ -3,6 +3,7 @@
 
 use super::input::GradInput;
 use super::options::{GradNormOptions, ProjectionMatrix, Reduction};
+use super::sketch::{PreconditionedSketch, check_directions};
 use super::stats::RolloutGradStats;
 use super::{cpu, cuda};
 use crate::data::features::FeatureBundle;
@@ -32,6 +33,17 @@ pub trait GradNormEngine {
     /// G = Σ_j w_j x̃_j x̃_jᵀ over every step j of `bundle`, x̃_j = [x_j; 1]: the (d + 1)² weighted
     /// Gram matrix, row-major and symmetric (the Hessian of influence functions, before its mean).
     fn weighted_gram(&self, bundle: &FeatureBundle, weights: &[f64]) -> Result<Vec<f64>>;
+
+    /// For every rollout x of `input` and every direction t (given in sketch space), the cosine
+    /// of sketch(Γ(g_x)) with t, row-major [rollouts, directions] (see [`super::sketch`]). The
+    /// caller has checked `pre` and `directions` against the head ([`sketch_cosines`]).
+    fn sketch_cosines(
+        &self,
+        input: &GradInput<'_>,
+        reduction: Reduction,
+        pre: &PreconditionedSketch,
+        directions: &[Vec<f64>],
+    ) -> Result<Vec<f64>>;
 }
 
 /// The engine for `device`.
@@ -88,6 +100,21 @@ pub fn weighted_gram(device: Device, bundle: &FeatureBundle, weights: &[f64]) ->
         )));
     }
     engine(device)?.weighted_gram(bundle, weights)
+}
+
+/// [`GradNormEngine::sketch_cosines`] on `device` for every rollout of `bundle`, after checking
+/// that the optimiser state and the sketch cover the head and that every direction lives in the
+/// sketch space.
+pub fn sketch_cosines(
+    device: Device,
+    input: &GradInput<'_>,
+    reduction: Reduction,
+    pre: &PreconditionedSketch,
+    directions: &[Vec<f64>],
+) -> Result<Vec<f64>> {
+    pre.check(input.head.n_params())?;
+    check_directions(directions, pre.sketch.dims)?;
+    engine(device)?.sketch_cosines(input, reduction, pre, directions)
 }
 
 /// Σ over `rollouts` (all when `None`) of the per-rollout gradient vector, flattened.

@@ -39,10 +39,12 @@ pub enum KernelId {
     Project,
     /// Weighted Gram matrices of step rows (influence Hessians).
     Gram,
+    /// Adam-preconditioned CountSketches of materialised gradients (LESS features).
+    Sketch,
 }
 
 /// Every kernel family, in [`KernelId`] order.
-pub const ALL: [KernelSource; 6] = [
+pub const ALL: [KernelSource; 7] = [
     KernelSource {
         id: KernelId::LinearStats,
         file: "linear_stats.cu",
@@ -83,6 +85,12 @@ pub const ALL: [KernelSource; 6] = [
         file: "gram.cu",
         source: include_str!("../../kernels/gram.cu"),
         symbols: &["weighted_gram_f32", "weighted_gram_bf16"],
+    },
+    KernelSource {
+        id: KernelId::Sketch,
+        file: "sketch.cu",
+        source: include_str!("../../kernels/sketch.cu"),
+        symbols: &["precondition_sketch_f32"],
     },
 ];
 

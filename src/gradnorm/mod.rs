@@ -34,6 +34,7 @@ pub mod oracle;
 pub mod params;
 pub mod plan;
 pub mod point;
+pub mod sketch;
 pub mod stats;
 pub mod table;
 pub mod verify;
@@ -45,8 +46,8 @@ pub mod cuda;
 pub mod cuda;
 
 pub use engine::{
-    GradNormEngine, engine, rollout_grad_stats, rollout_grad_stats_subset, total_gradient,
-    weighted_gram,
+    GradNormEngine, engine, rollout_grad_stats, rollout_grad_stats_subset, sketch_cosines,
+    total_gradient, weighted_gram,
 };
 pub use input::GradInput;
 pub use options::{GradNormOptions, Projection, ProjectionMatrix, Reduction};

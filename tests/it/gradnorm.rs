@@ -14,6 +14,7 @@ use mprm::data::labels::LabelScheme;
 use mprm::device::Device;
 use mprm::gradnorm::fixture::{self, RandomBundleSpec};
 use mprm::gradnorm::oracle::{self, RolloutGradient};
+use mprm::gradnorm::sketch::{AdamShape, CountSketch, PreconditionedSketch, adam_precondition};
 use mprm::gradnorm::{
     self, GradInput, GradNormOptions, Projection, Reduction, RolloutGradStats, verify,
 };
@@ -864,6 +865,135 @@ fn cuda_weighted_gram_matches_its_twin_within_the_f32_bound() {
                 unit * m
             );
         }
+    }
+}
+
+/// An optimiser state and a sketch for `head`: moments with v from ~1e-7 to ~1e-3 (a warm-up's
+/// range), seeded.
+fn less_state(head: &HeadParams, k: usize, seed: u64) -> PreconditionedSketch {
+    let p = head.n_params();
+    let m = (0..p)
+        .map(|i| ((i * 37 + seed as usize) % 101) as f64 * 1e-4 - 5e-3)
+        .collect();
+    let v = (0..p)
+        .map(|i| 10f64.powf(-7.0 + ((i * 13 + seed as usize) % 41) as f64 / 10.0))
+        .collect();
+    PreconditionedSketch {
+        m,
+        v,
+        adam: AdamShape {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        },
+        sketch: CountSketch::new(p, k, seed).unwrap(),
+    }
+}
+
+/// The CPU engine's LESS cosines are those of the oracle's per-rollout gradient, preconditioned
+/// and sketched by hand; bad states and directions are errors.
+#[test]
+fn sketch_cosines_on_the_cpu_follow_the_oracle_gradient() {
+    let bundle =
+        fixture::random_bundle(&RandomBundleSpec::realistic(40, 6, FeatureDtype::F32, 5)).unwrap();
+    let targets = LabelScheme::default().targets(&bundle).unwrap();
+    for kind in [
+        HeadKind::Linear,
+        HeadKind::Mlp {
+            hidden: 5,
+            activation: Activation::Gelu,
+        },
+    ] {
+        let head = HeadParams::init(kind, 6, 9);
+        let pre = less_state(&head, 4, 3);
+        let dirs = vec![vec![1.0, -0.5, 0.25, 2.0], vec![0.0, 1.0, 0.0, -1.0]];
+        let input = GradInput::new(&bundle, &targets, &head, None).unwrap();
+        let got =
+            gradnorm::sketch_cosines(Device::Cpu, &input, Reduction::Mean, &pre, &dirs).unwrap();
+        assert_eq!(got.len(), 40 * 2);
+        for i in 0..40 {
+            let (rows, t) = oracle::rollout_data(&input, i);
+            let g = oracle::rollout_gradient(&head, &rows, &t, Reduction::Mean).grad;
+            let (mut conditioned, mut sketched) = (Vec::new(), Vec::new());
+            adam_precondition(&g, &pre.m, &pre.v, pre.adam, &mut conditioned);
+            pre.sketch.project(&conditioned, &mut sketched);
+            for (j, dir) in dirs.iter().enumerate() {
+                let dot: f64 = sketched.iter().zip(dir).map(|(a, b)| a * b).sum();
+                let norms = sketched.iter().map(|a| a * a).sum::<f64>().sqrt()
+                    * dir.iter().map(|a| a * a).sum::<f64>().sqrt();
+                let want = dot / norms;
+                assert!(
+                    (got[i * 2 + j] - want).abs() < 1e-9,
+                    "{kind:?} rollout {i} direction {j}: {} vs {want}",
+                    got[i * 2 + j]
+                );
+            }
+        }
+        let mut short = pre.clone();
+        short.v.pop();
+        assert!(
+            gradnorm::sketch_cosines(Device::Cpu, &input, Reduction::Mean, &short, &dirs).is_err()
+        );
+        assert!(
+            gradnorm::sketch_cosines(Device::Cpu, &input, Reduction::Mean, &pre, &[vec![1.0; 3]])
+                .is_err()
+        );
+    }
+}
+
+/// The `precondition_sketch` kernel, end to end through the CUDA engine (gradients materialised
+/// on the device, preconditioned and sketched there), against the CPU twin (`--ignored` on a GPU
+/// machine). The kernel's own rounding is covered by the emulated test; here the per-rollout
+/// gradients are f32 sums on the device, so a cosine may move by a few 1e-6 at these shapes:
+/// the test allows 1e-4 and requires bit-identical reruns.
+#[test]
+#[ignore = "needs a CUDA device"]
+fn cuda_sketch_cosines_match_the_twin() {
+    let cuda = gradnorm::engine(Device::Cuda(0)).expect("this test needs a usable CUDA device");
+    for (dim, dtype, kind) in [
+        (64, FeatureDtype::F32, HeadKind::Linear),
+        (300, FeatureDtype::Bf16, HeadKind::Linear),
+        (
+            48,
+            FeatureDtype::F32,
+            HeadKind::Mlp {
+                hidden: 16,
+                activation: Activation::Gelu,
+            },
+        ),
+    ] {
+        let bundle =
+            fixture::random_bundle(&RandomBundleSpec::realistic(500, dim, dtype, dim as u64))
+                .unwrap();
+        let targets = LabelScheme::default().targets(&bundle).unwrap();
+        let head = HeadParams::init(kind, dim, 4);
+        let pre = less_state(&head, 32, 8);
+        let dirs: Vec<Vec<f64>> = (0..3)
+            .map(|t| {
+                (0..32)
+                    .map(|i| ((i * 7 + t * 5) % 9) as f64 - 4.0)
+                    .collect()
+            })
+            .collect();
+        let input = GradInput::new(&bundle, &targets, &head, None).unwrap();
+        let want =
+            gradnorm::sketch_cosines(Device::Cpu, &input, Reduction::Mean, &pre, &dirs).unwrap();
+        let got = cuda
+            .sketch_cosines(&input, Reduction::Mean, &pre, &dirs)
+            .unwrap();
+        let again = cuda
+            .sketch_cosines(&input, Reduction::Mean, &pre, &dirs)
+            .unwrap();
+        assert_eq!(got, again, "CUDA reruns differ");
+        let worst = want
+            .iter()
+            .zip(&got)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            worst <= 1e-4,
+            "d = {dim} {dtype:?} {kind:?}: worst cosine gap {worst:e}"
+        );
     }
 }
 

@@ -84,6 +84,7 @@ mod emulated {
 
     use mprm::data::features::{FeatureBundle, FeatureDtype, FeatureRows};
     use mprm::gradnorm::fixture::{self, RandomBundleSpec};
+    use mprm::gradnorm::sketch::CountSketch;
     use mprm::gradnorm::{Reduction, ghost_limit, kernels, oracle};
     use mprm::head::{Activation, HeadKind, HeadParams, MlpHead};
 
@@ -629,6 +630,71 @@ mod emulated {
         emu.check_sum(&name, "out", &written, &want, slice);
     }
 
+    /// precondition_sketch_f32 against the f64 sketch of Γ(g) computed from the same f32 inputs.
+    /// Each output's terms are sign_p · (β₁m_p + (1 − β₁)g_p) / √(v′_p + ε); the first sum may
+    /// cancel, so a term's magnitude counts both parts: (|β₁m_p| + |(1 − β₁)g_p|) / √(v′_p + ε).
+    fn precondition_sketch(emu: &mut Emu, count: usize, n_params: usize, k: usize, seed: u64) {
+        let mut rng = Rng(seed);
+        let grads = rng.vec(count * n_params, -0.3, 0.3);
+        let m = rng.vec(n_params, -0.05, 0.05);
+        // second moments from ~0 (a parameter the warm-up barely moved) to ~1e-2
+        let v: Vec<f32> = rng
+            .vec(n_params, -8.0, -2.0)
+            .into_iter()
+            .map(|e| 10f32.powf(e))
+            .collect();
+        let (beta1, beta2, eps) = (0.9f32, 0.999f32, 1e-8f32);
+        let sketch = CountSketch::new(n_params, k, seed).expect("sketch");
+        let buckets = sketch.by_bucket();
+        let out = emu.launch(
+            "precondition_sketch_f32",
+            format!("count={count} P={n_params} k={k}"),
+            [count as u32, k.div_ceil(256) as u32, 1],
+            [256, 1, 1],
+            &[
+                f32s(&grads),
+                f32s(&m),
+                f32s(&v),
+                Arg::F32(beta1),
+                Arg::F32(beta2),
+                Arg::F32(eps),
+                i64s(&buckets.start),
+                i64s(&buckets.members),
+                f32s(&buckets.signs),
+                Arg::I64(n_params as i64),
+                Arg::I32(k as i32),
+                zeros(count * k),
+            ],
+        );
+        let (b1, b2, e) = (f64::from(beta1), f64::from(beta2), f64::from(eps));
+        let mut want = vec![(0.0, 0.0); count * k];
+        for i in 0..count {
+            for p in 0..n_params {
+                let g = f64::from(grads[i * n_params + p]);
+                let (mp, vp) = (f64::from(m[p]), f64::from(v[p]));
+                let root = (b2 * vp + (1.0 - b2) * g * g + e).sqrt();
+                let term = sketch.sign[p] * (b1 * mp + (1.0 - b1) * g) / root;
+                let size = ((b1 * mp).abs() + ((1.0 - b1) * g).abs()) / root;
+                let w = &mut want[i * k + sketch.bucket[p] as usize];
+                w.0 += term;
+                w.1 += size;
+            }
+        }
+        let longest = buckets
+            .start
+            .windows(2)
+            .map(|w| (w[1] - w[0]) as usize)
+            .max()
+            .unwrap_or(0);
+        emu.check_sum(
+            "precondition_sketch_f32",
+            "out",
+            &out.f32(11),
+            &want,
+            longest,
+        );
+    }
+
     /// project_f32 and column_sum_f32 on materialised gradients [count, P].
     fn reduce_grads(emu: &mut Emu, label: &str, grads: &[f32], count: usize, n_params: usize) {
         let k = 2;
@@ -1031,6 +1097,12 @@ mod emulated {
             spec.max_steps = 12;
             let bundle = fixture::random_bundle(&spec).expect("random bundle");
             weighted_gram(&mut emu, &bundle, slice, seed);
+        }
+
+        // precondition_sketch: long buckets (P/k ≈ 140) and k > 256 (two blocks per rollout,
+        // some buckets empty).
+        for (count, n_params, k, seed) in [(3usize, 700usize, 5usize, 41u64), (2, 400, 300, 42)] {
+            precondition_sketch(&mut emu, count, n_params, k, seed);
         }
 
         let mut report = String::new();

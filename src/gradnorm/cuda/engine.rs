@@ -7,6 +7,7 @@ use crate::device::Device;
 use crate::error::{CudaError, Error, Result};
 use crate::gradnorm::bench::KernelTiming;
 use crate::gradnorm::kernels::{KernelId, cuda_kernel_names, symbol};
+use crate::gradnorm::sketch::{PreconditionedSketch, cosine};
 use crate::gradnorm::{
     GradInput, GradNormEngine, ProjectionMatrix, Reduction, RolloutGradStats, RolloutRow,
     chunk_rollouts, ghost_limit,
@@ -672,6 +673,73 @@ impl GradNormEngine for CudaEngine {
             }
         }
         Ok(gram)
+    }
+    /// Materialised gradients, sketched on the device by `precondition_sketch_f32`; the k-wide
+    /// rows come back per sub-chunk and their cosines are taken on the host in f64.
+    fn sketch_cosines(
+        &self,
+        input: &GradInput<'_>,
+        reduction: Reduction,
+        pre: &PreconditionedSketch,
+        directions: &[Vec<f64>],
+    ) -> Result<Vec<f64>> {
+        let d = input.bundle.dim();
+        let n_params = input.head.n_params();
+        let k = pre.sketch.dims;
+        let head = self.upload_head(input.head)?;
+        let s = &self.gpu.stream;
+        let narrow = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        let m = s.clone_htod(&narrow(&pre.m)).w("uploading Adam's m")?;
+        let v = s.clone_htod(&narrow(&pre.v)).w("uploading Adam's v")?;
+        let buckets = pre.sketch.by_bucket();
+        let start = s.clone_htod(&buckets.start).w("uploading the sketch")?;
+        let members = s.clone_htod(&buckets.members).w("uploading the sketch")?;
+        let signs = s.clone_htod(&buckets.signs).w("uploading the sketch")?;
+        let (beta1, beta2, eps) = (
+            pre.adam.beta1 as f32,
+            pre.adam.beta2 as f32,
+            pre.adam.eps as f32,
+        );
+        let p_i = n_params as i64;
+        let k_i = as_i32(k, "sketch dimensions")?;
+        let mut cosines = Vec::with_capacity(input.len() * directions.len());
+        for ks in self.plan(input)? {
+            let res = self.upload(input, ks)?;
+            let stats = self.run_stats(&res, &head, d, reduction, &[])?;
+            for sub in Self::sub_chunks(res.n_rollouts, n_params) {
+                let grad = self.materialise(&res, &stats, &head, d, n_params, sub.clone())?;
+                let mut out = s
+                    .alloc_zeros::<f32>(sub.len() * k)
+                    .w("allocating sketches")?;
+                let cfg = LaunchConfig {
+                    grid_dim: (
+                        as_u32(sub.len(), "rollouts")?,
+                        as_u32(k.div_ceil(256), "sketch blocks")?,
+                        1,
+                    ),
+                    block_dim: (256, 1, 1),
+                    shared_mem_bytes: 0,
+                };
+                launch!(
+                    self.gpu,
+                    KernelId::Sketch,
+                    "precondition_sketch_f32",
+                    cfg,
+                    |l| {
+                        l.arg(&grad).arg(&m).arg(&v);
+                        l.arg(&beta1).arg(&beta2).arg(&eps);
+                        l.arg(&start).arg(&members).arg(&signs);
+                        l.arg(&p_i).arg(&k_i).arg(&mut out);
+                    }
+                );
+                let host = s.clone_dtoh(&out).w("downloading sketches")?;
+                for row in host.chunks(k) {
+                    let row: Vec<f64> = row.iter().map(|&x| f64::from(x)).collect();
+                    cosines.extend(directions.iter().map(|t| cosine(&row, t)));
+                }
+            }
+        }
+        Ok(cosines)
     }
 }
 
