@@ -36,6 +36,7 @@ for name in "${names[@]}"; do
         target/release/mprm experiment "experiments/gradient-$head.toml" --corpus-seed "$seed" \
           --out "experiments/results/gradient/$head/corpus-$seed"
       done
+      python3 scripts/across-draws.py "experiments/results/gradient/$head"
     done
     continue
   fi
