@@ -9,6 +9,8 @@
 //! * [`data`]: MC-annotated rollouts in the VisualPRM400K raw layout (streaming, Python-exact
 //!   parsing), converted PRM lines, VisualProcessBench records, and the features bundle.
 //! * [`sim`]: a calibrated simulator with a known linear-logistic teacher.
+//! * [`world`]: the learned-policy world (so far its problems, verifier, vocabulary and training
+//!   traces).
 //! * [`select`]: BIS and the paper's baselines behind one selector trait, plus gradient-based
 //!   selectors; byte-compatible with the reference selection script.
 //! * [`gradnorm`]: per-rollout gradients of the MPRM loss for linear and MLP heads, on the CPU or
@@ -37,5 +39,6 @@ pub mod progress;
 pub mod select;
 pub mod sim;
 pub mod train;
+pub mod world;
 
 pub use error::{Error, Result};

@@ -1,0 +1,15 @@
+//! A second world for the theory, where nobody chooses the label noise: a small policy solves
+//! procedurally generated multi-step problems, Monte Carlo continuations of its own rollouts
+//! give the step scores, and an exact verifier gives the truth.
+//!
+//! Built so far (the foundation the policy and the annotation stand on):
+//! * [`problems`]: four sources of integer problems with a per-problem difficulty knob;
+//! * [`verify`]: each step's correctness, the prefix's and the final answer's;
+//! * [`tokens`]: the policy's character vocabulary and a trace's text layout, whose step
+//!   separator plays the paper's `<prm>` token;
+//! * [`traces`]: the policy's training traces, a controllable share with a corrected slip.
+
+pub mod problems;
+pub mod tokens;
+pub mod traces;
+pub mod verify;
