@@ -7,9 +7,17 @@
 //! * [`verify`]: each step's correctness, the prefix's and the final answer's;
 //! * [`tokens`]: the policy's character vocabulary and a trace's text layout, whose step
 //!   separator plays the paper's `<prm>` token;
-//! * [`traces`]: the policy's training traces, a controllable share with a corrected slip.
+//! * [`traces`]: the policy's training traces, a controllable share with a corrected slip;
+//! * [`policy`]: the policy, a small decoder-only transformer in Burn with a key/value cache;
+//! * [`sample`]: batched temperature sampling with the cache, one random stream per row;
+//! * [`learn`]: the policy's training loop (next-token cross-entropy, AdamW, warm-up + cosine).
+//!
+//! Not built yet: Monte Carlo annotation, the `mprm world` command and the corpus it writes.
 
+pub mod learn;
+pub mod policy;
 pub mod problems;
+pub mod sample;
 pub mod tokens;
 pub mod traces;
 pub mod verify;
