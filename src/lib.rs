@@ -9,13 +9,13 @@
 //! * [`data`]: MC-annotated rollouts in the VisualPRM400K raw layout (streaming, Python-exact
 //!   parsing), converted PRM lines, VisualProcessBench records, and the features bundle.
 //! * [`sim`]: a calibrated simulator with a known linear-logistic teacher.
-//! * [`world`]: the learned-policy world (so far its problems, verifier, vocabulary and training
-//!   traces).
 //! * [`select`]: BIS and the paper's baselines behind one selector trait, plus gradient-based
 //!   selectors; byte-compatible with the reference selection script.
 //! * [`gradnorm`]: per-rollout gradients of the MPRM loss for linear and MLP heads, on the CPU or
 //!   through custom CUDA kernels.
 //! * [`train`]: PRM heads trained on step features with Burn under the paper's protocol.
+//! * [`world`]: the learned-policy world: problems with an exact verifier, a small policy trained
+//!   and sampled with Burn, and Monte Carlo annotation of its rollouts (no corpus command yet).
 //! * [`eval`]: VisualProcessBench metrics with dev-tuned thresholds, and best-of-N reranking.
 //! * [`experiments`]: theory checks and selection comparisons, with tables and plots.
 #![warn(missing_docs)]

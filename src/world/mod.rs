@@ -10,10 +10,14 @@
 //! * [`traces`]: the policy's training traces, a controllable share with a corrected slip;
 //! * [`policy`]: the policy, a small decoder-only transformer in Burn with a key/value cache;
 //! * [`sample`]: batched temperature sampling with the cache, one random stream per row;
-//! * [`learn`]: the policy's training loop (next-token cross-entropy, AdamW, warm-up + cosine).
+//! * [`learn`]: the policy's training loop (next-token cross-entropy, AdamW, warm-up + cosine);
+//! * [`annotate`]: rollouts parsed and verified, their Monte Carlo scores (VisualPRM400K's
+//!   semantics, early stop included) and the policy's hidden state at each step end.
 //!
-//! Not built yet: Monte Carlo annotation, the `mprm world` command and the corpus it writes.
+//! Not built yet: the `mprm world` command and the corpus folder it writes (annotations,
+//! features, truth, bench, manifest), the world's portrait, and the experiments on it.
 
+pub mod annotate;
 pub mod learn;
 pub mod policy;
 pub mod problems;

@@ -12,8 +12,8 @@
 //! three or more ops in an order that changes from process to process (see
 //! [`crate::train::loss::weighted_bce`]), so every tensor of the training graph feeds at most two
 //! ops, or several slices with disjoint supports (whose sum is exact in any order):
-//! * the layer norm centres x with one matrix product (x·(I − 11ᵀ/W)) instead of x − mean(x),
-//!   which would make x feed a mean, a subtraction and the residual sum;
+//! * the layer norm centres x with one matrix product that yields two copies of x − mean(x)
+//!   (see [`layer_norm`]; Burn's `square()` is x·x, a second use of its input);
 //! * queries, keys and values are three slices of one product;
 //! * the softmax and the cross-entropy take their maximum on detached values.
 //!
@@ -60,7 +60,7 @@ impl Default for PolicySpec {
             width: 128,
             layers: 2,
             heads: 4,
-            max_len: 128,
+            max_len: 160,
         }
     }
 }
@@ -517,8 +517,15 @@ impl<B: Backend> Policy<B> {
     }
 
     /// Mean next-token cross-entropy of `tokens` (each row `<bos>` … `<eos>`, right-padded here
-    /// with [`PAD`]), over every position whose target is not padding.
-    pub fn next_token_loss(&self, tokens: &[Vec<u32>]) -> Result<Tensor<B, 1>> {
+    /// with [`PAD`]), over every position whose target is not padding: its value, and a tensor
+    /// whose gradient is the loss's.
+    ///
+    /// The value and the gradient in the logits, G = w·(softmax(z) − onehot(y)), are computed
+    /// on the host in f64 from the logits' values and attached as (z ⊙ G).sum(), so the logits
+    /// feed a single graph node. Written with Burn's ops, the loss let the gradients vary from
+    /// run to run in their last bits (its detached maximum stays a graph leaf that requires a
+    /// gradient, and the logits feed several ops).
+    pub fn next_token_loss(&self, tokens: &[Vec<u32>]) -> Result<(Tensor<B, 1>, f64)> {
         let device = self.tok.val().device();
         let (ids, b, t) = pad_rows(tokens, self.spec.max_len)?;
         if t < 2 {
@@ -530,35 +537,41 @@ impl<B: Backend> Policy<B> {
             .flat_map(|r| ids[r * t..(r + 1) * t - 1].iter().map(|&x| x as i64))
             .collect();
         let n = b * (t - 1);
-        let count = (0..b)
-            .flat_map(|r| &ids[r * t + 1..(r + 1) * t])
-            .filter(|&&y| y != PAD)
-            .count();
+        let targets: Vec<u32> = (0..b)
+            .flat_map(|r| ids[r * t + 1..(r + 1) * t].iter().copied())
+            .collect();
+        let count = targets.iter().filter(|&&y| y != PAD).count();
         if count == 0 {
             return Err(Error::invalid("next-token loss over no targets"));
-        }
-        let weight = 1.0 / count as f32;
-        let mut picked = vec![0f32; n * VOCAB];
-        let mut row_w = vec![0f32; n];
-        for r in 0..b {
-            for c in 0..t - 1 {
-                let y = ids[r * t + c + 1];
-                if y != PAD {
-                    let i = r * (t - 1) + c;
-                    picked[i * VOCAB + y as usize] = weight;
-                    row_w[i] = weight;
-                }
-            }
         }
         let input = Tensor::<B, 2, Int>::from_data(TensorData::new(input, [b, t - 1]), &device);
         let (logits, _) = self.forward(input)?;
         let z = logits.reshape([n, VOCAB]);
-        let picked = Tensor::<B, 2>::from_data(TensorData::new(picked, [n, VOCAB]), &device);
-        let row_w = Tensor::<B, 2>::from_data(TensorData::new(row_w, [n, 1]), &device);
-        let max = z.clone().detach().max_dim(1);
-        let lse = (z.clone() - max.clone()).exp().sum_dim(1).log() + max;
-        let loss = (lse * row_w).sum() - (z * picked).sum();
-        Ok(loss)
+        let host: Vec<f32> = z
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .expect("f32 logits");
+        let weight = 1.0 / count as f64;
+        let mut value = 0.0f64;
+        let mut grad = vec![0f32; n * VOCAB];
+        for (i, &y) in targets.iter().enumerate() {
+            if y == PAD {
+                continue;
+            }
+            let row = &host[i * VOCAB..(i + 1) * VOCAB];
+            let m = row.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v)) as f64;
+            let e: Vec<f64> = row.iter().map(|&v| (v as f64 - m).exp()).collect();
+            let total: f64 = e.iter().sum();
+            value += weight * (m + total.ln() - row[y as usize] as f64);
+            for (k, ek) in e.iter().enumerate() {
+                let onehot = if k == y as usize { 1.0 } else { 0.0 };
+                grad[i * VOCAB + k] = (weight * (ek / total - onehot)) as f32;
+            }
+        }
+        let grad = Tensor::<B, 2>::from_data(TensorData::new(grad, [n, VOCAB]), &device);
+        Ok(((z * grad).sum(), value))
     }
 }
 
@@ -592,16 +605,24 @@ fn affine<B: Backend>(
         .reshape([b, t, d_out])
 }
 
-/// I − 11ᵀ/W: x·C is x minus its mean, as one graph node.
+/// [C | C] with C = I − 11ᵀ/W, [W, 2W]: x·[C | C] is two copies of x minus its mean, made by one
+/// graph node (see [`layer_norm`]).
 fn centering<B: Backend>(w: usize, device: &B::Device) -> Tensor<B, 2> {
     let off = -1.0 / w as f32;
-    let c: Vec<f32> = (0..w * w)
-        .map(|i| if i / w == i % w { 1.0 + off } else { off })
+    let c: Vec<f32> = (0..w * 2 * w)
+        .map(|i| {
+            let (r, k) = (i / (2 * w), i % (2 * w) % w);
+            if r == k { 1.0 + off } else { off }
+        })
         .collect();
-    Tensor::from_data(TensorData::new(c, [w, w]), device)
+    Tensor::from_data(TensorData::new(c, [w, 2 * w]), device)
 }
 
-/// Layer norm over the last axis, centred by `center` (see the module docs).
+/// Layer norm over the last axis. x − mean(x) comes out of one product as two copies, a and b
+/// (slices of one tensor, so their gradients have disjoint supports): the variance is mean(a·b)
+/// and the output a/√(var + ε), so a feeds two ops and b one. The obvious form would let x feed
+/// a mean, a subtraction and the residual sum, and `square()`, which Burn computes as x·x,
+/// would give x − mean(x) three gradient contributions.
 fn layer_norm<B: Backend>(
     x: Tensor<B, 3>,
     gain: &Param<Tensor<B, 1>>,
@@ -609,15 +630,17 @@ fn layer_norm<B: Backend>(
     center: Tensor<B, 2>,
 ) -> Tensor<B, 3> {
     let [b, t, w] = x.dims();
-    let xc = x.reshape([b * t, w]).matmul(center).reshape([b, t, w]);
-    let var = xc.clone().square().mean_dim(2);
-    let y = xc / var.add_scalar(LN_EPS).sqrt();
+    let both = x.reshape([b * t, w]).matmul(center).reshape([b, t, 2 * w]);
+    let xa = both.clone().narrow(2, 0, w);
+    let xb = both.narrow(2, w, w);
+    let var = (xa.clone() * xb).mean_dim(2);
+    let y = xa / var.add_scalar(LN_EPS).sqrt();
     y * gain.val().reshape([1, 1, w]) + bias.val().reshape([1, 1, w])
 }
 
 /// Softmax over the keys (last axis), its maximum taken on detached scores.
 fn softmax_keys<B: Backend>(scores: Tensor<B, 4>) -> Tensor<B, 4> {
-    let max = scores.clone().detach().max_dim(3);
+    let max = scores.clone().detach().set_require_grad(false).max_dim(3);
     let e = (scores - max).exp();
     let sum = e.clone().sum_dim(3);
     e / sum
@@ -744,7 +767,7 @@ mod tests {
         let dev = Default::default();
         let rows = vec![vec![1, 5, 9, 14, 2], vec![1, 6, 2]];
         let p = Policy::<Autodiff<Cpu>>::init(tiny(), 7, &dev).unwrap();
-        let loss = p.next_token_loss(&rows).unwrap();
+        let (loss, got) = p.next_token_loss(&rows).unwrap();
         // by hand from the forward's logits: targets 5, 9, 14, 2 and 6, 2
         let (logits, _) = p
             .forward(Tensor::from_data(
@@ -763,13 +786,33 @@ mod tests {
             }
         }
         want /= 6.0;
-        let got: f32 = loss.clone().into_data().into_vec::<f32>().unwrap()[0];
-        assert!((got as f64 - want).abs() < 1e-5, "{got} vs {want}");
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
         // near ln(V) at initialisation
         assert!((want - (VOCAB as f64).ln()).abs() < 0.1, "{want}");
         let grads = loss.backward();
         let g = p.tok.grad(&grads).unwrap();
         assert!(values::<2>(g).iter().any(|&v| v != 0.0));
+        // ∂loss/∂out_b[k] = Σ_i w·(softmax(z_i)_k − [y_i = k]), by hand from the logits
+        let gb = values::<1>(p.out_b.grad(&grads).unwrap());
+        let mut want_b = vec![0.0f64; VOCAB];
+        for (r, targets) in [vec![5u32, 9, 14, 2], vec![6, 2]].iter().enumerate() {
+            for (c, &y) in targets.iter().enumerate() {
+                let row = &z[(r * 4 + c) * VOCAB..(r * 4 + c + 1) * VOCAB];
+                let total: f64 = row.iter().map(|&v| (v as f64).exp()).sum();
+                for k in 0..VOCAB {
+                    let onehot = if k == y as usize { 1.0 } else { 0.0 };
+                    want_b[k] += ((row[k] as f64).exp() / total - onehot) / 6.0;
+                }
+            }
+        }
+        for k in 0..VOCAB {
+            assert!(
+                (gb[k] as f64 - want_b[k]).abs() < 1e-6,
+                "out_b[{k}]: {} vs {}",
+                gb[k],
+                want_b[k]
+            );
+        }
         assert!(Policy::<Cpu>::init(PolicySpec { heads: 3, ..tiny() }, 1, &dev).is_err());
         assert!(p.next_token_loss(&[vec![1; 30]]).is_err());
     }
