@@ -233,19 +233,11 @@ pub fn step_features<B: Backend>(
 mod tests {
     use std::cell::RefCell;
 
-    use super::super::problems::{Op, Source};
     use super::super::tokens::trace_text;
     use super::*;
 
     fn chain() -> Problem {
-        Problem {
-            source: Source::Chain,
-            question: "C:17+5*3-4".into(),
-            start: 17,
-            plan: vec![(Op::Add, 5), (Op::Mul, 3), (Op::Sub, 4)],
-            modulus: None,
-            difficulty: 0.5,
-        }
+        super::super::problems::chain_fixture()
     }
 
     fn tokens_of(text: &str) -> Vec<u32> {

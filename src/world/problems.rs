@@ -344,20 +344,26 @@ fn list(rng: &mut ChaCha8Rng, d: f64) -> Problem {
     }
 }
 
+/// The chain problem `C:17+5*3-4` (answer 62), the fixture of the world's tests.
+#[cfg(test)]
+pub(crate) fn chain_fixture() -> Problem {
+    Problem {
+        source: Source::Chain,
+        question: "C:17+5*3-4".into(),
+        start: 17,
+        plan: vec![(Op::Add, 5), (Op::Mul, 3), (Op::Sub, 4)],
+        modulus: None,
+        difficulty: 0.5,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn questions_and_solutions_read_as_documented() {
-        let p = Problem {
-            source: Source::Chain,
-            question: "C:17+5*3-4".into(),
-            start: 17,
-            plan: vec![(Op::Add, 5), (Op::Mul, 3), (Op::Sub, 4)],
-            modulus: None,
-            difficulty: 0.5,
-        };
+        let p = chain_fixture();
         assert_eq!(p.solution(), ["17+5=22", "22*3=66", "66-4=62"]);
         assert_eq!(p.answer(), 62);
         let m = Problem {

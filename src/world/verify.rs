@@ -123,14 +123,7 @@ mod tests {
     use super::*;
 
     fn chain() -> Problem {
-        Problem {
-            source: Source::Chain,
-            question: "C:17+5*3-4".into(),
-            start: 17,
-            plan: vec![(Op::Add, 5), (Op::Mul, 3), (Op::Sub, 4)],
-            modulus: None,
-            difficulty: 0.5,
-        }
+        super::super::problems::chain_fixture()
     }
 
     fn labels(c: &TraceCheck) -> Vec<bool> {
