@@ -357,6 +357,19 @@ pub(crate) fn chain_fixture() -> Problem {
     }
 }
 
+/// The modular problem `M13:4*5+7` (answer 1), the world's other test fixture.
+#[cfg(test)]
+pub(crate) fn modular_fixture() -> Problem {
+    Problem {
+        source: Source::Modular,
+        question: "M13:4*5+7".into(),
+        start: 4,
+        plan: vec![(Op::Mul, 5), (Op::Add, 7)],
+        modulus: Some(13),
+        difficulty: 0.3,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -366,14 +379,7 @@ mod tests {
         let p = chain_fixture();
         assert_eq!(p.solution(), ["17+5=22", "22*3=66", "66-4=62"]);
         assert_eq!(p.answer(), 62);
-        let m = Problem {
-            source: Source::Modular,
-            question: "M13:4*5+7".into(),
-            start: 4,
-            plan: vec![(Op::Mul, 5), (Op::Add, 7)],
-            modulus: Some(13),
-            difficulty: 0.3,
-        };
+        let m = modular_fixture();
         assert_eq!(m.solution(), ["4*5=7", "7+7=1"]);
     }
 

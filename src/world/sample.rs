@@ -56,7 +56,15 @@ pub fn draw(logits: &[f32], temperature: f64, u: f64) -> u32 {
     weights.iter().rposition(|&w| w > 0.0).unwrap_or(0) as u32
 }
 
-fn check_inputs(prompts: &[Vec<u32>], keys: &[u64], max_len: usize) -> Result<()> {
+/// Checks the sampling settings and inputs for `policy`; returns its `max_len`.
+fn check_inputs<B: Backend>(
+    policy: &Policy<B>,
+    prompts: &[Vec<u32>],
+    keys: &[u64],
+    spec: SampleSpec,
+) -> Result<usize> {
+    spec.check()?;
+    let max_len = policy.spec().max_len;
     if prompts.len() != keys.len() {
         return Err(Error::invalid(format!(
             "{} prompts but {} random keys",
@@ -70,7 +78,7 @@ fn check_inputs(prompts: &[Vec<u32>], keys: &[u64], max_len: usize) -> Result<()
             p.len()
         )));
     }
-    Ok(())
+    Ok(max_len)
 }
 
 fn int_rows<B: Backend>(rows: &[Vec<u32>], device: &B::Device) -> Tensor<B, 2, Int> {
@@ -102,9 +110,7 @@ pub fn sample<B: Backend>(
     spec: SampleSpec,
     device: &B::Device,
 ) -> Result<Vec<Vec<u32>>> {
-    spec.check()?;
-    let max_len = policy.spec().max_len;
-    check_inputs(prompts, keys, max_len)?;
+    let max_len = check_inputs(policy, prompts, keys, spec)?;
     let mut out: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
     if prompts.is_empty() {
         return Ok(out);
@@ -154,9 +160,7 @@ pub fn sample_uncached<B: Backend>(
     spec: SampleSpec,
     device: &B::Device,
 ) -> Result<Vec<Vec<u32>>> {
-    spec.check()?;
-    let max_len = policy.spec().max_len;
-    check_inputs(prompts, keys, max_len)?;
+    let max_len = check_inputs(policy, prompts, keys, spec)?;
     let mut out = Vec::with_capacity(prompts.len());
     for (prompt, &key) in prompts.iter().zip(keys) {
         let mut rng = ChaCha8Rng::seed_from_u64(key);

@@ -119,7 +119,6 @@ pub fn check(problem: &Problem, steps: &[&str], answer: Option<i64>) -> TraceChe
 
 #[cfg(test)]
 mod tests {
-    use super::super::problems::Source;
     use super::*;
 
     fn chain() -> Problem {
@@ -185,14 +184,7 @@ mod tests {
 
     #[test]
     fn modular_steps_are_checked_mod_m() {
-        let p = Problem {
-            source: Source::Modular,
-            question: "M13:4*5+7".into(),
-            start: 4,
-            plan: vec![(Op::Mul, 5), (Op::Add, 7)],
-            modulus: Some(13),
-            difficulty: 0.3,
-        };
+        let p = super::super::problems::modular_fixture();
         let c = check(&p, &["4*5=7", "7+7=1"], Some(1));
         assert_eq!(labels(&c), [true, true]);
         let c = check(&p, &["4*5=20", "20+7=27"], Some(27));
