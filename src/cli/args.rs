@@ -22,6 +22,10 @@ pub enum Command {
     /// Generate a VisualPRM400K-calibrated synthetic corpus with a known teacher: annotation
     /// files, features bundle, a VisualProcessBench-like benchmark and a manifest.
     Synth(SynthArgs),
+    /// Build the learned-policy world: train a small policy on generated problems, sample its
+    /// rollouts, annotate them by Monte Carlo continuation, and write a corpus folder in the
+    /// layout of `synth` (features = the policy's hidden states at step ends).
+    World(WorldArgs),
     /// Dataset statistics in the shape of the paper's Tables 1 and 8.
     Stats(StatsArgs),
     /// Convert a whole raw annotation folder to PRM training lines.
@@ -52,6 +56,58 @@ pub enum Command {
     /// Throughput benchmarks and the bundles they run on.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// `mprm world`.
+#[derive(Debug, Args)]
+pub struct WorldArgs {
+    /// Output directory (an earlier world folder there is replaced; anything else is refused).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Training problems, spread evenly over the four sources.
+    #[arg(long, default_value_t = 5_000)]
+    pub problems: usize,
+    /// Rollouts sampled per problem.
+    #[arg(long, default_value_t = 4)]
+    pub rollouts_per_problem: usize,
+    /// Seed of every stream, the policy's training included.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Where the policy trains and samples: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceRequest,
+    /// Held-out bench problems (0 = no bench).
+    #[arg(long, default_value_t = 400)]
+    pub bench_problems: usize,
+    /// Candidate solutions per bench problem.
+    #[arg(long, default_value_t = 8)]
+    pub bench_candidates: usize,
+    /// Optimiser steps of the policy's training.
+    #[arg(long, default_value_t = 1000)]
+    pub policy_steps: usize,
+    /// The policy's width (the PRM features' dimension).
+    #[arg(long, default_value_t = 128)]
+    pub width: usize,
+    /// The policy's transformer layers.
+    #[arg(long, default_value_t = 2)]
+    pub layers: usize,
+    /// Share of the policy's training traces with a slip that the next step corrects.
+    #[arg(long, default_value_t = 0.15)]
+    pub slip_rate: f64,
+    /// Sampling temperature of rollouts and continuations.
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Annotate every step, instead of stopping after a rollout's first zero score.
+    #[arg(long)]
+    pub no_early_stop: bool,
+    /// Highest difficulty (in [0, 1]) of training, corpus and bench problems; 1 is the full
+    /// range (more steps, two-digit operands, larger moduli).
+    #[arg(long, default_value_t = 0.3)]
+    pub max_difficulty: f64,
+    /// Reuse this trained policy (an earlier world's `policy.safetensors`) instead of training
+    /// one; the policy options are then ignored.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
 }
 
 /// `mprm stats`.

@@ -36,13 +36,14 @@ use super::args::{
     BenchCommand, BenchGradnormArgs, BenchMembwArgs, BundleInfoArgs, Cli, Command, ConvertArgs,
     EvalArgs, EvalScoresArgs, ExperimentArgs, GradnormArgs, HeadArgs, HeadModelArgs,
     KernelsCommand, KernelsPtxArgs, MakeBundleArgs, ReportArgs, SelectArgs, StatsArgs, SynthArgs,
-    TrainArgs, TuneLrArgs, VerifyArgs,
+    TrainArgs, TuneLrArgs, VerifyArgs, WorldArgs,
 };
 
 /// Runs the parsed command line; returns the process exit status.
 pub fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Synth(args) => synth(args),
+        Command::World(args) => world(args),
         Command::Stats(args) => stats(args),
         Command::Convert(args) => convert(args),
         Command::Select(args) => select(args),
@@ -343,6 +344,67 @@ fn synth(args: SynthArgs) -> Result<u8> {
             100.0 * b.final_correct_share
         );
     }
+    Ok(0)
+}
+
+fn world(args: WorldArgs) -> Result<u8> {
+    let defaults = mprm::world::WorldConfig::default();
+    let difficulty = mprm::world::problems::DifficultyRange {
+        lo: 0.0,
+        hi: args.max_difficulty,
+    };
+    let cfg = mprm::world::WorldConfig {
+        problems: args.problems,
+        rollouts_per_problem: args.rollouts_per_problem,
+        bench_problems: args.bench_problems,
+        bench_candidates: args.bench_candidates,
+        seed: args.seed,
+        policy: mprm::world::policy::PolicySpec {
+            width: args.width,
+            layers: args.layers,
+            ..defaults.policy
+        },
+        training: mprm::world::learn::PolicyTraining {
+            steps: args.policy_steps,
+            slip_rate: args.slip_rate,
+            difficulty,
+            ..defaults.training
+        },
+        temperature: args.temperature,
+        early_stop: !args.no_early_stop,
+        difficulty,
+        policy_file: args.policy,
+        ..defaults
+    };
+    cfg.validate()?;
+    PathRoles::new().output_dir("--out", &args.out).check()?;
+    let device = device::resolve(args.device)?;
+    let started = std::time::Instant::now();
+    let m = mprm::world::build_world(&cfg, &args.out, device)?;
+    println!(
+        "{}: {} rollouts ({} without a step left out) in {} sources, {} steps, d = {}, seed {}, on {}",
+        args.out.display(),
+        m.portrait.world.rollouts,
+        m.counts.skipped_rollouts,
+        m.sources.len(),
+        m.portrait.world.steps,
+        cfg.policy.width,
+        cfg.seed,
+        m.device
+    );
+    let loss = |v: Option<f64>| v.map_or_else(|| "–".to_string(), |l| format!("{l:.3}"));
+    println!(
+        "policy: loss {} -> {}; right final answers {:.1}% of rollouts{}",
+        loss(m.policy.loss_first),
+        loss(m.policy.loss_last),
+        100.0 * m.policy.rollout_accuracy,
+        m.policy
+            .bench_accuracy
+            .map(|a| format!(", {:.1}% of bench candidates", 100.0 * a))
+            .unwrap_or_default()
+    );
+    println!("{}", m.portrait.table());
+    eprintln!("wall time {:.1} s", started.elapsed().as_secs_f64());
     Ok(0)
 }
 

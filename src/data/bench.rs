@@ -54,6 +54,65 @@ pub struct BenchRecord {
     pub final_correct: Option<bool>,
 }
 
+/// One candidate solution as written: the VisualProcessBench layout plus the split, the
+/// question id and the final answer's correctness.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchLine<'a> {
+    /// `data_source`.
+    pub source: &'a str,
+    /// The (placeholder) image path.
+    pub image: &'a str,
+    /// The question, with its image tag.
+    pub question: &'a str,
+    /// The reference answer.
+    pub answer: &'a str,
+    /// The solution's steps.
+    pub steps: &'a [String],
+    /// Step labels: 1 correct, -1 incorrect, 0 neutral.
+    pub labels: &'a [i32],
+    /// `policy_model`.
+    pub policy: &'a str,
+    /// `dev` or `test`.
+    pub split: &'a str,
+    /// Shared by the candidates of one question.
+    pub question_id: &'a str,
+    /// Whether the final answer is right.
+    pub final_correct: bool,
+}
+
+/// Appends `r` as one record (Python `json.dumps` spacing, the benchmark's key order) and a
+/// newline.
+pub fn write_record(out: &mut String, r: &BenchLine<'_>) {
+    use crate::data::pyjson::write::write_str;
+    out.push_str("{\"image\": [");
+    write_str(out, r.image);
+    out.push_str("], \"question\": ");
+    write_str(out, r.question);
+    out.push_str(", \"answer\": ");
+    write_str(out, r.answer);
+    out.push_str(", \"response\": {\"steps\": [");
+    for (i, s) in r.steps.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        write_str(out, s);
+    }
+    out.push_str("], \"process_correctness\": [");
+    let labels: Vec<String> = r.labels.iter().map(|l| l.to_string()).collect();
+    out.push_str(&labels.join(", "));
+    out.push_str("]}, \"policy_model\": ");
+    write_str(out, r.policy);
+    out.push_str(", \"data_source\": ");
+    write_str(out, r.source);
+    out.push_str(", \"split\": ");
+    write_str(out, r.split);
+    out.push_str(", \"question_id\": ");
+    write_str(out, r.question_id);
+    out.push_str(", \"final_correct\": ");
+    out.push_str(if r.final_correct { "true" } else { "false" });
+    out.push_str("}\n");
+}
+
 #[derive(Deserialize)]
 struct RawRecord {
     #[serde(default)]

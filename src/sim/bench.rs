@@ -29,10 +29,10 @@ use super::model::Quadrature;
 use super::preset::{BenchSourceSpec, VISUALPROCESSBENCH_LABELS, VISUALPROCESSBENCH_POLICIES};
 use super::rng::{Stream, bench_stream, uniform};
 use super::text;
+use crate::data::bench::{BenchLine, write_record};
 use crate::data::features::{
     BundleMeta, BundleParts, FeatureBundle, FeatureData, FeatureDtype, TeacherInfo,
 };
-use crate::data::pyjson::write::write_str;
 use crate::error::Result;
 use crate::output::write_text;
 
@@ -296,15 +296,18 @@ fn generate_source(
                 .collect();
             write_record(
                 &mut out.text,
-                spec.name,
-                &format!("images/{}/{qi:05}.png", spec.name),
-                &qt,
-                &steps,
-                &labels,
-                policy,
-                split,
-                &format!("{}-{qi}", spec.name),
-                final_correct,
+                &BenchLine {
+                    source: spec.name,
+                    image: &format!("images/{}/{qi:05}.png", spec.name),
+                    question: &format!("<image1>\n{}", qt.question_orig),
+                    answer: &qt.answer,
+                    steps: &steps,
+                    labels: &labels,
+                    policy,
+                    split,
+                    question_id: &format!("{}-{qi}", spec.name),
+                    final_correct,
+                },
             );
             let st = &mut out.stats;
             st.records += 1;
@@ -327,47 +330,4 @@ fn generate_source(
         }
     }
     out
-}
-
-/// Appends one VisualProcessBench-layout record (Python `json.dumps` spacing) and a newline.
-#[allow(clippy::too_many_arguments)]
-fn write_record(
-    out: &mut String,
-    source: &str,
-    image: &str,
-    qt: &text::QuestionText,
-    steps: &[String],
-    labels: &[i32],
-    policy: &str,
-    split: &str,
-    question_id: &str,
-    final_correct: bool,
-) {
-    out.push_str("{\"image\": [");
-    write_str(out, image);
-    out.push_str("], \"question\": ");
-    write_str(out, &format!("<image1>\n{}", qt.question_orig));
-    out.push_str(", \"answer\": ");
-    write_str(out, &qt.answer);
-    out.push_str(", \"response\": {\"steps\": [");
-    for (i, s) in steps.iter().enumerate() {
-        if i > 0 {
-            out.push_str(", ");
-        }
-        write_str(out, s);
-    }
-    out.push_str("], \"process_correctness\": [");
-    let labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
-    out.push_str(&labels.join(", "));
-    out.push_str("]}, \"policy_model\": ");
-    write_str(out, policy);
-    out.push_str(", \"data_source\": ");
-    write_str(out, source);
-    out.push_str(", \"split\": ");
-    write_str(out, split);
-    out.push_str(", \"question_id\": ");
-    write_str(out, question_id);
-    out.push_str(", \"final_correct\": ");
-    out.push_str(if final_correct { "true" } else { "false" });
-    out.push_str("}\n");
 }

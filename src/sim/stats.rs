@@ -9,6 +9,19 @@ use serde::Serialize;
 use super::generate::RolloutDraw;
 use super::model::MC_SAMPLES;
 
+/// What the counters need of one annotated step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepFacts {
+    /// Successful continuations K (0 when not sampled).
+    pub mc_correct: u32,
+    /// Continuations sampled (0 after an early stop).
+    pub mc_total: u32,
+    /// The step itself is right.
+    pub correct: bool,
+    /// Every step through this one is right (else a positive score is a pseudo-positive).
+    pub prefix_correct: bool,
+}
+
 /// Counters over a set of rollouts.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct CorpusStats {
@@ -62,14 +75,29 @@ impl CorpusStats {
         }
     }
 
-    /// Counts one rollout with `words` words of step text.
+    /// Counts one simulated rollout with `words` words of step text.
     pub fn add(&mut self, rollout: &RolloutDraw, words: u64) {
-        let n = rollout.steps.len() as u64;
+        let facts: Vec<StepFacts> = rollout
+            .steps
+            .iter()
+            .map(|s| StepFacts {
+                mc_correct: s.mc_correct,
+                mc_total: s.mc_total,
+                correct: s.correct,
+                prefix_correct: s.prefix_correct,
+            })
+            .collect();
+        self.add_steps(&facts, words);
+    }
+
+    /// Counts one rollout given what each of its steps is, from any world.
+    pub fn add_steps(&mut self, steps: &[StepFacts], words: u64) {
+        let n = steps.len() as u64;
         self.rollouts += 1;
         self.steps += n;
         self.words += words;
         let mut positives = 0;
-        for s in &rollout.steps {
+        for s in steps {
             let k = s.mc_correct as usize;
             self.mc_correct_sum += k as u64;
             self.steps_by_k[k] += 1;
@@ -96,10 +124,10 @@ impl CorpusStats {
             p if p == n => self.all_positive_rollouts += 1,
             _ => self.mixed_rollouts += 1,
         }
-        if rollout.steps.iter().any(|s| s.mc_total == 0) {
+        if steps.iter().any(|s| s.mc_total == 0) {
             self.early_stopped_rollouts += 1;
         }
-        if rollout.all_correct() {
+        if steps.iter().all(|s| s.correct) {
             self.all_correct_rollouts += 1;
         }
     }

@@ -14,14 +14,21 @@
 //! * [`annotate`]: rollouts parsed and verified, their Monte Carlo scores (VisualPRM400K's
 //!   semantics, early stop included) and the policy's hidden state at each step end.
 //!
-//! Not built yet: the `mprm world` command and the corpus folder it writes (annotations,
-//! features, truth, bench, manifest), the world's portrait, and the experiments on it.
+//! * [`engine`]: the policy's forward written directly over its weights, the CPU sampler;
+//! * [`build`]: `mprm world`, which runs all of it and writes a corpus folder in `mprm synth`'s
+//!   layout (annotations, features, truth, bench, manifest);
+//! * [`portrait`]: the world's statistics beside the paper's Table 1 and the simulator's.
 
 pub mod annotate;
+pub mod build;
+pub mod engine;
 pub mod learn;
 pub mod policy;
+pub mod portrait;
 pub mod problems;
 pub mod sample;
 pub mod tokens;
 pub mod traces;
 pub mod verify;
+
+pub use build::{WorldConfig, WorldManifest, build_world};

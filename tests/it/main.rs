@@ -27,3 +27,4 @@ mod select;
 mod sim_pipeline;
 mod sim_synth;
 mod train;
+mod world;
