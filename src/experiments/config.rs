@@ -43,10 +43,35 @@ pub struct ExperimentConfig {
     pub selection: Option<SelectionConfig>,
 }
 
-/// The simulator settings of the experiment's corpus (see `mprm synth`).
+/// Which world an experiment's corpus comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CorpusKind {
+    /// The calibrated simulator (`mprm synth`), with the settings of `[corpus]`.
+    #[default]
+    Synth,
+    /// The learned-policy world (`mprm world`), with the settings of `[corpus.world]`.
+    Policy,
+}
+
+impl CorpusKind {
+    /// True for the simulator (the default, left out of manifests).
+    pub fn is_synth(&self) -> bool {
+        *self == CorpusKind::Synth
+    }
+}
+
+/// The settings of the experiment's corpus: the simulator's (see `mprm synth`), or with
+/// `kind = "policy"` the learned-policy world's (`[corpus.world]`, see `mprm world`).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CorpusConfig {
+    /// `synth` (the default) or `policy`.
+    #[serde(skip_serializing_if = "CorpusKind::is_synth")]
+    pub kind: CorpusKind,
+    /// The world's settings when `kind = "policy"` (the simulator settings are then unused).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub world: Option<crate::world::WorldConfig>,
     /// Fraction of VisualPRM400K's 565,096 rollouts.
     pub scale: f64,
     /// Feature dimension d.
@@ -81,6 +106,8 @@ pub struct CorpusConfig {
 impl Default for CorpusConfig {
     fn default() -> Self {
         CorpusConfig {
+            kind: CorpusKind::Synth,
+            world: None,
             scale: 0.02,
             dim: 64,
             seed: 42,

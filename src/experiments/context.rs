@@ -10,7 +10,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::sim::{self, SynthConfig};
 
 use super::cells::CellStore;
-use super::config::{CorpusConfig, TrainSettings};
+use super::config::{CorpusConfig, CorpusKind, TrainSettings};
 
 /// The corpus an experiment runs on, opened.
 pub struct Corpus {
@@ -25,7 +25,7 @@ pub struct Corpus {
 }
 
 impl Corpus {
-    /// Opens an `mprm synth` folder.
+    /// Opens an `mprm synth` or `mprm world` folder (the same layout).
     pub fn open(dir: &Path) -> Result<Self> {
         let bundle = FeatureBundle::open(dir.join(sim::FEATURES_FILE))?;
         let bench = BenchSet::open(
@@ -61,7 +61,12 @@ impl Corpus {
         let stamp = dir.join("corpus-config.json");
         let wanted = serde_json::to_string_pretty(cfg).expect("config serialises");
         let current = std::fs::read_to_string(&stamp).ok();
-        if current.as_deref() != Some(wanted.as_str()) {
+        if current.as_deref() != Some(wanted.as_str()) && cfg.kind == CorpusKind::Policy {
+            // built on the CPU, so the bytes are those of `mprm world --device cpu`
+            let world = cfg.world.clone().unwrap_or_default();
+            crate::world::build_world(&world, &dir, Device::Cpu)?;
+            crate::output::write_text(&stamp, &wanted)?;
+        } else if current.as_deref() != Some(wanted.as_str()) {
             let defaults = SynthConfig::for_preset(cfg.preset);
             let synth = SynthConfig {
                 post_error_success: cfg.post_error_success,

@@ -76,6 +76,9 @@ pub fn run_experiment(
     }
     if let Some(seed) = overrides.corpus_seed {
         cfg.corpus.seed = seed;
+        if cfg.corpus.kind == super::config::CorpusKind::Policy {
+            cfg.corpus.world.get_or_insert_with(Default::default).seed = seed;
+        }
     }
     if overrides.skip_intervention {
         cfg.intervention = None;

@@ -7,6 +7,10 @@
 //! | `annotations/<source>.jsonl` | VisualPRM400K's raw layout, one rollout per line |
 //! | `features.safetensors` | `mprm-features/1`: the policy's last hidden state at each step end (d = width) |
 //! | `truth.safetensors` | [`WORLD_TRUTH_FORMAT`]: the verifier's view of every training step |
+//!
+//! The features bundle carries teacher tensors like the simulator's: `true_correct` is the
+//! verifier's step label and q*, w*, b* the linear teacher fitted to it ([`super::teacher`]), so
+//! the experiments run on the world unchanged.
 //! | `bench.jsonl`, `bench.safetensors` | held-out problems, verifier labels (1 / −1), dev/test split |
 //! | `policy.safetensors` | the trained policy (`mprm-policy/1`) |
 //! | `manifest.json` | every setting, the counts and the world's portrait |
@@ -32,7 +36,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::data::bench::{BenchLine, write_record};
-use crate::data::features::{BundleMeta, BundleParts, FeatureBundle, FeatureData};
+use crate::data::features::{BundleMeta, BundleParts, FeatureBundle, FeatureData, TeacherInfo};
 use crate::data::raw::write_raw_line;
 use crate::data::rollout::{Rollout as RawRollout, Step};
 use crate::data::safetensors_io::{SafetensorsWriter, TensorSpec};
@@ -52,6 +56,7 @@ use super::policy::{Policy, PolicySpec};
 use super::portrait::Portrait;
 use super::problems::{self, DifficultyRange, Problem, Source};
 use super::sample::SampleSpec;
+use super::teacher::{LinearTeacher, fit_linear_teacher};
 use super::tokens::{PAD, decode};
 
 /// The annotation folder, features, truth, bench and manifest names (those of `mprm synth`).
@@ -82,6 +87,11 @@ const MC_SEED: u64 = 0x574F_0035;
 /// (up to six steps, two-digit operands) a policy trained for ten minutes on two cores gets 4% of
 /// final answers right; on this one, 15% after 600 steps.
 pub const DEFAULT_DIFFICULTY: DifficultyRange = DifficultyRange { lo: 0.0, hi: 0.3 };
+
+/// λ of the linear teacher's ridge penalty (on the summed loss; the hidden states have unit
+/// scale, so over tens of thousands of steps it only keeps the fit finite where a direction
+/// separates the labels).
+const TEACHER_RIDGE: f64 = 1.0;
 
 /// Rollouts per batch of the hidden-state pass.
 const FEATURE_BATCH: usize = 64;
@@ -286,6 +296,8 @@ pub struct WorldManifest {
     pub policy: PolicyReport,
     /// The world's measured portrait beside the paper's Table 1 and the simulator.
     pub portrait: Portrait,
+    /// The linear teacher fitted to the verifier's labels (see [`super::teacher`]).
+    pub teacher: LinearTeacher,
 }
 
 /// Whether `dir` holds an earlier `mprm world` output.
@@ -360,7 +372,7 @@ impl BurnJob for WorldJob<'_> {
         };
         let corpus = write_corpus(cfg, runner.as_ref(), dir)?;
         let bench = if cfg.bench_problems > 0 {
-            Some(write_bench(cfg, runner.as_ref(), dir)?)
+            Some(write_bench(cfg, runner.as_ref(), &corpus.teacher, dir)?)
         } else {
             None
         };
@@ -405,6 +417,7 @@ impl BurnJob for WorldJob<'_> {
                 bench_accuracy: (b.records > 0).then(|| b.final_correct as f64 / b.records as f64),
             },
             portrait: Portrait::new(&corpus.stats, Some(&Portrait::simulator_counts()?)),
+            teacher: corpus.teacher.clone(),
             counts,
         };
         write_json(dir.join(MANIFEST_FILE), &manifest)?;
@@ -572,6 +585,7 @@ fn hidden_at_step_ends<B: Backend>(
 
 /// What the corpus writer hands back.
 struct CorpusOut {
+    teacher: LinearTeacher,
     sources: Vec<String>,
     by_source: Vec<u64>,
     sampled: u64,
@@ -661,7 +675,14 @@ fn write_corpus(cfg: &WorldConfig, runner: &dyn Runner, dir: &Path) -> Result<Co
         }),
         extra: Default::default(),
     };
+    let teacher = fit_linear_teacher(
+        &features,
+        cfg.policy.width,
+        &truth.step_correct,
+        TEACHER_RIDGE,
+    )?;
     let bundle = FeatureBundle::from_parts(BundleParts {
+        teacher: Some(teacher_info(&teacher, &features, &truth.step_correct)),
         features: FeatureData::F32(features),
         dim: cfg.policy.width,
         offsets: offsets.clone(),
@@ -669,12 +690,12 @@ fn write_corpus(cfg: &WorldConfig, runner: &dyn Runner, dir: &Path) -> Result<Co
         source: source_ids,
         line: Some(lines),
         labels: None,
-        teacher: None,
         meta,
     })?;
     bundle.save(dir.join(FEATURES_FILE))?;
     truth.write(&dir.join(TRUTH_FILE), &offsets, &sources)?;
     Ok(CorpusOut {
+        teacher,
         fingerprint: bundle.fingerprint(),
         sources,
         by_source: lines_in,
@@ -683,6 +704,17 @@ fn write_corpus(cfg: &WorldConfig, runner: &dyn Runner, dir: &Path) -> Result<Co
         answer_correct,
         stats,
     })
+}
+
+/// The bundle's teacher tensors: q* of every row under `t`, the verifier's labels, w* and b*.
+fn teacher_info(t: &LinearTeacher, features: &[f32], correct: &[u8]) -> TeacherInfo {
+    let d = t.w.len();
+    TeacherInfo {
+        q: features.chunks_exact(d).map(|x| t.q(x) as f32).collect(),
+        true_correct: correct.to_vec(),
+        w_star: t.w.iter().map(|&v| v as f32).collect(),
+        b_star: t.b as f32,
+    }
 }
 
 /// The verifier's view of each step in the form the corpus statistics count.
@@ -811,7 +843,12 @@ struct BenchOut {
     final_correct: u64,
 }
 
-fn write_bench(cfg: &WorldConfig, runner: &dyn Runner, dir: &Path) -> Result<BenchOut> {
+fn write_bench(
+    cfg: &WorldConfig,
+    runner: &dyn Runner,
+    teacher: &LinearTeacher,
+    dir: &Path,
+) -> Result<BenchOut> {
     let problems: Vec<Problem> = (0..cfg.bench_problems)
         .map(|b| cfg.bench_problem(b))
         .collect::<Result<_>>()?;
@@ -885,7 +922,9 @@ fn write_bench(cfg: &WorldConfig, runner: &dyn Runner, dir: &Path) -> Result<Ben
     let rollouts: Vec<&Rollout> = order.iter().map(|s| &s.rollout).collect();
     let features = runner.hidden_at_step_ends(&rollouts)?;
     let n = source.len();
+    let correct: Vec<u8> = truth.iter().map(|&v| u8::from(v == 1.0)).collect();
     let bundle = FeatureBundle::from_parts(BundleParts {
+        teacher: Some(teacher_info(teacher, &features, &correct)),
         features: FeatureData::F32(features),
         dim: cfg.policy.width,
         offsets,
@@ -893,7 +932,6 @@ fn write_bench(cfg: &WorldConfig, runner: &dyn Runner, dir: &Path) -> Result<Ben
         source,
         line: Some((0..n as u64).collect()),
         labels: None,
-        teacher: None,
         meta: BundleMeta {
             sources: Source::ALL.iter().map(|s| s.name().to_string()).collect(),
             seed: Some(cfg.seed),

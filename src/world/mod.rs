@@ -15,6 +15,7 @@
 //!   semantics, early stop included) and the policy's hidden state at each step end.
 //!
 //! * [`engine`]: the policy's forward written directly over its weights, the CPU sampler;
+//! * [`teacher`]: the linear-logistic teacher fitted to the verifier's labels;
 //! * [`build`]: `mprm world`, which runs all of it and writes a corpus folder in `mprm synth`'s
 //!   layout (annotations, features, truth, bench, manifest);
 //! * [`portrait`]: the world's statistics beside the paper's Table 1 and the simulator's.
@@ -27,6 +28,7 @@ pub mod policy;
 pub mod portrait;
 pub mod problems;
 pub mod sample;
+pub mod teacher;
 pub mod tokens;
 pub mod traces;
 pub mod verify;
