@@ -3,7 +3,7 @@
 # there; `mprm experiment` alone writes to the git-ignored experiments/runs/).
 #
 #   scripts/regenerate-results.sh [main|selection|theory|scorecard|regime|selection-v2|theory-v2|
-#                                  mechanism|controls|gradient ...]
+#                                  mechanism|controls|gradient|policy ...]
 #                                                                       (default: all of them)
 #
 # Finished cells are reused from each folder's git-ignored cells/ cache, so an interrupted run
@@ -11,13 +11,15 @@
 # scorecard about 1 (three corpus draws, plus the simulator manifests of both presets), regime
 # about 15, selection-v2 and theory-v2 about 3 times their v1 counterparts (three draws each),
 # mechanism about 6 (the interventions once, about 3; the theory checks on three draws), controls
-# about 3, gradient about 4 per draw of the linear head and about 3 times that for the MLP head.
+# about 3, gradient about 4 per draw of the linear head and about 3 times that for the MLP head,
+# policy about 15 per draw (building the learned-policy world is 14 of them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
-  names=(main selection theory scorecard regime selection-v2 theory-v2 mechanism controls gradient)
+  names=(main selection theory scorecard regime selection-v2 theory-v2 mechanism controls gradient
+    policy)
 fi
 for name in "${names[@]}"; do
   echo "=== $name"
@@ -38,6 +40,17 @@ for name in "${names[@]}"; do
       done
       python3 scripts/across-draws.py "experiments/results/gradient/$head"
     done
+    continue
+  fi
+  if [ "$name" = policy ]; then
+    # The selection comparison on the learned-policy world, three world draws; each draw's world
+    # manifest (its portrait and the teacher fit) is kept beside its results.
+    for seed in 42 43 44; do
+      out="experiments/results/policy/corpus-$seed"
+      target/release/mprm experiment experiments/policy.toml --corpus-seed "$seed" --out "$out"
+      cp "$out/corpus/manifest.json" "$out/world-manifest.json"
+    done
+    python3 scripts/across-draws.py experiments/results/policy
     continue
   fi
   if [ "$name" = mechanism ] || [ "$name" = controls ]; then

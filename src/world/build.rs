@@ -354,6 +354,11 @@ impl BurnJob for WorldJob<'_> {
             );
         }
         policy.save(&dir.join(POLICY_FILE), &extra)?;
+        // a loaded policy brings its own shape
+        let cfg = &WorldConfig {
+            policy: policy.spec(),
+            ..cfg.clone()
+        };
         let tail = (losses.len() / 100).max(1);
         let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
 
@@ -405,7 +410,10 @@ impl BurnJob for WorldJob<'_> {
             version: env!("CARGO_PKG_VERSION").into(),
             seed: cfg.seed,
             settings: cfg.clone(),
-            device: format!("{at} ({backend})"),
+            device: match at {
+                Device::Cpu => format!("{at} (policy: {backend}; sampling: mprm's CPU engine)"),
+                Device::Cuda(_) => format!("{at} ({backend})"),
+            },
             corpus_fingerprint: corpus.fingerprint,
             files,
             sources: corpus.sources.clone(),

@@ -178,6 +178,40 @@ fn a_tiny_world_runs_end_to_end_and_reproduces_on_any_thread_count() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(stdout(&o).contains("dev-tuned threshold"), "{}", stdout(&o));
 
+    // the saved policy, reused instead of trained: the same corpus
+    let reused = tmp.path().join("reused");
+    let policy = dir.join("policy.safetensors");
+    let o = mprm(&[
+        "world",
+        "--out",
+        reused.to_str().unwrap(),
+        "--problems",
+        "12",
+        "--rollouts-per-problem",
+        "2",
+        "--bench-problems",
+        "12",
+        "--bench-candidates",
+        "2",
+        "--seed",
+        "5",
+        "--device",
+        "cpu",
+        "--policy",
+        policy.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    for f in FILES
+        .iter()
+        .filter(|f| !["policy.safetensors", "manifest.json"].contains(f))
+    {
+        assert_eq!(
+            std::fs::read(dir.join(f)).unwrap(),
+            std::fs::read(reused.join(f)).unwrap(),
+            "{f} from the reused policy"
+        );
+    }
+
     // the same seed, on one thread and on the default pool: the same bytes
     let again = tmp.path().join("again");
     let one = tmp.path().join("one");
