@@ -188,13 +188,13 @@ mod tests {
         let mut g = vec![0.0; d + 1];
         for (xr, &zr) in x.chunks_exact(d).zip(&z) {
             let e = t.q(xr) - f64::from(zr);
-            for i in 0..d {
-                g[i] += e * f64::from(xr[i]);
+            for (gi, &xi) in g.iter_mut().zip(xr) {
+                *gi += e * f64::from(xi);
             }
             g[d] += e;
         }
-        for i in 0..d {
-            g[i] += 1e-3 * t.w[i];
+        for (gi, &wi) in g.iter_mut().zip(&t.w) {
+            *gi += 1e-3 * wi;
         }
         assert!(g.iter().all(|v| v.abs() < 1e-6), "{g:?}");
         let pool = rayon::ThreadPoolBuilder::new()
