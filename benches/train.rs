@@ -14,8 +14,12 @@
 //! logical CPUs) gives both frameworks the same number of threads (Burn: matrixmultiply and
 //! rayon; PyTorch: `torch.set_num_threads`).
 
+mod support;
+
+use support::{cpu_model, env_usize, median, python};
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use mprm::data::features::{BundleMeta, BundleParts, FeatureBundle, FeatureData};
@@ -30,13 +34,6 @@ use rand_distr::{Distribution, StandardNormal};
 
 const DIM: usize = 256;
 const HIDDEN: usize = 256;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn synthetic_bundle(n: usize, seed: u64) -> FeatureBundle {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -103,18 +100,6 @@ fn write_for_torch(dir: &Path, bundle: &FeatureBundle, cfg: &TrainConfig) {
     put("meta.json", meta.to_string().as_bytes());
 }
 
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("MPRM_PYTHON") {
-        return p.into();
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    if venv.exists() {
-        venv
-    } else {
-        "python3".into()
-    }
-}
-
 fn torch_run(dir: &Path, threads: usize) -> Option<(f64, serde_json::Value)> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/torch_train.py");
     let out = Command::new(python())
@@ -135,23 +120,6 @@ fn torch_run(dir: &Path, threads: usize) -> Option<(f64, serde_json::Value)> {
     let line = String::from_utf8_lossy(&out.stdout);
     let v: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
     Some((v["rollouts_per_second"].as_f64()?, v))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
 }
 
 fn main() {

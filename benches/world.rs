@@ -19,9 +19,13 @@
 //! `MPRM_BENCH_REPEATS` (default 3) repeats; medians are reported. `MPRM_BENCH_THREADS`
 //! (default: all logical CPUs) gives every framework the same number of threads.
 
+mod support;
+
+use support::{cpu_model, env_usize, median, python};
+
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -36,25 +40,6 @@ use mprm::world::sample::SampleSpec;
 use mprm::world::tokens::{EOS, PAD, encode};
 
 type Cpu = NdArray<f32>;
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("MPRM_PYTHON") {
-        return p.into();
-    }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    if venv.exists() {
-        venv
-    } else {
-        "python3".into()
-    }
-}
 
 fn write_rows(dir: &Path, stem: &str, rows: &[Vec<u32>]) {
     let mut tokens = Vec::new();
@@ -86,23 +71,6 @@ fn torch_run(dir: &Path, threads: usize, part: &str) -> Option<(f64, serde_json:
     let v: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).ok()?;
     Some((v["tokens_per_second"].as_f64()?, v))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
 }
 
 /// 64 on-track prefixes (the prompt and the first j steps of the reference solution), 16 copies
