@@ -16,9 +16,39 @@ pub fn sigmoid(z: f64) -> f64 {
     }
 }
 
+/// (σ(z), BCE(z, y)) from one exponential, exp(−|z|), which both share: the same bits as
+/// [`sigmoid`] and [`bce_with_logits`] called apart (for a NaN z, a NaN of either sign).
+pub fn sigmoid_and_bce(z: f64, y: f64) -> (f64, f64) {
+    let e = (-z.abs()).exp();
+    let p = if z >= 0.0 {
+        1.0 / (1.0 + e)
+    } else {
+        e / (1.0 + e)
+    };
+    (p, z.max(0.0) - z * y + e.ln_1p())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shared_exponential_changes_no_bit() {
+        for &z in &[0.0, -0.0, 1e-300, -3.7, 2.5, 40.0, -745.5, 800.0] {
+            for &y in &[0.0, 0.25, 1.0] {
+                let (p, l) = sigmoid_and_bce(z, y);
+                assert_eq!(p.to_bits(), sigmoid(z).to_bits(), "σ({z})");
+                assert_eq!(
+                    l.to_bits(),
+                    bce_with_logits(z, y).to_bits(),
+                    "bce({z}, {y})"
+                );
+            }
+        }
+        // A NaN logit stays NaN (its sign bit may differ, which no caller can observe).
+        let (p, l) = sigmoid_and_bce(f64::NAN, 1.0);
+        assert!(p.is_nan() && l.is_nan());
+    }
 
     #[test]
     fn bce_matches_naive_form() {

@@ -656,7 +656,10 @@ mod tests {
         let mut plots: Vec<(String, Plot)> = Vec::new();
         for r in [
             crate::experiments::theory::render(&theory),
-            crate::experiments::selection::render(&selection),
+            crate::experiments::selection::render(
+                &selection,
+                crate::experiments::config::CorpusKind::Synth,
+            ),
         ] {
             let Rendered { plots: p, .. } = r;
             plots.extend(p);

@@ -28,6 +28,7 @@ use crate::output::write_json;
 
 use super::cells::CellStore;
 use super::checks::Check;
+use super::config::CorpusKind;
 use super::config::ExperimentConfig;
 use super::context::{Corpus, ExperimentContext};
 use super::manifest::{Manifest, git_commit};
@@ -270,7 +271,12 @@ fn regenerate_locked(dir: &Path) -> Result<RunSummary> {
             r.checks = selection::derived_checks(&r);
             r.checks_post_hoc = append_checks(dir, "selection", &r.checks)?;
         }
-        let mut rendered = selection::render(&r);
+        // Older manifests leave `kind` out for the simulator, its default.
+        let corpus = match manifest.config["corpus"]["kind"].as_str() {
+            Some("policy") => CorpusKind::Policy,
+            _ => CorpusKind::Synth,
+        };
+        let mut rendered = selection::render(&r, corpus);
         if let Some(cost) = load_timing(dir)?.and_then(|t| t.get("selection_cost").cloned())
             && let Ok(cost) =
                 serde_json::from_value::<std::collections::BTreeMap<String, f64>>(cost)

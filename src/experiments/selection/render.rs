@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::experiments::config::CorpusKind;
 use crate::experiments::plot::{Plot, Series};
 use crate::experiments::report::Rendered;
 use crate::experiments::stats::{MeanCi, mean_ci95};
@@ -159,10 +160,11 @@ pub(super) fn pct(b: f64) -> String {
     format!("{}%", (b * 100.0 * 100.0).round() / 100.0)
 }
 
-/// Tables, figures and the summary of the results.
-pub fn render(r: &SelectionResults) -> Rendered {
+/// Tables, figures and the summary of the results; `corpus` names the world they ran on (the
+/// oracle's note says whose teacher it reads).
+pub fn render(r: &SelectionResults, corpus: CorpusKind) -> Rendered {
     let full = r.overall("full", 1.0);
-    let t2 = overall_table(r, full);
+    let t2 = overall_table(r, full, corpus);
     let gap = bis_minus_random(r);
     let tl = labelling_table(r);
     let (ts, saturation_plot) = saturation(r, full);
@@ -211,7 +213,7 @@ fn budget_columns(r: &SelectionResults) -> Vec<String> {
 }
 
 /// Table 2 shape: selectors × budgets, with full data, the untrained head and the paper's rows.
-fn overall_table(r: &SelectionResults, full: Option<MeanCi>) -> Table {
+fn overall_table(r: &SelectionResults, full: Option<MeanCi>, corpus: CorpusKind) -> Table {
     let cfg = &r.config;
     let cols = budget_columns(r);
     let col_refs: Vec<&str> = cols.iter().map(String::as_str).collect();
@@ -263,7 +265,15 @@ fn overall_table(r: &SelectionResults, full: Option<MeanCi>) -> Table {
         ));
     }
     if !listed(&["oracle"]).is_empty() {
-        privileged.push_str(" `oracle` reads the simulator's teacher, which no real method can.");
+        privileged.push_str(match corpus {
+            CorpusKind::Synth => {
+                " `oracle` reads the simulator's teacher, which no real method can."
+            }
+            CorpusKind::Policy => {
+                " `oracle` reads the world's linear teacher (a ridge logistic fit of the \
+                 verifier's step labels on the policy's hidden states), which no real method has."
+            }
+        });
     }
     t2.notes.push(format!(
         "{} seeds per cell; corpus of {} rollouts, global batch {} (the paper's 512 scaled to the corpus, so a budget gets the paper's number of updates).{privileged} \
@@ -700,4 +710,36 @@ pub fn cost_table(cost: &BTreeMap<String, f64>) -> Option<Table> {
             .into(),
     );
     Some(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The oracle's note names the teacher of the world the results came from: the committed
+    /// learned-policy results must not say "the simulator's teacher".
+    #[test]
+    fn the_oracle_note_names_the_world_it_ran_on() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("experiments/results/policy/corpus-42/selection/results.json");
+        let r: SelectionResults =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let note = |corpus| {
+            let out = render(&r, corpus);
+            let (_, t2) = out
+                .tables
+                .iter()
+                .find(|(name, _)| name == "table2_overall")
+                .unwrap();
+            t2.notes.join(" ")
+        };
+        let world = note(CorpusKind::Policy);
+        assert!(world.contains("the world's linear teacher"), "{world}");
+        assert!(!world.contains("simulator's teacher"), "{world}");
+        let synth = note(CorpusKind::Synth);
+        assert!(
+            synth.contains("`oracle` reads the simulator's teacher"),
+            "{synth}"
+        );
+    }
 }

@@ -1,11 +1,11 @@
 //! The CPU engine: f32 or bf16 features read in place from the (memory-mapped) bundle, rayon
-//! over rollouts, f64 accumulation (f32 × f32 products are exact in f64). On x86-64 the linear
-//! head's row dot products use explicit AVX2 when the CPU has it, with the same operations in
-//! the same order as the portable code, so results are bit-identical either way.
+//! over rollouts, f64 accumulation (f32 × f32 products are exact in f64).
 //!
-//! Linear head: each step row is read once from memory; its dot product with w, its squared
-//! norm and its contribution to g = Σ r_j h_j and s = Σ h_j are computed while it sits in cache,
-//! so ‖g‖² and the centred norm ‖g − r̄ s‖² come out of one pass (gradient-methods §2.1, §2.3).
+//! Linear head ([`linear`]): each step row is read from memory once; its dot product with w and
+//! its squared norm, then g = Σ r_j h_j and s = Σ h_j from the rows still in cache, so ‖g‖² and
+//! the centred norm ‖g − r̄ s‖² come out of one pass over the bundle (gradient-methods §2.1,
+//! §2.3). On x86-64 it uses explicit AVX2 and FMA when the CPU has them, with the same bits as
+//! the portable code.
 //!
 //! MLP head: the rollout's pre-activations U = H W₁ᵀ + b₁ in f64, then the four parameter
 //! groups of §3.3, with ‖∇W₁‖² by the ghost form ⟨DDᵀ, HHᵀ⟩ or by materialising DᵀH, whichever
@@ -30,6 +30,9 @@ use super::{
     ghost_is_cheaper,
 };
 use crate::logistic::{bce_with_logits, sigmoid};
+
+mod linear;
+use linear::linear_rollout;
 
 /// The CPU implementation of [`GradNormEngine`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -85,11 +88,10 @@ impl Elem for bf16 {
     }
 }
 
-/// Head parameters in the form each loop wants, prepared once per run (the MLP in f64; the
-/// linear weights stay f32 for the packed dot product).
+/// Head parameters in the form each loop wants, widened to f64 once per run.
 enum Head64 {
     Linear {
-        w: Vec<f32>,
+        w64: Vec<f64>,
         b: f64,
     },
     Mlp {
@@ -107,7 +109,7 @@ impl Head64 {
         let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
         match head {
             HeadParams::Linear(LinearHead { w, b }) => Head64::Linear {
-                w: w.clone(),
+                w64: wide(w),
                 b: *b as f64,
             },
             HeadParams::Mlp(MlpHead {
@@ -132,9 +134,9 @@ impl Head64 {
 /// Per-thread buffers reused across rollouts.
 #[derive(Default)]
 struct Scratch {
-    /// Linear: g (d). MLP: rows as f64 ([n, d]).
+    /// Linear: the rows' dot products with w (n). MLP: rows as f64 ([n, d]).
     a: Vec<f64>,
-    /// Linear: s (d). MLP: activations ([n, h]).
+    /// Linear: the rows' squared norms (n). MLP: activations ([n, h]).
     b: Vec<f64>,
     /// MLP: w₂ ⊙ φ'(u) ([n, h]).
     c: Vec<f64>,
@@ -152,7 +154,7 @@ fn rollout<E: Elem>(
     grad: Option<&mut Vec<f64>>,
 ) -> RolloutRow {
     match head {
-        Head64::Linear { w, b } => linear_rollout(w, *b, x, y, c, scratch, grad),
+        Head64::Linear { w64, b } => linear_rollout(w64, *b, x, y, c, scratch, grad),
         Head64::Mlp {
             w1,
             b1,
@@ -171,220 +173,6 @@ fn rollout<E: Elem>(
             };
             mlp_rollout(&mlp, x, y, c, scratch, grad)
         }
-    }
-}
-
-/// Independent partial sums per reduction (two AVX2 registers of f64): enough to hide the add
-/// latency. The sums are combined in a fixed order, so the result never varies.
-const LANES: usize = 8;
-
-/// Dot product with w and squared norm of one row, in f64 over [`LANES`] interleaved partial
-/// sums. f32 × f32 products are exact in f64, so only the additions round.
-#[inline(always)]
-fn dot_and_sq<E: Elem>(row: &[E], w: &[f32]) -> (f64, f64) {
-    let mut dot = [0.0f64; LANES];
-    let mut sq = [0.0f64; LANES];
-    let mut rc = row.chunks_exact(LANES);
-    let mut wc = w.chunks_exact(LANES);
-    for (rl, wl) in (&mut rc).zip(&mut wc) {
-        for k in 0..LANES {
-            let v = rl[k].to_f64();
-            dot[k] += v * wl[k] as f64;
-            sq[k] += v * v;
-        }
-    }
-    finish_dot(&dot, &sq, rc.remainder(), wc.remainder())
-}
-
-/// [`dot_and_sq`] with explicit AVX2 instructions: the same lanes, products and additions in
-/// the same order, hence the same bits, four f64 lanes per instruction.
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn dot_and_sq_avx2<E: Elem>(row: &[E], w: &[f32]) -> (f64, f64) {
-    use std::arch::x86_64::*;
-    let chunks = row.len().min(w.len()) / LANES;
-    let (mut dot_lo, mut dot_hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
-    let (mut sq_lo, mut sq_hi) = (_mm256_setzero_pd(), _mm256_setzero_pd());
-    for c in 0..chunks {
-        // SAFETY: chunk `c` holds LANES elements of `row` and of `w` (c < chunks), and AVX2 is
-        // enabled for this function.
-        unsafe {
-            let x = E::load8(row.as_ptr().add(c * LANES));
-            let wv = _mm256_loadu_ps(w.as_ptr().add(c * LANES));
-            let (x_lo, x_hi) = (
-                _mm256_cvtps_pd(_mm256_castps256_ps128(x)),
-                _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(x)),
-            );
-            let (w_lo, w_hi) = (
-                _mm256_cvtps_pd(_mm256_castps256_ps128(wv)),
-                _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(wv)),
-            );
-            dot_lo = _mm256_add_pd(dot_lo, _mm256_mul_pd(x_lo, w_lo));
-            dot_hi = _mm256_add_pd(dot_hi, _mm256_mul_pd(x_hi, w_hi));
-            sq_lo = _mm256_add_pd(sq_lo, _mm256_mul_pd(x_lo, x_lo));
-            sq_hi = _mm256_add_pd(sq_hi, _mm256_mul_pd(x_hi, x_hi));
-        }
-    }
-    let (mut dot, mut sq) = ([0.0f64; LANES], [0.0f64; LANES]);
-    // SAFETY: each array holds LANES = 8 f64, two unaligned 4-lane stores each.
-    unsafe {
-        _mm256_storeu_pd(dot.as_mut_ptr(), dot_lo);
-        _mm256_storeu_pd(dot.as_mut_ptr().add(4), dot_hi);
-        _mm256_storeu_pd(sq.as_mut_ptr(), sq_lo);
-        _mm256_storeu_pd(sq.as_mut_ptr().add(4), sq_hi);
-    }
-    let done = chunks * LANES;
-    finish_dot(&dot, &sq, &row[done..], &w[done..])
-}
-
-#[inline(always)]
-fn row_dot<E: Elem, const AVX2: bool>(row: &[E], w: &[f32]) -> (f64, f64) {
-    #[cfg(target_arch = "x86_64")]
-    if AVX2 {
-        // SAFETY: AVX2 = true is only instantiated from `linear_rollout_avx2`, which runs after
-        // `is_x86_feature_detected!("avx2")`.
-        return unsafe { dot_and_sq_avx2(row, w) };
-    }
-    dot_and_sq(row, w)
-}
-
-/// Folds the lane sums and adds the tail that does not fill a whole chunk.
-#[inline(always)]
-fn finish_dot<E: Elem>(dot: &[f64; LANES], sq: &[f64; LANES], row: &[E], w: &[f32]) -> (f64, f64) {
-    let (mut d, mut s) = (fold_lanes(dot), fold_lanes(sq));
-    for (r, w) in row.iter().zip(w) {
-        let v = r.to_f64();
-        d += v * *w as f64;
-        s += v * v;
-    }
-    (d, s)
-}
-
-/// Pairwise sum of the lane accumulators, always in the same order.
-#[inline(always)]
-fn fold_lanes(acc: &[f64; LANES]) -> f64 {
-    let mut v = *acc;
-    let mut width = LANES;
-    while width > 1 {
-        width /= 2;
-        for k in 0..width {
-            v[k] += v[k + width];
-        }
-    }
-    v[0]
-}
-
-/// Linear head. `x`: [n, d] rows of the rollout; `y`: n targets.
-///
-/// On x86-64 CPUs with AVX2 the same code is compiled a second time with AVX2 enabled and picked
-/// at run time: the operations and their order are unchanged (no fused multiply-add), so both
-/// versions give the same bits, the wider one about twice as fast.
-fn linear_rollout<E: Elem>(
-    w: &[f32],
-    b: f64,
-    x: &[E],
-    y: &[f32],
-    c: f64,
-    scratch: &mut Scratch,
-    grad: Option<&mut Vec<f64>>,
-) -> RolloutRow {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        return unsafe { linear_rollout_avx2(w, b, x, y, c, scratch, grad) };
-    }
-    linear_rollout_body::<E, false>(w, b, x, y, c, scratch, grad)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn linear_rollout_avx2<E: Elem>(
-    w: &[f32],
-    b: f64,
-    x: &[E],
-    y: &[f32],
-    c: f64,
-    scratch: &mut Scratch,
-    grad: Option<&mut Vec<f64>>,
-) -> RolloutRow {
-    linear_rollout_body::<E, true>(w, b, x, y, c, scratch, grad)
-}
-
-/// The linear-head loop; `AVX2` picks the explicit-AVX2 row dot product (only instantiated
-/// inside [`linear_rollout_avx2`], after the CPU was checked).
-#[inline(always)]
-fn linear_rollout_body<E: Elem, const AVX2: bool>(
-    w: &[f32],
-    b: f64,
-    x: &[E],
-    y: &[f32],
-    c: f64,
-    scratch: &mut Scratch,
-    grad: Option<&mut Vec<f64>>,
-) -> RolloutRow {
-    let d = w.len();
-    let n = y.len();
-    let (g, s) = (&mut scratch.a, &mut scratch.b);
-    // Every entry is overwritten by the first row, so the buffers are never zero-filled.
-    g.resize(d, 0.0);
-    s.resize(d, 0.0);
-    let (mut loss, mut sum_r, mut resid_sq, mut sum_step) = (0.0, 0.0, 0.0, 0.0);
-    for (j, &yj) in y.iter().enumerate() {
-        let row = &x[j * d..(j + 1) * d];
-        let (dot, sq) = row_dot::<E, AVX2>(row, w);
-        let z = dot + b;
-        let yj = yj as f64;
-        let r = c * (sigmoid(z) - yj);
-        loss += c * bce_with_logits(z, yj);
-        sum_r += r;
-        resid_sq += r * r;
-        sum_step += r * r * (sq + 1.0);
-        // The row is still in L1: fold it into g and s now rather than re-reading it later.
-        if j == 0 {
-            for ((ge, se), v) in g.iter_mut().zip(s.iter_mut()).zip(row) {
-                let v = v.to_f64();
-                *ge = r * v;
-                *se = v;
-            }
-        } else {
-            for ((ge, se), v) in g.iter_mut().zip(s.iter_mut()).zip(row) {
-                let v = v.to_f64();
-                *ge += r * v;
-                *se += v;
-            }
-        }
-    }
-    let r_bar = sum_r / n as f64;
-    let (mut w_sq, mut centered) = ([0.0f64; LANES], [0.0f64; LANES]);
-    let mut gc = g.chunks_exact(LANES);
-    let mut sc = s.chunks_exact(LANES);
-    for (gl, sl) in (&mut gc).zip(&mut sc) {
-        for k in 0..LANES {
-            w_sq[k] += gl[k] * gl[k];
-            let t = gl[k] - r_bar * sl[k];
-            centered[k] += t * t;
-        }
-    }
-    let (mut w_sq, mut centered) = (fold_lanes(&w_sq), fold_lanes(&centered));
-    for (ge, se) in gc.remainder().iter().zip(sc.remainder()) {
-        w_sq += ge * ge;
-        let t = ge - r_bar * se;
-        centered += t * t;
-    }
-    if let Some(out) = grad {
-        out.clear();
-        out.extend_from_slice(g);
-        out.push(sum_r);
-    }
-    RolloutRow {
-        loss,
-        groups: [w_sq, sum_r * sum_r, 0.0, 0.0],
-        centered,
-        sum_step,
-        resid_sq,
     }
 }
 
@@ -769,66 +557,4 @@ fn gram_typed<E: Elem>(features: &[E], d: usize, weights: &[f64]) -> Vec<f64> {
         }
     }
     gram
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bits(r: &RolloutRow) -> Vec<u64> {
-        let mut v: Vec<u64> = r.groups.iter().map(|x| x.to_bits()).collect();
-        v.extend([r.loss, r.centered, r.sum_step, r.resid_sq].map(f64::to_bits));
-        v
-    }
-
-    #[test]
-    fn avx2_and_portable_builds_agree_bit_for_bit() {
-        // d = 37 exercises both the packed chunks and the scalar remainder.
-        let d = 37;
-        let n = 5;
-        let x: Vec<f32> = (0..n * d)
-            .map(|i| ((i * 7919) % 101) as f32 / 17.0 - 3.0)
-            .collect();
-        let w: Vec<f32> = (0..d)
-            .map(|i| ((i * 31) % 13) as f32 / 40.0 - 0.15)
-            .collect();
-        let y = [1.0, 0.0, 0.5, 1.0, 0.0];
-        let mut s1 = Scratch::default();
-        let portable = linear_rollout_body::<f32, false>(&w, 0.1, &x, &y, 0.2, &mut s1, None);
-        let dispatched = linear_rollout(&w, 0.1, &x, &y, 0.2, &mut Scratch::default(), None);
-        assert_eq!(bits(&portable), bits(&dispatched));
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 is present (checked on the line above).
-            let wide =
-                unsafe { linear_rollout_avx2(&w, 0.1, &x, &y, 0.2, &mut Scratch::default(), None) };
-            assert_eq!(bits(&portable), bits(&wide));
-        }
-        // bf16 rows go through the widening loader.
-        let xb: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
-        let portable = linear_rollout_body::<bf16, false>(
-            &w,
-            0.1,
-            &xb,
-            &y,
-            0.2,
-            &mut Scratch::default(),
-            None,
-        );
-        let dispatched = linear_rollout(&w, 0.1, &xb, &y, 0.2, &mut Scratch::default(), None);
-        assert_eq!(bits(&portable), bits(&dispatched));
-        // The scratch buffers are reused across rollouts of any length without being cleared.
-        let again =
-            linear_rollout_body::<f32, false>(&w, 0.1, &x[..2 * d], &y[..2], 0.5, &mut s1, None);
-        let fresh = linear_rollout_body::<f32, false>(
-            &w,
-            0.1,
-            &x[..2 * d],
-            &y[..2],
-            0.5,
-            &mut Scratch::default(),
-            None,
-        );
-        assert_eq!(bits(&again), bits(&fresh));
-    }
 }

@@ -1,0 +1,583 @@
+//! The linear head's per-rollout statistics on the CPU, in two passes over the rollout's rows.
+//!
+//! 1. **Row pass**: each row's dot product with w and its squared norm, f64 sums over
+//!    [`LANES`] interleaved partial sums. On AVX2 + FMA CPUs two rows run side by side, so the
+//!    eight independent addition chains hide the floating-point latency that one row alone
+//!    would wait on. The products are of f32 (or bf16) values widened to f64, so they are exact
+//!    and a fused multiply-add rounds exactly as a product followed by an addition.
+//! 2. **Column pass**: g = Σ r_j h_j and s = Σ h_j, eight columns at a time in registers, rows
+//!    in order; each column block is folded into ‖g‖² and ‖g − r̄ s‖² at once, so neither g
+//!    nor s is ever stored unless the caller asks for the gradient itself.
+//!
+//! The rollout's rows are read from memory once (row pass); the column pass finds them in
+//! cache. Every addition happens in the order of the plain row-by-row form (kept in the tests as
+//! the reference), so results are the same bits on every CPU and for every thread count.
+
+use super::{Elem, Scratch};
+use crate::gradnorm::RolloutRow;
+use crate::logistic::sigmoid_and_bce;
+
+/// Independent partial sums per reduction (two AVX2 registers of f64). The sums are combined
+/// in a fixed order, so the result never varies.
+const LANES: usize = 8;
+
+/// One rollout's statistics for the linear head (w, b); `w64` is w widened to f64 once per run.
+/// `x`: [n, d] rows; `y`: n targets; `c`: the reduction's weight. With `grad`, the flattened
+/// gradient (g, Σ r) is written there.
+pub(super) fn linear_rollout<E: Elem>(
+    w64: &[f64],
+    b: f64,
+    x: &[E],
+    y: &[f32],
+    c: f64,
+    scratch: &mut Scratch,
+    grad: Option<&mut Vec<f64>>,
+) -> RolloutRow {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+        return unsafe { linear_rollout_avx2(w64, b, x, y, c, scratch, grad) };
+    }
+    linear_rollout_portable(w64, b, x, y, c, scratch, grad)
+}
+
+/// The portable build: the same operations in the same order as the AVX2 one.
+fn linear_rollout_portable<E: Elem>(
+    w64: &[f64],
+    b: f64,
+    x: &[E],
+    y: &[f32],
+    c: f64,
+    scratch: &mut Scratch,
+    grad: Option<&mut Vec<f64>>,
+) -> RolloutRow {
+    let d = w64.len();
+    let (dots, sqs) = (&mut scratch.a, &mut scratch.b);
+    dots.clear();
+    sqs.clear();
+    for row in x.chunks_exact(d) {
+        let (dot, sq) = dot_and_sq(row, w64);
+        dots.push(dot);
+        sqs.push(sq);
+    }
+    let sums = residuals(dots, sqs, y, b, c, &mut scratch.r);
+    let (w_sq, centered) = column_pass(x, &scratch.r, sums.r_bar, d, grad, sums.sum_r);
+    sums.finish(w_sq, centered)
+}
+
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn linear_rollout_avx2<E: Elem>(
+    w64: &[f64],
+    b: f64,
+    x: &[E],
+    y: &[f32],
+    c: f64,
+    scratch: &mut Scratch,
+    grad: Option<&mut Vec<f64>>,
+) -> RolloutRow {
+    let d = w64.len();
+    let (dots, sqs) = (&mut scratch.a, &mut scratch.b);
+    dots.clear();
+    sqs.clear();
+    let mut pairs = x.chunks_exact(2 * d);
+    for pair in &mut pairs {
+        let (first, second) = pair.split_at(d);
+        // SAFETY: AVX2 and FMA are enabled for this function.
+        let ((d0, s0), (d1, s1)) = unsafe { dot_and_sq_pair_avx2(first, second, w64) };
+        dots.extend([d0, d1]);
+        sqs.extend([s0, s1]);
+    }
+    if !pairs.remainder().is_empty() {
+        let last = pairs.remainder();
+        // SAFETY: as above; a row pairs with itself and the duplicate result is dropped.
+        let ((dot, sq), _) = unsafe { dot_and_sq_pair_avx2(last, last, w64) };
+        dots.push(dot);
+        sqs.push(sq);
+    }
+    let sums = residuals(dots, sqs, y, b, c, &mut scratch.r);
+    // SAFETY: AVX2 is enabled for this function.
+    let (w_sq, centered) =
+        unsafe { column_pass_avx2(x, &scratch.r, sums.r_bar, d, grad, sums.sum_r) };
+    sums.finish(w_sq, centered)
+}
+
+/// Dot product with w and squared norm of one row, in f64 over [`LANES`] partial sums, lane k
+/// summing the columns ≡ k (mod LANES) in column order; then the lanes folded and the
+/// remainder columns added in order.
+#[inline(always)]
+fn dot_and_sq<E: Elem>(row: &[E], w: &[f64]) -> (f64, f64) {
+    let mut dot = [0.0f64; LANES];
+    let mut sq = [0.0f64; LANES];
+    let mut rc = row.chunks_exact(LANES);
+    let mut wc = w.chunks_exact(LANES);
+    for (rl, wl) in (&mut rc).zip(&mut wc) {
+        for k in 0..LANES {
+            let v = rl[k].to_f64();
+            dot[k] += v * wl[k];
+            sq[k] += v * v;
+        }
+    }
+    finish_dot(&dot, &sq, rc.remainder(), wc.remainder())
+}
+
+/// [`dot_and_sq`] of two rows at once with AVX2 and FMA: the same lanes and the same order, and
+/// (the products being exact) the same bits.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_and_sq_pair_avx2<E: Elem>(a: &[E], b: &[E], w: &[f64]) -> ((f64, f64), (f64, f64)) {
+    use std::arch::x86_64::*;
+    let chunks = w.len() / LANES;
+    debug_assert!(a.len() >= chunks * LANES && b.len() >= chunks * LANES);
+    let ahead = PREFETCH_ROWS * w.len();
+    let z = _mm256_setzero_pd();
+    let (mut da_lo, mut da_hi, mut sa_lo, mut sa_hi) = (z, z, z, z);
+    let (mut db_lo, mut db_hi, mut sb_lo, mut sb_hi) = (z, z, z, z);
+    for c in 0..chunks {
+        // SAFETY: chunk `c` holds LANES elements of `a`, `b` and `w` (c < chunks), and AVX2 and
+        // FMA are enabled for this function.
+        unsafe {
+            // The rows PREFETCH_ROWS ahead (the rest of this rollout, then the next one): the
+            // loop does enough work per byte that the hardware alone keeps too few reads in
+            // flight. A prefetch never faults, so the address may run past the bundle.
+            _mm_prefetch::<_MM_HINT_T1>(a.as_ptr().wrapping_add(c * LANES + ahead) as *const i8);
+            _mm_prefetch::<_MM_HINT_T1>(b.as_ptr().wrapping_add(c * LANES + ahead) as *const i8);
+            let (xa_lo, xa_hi) = widen8(a.as_ptr().add(c * LANES));
+            let (xb_lo, xb_hi) = widen8(b.as_ptr().add(c * LANES));
+            let w_lo = _mm256_loadu_pd(w.as_ptr().add(c * LANES));
+            let w_hi = _mm256_loadu_pd(w.as_ptr().add(c * LANES + 4));
+            da_lo = _mm256_fmadd_pd(xa_lo, w_lo, da_lo);
+            da_hi = _mm256_fmadd_pd(xa_hi, w_hi, da_hi);
+            sa_lo = _mm256_fmadd_pd(xa_lo, xa_lo, sa_lo);
+            sa_hi = _mm256_fmadd_pd(xa_hi, xa_hi, sa_hi);
+            db_lo = _mm256_fmadd_pd(xb_lo, w_lo, db_lo);
+            db_hi = _mm256_fmadd_pd(xb_hi, w_hi, db_hi);
+            sb_lo = _mm256_fmadd_pd(xb_lo, xb_lo, sb_lo);
+            sb_hi = _mm256_fmadd_pd(xb_hi, xb_hi, sb_hi);
+        }
+    }
+    let done = chunks * LANES;
+    // SAFETY: AVX2 is enabled for this function.
+    let (da, sa, db, sb) = unsafe {
+        (
+            spill(da_lo, da_hi),
+            spill(sa_lo, sa_hi),
+            spill(db_lo, db_hi),
+            spill(sb_lo, sb_hi),
+        )
+    };
+    (
+        finish_dot(&da, &sa, &a[done..], &w[done..]),
+        finish_dot(&db, &sb, &b[done..], &w[done..]),
+    )
+}
+
+/// How far ahead the row pass prefetches, in rows (into L2: fewer L1 miss slots held).
+const PREFETCH_ROWS: usize = 8;
+
+/// Eight consecutive elements widened to two registers of four f64.
+///
+/// # Safety
+/// AVX2, and eight readable elements at `p`.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn widen8<E: Elem>(p: *const E) -> (std::arch::x86_64::__m256d, std::arch::x86_64::__m256d) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller guarantees AVX2 and eight readable elements at `p`.
+    unsafe {
+        let x = E::load8(p);
+        (
+            _mm256_cvtps_pd(_mm256_castps256_ps128(x)),
+            _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(x)),
+        )
+    }
+}
+
+/// The two registers' lanes as an array, low register first.
+///
+/// # Safety
+/// AVX2.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn spill(lo: std::arch::x86_64::__m256d, hi: std::arch::x86_64::__m256d) -> [f64; LANES] {
+    use std::arch::x86_64::*;
+    let mut out = [0.0f64; LANES];
+    // SAFETY: `out` holds LANES = 8 f64, two unaligned 4-lane stores.
+    unsafe {
+        _mm256_storeu_pd(out.as_mut_ptr(), lo);
+        _mm256_storeu_pd(out.as_mut_ptr().add(4), hi);
+    }
+    out
+}
+
+/// Folds the lane sums and adds the columns that do not fill a whole chunk.
+#[inline(always)]
+fn finish_dot<E: Elem>(dot: &[f64; LANES], sq: &[f64; LANES], row: &[E], w: &[f64]) -> (f64, f64) {
+    let (mut d, mut s) = (fold_lanes(dot), fold_lanes(sq));
+    for (r, w) in row.iter().zip(w) {
+        let v = r.to_f64();
+        d += v * *w;
+        s += v * v;
+    }
+    (d, s)
+}
+
+/// Pairwise sum of the lane accumulators, always in the same order.
+#[inline(always)]
+fn fold_lanes(acc: &[f64; LANES]) -> f64 {
+    let mut v = *acc;
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for k in 0..width {
+            v[k] += v[k + width];
+        }
+    }
+    v[0]
+}
+
+/// The per-step sums of a rollout, accumulated in step order.
+struct StepSums {
+    loss: f64,
+    sum_r: f64,
+    resid_sq: f64,
+    sum_step: f64,
+    r_bar: f64,
+}
+
+impl StepSums {
+    fn finish(&self, w_sq: f64, centered: f64) -> RolloutRow {
+        RolloutRow {
+            loss: self.loss,
+            groups: [w_sq, self.sum_r * self.sum_r, 0.0, 0.0],
+            centered,
+            sum_step: self.sum_step,
+            resid_sq: self.resid_sq,
+        }
+    }
+}
+
+/// The residuals r_j = c (σ(z_j) − y_j) into `r`, and the sums over steps.
+#[inline(always)]
+fn residuals(dots: &[f64], sqs: &[f64], y: &[f32], b: f64, c: f64, r: &mut Vec<f64>) -> StepSums {
+    r.clear();
+    let (mut loss, mut sum_r, mut resid_sq, mut sum_step) = (0.0, 0.0, 0.0, 0.0);
+    for ((&dot, &sq), &yj) in dots.iter().zip(sqs).zip(y) {
+        let z = dot + b;
+        let yj = yj as f64;
+        let (p, bce) = sigmoid_and_bce(z, yj);
+        let rj = c * (p - yj);
+        loss += c * bce;
+        sum_r += rj;
+        resid_sq += rj * rj;
+        sum_step += rj * rj * (sq + 1.0);
+        r.push(rj);
+    }
+    StepSums {
+        loss,
+        sum_r,
+        resid_sq,
+        sum_step,
+        r_bar: sum_r / y.len() as f64,
+    }
+}
+
+/// g = Σ_j r_j h_j and s = Σ_j h_j column by column (rows in order, g starting from r₀ h₀),
+/// folded into (‖g‖², ‖g − r̄ s‖²) over [`LANES`] partial sums. With `grad`, writes (g, Σ r).
+fn column_pass<E: Elem>(
+    x: &[E],
+    r: &[f64],
+    r_bar: f64,
+    d: usize,
+    grad: Option<&mut Vec<f64>>,
+    sum_r: f64,
+) -> (f64, f64) {
+    let mut out = prepare_grad(grad, d, sum_r);
+    let (mut w_sq, mut centered) = ([0.0f64; LANES], [0.0f64; LANES]);
+    let chunks = d / LANES;
+    for cidx in 0..chunks {
+        let base = cidx * LANES;
+        let (mut g, mut s) = ([0.0f64; LANES], [0.0f64; LANES]);
+        for k in 0..LANES {
+            let v = x[base + k].to_f64();
+            g[k] = r[0] * v;
+            s[k] = v;
+        }
+        for (j, &rj) in r.iter().enumerate().skip(1) {
+            let row = &x[j * d + base..j * d + base + LANES];
+            for k in 0..LANES {
+                let v = row[k].to_f64();
+                g[k] += rj * v;
+                s[k] += v;
+            }
+        }
+        for k in 0..LANES {
+            w_sq[k] += g[k] * g[k];
+            let t = g[k] - r_bar * s[k];
+            centered[k] += t * t;
+        }
+        if let Some(out) = out.as_deref_mut() {
+            out[base..base + LANES].copy_from_slice(&g);
+        }
+    }
+    let (w_sq, centered) = (fold_lanes(&w_sq), fold_lanes(&centered));
+    remainder_columns(x, r, r_bar, d, chunks * LANES, out, (w_sq, centered))
+}
+
+/// [`column_pass`] with AVX2: the same operations in the same order (no fused multiply-add
+/// here: r_j h_j is not exact).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn column_pass_avx2<E: Elem>(
+    x: &[E],
+    r: &[f64],
+    r_bar: f64,
+    d: usize,
+    grad: Option<&mut Vec<f64>>,
+    sum_r: f64,
+) -> (f64, f64) {
+    use std::arch::x86_64::*;
+    let mut out = prepare_grad(grad, d, sum_r);
+    let n = r.len();
+    assert!(
+        n >= 1 && x.len() >= n * d,
+        "column pass: rows and residuals disagree"
+    );
+    let z = _mm256_setzero_pd();
+    let (mut wsq_lo, mut wsq_hi, mut cen_lo, mut cen_hi) = (z, z, z, z);
+    let rb = _mm256_set1_pd(r_bar);
+    let chunks = d / LANES;
+    // Two column blocks per sweep over the rows: four independent addition chains for g (and
+    // four for s) instead of two, so the sweep is not bound by the adder's latency. The blocks
+    // are folded into the lane sums in column order, as in the portable form.
+    let mut cidx = 0;
+    while cidx < chunks {
+        let pair = cidx + 1 < chunks;
+        let (base0, base1) = (cidx * LANES, (cidx + pair as usize) * LANES);
+        // SAFETY: row j's columns base..base + LANES lie inside `x` (base + LANES ≤ d and
+        // j < n with n·d ≤ x.len(), asserted above); AVX2 is enabled for this function.
+        unsafe {
+            let r0 = _mm256_set1_pd(r[0]);
+            let (a_lo, a_hi) = widen8(x.as_ptr().add(base0));
+            let (b_lo, b_hi) = widen8(x.as_ptr().add(base1));
+            let mut g = [
+                _mm256_mul_pd(r0, a_lo),
+                _mm256_mul_pd(r0, a_hi),
+                _mm256_mul_pd(r0, b_lo),
+                _mm256_mul_pd(r0, b_hi),
+            ];
+            let mut sv = [a_lo, a_hi, b_lo, b_hi];
+            for (j, &rj) in r.iter().enumerate().skip(1) {
+                let (a_lo, a_hi) = widen8(x.as_ptr().add(j * d + base0));
+                let (b_lo, b_hi) = widen8(x.as_ptr().add(j * d + base1));
+                let rj = _mm256_set1_pd(rj);
+                for (k, v) in [a_lo, a_hi, b_lo, b_hi].into_iter().enumerate() {
+                    g[k] = _mm256_add_pd(g[k], _mm256_mul_pd(rj, v));
+                    sv[k] = _mm256_add_pd(sv[k], v);
+                }
+            }
+            let blocks = if pair { 2 } else { 1 };
+            for blk in 0..blocks {
+                let (g_lo, g_hi) = (g[2 * blk], g[2 * blk + 1]);
+                let (s_lo, s_hi) = (sv[2 * blk], sv[2 * blk + 1]);
+                wsq_lo = _mm256_add_pd(wsq_lo, _mm256_mul_pd(g_lo, g_lo));
+                wsq_hi = _mm256_add_pd(wsq_hi, _mm256_mul_pd(g_hi, g_hi));
+                let t_lo = _mm256_sub_pd(g_lo, _mm256_mul_pd(rb, s_lo));
+                let t_hi = _mm256_sub_pd(g_hi, _mm256_mul_pd(rb, s_hi));
+                cen_lo = _mm256_add_pd(cen_lo, _mm256_mul_pd(t_lo, t_lo));
+                cen_hi = _mm256_add_pd(cen_hi, _mm256_mul_pd(t_hi, t_hi));
+                if let Some(out) = out.as_deref_mut() {
+                    let base = (cidx + blk) * LANES;
+                    _mm256_storeu_pd(out.as_mut_ptr().add(base), g_lo);
+                    _mm256_storeu_pd(out.as_mut_ptr().add(base + 4), g_hi);
+                }
+            }
+            cidx += blocks;
+        }
+    }
+    // SAFETY: AVX2 is enabled for this function.
+    let (w_sq, centered) = unsafe { (spill(wsq_lo, wsq_hi), spill(cen_lo, cen_hi)) };
+    let (w_sq, centered) = (fold_lanes(&w_sq), fold_lanes(&centered));
+    remainder_columns(x, r, r_bar, d, chunks * LANES, out, (w_sq, centered))
+}
+
+/// The gradient buffer sized (d + 1) with Σ r in its last entry, when one is wanted.
+fn prepare_grad(grad: Option<&mut Vec<f64>>, d: usize, sum_r: f64) -> Option<&mut Vec<f64>> {
+    grad.map(|out| {
+        out.clear();
+        out.resize(d + 1, 0.0);
+        out[d] = sum_r;
+        out
+    })
+}
+
+/// The columns from `from` to d, one at a time in order, added to the folded sums.
+#[inline(always)]
+fn remainder_columns<E: Elem>(
+    x: &[E],
+    r: &[f64],
+    r_bar: f64,
+    d: usize,
+    from: usize,
+    mut out: Option<&mut Vec<f64>>,
+    (mut w_sq, mut centered): (f64, f64),
+) -> (f64, f64) {
+    for col in from..d {
+        let mut g = r[0] * x[col].to_f64();
+        let mut s = x[col].to_f64();
+        for (j, &rj) in r.iter().enumerate().skip(1) {
+            let v = x[j * d + col].to_f64();
+            g += rj * v;
+            s += v;
+        }
+        w_sq += g * g;
+        let t = g - r_bar * s;
+        centered += t * t;
+        if let Some(out) = out.as_deref_mut() {
+            out[col] = g;
+        }
+    }
+    (w_sq, centered)
+}
+
+#[cfg(test)]
+mod tests {
+    use half::bf16;
+
+    use super::*;
+
+    /// The plain row-by-row form the two-pass engine must reproduce bit for bit: each row's
+    /// dot product over LANES partial sums, then g and s updated row by row in memory.
+    fn reference<E: Elem>(w: &[f32], b: f64, x: &[E], y: &[f32], c: f64) -> (RolloutRow, Vec<f64>) {
+        let d = w.len();
+        let (mut g, mut s) = (vec![0.0f64; d], vec![0.0f64; d]);
+        let (mut loss, mut sum_r, mut resid_sq, mut sum_step) = (0.0, 0.0, 0.0, 0.0);
+        for (j, &yj) in y.iter().enumerate() {
+            let row = &x[j * d..(j + 1) * d];
+            let (mut dot, mut sq) = ([0.0f64; LANES], [0.0f64; LANES]);
+            let chunks = d / LANES;
+            for cidx in 0..chunks {
+                for k in 0..LANES {
+                    let v = row[cidx * LANES + k].to_f64();
+                    dot[k] += v * w[cidx * LANES + k] as f64;
+                    sq[k] += v * v;
+                }
+            }
+            let (mut dot, mut sq) = (fold_lanes(&dot), fold_lanes(&sq));
+            for col in chunks * LANES..d {
+                let v = row[col].to_f64();
+                dot += v * w[col] as f64;
+                sq += v * v;
+            }
+            let z = dot + b;
+            let yj = yj as f64;
+            let r = c * (crate::logistic::sigmoid(z) - yj);
+            loss += c * crate::logistic::bce_with_logits(z, yj);
+            sum_r += r;
+            resid_sq += r * r;
+            sum_step += r * r * (sq + 1.0);
+            for col in 0..d {
+                let v = row[col].to_f64();
+                if j == 0 {
+                    g[col] = r * v;
+                    s[col] = v;
+                } else {
+                    g[col] += r * v;
+                    s[col] += v;
+                }
+            }
+        }
+        let r_bar = sum_r / y.len() as f64;
+        let (mut w_sq, mut centered) = ([0.0f64; LANES], [0.0f64; LANES]);
+        let chunks = d / LANES;
+        for cidx in 0..chunks {
+            for k in 0..LANES {
+                let (ge, se) = (g[cidx * LANES + k], s[cidx * LANES + k]);
+                w_sq[k] += ge * ge;
+                let t = ge - r_bar * se;
+                centered[k] += t * t;
+            }
+        }
+        let (mut w_sq, mut centered) = (fold_lanes(&w_sq), fold_lanes(&centered));
+        for col in chunks * LANES..d {
+            w_sq += g[col] * g[col];
+            let t = g[col] - r_bar * s[col];
+            centered += t * t;
+        }
+        g.push(sum_r);
+        let row = RolloutRow {
+            loss,
+            groups: [w_sq, sum_r * sum_r, 0.0, 0.0],
+            centered,
+            sum_step,
+            resid_sq,
+        };
+        (row, g)
+    }
+
+    fn bits(r: &RolloutRow) -> Vec<u64> {
+        let mut v: Vec<u64> = r.groups.iter().map(|x| x.to_bits()).collect();
+        v.extend([r.loss, r.centered, r.sum_step, r.resid_sq].map(f64::to_bits));
+        v
+    }
+
+    fn vec_bits(v: &[f64]) -> Vec<u64> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// Every build (portable, dispatched, AVX2 + FMA) against the reference on one rollout,
+    /// with and without the gradient, reusing a scratch that held another rollout.
+    fn check<E: Elem + std::fmt::Debug>(w: &[f32], x: &[E], y: &[f32], stale: &mut Scratch) {
+        let (b, c) = (0.1, 0.2);
+        let w64: Vec<f64> = w.iter().map(|&v| v as f64).collect();
+        let (want, want_grad) = reference(w, b, x, y, c);
+        let mut grad = vec![7.0; 3];
+        let portable = linear_rollout_portable(&w64, b, x, y, c, stale, Some(&mut grad));
+        assert_eq!(bits(&portable), bits(&want), "portable, n = {}", y.len());
+        assert_eq!(vec_bits(&grad), vec_bits(&want_grad), "portable gradient");
+        let dispatched = linear_rollout(&w64, b, x, y, c, stale, None);
+        assert_eq!(
+            bits(&dispatched),
+            bits(&want),
+            "dispatched, n = {}",
+            y.len()
+        );
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            let mut grad = Vec::new();
+            // SAFETY: AVX2 and FMA are present (checked on the line above).
+            let wide = unsafe { linear_rollout_avx2(&w64, b, x, y, c, stale, Some(&mut grad)) };
+            assert_eq!(bits(&wide), bits(&want), "avx2, n = {}", y.len());
+            assert_eq!(vec_bits(&grad), vec_bits(&want_grad), "avx2 gradient");
+        }
+    }
+
+    #[test]
+    fn every_build_reproduces_the_row_by_row_form_bit_for_bit() {
+        let mut stale = Scratch::default();
+        // d = 37 has a remainder after the packed columns; d = 256 has none; d = 5 has no packed
+        // chunk at all. Odd and even row counts exercise the unpaired last row.
+        for &d in &[37usize, 256, 5] {
+            let w: Vec<f32> = (0..d)
+                .map(|i| ((i * 31) % 13) as f32 / 40.0 - 0.15)
+                .collect();
+            for &n in &[1usize, 2, 5, 8, 13] {
+                let x: Vec<f32> = (0..n * d)
+                    .map(|i| ((i * 7919 + d) % 101) as f32 / 17.0 - 3.0)
+                    .collect();
+                let y: Vec<f32> = (0..n).map(|j| [1.0, 0.0, 0.5][j % 3]).collect();
+                check(&w, &x, &y, &mut stale);
+                let xb: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+                check(&w, &xb, &y, &mut stale);
+            }
+        }
+    }
+}
