@@ -37,6 +37,7 @@ pub mod point;
 pub mod sketch;
 pub mod stats;
 pub mod table;
+pub mod twins;
 pub mod verify;
 
 #[cfg(feature = "cuda")]

@@ -1226,3 +1226,96 @@ fn cli_verify_exits_1_when_a_check_fails() {
     assert_eq!(res.status.code(), Some(1), "{out}");
     assert!(out.contains("FAIL"), "{out}");
 }
+
+/// Each building-block kernel (`gemm_nt` f32 and bf16, `mlp_step_f32`, `project_f32`,
+/// `column_sum_f32`) alone on the device against its CPU twin (`mprm::gradnorm::twins`), within
+/// the twin's f32 bound (`--ignored` on a GPU machine; `scripts/gpu-check.sh` runs it). The
+/// same twins check the kernels' sources on the CPU emulation (`kernels_compile::emulated`).
+#[cfg(feature = "cuda")]
+#[test]
+#[ignore = "needs a CUDA device"]
+fn cuda_building_blocks_match_their_twins() {
+    use mprm::data::features::FeatureRows;
+    use mprm::gradnorm::cuda::CudaEngine;
+    use mprm::gradnorm::twins;
+
+    let cuda = CudaEngine::new(0).expect("this test needs a usable CUDA device");
+    let check = |what: &str, got: &[f32], want: &[twins::Bounded], chain: usize| {
+        assert_eq!(got.len(), want.len(), "{what}: length");
+        for (i, (g, b)) in got.iter().zip(want).enumerate() {
+            assert!(
+                b.allows(*g, chain),
+                "{what}[{i}]: got {g}, want {} (bound {:.3e})",
+                b.value,
+                b.bound(chain)
+            );
+        }
+    };
+    let values = |n: usize, seed: u64| -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let v = (i as u64 * 2654435761 + seed * 97) % 2001;
+                v as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    };
+    // Shapes off every tile edge: m, n not multiples of 32, k not of the inner tile.
+    for &(m, n, k) in &[(37usize, 45usize, 77usize), (64, 32, 256), (5, 300, 1030)] {
+        let x = values(m * k, 1);
+        let w = values(n * k, 2);
+        let want = twins::gemm_nt(
+            &x.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+            &w,
+            m,
+            n,
+            k,
+        );
+        let got = cuda
+            .block_gemm_nt(FeatureRows::F32(&x), &w, m, n, k)
+            .unwrap();
+        check(&format!("gemm_nt_f32 {m}x{n}x{k}"), &got, &want, k);
+        let xb: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+        let want = twins::gemm_nt(
+            &xb.iter().map(|v| v.to_f64()).collect::<Vec<_>>(),
+            &w,
+            m,
+            n,
+            k,
+        );
+        let got = cuda
+            .block_gemm_nt(FeatureRows::Bf16(&xb), &w, m, n, k)
+            .unwrap();
+        check(&format!("gemm_nt_bf16 {m}x{n}x{k}"), &got, &want, k);
+    }
+    for &(steps, h) in &[(7usize, 33usize), (3, 256), (2, 700)] {
+        for activation in [Activation::Relu, Activation::Gelu] {
+            let (u, b1, w2) = (values(steps * h, 3), values(h, 4), values(h, 5));
+            let want = twins::mlp_step(&u, &b1, &w2, 0.125, activation);
+            let (a, e, z, a_sq) = cuda
+                .block_mlp_step(&u, &b1, &w2, 0.125, activation)
+                .unwrap();
+            let what = format!("mlp_step_f32 S={steps} h={h} {activation:?}");
+            check(&format!("{what} a"), &a, &want.a, 4);
+            check(&format!("{what} e"), &e, &want.e, 4);
+            check(&format!("{what} z"), &z, &want.z, h + 4);
+            check(&format!("{what} |a|^2"), &a_sq, &want.a_sq, h + 4);
+        }
+    }
+    for &(count, p, k) in &[(9usize, 257usize, 3usize), (40, 4097, 2)] {
+        let (grads, dirs) = (values(count * p, 6), values(k * p, 7));
+        let got = cuda.block_project(&grads, &dirs, count, p, k).unwrap();
+        check(
+            &format!("project_f32 {count}x{p} k={k}"),
+            &got,
+            &twins::project(&grads, &dirs, count, p, k),
+            p,
+        );
+        let got = cuda.block_column_sum(&grads, count, p).unwrap();
+        check(
+            &format!("column_sum_f32 {count}x{p}"),
+            &got,
+            &twins::column_sum(&grads, count, p),
+            count,
+        );
+    }
+}

@@ -60,7 +60,7 @@ fn a_syntax_error_comes_back_with_the_compiler_log() {
 /// Every kernel's own source, compiled by g++ as C++20 against `kernels/emulation/cuda_emu.h`
 /// (an emulation of the CUDA execution model: one OS thread per CUDA thread, blocks in turn),
 /// run on small shapes covering every code path, and compared with a reference: the f64 oracle
-/// for the statistics kernels, a plain f64 loop for the building blocks. Each launch runs twice
+/// for the statistics kernels, the library twins (`mprm::gradnorm::twins`) for the building blocks. Each launch runs twice
 /// under different thread schedules and must give the same bits.
 ///
 /// Tolerances come from the f32 accumulation bound |fl(Σ xᵢ) − Σ xᵢ| ≤ γ_N Σ|xᵢ| with
@@ -85,6 +85,7 @@ mod emulated {
     use mprm::data::features::{FeatureBundle, FeatureDtype, FeatureRows};
     use mprm::gradnorm::fixture::{self, RandomBundleSpec};
     use mprm::gradnorm::sketch::CountSketch;
+    use mprm::gradnorm::twins::{self, Bounded};
     use mprm::gradnorm::{Reduction, ghost_limit, kernels, oracle};
     use mprm::head::{Activation, HeadKind, HeadParams, MlpHead};
 
@@ -285,6 +286,19 @@ mod emulated {
                     "{name} {what}[{i}]: got {g}, want {w} (scale {s}): error {err:.3e} > {tol:.3e}"
                 );
                 *worst = worst.max(err);
+            }
+        }
+
+        /// [`Emu::check_sum`] against a library twin (mprm::gradnorm::twins), whose bound is the
+        /// same rule.
+        fn check_twin(&mut self, name: &str, what: &str, got: &[f32], want: &[Bounded], n: usize) {
+            let pairs: Vec<(f64, f64)> = want.iter().map(|b| (b.value, b.magnitude)).collect();
+            self.check_sum(name, what, got, &pairs, n);
+            for (g, b) in got.iter().zip(want) {
+                assert!(
+                    b.allows(*g, n),
+                    "{name} {what}: the twin's own bound disagrees"
+                );
             }
         }
 
@@ -713,16 +727,8 @@ mod emulated {
                 zeros(count * k),
             ],
         );
-        let want: Vec<(f64, f64)> = (0..count)
-            .flat_map(|i| (0..k).map(move |dir| (i, dir)))
-            .map(|(i, dir)| {
-                (0..n_params).fold((0.0, 0.0), |(v, a), p| {
-                    let t = grads[i * n_params + p] as f64 * dirs[dir * n_params + p] as f64;
-                    (v + t, a + t.abs())
-                })
-            })
-            .collect();
-        emu.check_sum("project_f32", "out", &out.f32(4), &want, n_params);
+        let want = twins::project(grads, &dirs, count, n_params, k);
+        emu.check_twin("project_f32", "out", &out.f32(4), &want, n_params);
 
         let out = emu.launch(
             "column_sum_f32",
@@ -736,24 +742,8 @@ mod emulated {
                 zeros(n_params),
             ],
         );
-        let want: Vec<(f64, f64)> = (0..n_params)
-            .map(|p| {
-                (0..count).fold((0.0, 0.0), |(v, a), i| {
-                    let t = grads[i * n_params + p] as f64;
-                    (v + t, a + t.abs())
-                })
-            })
-            .collect();
-        emu.check_sum("column_sum_f32", "out", &out.f32(3), &want, count);
-    }
-
-    fn act_f64(act: i32, u: f64) -> (f64, f64) {
-        let a = if act == 0 {
-            Activation::Relu
-        } else {
-            Activation::Gelu
-        };
-        (a.apply(u), a.derivative(u))
+        let want = twins::column_sum(grads, count, n_params);
+        emu.check_twin("column_sum_f32", "out", &out.f32(3), &want, count);
     }
 
     /// gemm_nt + mlp_step checked as building blocks; returns (U = activations, E, z, ‖a‖²).
@@ -790,16 +780,8 @@ mod emulated {
             ],
         );
         let u = out.f32(2);
-        let want: Vec<(f64, f64)> = (0..s * h)
-            .map(|at| {
-                let (j, m) = (at / h, at % h);
-                (0..d).fold((0.0, 0.0), |(v, a), k| {
-                    let t = x[j * d + k] * w1[m * d + k] as f64;
-                    (v + t, a + t.abs())
-                })
-            })
-            .collect();
-        emu.check_sum(name, "C", &u, &want, d);
+        let want = twins::gemm_nt(&x, w1, s, h, d);
+        emu.check_twin(name, "C", &u, &want, d);
 
         let out = emu.launch(
             "mlp_step_f32",
@@ -819,28 +801,11 @@ mod emulated {
             ],
         );
         let (a, e, z, a_sq) = (out.f32(0), out.f32(1), out.f32(7), out.f32(8));
-        // a and e: one activation of one f32 sum; scale |pre| + 1 covers erf's absolute error.
-        let (mut wa, mut we, mut wz, mut wsq) = (vec![], vec![], vec![], vec![]);
-        for j in 0..s {
-            let (mut z, mut za, mut q, mut qa) = (b2 as f64, (b2 as f64).abs(), 0.0, 0.0);
-            for m in 0..h {
-                let pre = u[j * h + m] as f64 + b1[m] as f64;
-                let scale = pre.abs() + (u[j * h + m] as f64).abs() + (b1[m] as f64).abs() + 1.0;
-                let (av, dv) = act_f64(act, pre);
-                wa.push((av, scale));
-                we.push((w2[m] as f64 * dv, (w2[m] as f64).abs() * scale));
-                z += w2[m] as f64 * av;
-                za += (w2[m] as f64).abs() * scale;
-                q += av * av;
-                qa += scale * scale;
-            }
-            wz.push((z, za));
-            wsq.push((q, qa));
-        }
-        emu.check_sum("mlp_step_f32", "a", &a, &wa, 4);
-        emu.check_sum("mlp_step_f32", "e", &e, &we, 4);
-        emu.check_sum("mlp_step_f32", "z", &z, &wz, h + 4);
-        emu.check_sum("mlp_step_f32", "|a|^2", &a_sq, &wsq, h + 4);
+        let want = twins::mlp_step(&u, b1, w2, b2, head.activation);
+        emu.check_twin("mlp_step_f32", "a", &a, &want.a, 4);
+        emu.check_twin("mlp_step_f32", "e", &e, &want.e, 4);
+        emu.check_twin("mlp_step_f32", "z", &z, &want.z, h + 4);
+        emu.check_twin("mlp_step_f32", "|a|^2", &a_sq, &want.a_sq, h + 4);
         (a, e, z, a_sq)
     }
 

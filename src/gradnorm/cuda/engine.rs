@@ -194,6 +194,48 @@ fn block_of(threads: usize) -> u32 {
     (threads.div_ceil(32) * 32).clamp(32, 256) as u32
 }
 
+/// `gemm_nt`: 32 × 32 output tiles of C [m, n], 32 × 8 threads each.
+fn gemm_config(m: usize, n: usize) -> Result<LaunchConfig> {
+    Ok(LaunchConfig {
+        grid_dim: (
+            as_u32(m.div_ceil(32), "GEMM row tiles")?,
+            as_u32(n.div_ceil(32), "GEMM column tiles")?,
+            1,
+        ),
+        block_dim: (32, 8, 1),
+        shared_mem_bytes: 0,
+    })
+}
+
+/// `mlp_step_f32`: one block per step.
+fn mlp_step_config(steps: usize, h: usize) -> Result<LaunchConfig> {
+    Ok(LaunchConfig {
+        grid_dim: (as_u32(steps, "steps")?, 1, 1),
+        block_dim: (block_of(h), 1, 1),
+        shared_mem_bytes: 0,
+    })
+}
+
+/// `project_f32`: one block per (rollout, direction).
+fn project_config(count: usize, k: usize) -> Result<LaunchConfig> {
+    Ok(LaunchConfig {
+        grid_dim: (as_u32(count, "rollouts")?, as_u32(k, "directions")?, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    })
+}
+
+/// `column_sum_f32`: one thread per parameter.
+fn column_sum_config(n_params: usize) -> Result<LaunchConfig> {
+    Ok(LaunchConfig {
+        grid_dim: (as_u32(n_params.div_ceil(256), "parameter blocks")?, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    })
+}
+
+mod blocks;
+
 impl CudaEngine {
     fn upload_head(&self, head: &HeadParams) -> Result<HeadDev> {
         let s = &self.gpu.stream;
@@ -358,25 +400,13 @@ impl CudaEngine {
                 let mut z = s.alloc_zeros::<f32>(res.n_steps).w("allocating z")?;
                 let mut a_sq = s.alloc_zeros::<f32>(res.n_steps).w("allocating |a|^2")?;
                 let gemm = symbol("gemm_nt", dtype);
-                let cfg = LaunchConfig {
-                    grid_dim: (
-                        as_u32(res.n_steps.div_ceil(32), "GEMM row tiles")?,
-                        as_u32(h.div_ceil(32), "GEMM column tiles")?,
-                        1,
-                    ),
-                    block_dim: (32, 8, 1),
-                    shared_mem_bytes: 0,
-                };
+                let cfg = gemm_config(res.n_steps, h)?;
                 launch!(self.gpu, KernelId::Gemm, &gemm, cfg, |l| {
                     push_rows(&mut l, &res.x);
                     l.arg(w1).arg(&mut u).arg(&m_rows).arg(&h_i).arg(&d_i);
                 });
                 self.mark(marks, 0)?;
-                let cfg = LaunchConfig {
-                    grid_dim: (as_u32(res.n_steps, "steps")?, 1, 1),
-                    block_dim: (block_of(h), 1, 1),
-                    shared_mem_bytes: 0,
-                };
+                let cfg = mlp_step_config(res.n_steps, h)?;
                 launch!(self.gpu, KernelId::MlpStats, "mlp_step_f32", cfg, |l| {
                     l.arg(&mut u)
                         .arg(&mut e)
@@ -557,15 +587,7 @@ impl GradNormEngine for CudaEngine {
                     let mut out = s
                         .alloc_zeros::<f32>(sub.len() * p.k)
                         .w("allocating projections")?;
-                    let cfg = LaunchConfig {
-                        grid_dim: (
-                            as_u32(sub.len(), "rollouts")?,
-                            as_u32(p.k, "directions")?,
-                            1,
-                        ),
-                        block_dim: (256, 1, 1),
-                        shared_mem_bytes: 0,
-                    };
+                    let cfg = project_config(sub.len(), p.k)?;
                     launch!(self.gpu, KernelId::Project, "project_f32", cfg, |l| {
                         l.arg(&grad).arg(dirs).arg(&p_i).arg(&k_i).arg(&mut out);
                     });
@@ -593,11 +615,7 @@ impl GradNormEngine for CudaEngine {
                 let grad = self.materialise(&res, &stats, &head, d, n_params, sub.clone())?;
                 let mut sums = s.alloc_zeros::<f32>(n_params).w("allocating column sums")?;
                 let count = as_i32(sub.len(), "rollouts")?;
-                let cfg = LaunchConfig {
-                    grid_dim: (as_u32(n_params.div_ceil(256), "parameter blocks")?, 1, 1),
-                    block_dim: (256, 1, 1),
-                    shared_mem_bytes: 0,
-                };
+                let cfg = column_sum_config(n_params)?;
                 launch!(self.gpu, KernelId::Project, "column_sum_f32", cfg, |l| {
                     l.arg(&grad).arg(&p_i).arg(&count).arg(&mut sums);
                 });
