@@ -410,13 +410,13 @@ unsafe fn column_pass_avx2<E: Elem>(
 }
 
 /// The gradient buffer sized (d + 1) with Σ r in its last entry, when one is wanted.
-fn prepare_grad(grad: Option<&mut Vec<f64>>, d: usize, sum_r: f64) -> Option<&mut Vec<f64>> {
-    grad.map(|out| {
+fn prepare_grad(mut grad: Option<&mut Vec<f64>>, d: usize, sum_r: f64) -> Option<&mut Vec<f64>> {
+    if let Some(out) = grad.as_deref_mut() {
         out.clear();
         out.resize(d + 1, 0.0);
         out[d] = sum_r;
-        out
-    })
+    }
+    grad
 }
 
 /// The columns from `from` to d, one at a time in order, added to the folded sums.
