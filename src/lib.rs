@@ -26,6 +26,7 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod experiments;
+pub mod fused_ops;
 pub mod gradient_selection;
 pub mod gradnorm;
 pub mod head;

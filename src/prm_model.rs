@@ -30,6 +30,7 @@ use rand_distr::{Distribution, Uniform};
 
 use crate::data::features::FeatureBundle;
 use crate::error::{Error, Result};
+use crate::fused_ops::{FusedOps, dense, gelu};
 use crate::head::{Activation, HeadKind, HeadParams, LinearHead, MlpHead};
 
 /// Which model to train; the `[head]` table of a training config.
@@ -422,18 +423,20 @@ impl<B: Backend> PrmModel<B> {
         };
         w.shape().dims::<2>()[0]
     }
+}
 
+impl<B: FusedOps> PrmModel<B> {
     /// Step logits, [S], in rollout-then-step order.
     pub fn logits(&self, input: BatchInput<B>) -> Tensor<B, 1> {
         match (self, input) {
-            (PrmModel::Linear(m), BatchInput::Flat(x)) => m.linear.forward(x).squeeze_dim(1),
+            (PrmModel::Linear(m), BatchInput::Flat(x)) => dense(x, &m.linear).squeeze_dim(1),
             (PrmModel::Mlp(m), BatchInput::Flat(x)) => {
-                let u = m.hidden.forward(x);
+                let u = dense(x, &m.hidden);
                 let a = match m.activation {
-                    Activation::Gelu => gelu_exact(u),
+                    Activation::Gelu => gelu(u),
                     Activation::Relu => relu(u),
                 };
-                m.out.forward(a).squeeze_dim(1)
+                dense(a, &m.out).squeeze_dim(1)
             }
             (PrmModel::Context(m), BatchInput::Padded { x, index }) => m.logits(x, index),
             _ => panic!("batch layout does not match the model (a bug: use HostBatch::into_input)"),
@@ -441,7 +444,7 @@ impl<B: Backend> PrmModel<B> {
     }
 }
 
-impl<B: Backend> ContextModel<B> {
+impl<B: FusedOps> ContextModel<B> {
     fn logits(&self, x: Tensor<B, 3>, index: Tensor<B, 1, Int>) -> Tensor<B, 1> {
         let [r, t, _] = x.dims();
         let u = self.input.forward(x);
@@ -460,41 +463,15 @@ impl<B: Backend> ContextModel<B> {
             .collect();
         let mask = Tensor::<B, 3>::from_data(TensorData::new(mask, [1, t, t]), &scores.device());
         let attn = softmax(scores + mask, 2).matmul(v);
-        let hidden = gelu_exact(u + self.output.forward(attn));
+        let hidden = gelu(u + self.output.forward(attn));
         let z = self.logit.forward(hidden).reshape([r * t]);
         z.select(0, index)
     }
 }
 
-/// GELU, x·Φ(x), whose autodiff gradient is the exact Φ(x) + x·φ(x).
-///
-/// Burn 0.21's fused `gelu` computes the erf form forward but back-propagates the derivative of
-/// the tanh approximation (off by up to ~3e-4 on [-3, 3], and slow: two `powf` and a `tanh` per
-/// element).
-/// That would make the trainer's gradients disagree with [`Activation::derivative`], which the
-/// gradient-norm engine uses, and with PyTorch. Here the factor Φ + xφ is computed on detached
-/// values and attached through `x·Φ + (x − x̄)·xφ`, whose value is exactly x·Φ (x − x̄ = 0) and
-/// whose derivative in x is exactly Φ + xφ.
-fn gelu_exact<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    const FRAC_1_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
-    let xd = x.clone().detach();
-    let cdf = xd
-        .clone()
-        .div_scalar(std::f64::consts::SQRT_2)
-        .erf()
-        .add_scalar(1.0)
-        .mul_scalar(0.5);
-    let x_pdf = (xd.clone() * xd.clone())
-        .mul_scalar(-0.5)
-        .exp()
-        .mul_scalar(FRAC_1_SQRT_2PI)
-        * xd.clone();
-    x.clone() * cdf + (x - xd) * x_pdf
-}
-
 /// Step probabilities σ(z) of every step of `bundle`, in step order, computed a few thousand
 /// steps at a time.
-pub fn score_bundle<B: Backend>(
+pub fn score_bundle<B: FusedOps>(
     model: &PrmModel<B>,
     bundle: &FeatureBundle,
     device: &B::Device,
@@ -592,7 +569,7 @@ mod tests {
         let x =
             Tensor::<A, 1>::from_data(TensorData::new(xs.clone(), [xs.len()]), &Default::default())
                 .require_grad();
-        let y = gelu_exact(x.clone());
+        let y = gelu(x.clone());
         let values: Vec<f32> = y.clone().into_data().into_vec().unwrap();
         let grads = y.sum().backward();
         let g: Vec<f32> = x.grad(&grads).unwrap().into_data().into_vec().unwrap();

@@ -5,10 +5,9 @@
 //! `Autodiff<Cuda>`, after [`super::probe_cuda`], because burn-cuda panics on a worker thread
 //! instead of returning an error when the driver is missing.
 
-use burn::tensor::backend::AutodiffBackend;
-
 use super::Device;
 use crate::error::Result;
+use crate::fused_ops::TrainBackend;
 
 /// Backend-generic work: a training run, a checkpoint evaluation.
 pub trait BurnJob {
@@ -17,7 +16,7 @@ pub trait BurnJob {
 
     /// Runs on backend `B` (inference can use `B::InnerBackend`, which shares `B::Device`).
     /// `at` is the resolved device and `backend` a name for manifests.
-    fn run<B: AutodiffBackend>(
+    fn run<B: TrainBackend>(
         self,
         device: &B::Device,
         at: Device,

@@ -7,9 +7,10 @@ use crate::data::bench::{BenchSet, Split};
 use crate::device::Device;
 use crate::device::burn::BurnJob;
 use crate::error::{Error, Result};
+use crate::fused_ops::{FusedOps, TrainBackend};
 use crate::head::HeadParams;
 use crate::prm_model::{PrmModel, score_bundle};
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 
 /// Everything measured for one set of step scores.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -85,7 +86,7 @@ pub fn check_scores_file(bench: &BenchSet, file: &ScoresFile, lenient: bool) -> 
 }
 
 /// Scores the bench's features with `model` (probabilities σ(z)) and evaluates them.
-pub fn evaluate_model<B: Backend>(
+pub fn evaluate_model<B: FusedOps>(
     model: &PrmModel<B>,
     bench: &BenchSet,
     device: &B::Device,
@@ -95,7 +96,7 @@ pub fn evaluate_model<B: Backend>(
 }
 
 /// Step scores of `model` on the bench features.
-pub fn model_scores<B: Backend>(
+pub fn model_scores<B: FusedOps>(
     model: &PrmModel<B>,
     bench: &BenchSet,
     device: &B::Device,
@@ -137,7 +138,7 @@ pub fn evaluate_source(
     }
     impl<S: ModelSource> BurnJob for Job<'_, S> {
         type Output = EvalReport;
-        fn run<B: AutodiffBackend>(
+        fn run<B: TrainBackend>(
             self,
             device: &B::Device,
             _: Device,

@@ -14,10 +14,11 @@
 //! so the micro-batch size changes the weighting but not the cost.
 
 use burn::tensor::Tensor;
-use burn::tensor::activation::{relu, sigmoid};
+use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 
 use crate::error::{Error, Result};
+use crate::fused_ops::FusedOps;
 
 /// How per-step losses are combined into the loss of one optimiser step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -74,20 +75,15 @@ pub fn bce_with_logits<B: Backend>(logits: Tensor<B, 1>, targets: Tensor<B, 1>) 
 
 /// `Σ_m w_m · BCE(z_m, y_m)`, a one-element tensor, whose gradient in z is `w ⊙ (σ(z) − y)`.
 ///
-/// The per-step value is computed on detached logits and attached as `ℓ + (z − z̄)·(σ(z̄) − y)`:
-/// the same value (z − z̄ = 0), the exact gradient, and `z` feeds a single graph node. That last
-/// point is what makes training reproducible: Burn's autodiff adds the gradient contributions of
-/// a tensor used by three or more ops in an order that changes from process to process, and float
-/// addition of three terms depends on the order (two terms commute exactly).
-pub fn weighted_bce<B: Backend>(
+/// One autodiff node ([`crate::fused_ops::weighted_bce`]): `z` feeds a single node, which keeps
+/// training reproducible (Burn's autodiff adds the gradient contributions of a tensor used by
+/// three or more ops in an order that changes from process to process).
+pub fn weighted_bce<B: FusedOps>(
     logits: Tensor<B, 1>,
     targets: Tensor<B, 1>,
     weights: Tensor<B, 1>,
 ) -> Tensor<B, 1> {
-    let fixed = logits.clone().detach();
-    let value = bce_with_logits(fixed.clone(), targets.clone());
-    let slope = sigmoid(fixed.clone()) - targets;
-    ((value + (logits - fixed) * slope) * weights).sum()
+    crate::fused_ops::weighted_bce(logits, targets, weights)
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ use crate::data::fingerprint::CorpusFingerprint;
 use crate::device::Device;
 use crate::error::{Error, IoContext, Result, TrainError};
 use crate::eval::{EvalReport, evaluate_model};
+use crate::fused_ops::TrainBackend;
 use crate::head::HeadParams;
 use crate::lock::DirLock;
 use crate::output::{write_json, write_text};
@@ -149,7 +150,7 @@ pub struct TrainJob<'a> {
 impl crate::device::burn::BurnJob for TrainJob<'_> {
     type Output = TrainOutcome;
 
-    fn run<B: AutodiffBackend>(
+    fn run<B: TrainBackend>(
         self,
         device: &B::Device,
         at: Device,
@@ -160,7 +161,7 @@ impl crate::device::burn::BurnJob for TrainJob<'_> {
 }
 
 /// Trains on backend `B`. `device_label` and `backend_name` only go into the manifest.
-pub fn train_on<B: AutodiffBackend>(
+pub fn train_on<B: TrainBackend>(
     inputs: TrainInputs<'_>,
     opts: &RunOptions,
     device: &B::Device,

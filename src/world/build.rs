@@ -30,7 +30,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -43,6 +43,7 @@ use crate::data::safetensors_io::{SafetensorsWriter, TensorSpec};
 use crate::device::Device;
 use crate::device::burn::BurnJob;
 use crate::error::{Error, Result};
+use crate::fused_ops::TrainBackend;
 use crate::output::{AtomicDir, write_json, write_text};
 use crate::sim::stats::{CorpusStats, StepFacts};
 use crate::train::plan::derive_seed;
@@ -331,7 +332,7 @@ struct WorldJob<'a> {
 impl BurnJob for WorldJob<'_> {
     type Output = WorldManifest;
 
-    fn run<B: AutodiffBackend>(
+    fn run<B: TrainBackend>(
         self,
         device: &B::Device,
         at: Device,

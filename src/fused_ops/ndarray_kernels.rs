@@ -1,0 +1,190 @@
+//! [`FusedKernels`] on `burn-ndarray` (f32): one pass over the data per kernel, split over rayon
+//! threads in fixed chunks of independent elements (so the result does not depend on the thread
+//! count), and the weight gradient read through a transposed view instead of a transposed copy.
+//!
+//! Each loop evaluates, element by element, exactly the f32 operations of the composed form in
+//! [`super::composed`] as `burn-ndarray` runs them: `f32::exp` and `f32::ln` (its `exp_elem` and
+//! `log_elem`), `libm::log1pf`, and `libm::erf` in f64 rounded to f32 (through [`super::erf`], which returns
+//! the same bits faster). So the outputs are the same
+//! bits, which `tests::ndarray_kernels_reproduce_the_composed_bits` checks. Tensors of another
+//! float type take the composed form.
+
+use std::borrow::Cow;
+
+use burn::backend::NdArray;
+use burn::backend::ndarray::NdArrayTensor;
+use burn::tensor::ops::FloatTensor;
+use ndarray::{ArcArray, Array2, ArrayView2, Ix2, IxDyn};
+use rayon::prelude::*;
+
+use super::erf::erf_f32_slice;
+use super::{FRAC_1_SQRT_2PI, FusedKernels, composed};
+
+type B = NdArray<f32>;
+
+/// Elements per rayon task: large enough that scheduling costs nothing next to an erf.
+const CHUNK: usize = 16 * 1024;
+
+/// The values of an f32 tensor in row-major order (borrowed when already contiguous) and its
+/// shape; `None` for other element types.
+fn f32_values(t: &NdArrayTensor) -> Option<(Cow<'_, [f32]>, Vec<usize>)> {
+    let NdArrayTensor::F32(storage) = t else {
+        return None;
+    };
+    let view = storage.view();
+    let shape = view.shape().to_vec();
+    let values = match view.to_slice() {
+        Some(s) => Cow::Borrowed(s),
+        None => Cow::Owned(view.iter().copied().collect()),
+    };
+    Some((values, shape))
+}
+
+fn from_values(values: Vec<f32>, shape: &[usize]) -> NdArrayTensor {
+    let array = ArcArray::from_shape_vec(IxDyn(shape), values)
+        .expect("the output has its input's number of elements");
+    NdArrayTensor::from(array)
+}
+
+fn as_matrix(t: &NdArrayTensor) -> Option<ArrayView2<'_, f32>> {
+    match t {
+        NdArrayTensor::F32(storage) => storage.view().into_dimensionality::<Ix2>().ok(),
+        _ => None,
+    }
+}
+
+/// Φ(x) = ½(1 + erf(x/√2)) for a run of x, as `burn-ndarray` evaluates the composed form
+/// ([`erf_f32_slice`] is its erf, bit for bit).
+fn normal_cdf(xs: &[f32], cdf: &mut [f32]) {
+    let mut scaled = [0f32; 1024];
+    for (xs, cdf) in xs.chunks(scaled.len()).zip(cdf.chunks_mut(scaled.len())) {
+        let scaled = &mut scaled[..xs.len()];
+        for (s, &x) in scaled.iter_mut().zip(xs) {
+            *s = x / std::f64::consts::SQRT_2 as f32;
+        }
+        erf_f32_slice(scaled, cdf);
+        for c in cdf.iter_mut() {
+            *c = (*c + 1.0) * 0.5;
+        }
+    }
+}
+
+/// x·φ(x), likewise.
+#[inline]
+fn x_normal_pdf(x: f32) -> f32 {
+    ((x * x) * -0.5).exp() * FRAC_1_SQRT_2PI as f32 * x
+}
+
+impl FusedKernels for B {
+    fn gelu_exact_parts(x: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
+        let Some((xs, shape)) = f32_values(&x) else {
+            return composed::gelu_exact_parts::<B>(x);
+        };
+        let n = xs.len();
+        let (mut y, mut cdf, mut x_pdf) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+        xs.par_chunks(CHUNK)
+            .zip(y.par_chunks_mut(CHUNK))
+            .zip(cdf.par_chunks_mut(CHUNK))
+            .zip(x_pdf.par_chunks_mut(CHUNK))
+            .for_each(|(((xs, y), cdf), x_pdf)| {
+                normal_cdf(xs, cdf);
+                for i in 0..xs.len() {
+                    let x = xs[i];
+                    y[i] = x * cdf[i];
+                    x_pdf[i] = x_normal_pdf(x);
+                }
+            });
+        (
+            from_values(y, &shape),
+            from_values(cdf, &shape),
+            from_values(x_pdf, &shape),
+        )
+    }
+
+    fn gelu_exact(x: FloatTensor<B>) -> FloatTensor<B> {
+        let Some((xs, shape)) = f32_values(&x) else {
+            return composed::gelu_exact_parts::<B>(x).0;
+        };
+        let mut y = vec![0f32; xs.len()];
+        xs.par_chunks(CHUNK)
+            .zip(y.par_chunks_mut(CHUNK))
+            .for_each(|(xs, y)| {
+                normal_cdf(xs, y);
+                for (y, &x) in y.iter_mut().zip(xs) {
+                    *y *= x;
+                }
+            });
+        from_values(y, &shape)
+    }
+
+    fn gelu_exact_backward(
+        cdf: FloatTensor<B>,
+        x_pdf: FloatTensor<B>,
+        grad: FloatTensor<B>,
+    ) -> FloatTensor<B> {
+        let (Some((c, shape)), Some((p, _)), Some((g, g_shape))) =
+            (f32_values(&cdf), f32_values(&x_pdf), f32_values(&grad))
+        else {
+            return composed::gelu_exact_backward::<B>(cdf, x_pdf, grad);
+        };
+        if shape != g_shape {
+            return composed::gelu_exact_backward::<B>(cdf, x_pdf, grad);
+        }
+        let mut out = vec![0f32; g.len()];
+        out.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(c.par_chunks(CHUNK).zip(p.par_chunks(CHUNK)))
+            .for_each(|((out, g), (c, p))| {
+                for i in 0..out.len() {
+                    out[i] = g[i] * c[i] + g[i] * p[i];
+                }
+            });
+        from_values(out, &shape)
+    }
+
+    fn dense_weight_grad(x: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+        let (Some(xv), Some(gv)) = (as_matrix(&x), as_matrix(&grad)) else {
+            return <B as burn::tensor::ops::ModuleOps<B>>::linear_weight_backward(x, grad);
+        };
+        // The same matrixmultiply call as on a transposed copy: the packing step reads any
+        // strides, and the arithmetic after it is identical.
+        let mut out = Array2::<f32>::zeros((xv.ncols(), gv.ncols()));
+        ndarray::linalg::general_mat_mul(1.0, &xv.t(), &gv, 0.0, &mut out);
+        NdArrayTensor::from(out.into_dyn().into_shared())
+    }
+
+    fn weighted_bce_parts(
+        z: FloatTensor<B>,
+        y: FloatTensor<B>,
+        w: FloatTensor<B>,
+    ) -> (FloatTensor<B>, FloatTensor<B>) {
+        let (Some((zs, shape)), Some((ys, y_shape)), Some((ws, w_shape))) =
+            (f32_values(&z), f32_values(&y), f32_values(&w))
+        else {
+            return composed::weighted_bce_parts::<B>(z, y, w);
+        };
+        if shape != y_shape || shape != w_shape {
+            return composed::weighted_bce_parts::<B>(z, y, w);
+        }
+        let n = zs.len();
+        let (mut values, mut slopes) = (vec![0f32; n], vec![0f32; n]);
+        values
+            .par_chunks_mut(CHUNK)
+            .zip(slopes.par_chunks_mut(CHUNK))
+            .zip(zs.par_chunks(CHUNK))
+            .zip(ys.par_chunks(CHUNK).zip(ws.par_chunks(CHUNK)))
+            .for_each(|(((values, slopes), zs), (ys, ws))| {
+                for i in 0..zs.len() {
+                    let (z, y, w) = (zs[i], ys[i], ws[i]);
+                    let tail = libm::log1pf((-z.abs()).exp());
+                    let relu = if z < 0.0 { 0.0 } else { z };
+                    let loss = (relu - z * y) + tail;
+                    // Burn's sigmoid: exp(−ln(1 + e^{−z})).
+                    let sigmoid = (-((-z).exp() + 1.0).ln()).exp();
+                    values[i] = loss * w;
+                    slopes[i] = w * (sigmoid - y);
+                }
+            });
+        (from_values(values, &shape), from_values(slopes, &shape))
+    }
+}
