@@ -385,3 +385,88 @@ fn untracked_and_inner_backends_compute_the_same_forward() {
         assert!((*z as f64 - head.logit(&phi)).abs() < 1e-5, "step {s}");
     }
 }
+
+/// The composed defaults, which CUDA takes, through the same autodiff nodes: a backend with no
+/// override of its own (f64 `burn-ndarray`, for this test only) must give the previous
+/// compositions' loss and gradients exactly.
+mod composed_defaults {
+    use super::*;
+
+    type B64 = NdArray<f64>;
+    impl FusedKernels for B64 {}
+    forward_only_fused_ops!(B64);
+    type A64 = Autodiff<B64>;
+
+    fn f64s<const D: usize>(t: Tensor<A64, D>) -> Vec<f64> {
+        t.into_data().convert::<f64>().into_vec::<f64>().unwrap()
+    }
+
+    #[test]
+    fn the_composed_defaults_through_the_nodes_give_the_previous_gradients() {
+        let dev = Default::default();
+        let dim = 12;
+        let lengths = [3usize, 1, 4, 2];
+        let n: usize = lengths.iter().sum();
+        let rows: Vec<f64> = inputs(n * dim, 21).iter().map(|&v| v as f64).collect();
+        let targets: Vec<f64> = (0..n).map(|i| (i % 17) as f64 / 16.0).collect();
+        let weights: Vec<f64> = crate::train::loss::step_weights(
+            crate::train::loss::LossReduction::MicroBatchMean,
+            &lengths,
+            2,
+        )
+        .iter()
+        .map(|&w| w as f64)
+        .collect();
+        let t1 =
+            |v: &[f64]| Tensor::<A64, 1>::from_data(TensorData::new(v.to_vec(), [v.len()]), &dev);
+        let head = HeadParams::init(
+            HeadKind::Mlp {
+                hidden: 7,
+                activation: Activation::Gelu,
+            },
+            dim,
+            3,
+        );
+        let model = PrmModel::<A64>::from_head(&head, &dev);
+        let PrmModel::Mlp(m) = &model else {
+            unreachable!()
+        };
+        let run = |fused: bool| {
+            let x = Tensor::<A64, 2>::from_data(TensorData::new(rows.clone(), [n, dim]), &dev);
+            let (y, w) = (t1(&targets), t1(&weights));
+            let loss = if fused {
+                weighted_bce(model.logits(crate::prm_model::BatchInput::Flat(x)), y, w)
+            } else {
+                previous::weighted_bce(
+                    m.out
+                        .forward(previous::gelu_exact(m.hidden.forward(x)))
+                        .squeeze_dim(1),
+                    y,
+                    w,
+                )
+            };
+            let value = f64s(loss.clone());
+            let grads = loss.backward();
+            let mut all = vec![value];
+            for l in [&m.hidden, &m.out] {
+                all.push(f64s(Tensor::<A64, 2>::from_inner(
+                    l.weight.val().grad(&grads).unwrap(),
+                )));
+                all.push(f64s(Tensor::<A64, 1>::from_inner(
+                    l.bias.as_ref().unwrap().val().grad(&grads).unwrap(),
+                )));
+            }
+            all
+        };
+        let (new, old) = (run(true), run(false));
+        assert_eq!(new.len(), 5);
+        for (a, b) in new.iter().zip(&old) {
+            let (a, b): (Vec<u64>, Vec<u64>) = (
+                a.iter().map(|v| v.to_bits()).collect(),
+                b.iter().map(|v| v.to_bits()).collect(),
+            );
+            assert_eq!(a, b);
+        }
+        assert!(new[0][0] > 0.0 && new[0][0].is_finite());
+    }
+}
