@@ -663,3 +663,6 @@ mod tests {
         assert!((batched[3] - full[0]).abs() < 1e-6);
     }
 }
+
+#[cfg(test)]
+mod fused_tests;

@@ -166,23 +166,23 @@ where
 /// Forward-only [`FusedOps`] for a backend without autodiff.
 macro_rules! forward_only_fused_ops {
     ($backend:ty $(, $generic:ident : $bound:path)*) => {
-        impl<$($generic: $bound),*> FusedOps for $backend {
-            fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-                <Self as FusedKernels>::gelu_exact(x)
+        impl<$($generic: $bound),*> $crate::fused_ops::FusedOps for $backend {
+            fn fused_gelu(x: burn::tensor::ops::FloatTensor<Self>) -> burn::tensor::ops::FloatTensor<Self> {
+                <Self as $crate::fused_ops::FusedKernels>::gelu_exact(x)
             }
             fn fused_dense(
-                x: FloatTensor<Self>,
-                weight: FloatTensor<Self>,
-                bias: FloatTensor<Self>,
-            ) -> FloatTensor<Self> {
+                x: burn::tensor::ops::FloatTensor<Self>,
+                weight: burn::tensor::ops::FloatTensor<Self>,
+                bias: burn::tensor::ops::FloatTensor<Self>,
+            ) -> burn::tensor::ops::FloatTensor<Self> {
                 <Self as burn::tensor::ops::ModuleOps<Self>>::linear(x, weight, Some(bias))
             }
             fn fused_weighted_bce(
-                z: FloatTensor<Self>,
-                y: FloatTensor<Self>,
-                w: FloatTensor<Self>,
-            ) -> FloatTensor<Self> {
-                let (values, _) = <Self as FusedKernels>::weighted_bce_parts(z, y, w);
+                z: burn::tensor::ops::FloatTensor<Self>,
+                y: burn::tensor::ops::FloatTensor<Self>,
+                w: burn::tensor::ops::FloatTensor<Self>,
+            ) -> burn::tensor::ops::FloatTensor<Self> {
+                let (values, _) = <Self as $crate::fused_ops::FusedKernels>::weighted_bce_parts(z, y, w);
                 <Self as burn::tensor::ops::FloatTensorOps<Self>>::float_sum(values)
             }
         }
@@ -249,4 +249,4 @@ pub fn weighted_bce<B: FusedOps>(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
