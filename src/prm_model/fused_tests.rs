@@ -86,6 +86,22 @@ fn vector(values: Vec<f32>) -> Tensor<A, 1> {
     Tensor::from_data(TensorData::new(values, [n]), &Default::default())
 }
 
+/// The bits of a parameter's gradient.
+fn grad_bits<const D: usize>(
+    p: &Param<Tensor<A, D>>,
+    grads: &<A as burn::tensor::backend::AutodiffBackend>::Gradients,
+) -> Vec<u32> {
+    p.val()
+        .grad(grads)
+        .unwrap()
+        .into_data()
+        .into_vec::<f32>()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
+}
+
 /// Loss bits and every parameter gradient's bits for one batch.
 fn loss_and_grads(
     model: &PrmModel<A>,
@@ -107,29 +123,12 @@ fn loss_and_grads(
     };
     let value: f32 = loss.clone().into_scalar();
     let grads = loss.backward();
-    let grad_bits = |p: &Param<Tensor<A, 2>>| -> Vec<u32> {
-        p.val()
-            .grad(&grads)
-            .unwrap()
-            .into_data()
-            .into_vec::<f32>()
-            .unwrap()
-            .iter()
-            .map(|v| v.to_bits())
-            .collect()
+    let layer = |l: &Linear<A>| {
+        vec![
+            grad_bits(&l.weight, &grads),
+            grad_bits(l.bias.as_ref().unwrap(), &grads),
+        ]
     };
-    let bias_bits = |p: &Param<Tensor<A, 1>>| -> Vec<u32> {
-        p.val()
-            .grad(&grads)
-            .unwrap()
-            .into_data()
-            .into_vec::<f32>()
-            .unwrap()
-            .iter()
-            .map(|v| v.to_bits())
-            .collect()
-    };
-    let layer = |l: &Linear<A>| vec![grad_bits(&l.weight), bias_bits(l.bias.as_ref().unwrap())];
     let all = match model {
         PrmModel::Linear(m) => layer(&m.linear),
         PrmModel::Mlp(m) => [layer(&m.hidden), layer(&m.out)].concat(),
