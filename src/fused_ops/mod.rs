@@ -195,8 +195,7 @@ forward_only_fused_ops!(burn::backend::NdArray<f32>);
 
 #[cfg(feature = "cuda")]
 mod cuda {
-    use super::{FusedKernels, FusedOps};
-    use burn::tensor::ops::FloatTensor;
+    use super::FusedKernels;
 
     /// CUDA takes the composed defaults: there the element-wise ops are cheap launches and the
     /// transposed matmul operand is a free view.
