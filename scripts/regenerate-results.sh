@@ -3,7 +3,7 @@
 # there; `mprm experiment` alone writes to the git-ignored experiments/runs/).
 #
 #   scripts/regenerate-results.sh [main|selection|theory|scorecard|regime|selection-v2|theory-v2|
-#                                  mechanism|controls|gradient|policy ...]
+#                                  mechanism|controls|gradient|policy|policy-controls ...]
 #                                                                       (default: all of them)
 #
 # Finished cells are reused from each folder's git-ignored cells/ cache, so an interrupted run
@@ -12,14 +12,15 @@
 # about 15, selection-v2 and theory-v2 about 3 times their v1 counterparts (three draws each),
 # mechanism about 6 (the interventions once, about 3; the theory checks on three draws), controls
 # about 3, gradient about 4 per draw of the linear head and about 3 times that for the MLP head,
-# policy about 15 per draw (building the learned-policy world is 14 of them).
+# policy about 15 per draw (building the learned-policy world is 14 of them; the theory checks on
+# it about 1), policy-controls about 5.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
 names=("$@")
 if [ ${#names[@]} -eq 0 ]; then
   names=(main selection theory scorecard regime selection-v2 theory-v2 mechanism controls gradient
-    policy)
+    policy policy-controls)
 fi
 for name in "${names[@]}"; do
   echo "=== $name"
@@ -51,6 +52,15 @@ for name in "${names[@]}"; do
       cp "$out/corpus/manifest.json" "$out/world-manifest.json"
     done
     python3 scripts/across-draws.py experiments/results/policy
+    continue
+  fi
+  if [ "$name" = policy-controls ]; then
+    # The world's negative control: draw 42's world (its saved policy, so run `policy` first)
+    # with the MC counts shuffled within sources.
+    target/release/mprm experiment experiments/policy-controls.toml \
+      --out experiments/results/policy-controls
+    cp experiments/results/policy-controls/corpus/manifest.json \
+      experiments/results/policy-controls/world-manifest.json
     continue
   fi
   if [ "$name" = mechanism ] || [ "$name" = controls ]; then

@@ -108,6 +108,10 @@ pub struct WorldArgs {
     /// one; the policy options are then ignored.
     #[arg(long)]
     pub policy: Option<PathBuf>,
+    /// `shuffled` builds a negative control: each step carries the Monte Carlo counts of a
+    /// random step of its own source (the theory checks must then say `disagrees`).
+    #[arg(long, default_value = "faithful")]
+    pub mc_labels: mprm::sim::McLabels,
 }
 
 /// `mprm stats`.

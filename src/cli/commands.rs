@@ -374,6 +374,7 @@ fn world(args: WorldArgs) -> Result<u8> {
         early_stop: !args.no_early_stop,
         difficulty,
         policy_file: args.policy,
+        mc_labels: args.mc_labels,
         ..defaults
     };
     cfg.validate()?;

@@ -304,6 +304,38 @@ impl FeatureBundle {
         &self.meta
     }
 
+    /// Checks that a per-step side file at `path` (a corpus's truth), with CSR `offsets` and
+    /// `sources` (empty when it lists none), describes this bundle's rollouts and steps.
+    pub fn check_side_file(
+        &self,
+        path: &Path,
+        offsets: &[usize],
+        sources: &[String],
+    ) -> Result<()> {
+        if offsets != self.offsets() {
+            return Err(Error::bundle(
+                path,
+                "offsets",
+                format!(
+                    "{} rollouts / {} steps, but the features bundle has {} / {}: \
+                     not the same corpus",
+                    offsets.len().saturating_sub(1),
+                    offsets.last().copied().unwrap_or(0),
+                    self.n_rollouts(),
+                    self.n_steps()
+                ),
+            ));
+        }
+        if !sources.is_empty() && sources != self.meta().sources {
+            return Err(Error::bundle(
+                path,
+                "__metadata__",
+                "its `sources` differ from the features bundle's: not the same corpus",
+            ));
+        }
+        Ok(())
+    }
+
     /// Builds and validates a bundle from in-memory parts.
     ///
     /// The bundle is its own corpus: its metadata gets the fingerprint of its rollouts, replacing

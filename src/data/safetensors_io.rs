@@ -380,6 +380,74 @@ impl MappedSafetensors {
             .ok_or_else(|| Error::bundle(&self.path, name, "missing"))
     }
 
+    /// Fails unless the metadata's `format` key is `expected`, naming what it found instead.
+    pub fn require_format(&self, expected: &str) -> Result<()> {
+        let reason = match self.metadata().get("format") {
+            Some(tag) if tag == expected => return Ok(()),
+            Some(tag) => format!("format `{tag}` is not {expected}"),
+            None => format!("no `format` key; expected {expected}"),
+        };
+        Err(Error::bundle(&self.path, "__metadata__", reason))
+    }
+
+    /// The metadata's `sources` key, a JSON list of strings (empty when absent).
+    pub fn sources_metadata(&self) -> Result<Vec<String>> {
+        match self.metadata().get("sources") {
+            Some(text) => serde_json::from_str::<Vec<String>>(text).map_err(|e| {
+                Error::bundle(
+                    &self.path,
+                    "__metadata__",
+                    format!("`sources` is not a JSON list of strings: {e}"),
+                )
+            }),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The 1-D tensor `name`, which must have exactly `dtype`.
+    pub fn vector_1d<T: bytemuck::Pod>(&self, name: &str, dtype: Dtype) -> Result<Vec<T>> {
+        let t = self.require(name)?;
+        if t.dtype != dtype {
+            return Err(Error::bundle(
+                &self.path,
+                name,
+                format!(
+                    "dtype {}; expected {}",
+                    dtype_name(t.dtype),
+                    dtype_name(dtype)
+                ),
+            ));
+        }
+        if t.shape.len() != 1 {
+            return Err(Error::bundle(
+                &self.path,
+                name,
+                format!("shape {:?}; expected 1-D", t.shape),
+            ));
+        }
+        Ok(pod_vec(t.bytes))
+    }
+
+    /// CSR offsets stored as I64 under `name`: from 0, never decreasing.
+    pub fn csr_offsets(&self, name: &str) -> Result<Vec<usize>> {
+        let offsets: Vec<i64> = self.vector_1d(name, Dtype::I64)?;
+        if offsets.first() != Some(&0) {
+            return Err(Error::bundle(&self.path, name, "must start at 0"));
+        }
+        if let Some(w) = offsets.windows(2).position(|w| w[1] < w[0]) {
+            return Err(Error::bundle(
+                &self.path,
+                name,
+                format!(
+                    "decreases at rollout {w} ({} then {})",
+                    offsets[w],
+                    offsets[w + 1]
+                ),
+            ));
+        }
+        Ok(offsets.into_iter().map(|v| v as usize).collect())
+    }
+
     /// The whole mapped file.
     pub fn bytes(&self) -> &[u8] {
         &self.mmap

@@ -51,6 +51,17 @@ impl Corpus {
         })
     }
 
+    /// True when [`Corpus::prepare`] would reuse the corpus already in `results/corpus` (built
+    /// with the same settings) rather than build one.
+    pub fn is_prepared(cfg: &CorpusConfig, results: &Path) -> bool {
+        cfg.existing.is_none() && Self::stamp_matches(cfg, &results.join("corpus"))
+    }
+
+    fn stamp_matches(cfg: &CorpusConfig, dir: &Path) -> bool {
+        let wanted = serde_json::to_string_pretty(cfg).expect("config serialises");
+        std::fs::read_to_string(dir.join("corpus-config.json")).ok() == Some(wanted)
+    }
+
     /// The synthetic corpus of `cfg` in `results/corpus`: reused when it was generated with the
     /// same settings, generated otherwise (or `cfg.existing`, opened as is).
     pub fn prepare(cfg: &CorpusConfig, results: &Path) -> Result<Self> {
@@ -60,13 +71,13 @@ impl Corpus {
         let dir = results.join("corpus");
         let stamp = dir.join("corpus-config.json");
         let wanted = serde_json::to_string_pretty(cfg).expect("config serialises");
-        let current = std::fs::read_to_string(&stamp).ok();
-        if current.as_deref() != Some(wanted.as_str()) && cfg.kind == CorpusKind::Policy {
+        let reuse = Self::stamp_matches(cfg, &dir);
+        if !reuse && cfg.kind == CorpusKind::Policy {
             // built on the CPU, so the bytes are those of `mprm world --device cpu`
             let world = cfg.world.clone().unwrap_or_default();
             crate::world::build_world(&world, &dir, Device::Cpu)?;
             crate::output::write_text(&stamp, &wanted)?;
-        } else if current.as_deref() != Some(wanted.as_str()) {
+        } else if !reuse {
             let defaults = SynthConfig::for_preset(cfg.preset);
             let synth = SynthConfig {
                 post_error_success: cfg.post_error_success,

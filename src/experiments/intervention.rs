@@ -48,6 +48,7 @@ use super::theory::TeacherView;
 use super::theory::empirical::{paper_eta, paper_signal};
 use super::theory::informativeness::CleanDevLoss;
 use super::theory::reliability::corpus_prior;
+use super::theory::truth::StepTruth;
 use super::training::{TunedLr, heads_along_training, train_config, train_eval, tune_lr};
 use crate::data::label_stats::LabelStats;
 use crate::data::labels::LabelScheme;
@@ -60,7 +61,6 @@ use crate::gradient_selection::{
 };
 use crate::gradnorm::{self, Reduction};
 use crate::head::{HeadKind, HeadParams};
-use crate::sim::truth::Truth;
 use crate::train::plan::derive_seed;
 use crate::train::schedule::{Schedule, total_steps};
 
@@ -1004,15 +1004,13 @@ fn along_a_run(
 /// zero-score steps): an oracle quantity, it needs the simulator's truth and teacher.
 fn oracle_signal(cfg: &InterventionConfig, ctx: &ExperimentContext<'_>) -> Result<Vec<f64>> {
     let bundle = &ctx.corpus.bundle;
-    let truth = Truth::open(ctx.corpus.dir.join(crate::sim::corpus::TRUTH_FILE))?;
-    truth.check_matches(bundle)?;
-    let counts = truth.mc_counts(bundle);
-    let prior = corpus_prior(&truth, &counts)?;
+    let truth = StepTruth::open(&ctx.corpus.dir, bundle)?;
+    let prior = corpus_prior(&truth)?;
     let view = TeacherView::of(ctx)?;
     Ok(paper_signal(
         bundle,
         &view,
-        &paper_eta(&counts, &prior, cfg.signal_tau),
+        &paper_eta(&truth.counts, &prior, cfg.signal_tau),
     ))
 }
 

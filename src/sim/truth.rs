@@ -29,7 +29,7 @@ use safetensors::Dtype;
 use super::corpus::TRUTH_FORMAT;
 use super::model::MC_SAMPLES;
 use crate::data::features::FeatureBundle;
-use crate::data::safetensors_io::{MappedSafetensors, dtype_name, pod_vec};
+use crate::data::safetensors_io::MappedSafetensors;
 use crate::error::{Error, Result};
 
 /// The simulator's per-step and per-rollout ground truth of one corpus.
@@ -62,57 +62,19 @@ impl Truth {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let file = MappedSafetensors::open(path)?;
-        let err = |tensor: &str, reason: String| Error::bundle(path, tensor, reason);
-        let meta = file.metadata();
-        match meta.get("format") {
-            Some(tag) if tag == TRUTH_FORMAT => {}
-            Some(tag) => {
-                return Err(err(
-                    "__metadata__",
-                    format!("format `{tag}` is not {TRUTH_FORMAT}"),
-                ));
-            }
-            None => {
-                return Err(err(
-                    "__metadata__",
-                    format!("no `format` key; expected {TRUTH_FORMAT}"),
-                ));
-            }
-        }
-        let sources = match meta.get("sources") {
-            Some(text) => serde_json::from_str::<Vec<String>>(text).map_err(|e| {
-                err(
-                    "__metadata__",
-                    format!("`sources` is not a JSON list of strings: {e}"),
-                )
-            })?,
-            None => Vec::new(),
-        };
-        let offsets: Vec<i64> = vector(&file, "offsets", Dtype::I64)?;
-        if offsets.first() != Some(&0) {
-            return Err(err("offsets", "must start at 0".into()));
-        }
-        if let Some(w) = offsets.windows(2).position(|w| w[1] < w[0]) {
-            return Err(err(
-                "offsets",
-                format!(
-                    "decreases at rollout {w} ({} then {})",
-                    offsets[w],
-                    offsets[w + 1]
-                ),
-            ));
-        }
-        let offsets: Vec<usize> = offsets.into_iter().map(|v| v as usize).collect();
+        file.require_format(TRUTH_FORMAT)?;
+        let sources = file.sources_metadata()?;
+        let offsets = file.csr_offsets("offsets")?;
         let truth = Truth {
             path: path.to_path_buf(),
             sources,
-            success_rate: vector(&file, "success_rate", Dtype::F32)?,
-            prefix_correct: vector(&file, "prefix_correct", Dtype::U8)?,
-            mc_total: vector(&file, "mc_total", Dtype::U8)?,
-            ability: vector(&file, "ability", Dtype::F32)?,
-            recovery: vector(&file, "recovery", Dtype::F32)?,
-            early_stop: vector(&file, "early_stop", Dtype::U8)?,
-            question: vector(&file, "question", Dtype::I64)?,
+            success_rate: file.vector_1d("success_rate", Dtype::F32)?,
+            prefix_correct: file.vector_1d("prefix_correct", Dtype::U8)?,
+            mc_total: file.vector_1d("mc_total", Dtype::U8)?,
+            ability: file.vector_1d("ability", Dtype::F32)?,
+            recovery: file.vector_1d("recovery", Dtype::F32)?,
+            early_stop: file.vector_1d("early_stop", Dtype::U8)?,
+            question: file.vector_1d("question", Dtype::I64)?,
             offsets,
         };
         truth.validate()?;
@@ -191,28 +153,7 @@ impl Truth {
 
     /// Checks that this truth describes `bundle`: same rollouts, steps and sources.
     pub fn check_matches(&self, bundle: &FeatureBundle) -> Result<()> {
-        if self.offsets != bundle.offsets() {
-            return Err(Error::bundle(
-                &self.path,
-                "offsets",
-                format!(
-                    "{} rollouts / {} steps, but the features bundle has {} / {}: \
-                     not the same corpus",
-                    self.n_rollouts(),
-                    self.n_steps(),
-                    bundle.n_rollouts(),
-                    bundle.n_steps()
-                ),
-            ));
-        }
-        if !self.sources.is_empty() && self.sources != bundle.meta().sources {
-            return Err(Error::bundle(
-                &self.path,
-                "__metadata__",
-                "its `sources` differ from the features bundle's: not the same corpus",
-            ));
-        }
-        Ok(())
+        bundle.check_side_file(&self.path, &self.offsets, &self.sources)
     }
 
     /// The MC success count K_j = round(16 · s_j) of every step of `bundle`, with `None` for
@@ -225,31 +166,6 @@ impl Truth {
             .map(|(&s, &total)| (total != 0).then(|| (s as f64 * MC_SAMPLES as f64).round() as u32))
             .collect()
     }
-}
-
-/// A 1-D tensor of exactly `dtype`.
-fn vector<T: bytemuck::Pod>(file: &MappedSafetensors, name: &str, dtype: Dtype) -> Result<Vec<T>> {
-    let t = file.require(name)?;
-    if t.dtype != dtype {
-        return Err(Error::bundle(
-            file.path(),
-            name,
-            format!(
-                "dtype {}; expected {}",
-                dtype_name(t.dtype),
-                dtype_name(dtype)
-            ),
-        ));
-    }
-    if t.shape.len() != 1 {
-        return Err(Error::bundle(
-            file.path(),
-            name,
-            format!("shape {:?}; expected 1-D", t.shape),
-        ));
-    }
-    let v: Vec<T> = pod_vec(t.bytes);
-    Ok(v)
 }
 
 #[cfg(test)]

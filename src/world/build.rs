@@ -32,6 +32,8 @@ use std::path::Path;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -45,6 +47,7 @@ use crate::device::burn::BurnJob;
 use crate::error::{Error, Result};
 use crate::fused_ops::TrainBackend;
 use crate::output::{AtomicDir, write_json, write_text};
+use crate::sim::McLabels;
 use crate::sim::stats::{CorpusStats, StepFacts};
 use crate::train::plan::derive_seed;
 
@@ -83,6 +86,7 @@ const ROLLOUT_KEYS: u64 = 0x574F_0032;
 const BENCH_KEYS: u64 = 0x574F_0033;
 const BENCH_SPLIT: u64 = 0x574F_0034;
 const MC_SEED: u64 = 0x574F_0035;
+const MC_SHUFFLE: u64 = 0x574F_0036;
 
 /// The default world's problems: one-digit operands, two to three steps. On the full range
 /// (up to six steps, two-digit operands) a policy trained for ten minutes on two cores gets 4% of
@@ -129,6 +133,11 @@ pub struct WorldConfig {
     /// instead of training one; `policy` and `training` are then ignored.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_file: Option<std::path::PathBuf>,
+    /// `shuffled` makes the world a NEGATIVE CONTROL: after annotation, every step carries the
+    /// Monte Carlo counts (K, N) of a random step of its own source, so the labels keep their
+    /// marginal distribution but say nothing about the step. Left out of manifests when faithful.
+    #[serde(skip_serializing_if = "McLabels::is_faithful")]
+    pub mc_labels: McLabels,
 }
 
 impl Default for WorldConfig {
@@ -151,6 +160,7 @@ impl Default for WorldConfig {
             difficulty: DEFAULT_DIFFICULTY,
             sample_rows: 256,
             policy_file: None,
+            mc_labels: McLabels::Faithful,
         }
     }
 }
@@ -637,8 +647,12 @@ fn write_corpus(cfg: &WorldConfig, runner: &dyn Runner, dir: &Path) -> Result<Co
         continuations: MC_CONTINUATIONS,
         early_stop: cfg.early_stop,
     };
-    let counts = mc_annotate(&jobs, &counting, mc, derive_seed(cfg.seed, MC_SEED, 0))?;
+    let mut counts = mc_annotate(&jobs, &counting, mc, derive_seed(cfg.seed, MC_SEED, 0))?;
     counting.bar.finish_and_clear();
+    if cfg.mc_labels == McLabels::Shuffled {
+        let source_of: Vec<usize> = order.iter().map(|s| s.problem % n_sources).collect();
+        shuffle_within_sources(&mut counts, &source_of, n_sources, cfg.seed);
+    }
 
     let rollouts: Vec<&Rollout> = order.iter().map(|s| &s.rollout).collect();
     let features = runner.hidden_at_step_ends(&rollouts)?;
@@ -713,6 +727,30 @@ fn write_corpus(cfg: &WorldConfig, runner: &dyn Runner, dir: &Path) -> Result<Co
         answer_correct,
         stats,
     })
+}
+
+/// The negative control's annotation: the step-level pairs (K, N) of each source permuted among
+/// that source's steps (a seeded Fisher–Yates per source), rollout lengths unchanged.
+fn shuffle_within_sources(counts: &mut [McCounts], source_of: &[usize], sources: usize, seed: u64) {
+    for src in 0..sources {
+        let rollouts: Vec<usize> = (0..counts.len()).filter(|&i| source_of[i] == src).collect();
+        let pool: Vec<(u32, u32)> = rollouts
+            .iter()
+            .flat_map(|&i| {
+                let c = &counts[i];
+                c.correct.iter().copied().zip(c.total.iter().copied())
+            })
+            .collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, MC_SHUFFLE, src as u64));
+        let order = crate::sim::rng::permutation(&mut rng, pool.len());
+        let mut next = order.iter().map(|&k| pool[k as usize]);
+        for &i in &rollouts {
+            let c = &mut counts[i];
+            for (k, n) in c.correct.iter_mut().zip(c.total.iter_mut()) {
+                (*k, *n) = next.next().expect("one pair per step");
+            }
+        }
+    }
 }
 
 /// The bundle's teacher tensors: q* of every row under `t`, the verifier's labels, w* and b*.

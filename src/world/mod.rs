@@ -18,7 +18,8 @@
 //! * [`teacher`]: the linear-logistic teacher fitted to the verifier's labels;
 //! * [`build`]: `mprm world`, which runs all of it and writes a corpus folder in `mprm synth`'s
 //!   layout (annotations, features, truth, bench, manifest);
-//! * [`portrait`]: the world's statistics beside the paper's Table 1 and the simulator's.
+//! * [`portrait`]: the world's statistics beside the paper's Table 1 and the simulator's;
+//! * [`truth`]: the verifier's view of every step read back (the theory checks use it).
 
 pub mod annotate;
 pub mod build;
@@ -31,6 +32,7 @@ pub mod sample;
 pub mod teacher;
 pub mod tokens;
 pub mod traces;
+pub mod truth;
 pub mod verify;
 
 pub use build::{WorldConfig, WorldManifest, build_world};

@@ -313,8 +313,17 @@ fn experiment_runs_end_to_end_resumes_and_reports_identically() {
         serde_json::from_str(&std::fs::read_to_string(&cell).unwrap()).unwrap();
     v["test_overall"] = serde_json::json!(0.123456);
     std::fs::write(&cell, serde_json::to_string(&v).unwrap()).unwrap();
+    let corpus_s = |dir: &std::path::Path| {
+        let t: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("timing.json")).unwrap())
+                .unwrap();
+        t["corpus_s"].as_f64().expect("corpus_s recorded")
+    };
+    let built = corpus_s(&out);
     let o = run();
     assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // The corpus was reused, so the time recorded is still its build's.
+    assert_eq!(corpus_s(&out), built);
     let results = std::fs::read_to_string(sel.join("results.json")).unwrap();
     assert!(
         results.contains("0.123456"),

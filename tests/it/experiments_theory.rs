@@ -292,9 +292,11 @@ fn every_empirical_check_disagrees_under_its_negative_control() {
             seed: 11,
             train: &train,
         };
-        let truth =
-            mprm::sim::truth::Truth::open(dir.join("corpus").join("truth.safetensors")).unwrap();
-        let rates: Vec<f64> = truth.success_rate.iter().map(|&r| f64::from(r)).collect();
+        let truth = theory::truth::StepTruth::open(&dir.join("corpus"), &corpus.bundle).unwrap();
+        let rates: Vec<f64> = (truth.success_rate.as_ref().expect("the simulator's r"))
+            .iter()
+            .map(|&r| f64::from(r))
+            .collect();
         let prior = theory::reliability::fit_beta(&rates).unwrap();
         let teacher = theory::TeacherView::of(&ctx).unwrap();
         let cfg = TheoryConfig {

@@ -41,6 +41,31 @@ fn world(dir: &Path, threads: Option<&str>) -> std::process::Output {
     cmd.output().expect("the mprm binary runs")
 }
 
+/// The tiny world of [`world`] from a saved policy instead of a trained one, plus `extra`.
+fn world_from_policy(dir: &Path, policy: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "world",
+        "--out",
+        dir.to_str().unwrap(),
+        "--problems",
+        "12",
+        "--rollouts-per-problem",
+        "2",
+        "--bench-problems",
+        "12",
+        "--bench-candidates",
+        "2",
+        "--seed",
+        "5",
+        "--device",
+        "cpu",
+        "--policy",
+        policy.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    mprm(&args)
+}
+
 const FILES: [&str; 10] = [
     "annotations/chain.jsonl",
     "annotations/modular.jsonl",
@@ -181,25 +206,7 @@ fn a_tiny_world_runs_end_to_end_and_reproduces_on_any_thread_count() {
     // the saved policy, reused instead of trained: the same corpus
     let reused = tmp.path().join("reused");
     let policy = dir.join("policy.safetensors");
-    let o = mprm(&[
-        "world",
-        "--out",
-        reused.to_str().unwrap(),
-        "--problems",
-        "12",
-        "--rollouts-per-problem",
-        "2",
-        "--bench-problems",
-        "12",
-        "--bench-candidates",
-        "2",
-        "--seed",
-        "5",
-        "--device",
-        "cpu",
-        "--policy",
-        policy.to_str().unwrap(),
-    ]);
+    let o = world_from_policy(&reused, &policy, &[]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     for f in FILES
         .iter()
@@ -226,6 +233,75 @@ fn a_tiny_world_runs_end_to_end_and_reproduces_on_any_thread_count() {
             );
         }
     }
+}
+
+#[test]
+fn a_shuffled_world_permutes_the_counts_within_sources_and_the_theory_reads_both() {
+    use mprm::experiments::theory::truth::{StepTruth, TruthKind};
+    use mprm::world::truth::WorldTruth;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let faithful = tmp.path().join("faithful");
+    let o = world(&faithful, None);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // the same policy and seed, counts shuffled after annotation
+    let shuffled = tmp.path().join("shuffled");
+    let policy = faithful.join("policy.safetensors");
+    let o = world_from_policy(&shuffled, &policy, &["--mc-labels", "shuffled"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(shuffled.join("manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["settings"]["mc_labels"], "shuffled", "{manifest}");
+
+    let (a, b) = (
+        WorldTruth::open(faithful.join("truth.safetensors")).unwrap(),
+        WorldTruth::open(shuffled.join("truth.safetensors")).unwrap(),
+    );
+    // the rollouts, their steps and the verifier's view are untouched...
+    assert_eq!(a.offsets, b.offsets);
+    assert_eq!(a.step_correct, b.step_correct);
+    assert_eq!(a.problem, b.problem);
+    // ...while each source's (K, N) pairs are the same multiset in another order
+    let bundle = FeatureBundle::open(shuffled.join("features.safetensors")).unwrap();
+    let mut moved = 0;
+    for src in 0..bundle.meta().sources.len() as u32 {
+        let pairs = |t: &WorldTruth| {
+            let mut v: Vec<(u8, u8)> = (0..bundle.n_rollouts())
+                .filter(|&x| bundle.source()[x] == src)
+                .flat_map(|x| bundle.rollout_steps(x))
+                .map(|j| (t.mc_correct[j], t.mc_total[j]))
+                .collect();
+            let order = v.clone();
+            v.sort_unstable();
+            (order, v)
+        };
+        let ((order_a, sorted_a), (order_b, sorted_b)) = (pairs(&a), pairs(&b));
+        assert_eq!(sorted_a, sorted_b, "source {src}: the same counts");
+        moved += usize::from(order_a != order_b);
+    }
+    assert!(moved > 0, "no source's counts moved");
+    // the bundle's scores follow the shuffled counts, and the theory reads both worlds
+    for dir in [&faithful, &shuffled] {
+        let bundle = FeatureBundle::open(dir.join("features.safetensors")).unwrap();
+        let truth = StepTruth::open(dir, &bundle).unwrap();
+        assert_eq!(truth.kind, TruthKind::World);
+        assert!(truth.success_rate.is_none());
+        assert_eq!(truth.question.len(), bundle.n_rollouts());
+    }
+    // a truth from another world is refused, naming the file
+    let other = tmp.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::copy(
+        faithful.join("truth.safetensors"),
+        other.join("truth.safetensors"),
+    )
+    .unwrap();
+    let e = StepTruth::open(&other, &bundle).unwrap_err().to_string();
+    assert!(
+        e.contains("truth.safetensors") && e.contains("not the same annotation"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -10,7 +10,7 @@
 //! | id | claim | estimand |
 //! |---|---|---|
 //! | `lemma2-mc-labels` | label mixture p̂(1−p̂) tracks the teacher's uncertainty θ_x | within-source Spearman(p̂(1−p̂), θ_x = mean q*(1−q*)) |
-//! | `finding5-low-mc-positives` | low-MC positives are often wrong steps | P(step wrong \| K ∈ 1..3) − P(step wrong \| K ≥ 13) |
+//! | `finding5-low-mc-positives` | low-MC positives are often wrong steps | P(step wrong \| K ∈ 1..3) − P(step wrong \| K ≥ 13), within sources (Mantel–Haenszel) |
 //! | `finding6-bis-tracks-signal` | BIS tracks S(x) beyond the labels' own noise weights | within-source partial Spearman(BIS, S(x) \| S_labels(x)) |
 //!
 //! S(x) is the paper's (Finding 6): (1/n)Σ_j (1 − 4η_j) q*_j(1 − q*_j)‖ϕ_j‖² with η_j = η_eff(K_j)
@@ -30,6 +30,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::run::{StreamKind, TeacherView, TheoryConfig, derived_seed};
+use super::truth::StepTruth;
 use crate::data::features::FeatureBundle;
 use crate::data::label_stats::LabelStats;
 use crate::error::{Error, Result};
@@ -39,7 +40,6 @@ use crate::experiments::formulas::{eta_eff, signal_s};
 use crate::experiments::stats::{Clusters, Estimate, cluster_bootstrap, within_group_spearman};
 use crate::experiments::theory::reliability::BetaFit;
 use crate::sim::model::MC_SAMPLES;
-use crate::sim::truth::Truth;
 
 /// The decision rules of the empirical checks, fixed in the config before the run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,7 +47,7 @@ use crate::sim::truth::Truth;
 pub struct EmpiricalRules {
     /// `lemma2-mc-labels`: within-source Spearman(p̂(1−p̂), θ_x).
     pub lemma2_mc: Rule,
-    /// `finding5-low-mc-positives`: P(wrong | K ∈ 1..3) − P(wrong | K ≥ 13).
+    /// `finding5-low-mc-positives`: P(wrong | K ∈ 1..3) − P(wrong | K ≥ 13) within sources.
     pub finding5: Rule,
     /// `finding6-bis-tracks-signal`: within-source partial Spearman(BIS, S | S_labels).
     pub finding6: Rule,
@@ -99,8 +99,16 @@ pub struct EmpiricalChecks {
     pub tau: f64,
     /// Within-source Spearman(p̂(1−p̂) under hard MC labels, θ_x).
     pub lemma2_mc: Estimate,
-    /// P(wrong | K ∈ 1..3) − P(wrong | K ≥ 13).
+    /// P(wrong | K ∈ 1..3) − P(wrong | K ≥ 13) within sources (Mantel–Haenszel).
     pub finding5: Estimate,
+    /// False in results written before `finding5` was taken within sources: theirs is the
+    /// pooled difference, and their reports say so.
+    #[serde(default)]
+    pub finding5_within_sources: bool,
+    /// The same difference pooled over sources (confounded by source: reported beside the
+    /// decision estimand to show the confound; absent in older results).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finding5_pooled: Option<Estimate>,
     /// The curve behind it.
     pub wrong_by_count: Vec<WrongByCount>,
     /// Within-source partial Spearman(BIS, S(x) | S_labels(x)): the decision estimand.
@@ -121,7 +129,7 @@ pub fn run(
     cfg: &TheoryConfig,
     ctx: &ExperimentContext<'_>,
     teacher: &TeacherView,
-    truth: &Truth,
+    truth: &StepTruth,
     prior: &BetaFit,
 ) -> Result<EmpiricalChecks> {
     let bundle = &ctx.corpus.bundle;
@@ -129,7 +137,7 @@ pub fn run(
         .teacher()
         .ok_or_else(|| Error::invalid("the empirical checks need the teacher"))?
         .true_correct;
-    let counts = truth.mc_counts(bundle);
+    let counts = &truth.counts;
     let stats: Vec<LabelStats> = (0..bundle.n_rollouts())
         .map(|x| {
             let s: Vec<f64> = bundle.mc_scores()[bundle.rollout_steps(x)]
@@ -154,7 +162,7 @@ pub fn run(
 
     let tau = cfg.signal_tau;
     let eta_by_k = eta_by_count(prior, tau);
-    let eta = paper_eta(&counts, prior, tau);
+    let eta = paper_eta(counts, prior, tau);
     let per_rollout = |f: &dyn Fn(std::ops::Range<usize>) -> f64| -> Vec<f64> {
         (0..bundle.n_rollouts())
             .map(|x| f(bundle.rollout_steps(x)))
@@ -189,7 +197,10 @@ pub fn run(
         within_group_spearman(idx, source, &bis, &fisher, &[])
     });
     let finding5 = cluster_bootstrap(&clusters, n_boot, seed(4), |idx| {
-        low_minus_high_wrong(idx, bundle, &counts, correct)
+        low_minus_high_wrong(idx, bundle, counts, correct)
+    });
+    let finding5_pooled = cluster_bootstrap(&clusters, n_boot, seed(5), |idx| {
+        low_minus_high_wrong_pooled(idx, bundle, counts, correct)
     });
     let mut wrong_by_count: Vec<WrongByCount> = (0..=MC_SAMPLES)
         .map(|k| WrongByCount {
@@ -212,6 +223,8 @@ pub fn run(
         tau,
         lemma2_mc,
         finding5,
+        finding5_within_sources: true,
+        finding5_pooled: Some(finding5_pooled),
         wrong_by_count,
         finding6,
         finding6_plain,
@@ -258,33 +271,83 @@ const LOW_K: u32 = 3;
 /// Counts K ≥ HIGH_K are confident positives.
 const HIGH_K: u32 = 13;
 
-/// P(step wrong | 1 ≤ K ≤ 3) − P(step wrong | K ≥ 13) over the steps of the rollouts `idx`.
+/// P(step wrong | 1 ≤ K ≤ 3) − P(step wrong | K ≥ 13) over the steps of the rollouts `idx`,
+/// within sources: the per-source differences combined with Mantel–Haenszel weights
+/// n_low·n_high/(n_low + n_high) (a source without both groups adds nothing).
+///
+/// Pooled over sources the difference is confounded: a source with more wrong steps also has
+/// more low counts, so it would show a gap even when K says nothing about the step (the
+/// learned-policy world's shuffled-label control, whose counts are permuted within sources,
+/// showed such a gap pooled; paper-notes §5.7 has the numbers).
 fn low_minus_high_wrong(
     idx: &[usize],
     bundle: &FeatureBundle,
     counts: &[Option<u32>],
     correct: &[u8],
 ) -> f64 {
-    let (mut low, mut low_wrong, mut high, mut high_wrong) = (0u64, 0u64, 0u64, 0u64);
+    let source = bundle.source();
+    stratified_low_minus_high(
+        idx,
+        bundle,
+        counts,
+        correct,
+        bundle.meta().sources.len(),
+        |x| source[x] as usize,
+    )
+}
+
+/// The Mantel–Haenszel difference over `strata` groups of rollouts, `stratum(x)` each.
+fn stratified_low_minus_high(
+    idx: &[usize],
+    bundle: &FeatureBundle,
+    counts: &[Option<u32>],
+    correct: &[u8],
+    strata: usize,
+    stratum: impl Fn(usize) -> usize,
+) -> f64 {
+    // [low, low wrong, high, high wrong] per stratum
+    let mut tally = vec![[0u64; 4]; strata];
     for &x in idx {
+        let t = &mut tally[stratum(x)];
         for j in bundle.rollout_steps(x) {
+            let wrong = u64::from(correct[j] == 0);
             match counts[j] {
                 Some(k) if (1..=LOW_K).contains(&k) => {
-                    low += 1;
-                    low_wrong += u64::from(correct[j] == 0);
+                    t[0] += 1;
+                    t[1] += wrong;
                 }
                 Some(k) if k >= HIGH_K => {
-                    high += 1;
-                    high_wrong += u64::from(correct[j] == 0);
+                    t[2] += 1;
+                    t[3] += wrong;
                 }
                 _ => {}
             }
         }
     }
-    if low == 0 || high == 0 {
+    let (mut sum, mut weights) = (0.0, 0.0);
+    for [low, low_wrong, high, high_wrong] in tally {
+        if low == 0 || high == 0 {
+            continue;
+        }
+        let (nl, nh) = (low as f64, high as f64);
+        let w = nl * nh / (nl + nh);
+        sum += w * (low_wrong as f64 / nl - high_wrong as f64 / nh);
+        weights += w;
+    }
+    if weights == 0.0 {
         return f64::NAN;
     }
-    low_wrong as f64 / low as f64 - high_wrong as f64 / high as f64
+    sum / weights
+}
+
+/// [`low_minus_high_wrong`] with every source in one stratum: the confounded pooled difference.
+fn low_minus_high_wrong_pooled(
+    idx: &[usize],
+    bundle: &FeatureBundle,
+    counts: &[Option<u32>],
+    correct: &[u8],
+) -> f64 {
+    stratified_low_minus_high(idx, bundle, counts, correct, 1, |_| 0)
 }
 
 /// The corpus's class-conditional flip rates of the hard MC label against the truth:
@@ -335,8 +398,15 @@ impl EmpiricalChecks {
             Check::decided(
                 "finding5-low-mc-positives",
                 CheckKind::Empirical,
-                "Finding 5: positive steps with a low MC score (K = 1..3) are wrong more often \
-                 than confident ones (K ≥ 13): difference of the wrong-step shares",
+                if self.finding5_within_sources {
+                    "Finding 5: positive steps with a low MC score (K = 1..3) are wrong more \
+                     often than confident ones (K ≥ 13): difference of the wrong-step shares \
+                     within sources (Mantel–Haenszel weights)"
+                } else {
+                    "Finding 5: positive steps with a low MC score (K = 1..3) are wrong more \
+                     often than confident ones (K ≥ 13): difference of the wrong-step shares \
+                     (pooled over sources: written before the within-source estimand)"
+                },
                 self.finding5.value,
                 ci(&self.finding5),
                 rules.finding5,
@@ -368,6 +438,64 @@ mod tests {
         }
         // Labels that carry no information (η₀ + η₁ = 1) carry no Fisher information.
         assert_eq!(noisy_fisher(0.3, 0.4, 0.6), 0.0);
+    }
+
+    /// One step per rollout: `(source, K, wrong)`.
+    fn one_step_rollouts(steps: &[(u32, u32, bool)]) -> (FeatureBundle, Vec<Option<u32>>, Vec<u8>) {
+        use crate::data::features::{BundleMeta, BundleParts, FeatureData};
+        let n = steps.len();
+        let bundle = FeatureBundle::from_parts(BundleParts {
+            features: FeatureData::F32(vec![0.0; n]),
+            dim: 1,
+            offsets: (0..=n).collect(),
+            mc_scores: steps.iter().map(|s| s.1 as f32 / 16.0).collect(),
+            source: steps.iter().map(|s| s.0).collect(),
+            line: None,
+            labels: None,
+            teacher: None,
+            meta: BundleMeta {
+                sources: vec!["a".into(), "b".into()],
+                seed: None,
+                generator: serde_json::Value::Null,
+                extra: Default::default(),
+            },
+        })
+        .unwrap();
+        let counts = steps.iter().map(|s| Some(s.1)).collect();
+        let correct = steps.iter().map(|s| u8::from(!s.2)).collect();
+        (bundle, counts, correct)
+    }
+
+    #[test]
+    fn finding5_compares_counts_within_sources_not_across_them() {
+        // Source a: mostly wrong, mostly low counts; source b: mostly right, mostly high counts.
+        // Within each source the wrong share is the same at low and high K (0.8 in a, 0.2 in
+        // b), so K says nothing about a step; pooled, low counts look far worse (0.68 vs 0.32).
+        let mut steps = Vec::new();
+        for (src, k, n, wrong) in [
+            (0u32, 2u32, 80, 64),
+            (0, 14, 20, 16),
+            (1, 2, 20, 4),
+            (1, 14, 80, 16),
+        ] {
+            steps.extend((0..n).map(|i| (src, k, i < wrong)));
+        }
+        let (bundle, counts, correct) = one_step_rollouts(&steps);
+        let all: Vec<usize> = (0..steps.len()).collect();
+        let within = low_minus_high_wrong(&all, &bundle, &counts, &correct);
+        assert!(within.abs() < 1e-12, "within sources: {within}");
+        let pooled = low_minus_high_wrong_pooled(&all, &bundle, &counts, &correct);
+        assert!((pooled - 0.36).abs() < 1e-12, "pooled: {pooled}");
+
+        // A real gap inside one source survives: source b's low counts become all wrong.
+        let steps2: Vec<(u32, u32, bool)> = steps
+            .iter()
+            .map(|&(s, k, w)| (s, k, w || (s == 1 && k == 2)))
+            .collect();
+        let (bundle, counts, correct) = one_step_rollouts(&steps2);
+        let gap = low_minus_high_wrong(&all, &bundle, &counts, &correct);
+        // Source b: 1.0 − 0.2 = 0.8 with weight 20·80/100 = 16; source a: 0 with weight 16.
+        assert!((gap - 0.4).abs() < 1e-12, "one source's gap: {gap}");
     }
 
     #[test]

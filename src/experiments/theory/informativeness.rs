@@ -67,9 +67,9 @@ use crate::logistic::{bce_with_logits, sigmoid};
 use crate::select::bis::mean_mc;
 use crate::sim::model::MC_SAMPLES;
 use crate::sim::rng::uniform;
-use crate::sim::truth::Truth;
 use crate::train::schedule::total_steps;
 
+use super::truth::StepTruth;
 use super::{StreamKind, TeacherView, TheoryConfig, cell_key, derived_seed, stream};
 
 /// Name of S(x) with η the flip probability given the truth.
@@ -448,7 +448,7 @@ pub fn run(
     cfg: &TheoryConfig,
     ctx: &ExperimentContext<'_>,
     teacher: &TeacherView,
-    truth: &Truth,
+    truth: &StepTruth,
 ) -> Result<(Informativeness, Finding6)> {
     let bundle = &ctx.corpus.bundle;
     let labels = LabelScheme::Hard { threshold: 0.0 };
@@ -534,14 +534,15 @@ pub fn run(
         })?;
 
     // The theory's rollout signal, with the flip probability of each label given the truth (the
-    // simulator's generative view) or given the observed count K (the paper's η_eff(K) view).
+    // simulator's generative view, which needs its success rates r: not on the world) or given
+    // the observed count K (the paper's η_eff(K) view).
     let step_truth = &bundle
         .teacher()
         .ok_or_else(|| Error::invalid("Finding 6 needs the teacher"))?
         .true_correct;
-    let signal = signal_per_rollout(bundle, teacher, &eta_given_truth(truth, step_truth));
-    let signal_posterior =
-        signal_per_rollout(bundle, teacher, &eta_given_count(truth, bundle, step_truth));
+    let signal =
+        eta_given_truth(truth, step_truth).map(|eta| signal_per_rollout(bundle, teacher, &eta));
+    let signal_posterior = signal_per_rollout(bundle, teacher, &eta_given_count(truth, step_truth));
 
     let predictors: Vec<(String, &[f64])> = vec![
         (format!("BIS (α={})", cfg.alpha), &stored.bis[..]),
@@ -549,10 +550,12 @@ pub fn run(
         ("R".into(), &stored.reliability[..]),
         ("mean MC".into(), &stored.mean_mc[..]),
     ];
-    let signals: Vec<(String, &[f64])> = vec![
-        (SIGNAL_STEP.into(), &signal[..]),
-        (SIGNAL_POSTERIOR.into(), &signal_posterior[..]),
-    ];
+    let signals: Vec<(String, &[f64])> = signal
+        .as_deref()
+        .map(|s| (SIGNAL_STEP.to_string(), s))
+        .into_iter()
+        .chain([(SIGNAL_POSTERIOR.to_string(), &signal_posterior[..])])
+        .collect();
     let fixed_scores: Vec<(String, &[f64])> = predictors
         .iter()
         .cloned()
@@ -622,28 +625,33 @@ pub fn run(
                 vs: est[t * width..(t + 1) * width].to_vec(),
             })
             .collect(),
-        heatmaps: vec![
-            bin(
+        heatmaps: [
+            Some(bin(
                 "finding6_heatmap_grad_teacher",
                 "mean ‖g_x‖ at w* (MC labels)",
                 &at_teacher.grad,
-            ),
-            bin(
-                "finding6_heatmap_signal",
-                "mean S(x) (η given the truth)",
-                &signal,
-            ),
-            bin(
+            )),
+            signal.as_deref().map(|s| {
+                bin(
+                    "finding6_heatmap_signal",
+                    "mean S(x) (η given the truth)",
+                    s,
+                )
+            }),
+            Some(bin(
                 "finding6_heatmap_signal_posterior",
                 "mean S(x) (η given K)",
                 &signal_posterior,
-            ),
-            bin(
+            )),
+            Some(bin(
                 "finding6_heatmap_useful",
                 &format!("mean a(x) at {}", names.last().expect("init")),
                 &last.a,
-            ),
-        ],
+            )),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
     };
     Ok((
         Informativeness {
@@ -1358,27 +1366,31 @@ impl CleanDevLoss {
 
 /// The flip probability of each step's hard MC label given its truth (`correct`, 0/1) and its
 /// success rate r: (1 − r)^16 for a correct step, 1 − (1 − r)^16 for an incorrect one; an
-/// early-stopped step is labelled 0 for sure.
-fn eta_given_truth(truth: &Truth, correct: &[u8]) -> Vec<f64> {
-    (0..correct.len())
-        .map(|j| {
-            let is_correct = correct[j] == 1;
-            if truth.mc_total[j] == 0 {
-                return if is_correct { 1.0 } else { 0.0 };
-            }
-            let all_fail = (1.0 - f64::from(truth.success_rate[j])).powi(MC_SAMPLES as i32);
-            if is_correct { all_fail } else { 1.0 - all_fail }
-        })
-        .collect()
+/// early-stopped step is labelled 0 for sure. `None` without the success rates (the world).
+fn eta_given_truth(truth: &StepTruth, correct: &[u8]) -> Option<Vec<f64>> {
+    let rates = truth.success_rate.as_ref()?;
+    Some(
+        (0..correct.len())
+            .map(|j| {
+                let is_correct = correct[j] == 1;
+                if truth.counts[j].is_none() {
+                    return if is_correct { 1.0 } else { 0.0 };
+                }
+                let all_fail = (1.0 - f64::from(rates[j])).powi(MC_SAMPLES as i32);
+                if is_correct { all_fail } else { 1.0 - all_fail }
+            })
+            .collect(),
+    )
 }
 
 /// The probability that a step's hard MC label is wrong given what annotation observed, its
 /// success count K (the paper's η ≈ η_eff(K)), read off the corpus itself: the share of steps with
 /// that K (or unsampled, after an early stop) whose label disagrees with `correct`.
-fn eta_given_count(truth: &Truth, bundle: &FeatureBundle, correct: &[u8]) -> Vec<f64> {
+fn eta_given_count(truth: &StepTruth, correct: &[u8]) -> Vec<f64> {
     let class: Vec<usize> = truth
-        .mc_counts(bundle)
-        .into_iter()
+        .counts
+        .iter()
+        .copied()
         .map(|k| k.map_or(MC_SAMPLES as usize + 1, |k| k as usize))
         .collect();
     let classes = MC_SAMPLES as usize + 2;

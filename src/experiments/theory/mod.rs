@@ -1,4 +1,6 @@
-//! Theory checks: the paper's formulas against measurements on the simulator.
+//! Theory checks: the paper's formulas against measurements on the simulator, and on the
+//! learned-policy world with its linear teacher and verifier standing in for the simulator's
+//! truth ([`truth`] says what changes there).
 //!
 //! The paper (§3, App. F) argues from a teacher–student logistic model that a rollout is
 //! informative when its steps are uncertain *and* its labels reliable, but it never measures a
@@ -29,6 +31,7 @@ pub mod reliability;
 mod render;
 mod run;
 mod summary;
+pub mod truth;
 
 pub use informativeness::{Finding6, Informativeness};
 pub use mixture::MixtureCheck;

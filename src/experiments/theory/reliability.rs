@@ -26,8 +26,8 @@ use crate::experiments::formulas::eta_eff;
 use crate::experiments::stats::Proportion;
 use crate::sim::model::MC_SAMPLES;
 use crate::sim::rng::uniform;
-use crate::sim::truth::Truth;
 
+use super::truth::StepTruth;
 use super::{StreamKind, TheoryConfig, stream};
 
 /// Simulated pairs per independent stream (the unit of parallel work).
@@ -113,7 +113,7 @@ pub struct ReliabilityCheck {
 pub fn run(
     cfg: &TheoryConfig,
     ctx: &ExperimentContext<'_>,
-    truth: &Truth,
+    truth: &StepTruth,
 ) -> Result<ReliabilityCheck> {
     let bundle = &ctx.corpus.bundle;
     let true_correct = &bundle
@@ -121,9 +121,9 @@ pub fn run(
         .as_ref()
         .ok_or_else(|| Error::invalid("Lemma 3 needs the teacher"))?
         .true_correct;
-    let counts = truth.mc_counts(bundle);
+    let counts = &truth.counts;
     let sampled: Vec<usize> = (0..counts.len()).filter(|&j| counts[j].is_some()).collect();
-    let prior = corpus_prior(truth, &counts)?;
+    let prior = corpus_prior(truth)?;
     let n = MC_SAMPLES;
     let bins = n as usize + 1;
     let sim = simulate(prior, &cfg.taus, cfg.posterior_draws, ctx.seed);
@@ -136,9 +136,12 @@ pub fn run(
     for &j in &sampled {
         let k = counts[j].expect("sampled") as usize;
         steps_k[k] += 1;
-        let r = f64::from(truth.success_rate[j]);
-        for (t, &tau) in cfg.taus.iter().enumerate() {
-            below_k[t][k] += u64::from(r < tau);
+        // Without r (the world) the corpus column stays empty: 0 of 0.
+        if let Some(rates) = &truth.success_rate {
+            let r = f64::from(rates[j]);
+            for (t, &tau) in cfg.taus.iter().enumerate() {
+                below_k[t][k] += u64::from(r < tau);
+            }
         }
         broken_k[k] += u64::from(truth.prefix_correct[j] == 0);
         wrong_k[k] += u64::from(true_correct[j] == 0);
@@ -154,7 +157,14 @@ pub fn run(
                     k,
                     closed: eta_eff(k, n, prior.a, prior.b, tau),
                     simulated: Proportion::wilson(sim.below[t][k as usize], sim.count[k as usize]),
-                    corpus: Proportion::wilson(below_k[t][k as usize], steps_k[k as usize]),
+                    corpus: Proportion::wilson(
+                        below_k[t][k as usize],
+                        if truth.success_rate.is_some() {
+                            steps_k[k as usize]
+                        } else {
+                            0
+                        },
+                    ),
                 })
                 .collect();
             let (strictly_decreasing, underflow_from) = monotone(&rows, prior, tau);
@@ -198,28 +208,55 @@ pub fn run(
     })
 }
 
-/// The Beta prior of the steps' success rates, fitted to the steps the MC annotation sampled
-/// (`counts` from [`Truth::mc_counts`]; early-stopped steps have none).
-pub fn corpus_prior(truth: &Truth, counts: &[Option<u32>]) -> Result<BetaFit> {
-    let rates: Vec<f64> = counts
+/// The Beta prior of the steps' success rates, fitted by moments to the steps the MC annotation
+/// sampled (early-stopped steps have no K).
+///
+/// With the simulator's r known, the moments are r's own. Without it (the world), they are
+/// recovered from the counts alone, as a researcher with real MC annotations would have to: for
+/// K | r ~ Binomial(N, r), E[K/N] = E[r] and Var(K/N) = E[r](1 − E[r])/N + (1 − 1/N)·Var(r), so
+/// Var(r) = (Var(K/N) − m(1 − m)/N)·N/(N − 1): the beta-binomial method of moments.
+pub fn corpus_prior(truth: &StepTruth) -> Result<BetaFit> {
+    let sampled = truth
+        .counts
         .iter()
         .enumerate()
-        .filter(|(_, k)| k.is_some())
-        .map(|(j, _)| f64::from(truth.success_rate[j]))
-        .collect();
-    fit_beta(&rates)
+        .filter_map(|(j, k)| k.map(|k| (j, k)));
+    match &truth.success_rate {
+        Some(rates) => {
+            let r: Vec<f64> = sampled.map(|(j, _)| f64::from(rates[j])).collect();
+            fit_beta(&r)
+        }
+        None => {
+            let n = f64::from(MC_SAMPLES);
+            let shares: Vec<f64> = sampled.map(|(_, k)| f64::from(k) / n).collect();
+            let (mean, var_share) = mean_var(&shares)?;
+            let var = (var_share - mean * (1.0 - mean) / n) * n / (n - 1.0);
+            beta_from_moments(mean, var, shares.len())
+        }
+    }
 }
 
-/// Method-of-moments Beta fit: a + b = m(1 − m)/v − 1.
-pub fn fit_beta(r: &[f64]) -> Result<BetaFit> {
-    let n = r.len();
+/// Sample mean and (n − 1) variance.
+fn mean_var(v: &[f64]) -> Result<(f64, f64)> {
+    let n = v.len();
     if n < 2 {
         return Err(Error::EmptyInput(
             "Lemma 3 needs at least two annotated steps to fit a prior".into(),
         ));
     }
-    let mean = r.iter().sum::<f64>() / n as f64;
-    let var = r.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let mean = v.iter().sum::<f64>() / n as f64;
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    Ok((mean, var))
+}
+
+/// Method-of-moments Beta fit: a + b = m(1 − m)/v − 1.
+pub fn fit_beta(r: &[f64]) -> Result<BetaFit> {
+    let (mean, var) = mean_var(r)?;
+    beta_from_moments(mean, var, r.len())
+}
+
+/// The Beta(a, b) with `mean` and `var`, from `n` steps.
+fn beta_from_moments(mean: f64, var: f64, n: usize) -> Result<BetaFit> {
     if !(var > 0.0 && var < mean * (1.0 - mean)) {
         return Err(Error::Other(format!(
             "success rates with mean {mean} and variance {var} admit no Beta prior"
@@ -310,6 +347,51 @@ mod tests {
         assert!((fit.var - 0.05 / 3.0).abs() < 1e-15);
         assert!((fit.a / (fit.a + fit.b) - 0.25).abs() < 1e-12);
         assert!(fit_beta(&[0.5, 0.5]).is_err());
+    }
+
+    #[test]
+    fn the_prior_from_counts_alone_recovers_the_prior_of_the_rates() {
+        // r ~ Beta(0.6, 1.4), K ~ Binomial(16, r): the world's case, where only K is seen.
+        let prior = BetaFit {
+            a: 0.6,
+            b: 1.4,
+            mean: 0.3,
+            var: 0.07,
+            steps: 0,
+        };
+        let mut rng = stream(11, StreamKind::Posterior, 0, 0);
+        let beta = Beta::new(prior.a, prior.b).unwrap();
+        let counts: Vec<Option<u32>> = (0..200_000)
+            .map(|_| {
+                let r: f64 = beta.sample(&mut rng);
+                Some((0..MC_SAMPLES).filter(|_| uniform(&mut rng) < r).count() as u32)
+            })
+            .collect();
+        let truth = |rates: Option<Vec<f32>>| StepTruth {
+            kind: super::super::truth::TruthKind::World,
+            question: vec![],
+            counts: counts.clone(),
+            prefix_correct: vec![],
+            success_rate: rates,
+        };
+        let fit = corpus_prior(&truth(None)).unwrap();
+        assert!(
+            (fit.a - 0.6).abs() < 0.03 && (fit.b - 1.4).abs() < 0.07,
+            "{fit:?}"
+        );
+        // The naive fit, treating K/16 as r, mistakes the binomial noise for spread in r.
+        let shares: Vec<f64> = counts
+            .iter()
+            .map(|k| f64::from(k.unwrap()) / 16.0)
+            .collect();
+        let naive = fit_beta(&shares).unwrap();
+        assert!(naive.var > fit.var * 1.1, "{naive:?} vs {fit:?}");
+        // With rates present, the fit is theirs and the counts are not used.
+        let rates = vec![0.1f32, 0.2, 0.3, 0.4];
+        let mut with_rates = truth(Some(rates));
+        with_rates.counts = vec![Some(0); 4];
+        let fit = corpus_prior(&with_rates).unwrap();
+        assert!((fit.mean - 0.25).abs() < 1e-7, "{fit:?}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use super::mixture::{MixtureCheck, MixtureGroup};
 use super::noise::{NoiseBin, NoiseCheck};
 use super::reliability::{MIN_SIMULATED, ReliabilityCheck};
 use super::summary;
+use super::truth::TruthKind;
 
 pub(super) fn render(r: &TheoryResults) -> Rendered {
     let mut tables = Vec::new();
@@ -33,8 +34,9 @@ pub(super) fn render(r: &TheoryResults) -> Rendered {
 
     tables.push(("lemma2".to_string(), lemma2_table(&r.lemma2)));
     tables.push(("lemma2_corpus".to_string(), lemma2_corpus_table(&r.lemma2)));
-    tables.push(("lemma3".to_string(), lemma3_table(&r.lemma3)));
-    plots.push(("lemma3_eta_eff".to_string(), lemma3_plot(&r.lemma3)));
+    let world = r.setup.truth == TruthKind::World;
+    tables.push(("lemma3".to_string(), lemma3_table(&r.lemma3, world)));
+    plots.push(("lemma3_eta_eff".to_string(), lemma3_plot(&r.lemma3, world)));
 
     tables.push((
         "informativeness_points".to_string(),
@@ -61,7 +63,7 @@ pub(super) fn render(r: &TheoryResults) -> Rendered {
 
     tables.push((
         "finding6_correlations".to_string(),
-        finding6_table(&r.finding6),
+        finding6_table(&r.finding6, world),
     ));
     tables.push(("finding6_best".to_string(), best_table(&r.finding6)));
     plots.push((
@@ -461,21 +463,28 @@ fn lemma2_corpus_table(m: &MixtureCheck) -> Table {
     t
 }
 
-fn lemma3_table(l: &ReliabilityCheck) -> Table {
+fn lemma3_table(l: &ReliabilityCheck, world: bool) -> Table {
+    // The world has no success rate r (no corpus P(r < τ | K) column); its truth is the
+    // verifier's.
+    let truth = if world { "verifier" } else { "simulator" };
     let mut columns = vec!["k".to_string()];
     for t in &l.taus {
         columns.push(format!("Lemma 3: η_eff(k), τ={}", t.tau));
         columns.push(format!("simulated posterior, τ={}", t.tau));
-        columns.push(format!("corpus P(r<τ ∣ K=k), τ={}", t.tau));
+        if !world {
+            columns.push(format!("corpus P(r<τ ∣ K=k), τ={}", t.tau));
+        }
     }
     columns.extend([
         "corpus steps".to_string(),
-        "simulator P(prefix broken ∣ K=k)".to_string(),
-        "simulator P(step wrong ∣ K=k)".to_string(),
+        format!("{truth} P(prefix broken ∣ K=k)"),
+        format!("{truth} P(step wrong ∣ K=k)"),
     ]);
     let refs: Vec<&str> = columns.iter().map(String::as_str).collect();
     let mut t = Table::new(
-        "Lemma 3: η_eff(k) = I_τ(a+k, b+16−k) against simulated posteriors and the simulator",
+        format!(
+            "Lemma 3: η_eff(k) = I_τ(a+k, b+16−k) against simulated posteriors and the {truth}"
+        ),
         &refs,
     );
     for (k, sim) in l.simulator.iter().enumerate() {
@@ -484,24 +493,38 @@ fn lemma3_table(l: &ReliabilityCheck) -> Table {
             let r = &tau.rows[k];
             row.push(Cell::num(r.closed, 4));
             row.push(proportion(r.simulated, 4));
-            row.push(proportion(r.corpus, 4));
+            if !world {
+                row.push(proportion(r.corpus, 4));
+            }
         }
         row.push(Cell::num(sim.broken_prefix.trials as f64, 0));
         row.push(proportion(sim.broken_prefix, 4));
         row.push(proportion(sim.incorrect, 4));
         t.push(row);
     }
+    let fitted = if world {
+        format!(
+            "Prior Beta(a, b) fitted by the beta-binomial method of moments to the success counts \
+             K of {} annotated steps (the world has no success rate r): a = {:.4}, b = {:.4} \
+             (implied mean of r {:.4}, variance {:.4}).",
+            l.prior.steps, l.prior.a, l.prior.b, l.prior.mean, l.prior.var
+        )
+    } else {
+        format!(
+            "Prior Beta(a, b) fitted by moments to the success rates r of {} annotated steps: \
+             a = {:.4}, b = {:.4} (mean {:.4}, variance {:.4}).",
+            l.prior.steps, l.prior.a, l.prior.b, l.prior.mean, l.prior.var
+        )
+    };
     t.notes.push(format!(
-        "Prior Beta(a, b) fitted by moments to the success rates r of {} annotated steps: \
-         a = {:.4}, b = {:.4} (mean {:.4}, variance {:.4}). Simulated: {} draws of r ~ Beta(a, b), \
-         K ~ Binomial(16, r), Wilson 95% intervals. Only sampled steps (no early stop) count.",
-        l.prior.steps, l.prior.a, l.prior.b, l.prior.mean, l.prior.var, l.draws
+        "{fitted} Simulated: {} draws of r ~ Beta(a, b), K ~ Binomial(16, r), Wilson 95% \
+         intervals. Only sampled steps (no early stop) count.",
+        l.draws
     ));
     for tau in &l.taus {
         t.notes.push(format!(
             "τ = {}: η_eff strictly decreasing in k: {}{}; closed form inside the simulated \
-             interval for {} of {} k (k with ≥ {} draws), max |simulated − closed| = {:.4}; \
-             max |corpus − closed| = {:.4}.",
+             interval for {} of {} k (k with ≥ {} draws), max |simulated − closed| = {:.4}{}.",
             tau.tau,
             if tau.strictly_decreasing { "yes" } else { "NO" },
             tau.underflow_from
@@ -511,13 +534,17 @@ fn lemma3_table(l: &ReliabilityCheck) -> Table {
             tau.compared,
             MIN_SIMULATED,
             tau.max_abs_error,
-            tau.corpus_max_abs_gap
+            if world {
+                String::new()
+            } else {
+                format!("; max |corpus − closed| = {:.4}", tau.corpus_max_abs_gap)
+            }
         ));
     }
     t
 }
 
-fn lemma3_plot(l: &ReliabilityCheck) -> Plot {
+fn lemma3_plot(l: &ReliabilityCheck, world: bool) -> Plot {
     let proportion_points = |p: &dyn Fn(usize) -> Proportion| -> Vec<(f64, f64, Option<f64>)> {
         (0..l.simulator.len())
             .filter_map(|k| {
@@ -542,14 +569,20 @@ fn lemma3_plot(l: &ReliabilityCheck) -> Plot {
             points: proportion_points(&|k| tau.rows[k].simulated),
             reference: false,
         });
-        series.push(Series {
-            name: format!("corpus P(r<τ|K), τ={}", tau.tau),
-            points: proportion_points(&|k| tau.rows[k].corpus),
-            reference: false,
-        });
+        if !world {
+            series.push(Series {
+                name: format!("corpus P(r<τ|K), τ={}", tau.tau),
+                points: proportion_points(&|k| tau.rows[k].corpus),
+                reference: false,
+            });
+        }
     }
     series.push(Series {
-        name: "simulator P(prefix broken|K)".into(),
+        name: if world {
+            "verifier P(prefix broken|K)".into()
+        } else {
+            "simulator P(prefix broken|K)".into()
+        },
         points: proportion_points(&|k| l.simulator[k].broken_prefix),
         reference: false,
     });
@@ -725,7 +758,7 @@ fn short_point(p: &PointCheck) -> String {
     }
 }
 
-fn finding6_table(f: &Finding6) -> Table {
+fn finding6_table(f: &Finding6, world: bool) -> Table {
     let mut columns = vec!["target".to_string()];
     columns.extend(f.predictors.iter().map(|p| format!("Spearman with {p}")));
     let refs: Vec<&str> = columns.iter().map(String::as_str).collect();
@@ -738,15 +771,24 @@ fn finding6_table(f: &Finding6) -> Table {
         row.extend(target.vs.iter().map(|e| interval(*e, 3)));
         t.push(row);
     }
-    t.notes.push(
+    t.notes.push(if world {
+        "S(x) = (1/n)Σ_j (1−4η_j)q*_j(1−q*_j)‖ϕ_j‖², with q* the world's linear teacher (the \
+         ridge-penalised logistic fit of the verifier's labels on the policy's hidden states). \
+         \"η given K\": the share of labels that disagree with the verifier among the corpus's \
+         steps with the same success count K (the paper's η ≈ η_eff(K), read off the corpus). \
+         The world has no success rate r, so S(x) with η given the truth is not measured. η_j \
+         above 1/4 makes a step's term negative. Gradient norms: MC labels, mean over steps. \
+         Bootstrap 95% CIs."
+            .into()
+    } else {
         "S(x) = (1/n)Σ_j (1−4η_j)q*_j(1−q*_j)‖ϕ_j‖². \"η given truth\": the simulator's flip \
          probability of the hard MC label of a step, (1−r_j)^16 if the step is correct (all 16 \
          continuations fail), 1−(1−r_j)^16 if not. \"η given K\": the share of wrong labels among \
          the corpus's steps with the same success count K (the paper's η ≈ η_eff(K), with the \
          simulator's exact posterior). η_j above 1/4 makes a step's term negative. Gradient \
          norms: MC labels, mean over steps. Bootstrap 95% CIs."
-            .into(),
-    );
+            .into()
+    });
     t
 }
 

@@ -5,13 +5,13 @@ use super::informativeness::{Finding6, Informativeness};
 use super::mixture::MixtureCheck;
 use super::noise::NoiseCheck;
 use super::reliability::ReliabilityCheck;
+use super::truth::{StepTruth, TruthKind};
 use crate::error::{Error, Result};
 use crate::experiments::config::TrainSettings;
 use crate::experiments::context::ExperimentContext;
 use crate::experiments::report::Rendered;
 use crate::logistic::sigmoid;
 use crate::sim;
-use crate::sim::truth::Truth;
 use serde::Serialize;
 
 /// Settings of the theory checks (`[theory]` in an experiment file). Every field has a default.
@@ -160,6 +160,9 @@ pub struct Setup {
     pub device: String,
     /// The settings used.
     pub config: TheoryConfig,
+    /// Whose truth the checks measured against (left out for the simulator).
+    #[serde(default, skip_serializing_if = "TruthKind::is_simulator")]
+    pub truth: TruthKind,
 }
 
 /// Everything the theory checks measured: the only input of [`render`].
@@ -195,8 +198,7 @@ pub struct TheoryResults {
 /// Runs every check.
 pub fn run(cfg: &TheoryConfig, ctx: &ExperimentContext<'_>) -> Result<TheoryResults> {
     cfg.validate()?;
-    let truth = Truth::open(ctx.corpus.dir.join(sim::corpus::TRUTH_FILE))?;
-    truth.check_matches(&ctx.corpus.bundle)?;
+    let truth = StepTruth::open(&ctx.corpus.dir, &ctx.corpus.bundle)?;
     let teacher = TeacherView::of(ctx)?;
     // The theory is about the linear head; the rest of the protocol is the experiment's.
     let train = TrainSettings {
@@ -237,6 +239,7 @@ pub fn run(cfg: &TheoryConfig, ctx: &ExperimentContext<'_>) -> Result<TheoryResu
             seed: ctx.seed,
             device: ctx.device.to_string(),
             config: cfg.clone(),
+            truth: truth.kind,
         },
         eq5,
         eq6,

@@ -16,6 +16,7 @@ use super::mixture::MixtureCheck;
 use super::noise::NoiseCheck;
 use super::reliability::ReliabilityCheck;
 use super::render::{best_of, est_text, pct, pct_ci, sci_ci};
+use super::truth::TruthKind;
 
 /// Most of `tests` independent 95% intervals that may miss by chance alone: the smallest m with
 /// P(Binomial(tests, 0.05) > m) ≤ 5%.
@@ -312,6 +313,14 @@ fn empirical_summary(r: &TheoryResults) -> String {
             c.verdict.as_str()
         ));
     }
+    if let Some(p) = e.finding5_pooled {
+        out.push_str(&format!(
+            "Pooled over sources, Finding 5's difference is {} (confounded: a source with more \
+             wrong steps also has more low counts, which is why the decision estimand compares \
+             within sources). ",
+            est_text(p)
+        ));
+    }
     out.push_str(&format!(
         "Next to the decision estimand of Finding 6, the plain within-source Spearman(BIS, S(x)) \
          is {} (it shares the counts K with BIS by construction), {} of rollouts have S(x) < 0, \
@@ -329,8 +338,12 @@ fn empirical_summary(r: &TheoryResults) -> String {
 
 pub(super) fn summary(r: &TheoryResults, key: &Table, tables: &[(String, Table)]) -> String {
     let s = &r.setup;
+    let corpus = match s.truth {
+        TruthKind::Simulator => "the simulated corpus",
+        TruthKind::World => "the learned-policy world",
+    };
     let mut out = format!(
-        "## Theory checks\n\nMeasured on the simulated corpus ({} rollouts, {} steps, d = {}), \
+        "## Theory checks\n\nMeasured on {corpus} ({} rollouts, {} steps, d = {}), \
          linear head, seed {}, device {}. Each paragraph states the paper's claim and what was \
          measured; checks that hold by construction of our own sampling are reported as \
          implementation identities, and only the empirical checks (MC labels, decision rules \
@@ -338,9 +351,22 @@ pub(super) fn summary(r: &TheoryResults, key: &Table, tables: &[(String, Table)]
          listed below.\n\n",
         s.rollouts, s.steps, s.dim, s.seed, s.device
     );
+    if s.truth == TruthKind::World {
+        out.push_str(
+            "On the world, q* and w* are its linear teacher: the ridge-penalised logistic fit of \
+             the exact verifier's step labels on the policy's hidden states, the best a linear \
+             head could know, not a generative truth. The \"clean\" loss, gradient and dev loss \
+             below are taken against that teacher; a step's truth (wrong, prefix broken) is the \
+             verifier's. The world has no one-shot success rate r, so Lemma 3's prior is fitted \
+             to the counts K and S(x) with η given the truth is not measured.\n\n",
+        );
+    }
     out.push_str(&noise_summary(&r.eq5, &r.eq6));
     out.push_str(&lemma2_summary(&r.lemma2));
-    out.push_str(&lemma3_summary(&r.lemma3));
+    out.push_str(&match s.truth {
+        TruthKind::Simulator => lemma3_summary(&r.lemma3),
+        TruthKind::World => lemma3_world_summary(&r.lemma3),
+    });
     out.push_str(&informativeness_summary(&r.informativeness));
     out.push_str(&deconfounded_summary(&r.informativeness));
     out.push_str(&finding6_summary(r));
@@ -507,6 +533,48 @@ fn lemma3_summary(l: &ReliabilityCheck) -> String {
         pseudo(2),
         pseudo(8),
         pseudo(16)
+    )
+}
+
+/// Lemma 3 on the world: the prior comes from the counts K, the truth from the verifier.
+fn lemma3_world_summary(l: &ReliabilityCheck) -> String {
+    let parts: Vec<String> = l
+        .taus
+        .iter()
+        .map(|t| {
+            format!(
+                "at τ = {} it is {}strictly decreasing and the closed form lies inside {} of {} \
+                 simulated 95% intervals (max |error| {:.4})",
+                t.tau,
+                if t.strictly_decreasing { "" } else { "NOT " },
+                t.within_ci,
+                t.compared,
+                t.max_abs_error,
+            )
+        })
+        .collect();
+    let at = |k: usize, f: &dyn Fn(&super::reliability::SimulatorNoise) -> f64| {
+        l.simulator.get(k).map(|s| pct(f(s))).unwrap_or_default()
+    };
+    let broken = |s: &super::reliability::SimulatorNoise| s.broken_prefix.value;
+    let wrong = |s: &super::reliability::SimulatorNoise| s.incorrect.value;
+    format!(
+        "**Lemma 3 (MC score measures reliability).** With a Beta({:.3}, {:.3}) prior fitted to \
+         the counts K by the beta-binomial method of moments, η_eff(k) = I_τ(a+k, b+16−k) (an \
+         implementation identity, as on the simulator): {}. The verifier's pseudo-positive rate \
+         P(prefix broken | K = k) is {} at k = 1, {} at k = 2, {} at k = 8 and {} at k = 16; \
+         P(step wrong | K = k) is {}, {}, {} and {} at the same k.\n\n",
+        l.prior.a,
+        l.prior.b,
+        parts.join("; "),
+        at(1, &broken),
+        at(2, &broken),
+        at(8, &broken),
+        at(16, &broken),
+        at(1, &wrong),
+        at(2, &wrong),
+        at(8, &wrong),
+        at(16, &wrong),
     )
 }
 
@@ -695,16 +763,28 @@ fn finding6_summary(r: &TheoryResults) -> String {
         ),
         _ => String::new(),
     };
+    let signal = match r.setup.truth {
+        TruthKind::Simulator => format!(
+            "The rollout signal S(x), from the true q* and the simulator's label-flip \
+             probabilities, has Spearman {} with BIS when η is the flip probability given the \
+             truth, and {} when η is the probability of a wrong label given the observed count K \
+             (the paper's reading).",
+            bis_with(super::informativeness::SIGNAL_STEP),
+            bis_with(super::informativeness::SIGNAL_POSTERIOR),
+        ),
+        TruthKind::World => format!(
+            "The rollout signal S(x), from the linear teacher's q* and η the share of labels \
+             that disagree with the verifier among steps with the same count K (the paper's \
+             reading), has Spearman {} with BIS.",
+            bis_with(super::informativeness::SIGNAL_POSTERIOR),
+        ),
+    };
     format!(
-        "**Finding 6 (uncertainty × reliability).** The rollout signal S(x), from the true q* and \
-         the simulator's label-flip probabilities, has Spearman {} with BIS when η is the flip \
-         probability given the truth, and {} when η is the probability of a wrong label given \
-         the observed count K (the paper's reading).{} See `finding6_best.md` for the best \
+        "**Finding 6 (uncertainty × reliability).** {}{} See `finding6_best.md` for the best \
          stored score per target. Of the {} measured gradient-norm targets (‖g_x‖ and the centred \
          ‖g_x^c‖ at every point), {} tracks {} best; BIS's correlation with them ranges from \
          {:.3} to {:.3}.{}\n",
-        bis_with(super::informativeness::SIGNAL_STEP),
-        bis_with(super::informativeness::SIGNAL_POSTERIOR),
+        signal,
         verdict,
         norms.len(),
         leader,
