@@ -13,6 +13,16 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, IoContext, Result};
 use crate::output::write_json;
 
+/// A short hash of everything a cell's value depends on, for its key: a changed setting then
+/// misses the cache and recomputes instead of reusing a stale value. (A hash that changes between
+/// builds only costs a rerun.)
+pub fn settings_hash(stamp: &serde_json::Value) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    stamp.to_string().hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
 /// A folder of finished cells.
 #[derive(Debug, Clone)]
 pub struct CellStore {

@@ -153,6 +153,7 @@ pub fn run(
     let seeds: Vec<u64> = (0..cfg.seeds)
         .map(|i| derive_seed(ctx.seed, 0x5E1, i as u64))
         .collect();
+    let stamp = cell_stamp(cfg, ctx);
 
     // The grid of (row, budget) jobs.
     let mut jobs: Vec<Job> = Vec::new();
@@ -227,7 +228,7 @@ pub fn run(
         }
         v
     };
-    let proxy_lr = full_data_lr(ctx, hard0)?;
+    let proxy_lr = full_data_lr(ctx, hard0, &stamp)?;
     // The reference run (TracIn, influence, the oracle, the hybrid): one per seed, shared.
     let references: Vec<Option<ReferenceRun>> = if specs.iter().any(SelectorSpec::needs_reference) {
         let bar = crate::progress::bar(seeds.len() as u64, "reference runs");
@@ -301,7 +302,7 @@ pub fn run(
     let lr_choices: Vec<Result<LrChoice>> = jobs
         .par_iter()
         .map(|job| {
-            let key = format!("lr/{}", job.key());
+            let key = format!("lr/{}/{stamp}", job.key());
             let (choice, _) = ctx.cells.get_or_compute(&key, || {
                 let sub = subset(job, 0)?;
                 let tuned = tune_lr(ctx, sub.as_deref(), job.labels, seeds[0])?;
@@ -322,7 +323,7 @@ pub fn run(
         .par_iter()
         .map(|&(j, i)| {
             let job = &jobs[j];
-            let key = format!("run/{}/seed{i}", job.key());
+            let key = format!("run/{}/seed{i}/{stamp}", job.key());
             let (result, _) = ctx.cells.get_or_compute(&key, || {
                 let sub = subset(job, i)?;
                 Ok(train_eval(ctx, sub.as_deref(), job.labels, lr_choices[j].lr, seeds[i])?.0)
@@ -370,9 +371,45 @@ pub fn run(
     Ok((results, cost))
 }
 
+/// The part of a selection cell's key that names what its value depends on besides its row,
+/// budget and seed index: the corpus, the training protocol, the master seed, the device and
+/// the selectors' own settings. (The lists of budgets, selectors and seeds only say which cells
+/// exist, and the decision rule only reads them, so they are left out: adding a budget reuses
+/// every finished cell.)
+fn cell_stamp(cfg: &SelectionConfig, ctx: &ExperimentContext<'_>) -> String {
+    crate::experiments::cells::settings_hash(&serde_json::json!({
+        "corpus": ctx.corpus.manifest.get("settings"),
+        "train": ctx.train,
+        "seed": ctx.seed,
+        "device": ctx.device.to_string(),
+        "selection": cell_settings(cfg),
+    }))
+}
+
+/// The selection settings a cell's value depends on (see [`cell_stamp`]).
+fn cell_settings(cfg: &SelectionConfig) -> serde_json::Value {
+    let mut selection = serde_json::to_value(cfg).expect("config serialises");
+    if let Some(map) = selection.as_object_mut() {
+        for listing in [
+            "budgets",
+            "seeds",
+            "selectors",
+            "saturation_budgets",
+            "labelling",
+            "alpha_sweep",
+            "sweep_budget",
+            "bis_vs_random",
+        ] {
+            map.remove(listing);
+        }
+    }
+    selection
+}
+
 /// The dev-tuned learning rate of full-data training (also the proxies' rate).
-fn full_data_lr(ctx: &ExperimentContext<'_>, labels: LabelScheme) -> Result<f64> {
-    let (choice, _) = ctx.cells.get_or_compute("lr/full@1", || {
+fn full_data_lr(ctx: &ExperimentContext<'_>, labels: LabelScheme, stamp: &str) -> Result<f64> {
+    let key = format!("lr/full@1/{stamp}");
+    let (choice, _) = ctx.cells.get_or_compute(&key, || {
         let tuned = tune_lr(ctx, None, labels, derive_seed(ctx.seed, 0x5E1, 0))?;
         Ok(LrChoice::new("full".into(), 1.0, tuned))
     })?;
@@ -483,5 +520,31 @@ fn profile(ctx: &ExperimentContext<'_>, row: &str, budget: f64, subset: &[usize]
         reliability: rel / n,
         error_steps: zero as f64 / steps.max(1) as f64,
         pseudo_positive: pseudo as f64 / pos.max(1) as f64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_miss_the_cache_when_a_selector_setting_changes_but_not_when_a_budget_is_added() {
+        let base = SelectionConfig::default();
+        let more_budgets = SelectionConfig {
+            budgets: vec![0.05, 0.5],
+            seeds: base.seeds + 2,
+            ..base.clone()
+        };
+        assert_eq!(cell_settings(&base), cell_settings(&more_budgets));
+        let other_less = SelectionConfig {
+            less_dims: base.less_dims + 1,
+            ..base.clone()
+        };
+        assert_ne!(cell_settings(&base), cell_settings(&other_less));
+        let other_el2n = SelectionConfig {
+            el2n_proxies: base.el2n_proxies + 1,
+            ..base.clone()
+        };
+        assert_ne!(cell_settings(&base), cell_settings(&other_el2n));
     }
 }

@@ -339,7 +339,6 @@ pub(super) fn cell_key(
     name: &str,
     settings: &impl Serialize,
 ) -> String {
-    use std::hash::{Hash, Hasher};
     let stamp = serde_json::json!({
         "corpus": ctx.corpus.manifest.get("settings"),
         "train": ctx.train,
@@ -347,7 +346,8 @@ pub(super) fn cell_key(
         "device": ctx.device.to_string(),
         "settings": settings,
     });
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    stamp.to_string().hash(&mut h);
-    format!("theory-{name}-{:016x}", h.finish())
+    format!(
+        "theory-{name}-{}",
+        crate::experiments::cells::settings_hash(&stamp)
+    )
 }
