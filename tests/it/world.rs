@@ -289,15 +289,26 @@ fn a_shuffled_world_permutes_the_counts_within_sources_and_the_theory_reads_both
         assert!(truth.success_rate.is_none());
         assert_eq!(truth.question.len(), bundle.n_rollouts());
     }
-    // a truth from another world is refused, naming the file
-    let other = tmp.path().join("other");
-    std::fs::create_dir_all(&other).unwrap();
-    std::fs::copy(
-        faithful.join("truth.safetensors"),
-        other.join("truth.safetensors"),
-    )
+    // a bundle whose scores are not the truth's counts is refused, naming the truth file (a
+    // copy of the faithful bundle with every step scored 1: the tiny world's own counts are
+    // mostly 0 and would not tell the two annotations apart)
+    let faithful_bundle = FeatureBundle::open(faithful.join("features.safetensors")).unwrap();
+    let (s, d) = (faithful_bundle.n_steps(), faithful_bundle.dim());
+    let rescored = FeatureBundle::from_parts(mprm::data::features::BundleParts {
+        features: mprm::data::features::FeatureData::F32(vec![0.0; s * d]),
+        dim: d,
+        offsets: faithful_bundle.offsets().to_vec(),
+        mc_scores: vec![1.0; s],
+        source: faithful_bundle.source().to_vec(),
+        line: None,
+        labels: None,
+        teacher: None,
+        meta: faithful_bundle.meta().clone(),
+    })
     .unwrap();
-    let e = StepTruth::open(&other, &bundle).unwrap_err().to_string();
+    let e = StepTruth::open(&faithful, &rescored)
+        .unwrap_err()
+        .to_string();
     assert!(
         e.contains("truth.safetensors") && e.contains("not the same annotation"),
         "{e}"
