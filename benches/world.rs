@@ -6,10 +6,13 @@
 //! cargo bench --bench world            # MPRM_PYTHON=/path/to/python to pick the interpreter
 //! ```
 //!
-//! * **Training**: the world's default policy (width 128, 2 layers, 4 heads) trained by Burn
-//!   (`mprm::world::learn::train_policy`) for `MPRM_BENCH_STEPS` (default 30) steps of 64 traces,
-//!   against PyTorch on the same rows from the same initial weights; tokens = predicted
-//!   (non-padding) targets.
+//! * **Training**: the world's default policy (width 128, 2 layers, 4 heads) trained for
+//!   `MPRM_BENCH_STEPS` (default 30) steps of 64 traces by mprm's CPU trainer
+//!   (`mprm::world::train_engine`, what `mprm world` uses on the CPU), by Burn
+//!   (`mprm::world::learn::train_policy`, what it uses on CUDA) and by PyTorch, on the same rows
+//!   from the same initial weights; tokens = predicted (non-padding) targets. Burn and PyTorch pad
+//!   each batch to its longest trace; the engine packs the traces (the bench prints how much of a
+//!   padded batch is padding).
 //! * **Sampling**: Monte Carlo continuations, as the world annotates: 64 on-track step prefixes of
 //!   generated problems, 16 continuations each, at temperature 1 until `<eos>`, with mprm's CPU
 //!   engine (`mprm::world::engine`), Burn's batched sampler, and PyTorch (batches of 256 rows,
@@ -38,6 +41,7 @@ use mprm::world::policy::{Policy, PolicySpec};
 use mprm::world::problems::{self, Source};
 use mprm::world::sample::SampleSpec;
 use mprm::world::tokens::{EOS, PAD, encode};
+use mprm::world::train_engine::train_policy_on_cpu;
 
 type Cpu = NdArray<f32>;
 
@@ -147,17 +151,32 @@ fn main() {
         training.steps, training.batch
     );
 
+    let padded: usize = rows
+        .chunks(training.batch)
+        .map(|b| b.len() * (b.iter().map(Vec::len).max().unwrap_or(1) - 1))
+        .sum();
+    println!(
+        "  a padded batch (Burn, PyTorch) computes {padded} positions, {:.0}% of them padding; \
+         the engine packs the traces and computes only the {train_tokens} predicted ones",
+        100.0 * (padded - train_tokens) as f64 / padded as f64
+    );
+
     let mut trained = None;
-    let (mut burn_train, mut torch_train) = (Vec::new(), Vec::new());
+    let (mut engine_train, mut burn_train, mut torch_train) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..repeats {
         let start = Instant::now();
-        let t = train_policy::<Autodiff<Cpu>>(spec, &training, &dev).expect("burn training");
+        let t = train_policy_on_cpu(spec, &training).expect("engine training");
         let rate = train_tokens as f64 / start.elapsed().as_secs_f64();
-        println!("  run {r}: burn  {rate:>9.0} tokens/s");
+        println!("  run {r}: engine {rate:>9.0} tokens/s");
+        engine_train.push(rate);
+        trained = Some(Policy::<Cpu>::from_values(spec, t.params, &dev).unwrap());
+        let start = Instant::now();
+        train_policy::<Autodiff<Cpu>>(spec, &training, &dev).expect("burn training");
+        let rate = train_tokens as f64 / start.elapsed().as_secs_f64();
+        println!("  run {r}: burn   {rate:>9.0} tokens/s");
         burn_train.push(rate);
-        trained = Some(t.policy);
         if let Some((rate, _)) = torch_run(dir.path(), threads, "train") {
-            println!("  run {r}: torch {rate:>9.0} tokens/s");
+            println!("  run {r}: torch  {rate:>9.0} tokens/s");
             torch_train.push(rate);
         }
     }
@@ -205,8 +224,16 @@ fn main() {
             torch.push(rate);
         }
     }
-    let (bt, e, bs) = (median(burn_train), median(ours), median(burn));
-    println!("training: burn median {bt:.0} tokens/s");
+    let (et, bt, e, bs) = (
+        median(engine_train),
+        median(burn_train),
+        median(ours),
+        median(burn),
+    );
+    println!(
+        "training: engine median {et:.0} tokens/s, burn {bt:.0} tokens/s ({:.2}x)",
+        et / bt
+    );
     println!(
         "sampling: engine median {e:.0} tokens/s, burn sampler {bs:.0} tokens/s ({:.2}x)",
         e / bs
@@ -217,7 +244,8 @@ fn main() {
     }
     let (tt, ts) = (median(torch_train), median(torch));
     println!(
-        "training: torch median {tt:.0} tokens/s; ratio burn / torch = {:.2}x",
+        "training: torch median {tt:.0} tokens/s; ratio engine / torch = {:.2}x, burn / torch = {:.2}x",
+        et / tt,
         bt / tt
     );
     println!(

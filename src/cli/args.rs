@@ -91,6 +91,10 @@ pub struct WorldArgs {
     /// The policy's transformer layers.
     #[arg(long, default_value_t = 2)]
     pub layers: usize,
+    /// Which implementation trains the policy: auto (mprm's CPU trainer on the CPU, Burn on
+    /// CUDA) or burn (Burn's autodiff on either device).
+    #[arg(long, default_value = "auto")]
+    pub trainer: mprm::world::learn::Trainer,
     /// Share of the policy's training traces with a slip that the next step corrects.
     #[arg(long, default_value_t = 0.15)]
     pub slip_rate: f64,

@@ -368,6 +368,7 @@ fn world(args: WorldArgs) -> Result<u8> {
             steps: args.policy_steps,
             slip_rate: args.slip_rate,
             difficulty,
+            trainer: args.trainer,
             ..defaults.training
         },
         temperature: args.temperature,

@@ -55,13 +55,14 @@ use super::annotate::{
     Continuer, McCounts, McSpec, PolicyContinuer, Rollout, mc_annotate, parse_rollout, prompt,
 };
 use super::engine::{CpuContinuer, CpuPolicy};
-use super::learn::{PolicyTraining, train_policy};
+use super::learn::{PolicyTraining, Trainer, train_policy};
 use super::policy::{Policy, PolicySpec};
 use super::portrait::Portrait;
 use super::problems::{self, DifficultyRange, Problem, Source};
 use super::sample::SampleSpec;
 use super::teacher::{LinearTeacher, fit_linear_teacher};
 use super::tokens::{PAD, decode};
+use super::train_engine::train_policy_on_cpu;
 
 /// The annotation folder, features, truth, bench and manifest names (those of `mprm synth`).
 pub use crate::sim::{
@@ -351,10 +352,17 @@ impl BurnJob for WorldJob<'_> {
         let (cfg, dir) = (self.cfg, self.dir);
         let (policy, losses) = match &cfg.policy_file {
             Some(path) => (Policy::<B::InnerBackend>::load(path, device)?, Vec::new()),
-            None => {
-                let trained = train_policy::<B>(cfg.policy, &cfg.training(), device)?;
-                (trained.policy, trained.losses)
-            }
+            None => match (at, cfg.training.trainer) {
+                (Device::Cpu, Trainer::Auto) => {
+                    let trained = train_policy_on_cpu(cfg.policy, &cfg.training())?;
+                    let policy = Policy::from_values(cfg.policy, trained.params, device)?;
+                    (policy, trained.losses)
+                }
+                _ => {
+                    let trained = train_policy::<B>(cfg.policy, &cfg.training(), device)?;
+                    (trained.policy, trained.losses)
+                }
+            },
         };
         let mut extra = BTreeMap::new();
         extra.insert("seed".into(), cfg.seed.to_string());
@@ -422,7 +430,15 @@ impl BurnJob for WorldJob<'_> {
             seed: cfg.seed,
             settings: cfg.clone(),
             device: match at {
-                Device::Cpu => format!("{at} (policy: {backend}; sampling: mprm's CPU engine)"),
+                Device::Cpu => match (&cfg.policy_file, cfg.training.trainer) {
+                    (None, Trainer::Auto) => {
+                        format!("{at} (training and sampling: mprm's CPU engines)")
+                    }
+                    (None, Trainer::Burn) => {
+                        format!("{at} (training: {backend}; sampling: mprm's CPU engine)")
+                    }
+                    (Some(_), _) => format!("{at} (sampling: mprm's CPU engine)"),
+                },
                 Device::Cuda(_) => format!("{at} ({backend})"),
             },
             corpus_fingerprint: corpus.fingerprint,

@@ -26,6 +26,32 @@ use super::traces::training_trace;
 const TRAIN_PROBLEMS: u64 = 0x574F_0010;
 const TRAIN_TRACES: u64 = 0x574F_0011;
 
+/// Which implementation trains the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trainer {
+    /// mprm's CPU trainer ([`super::train_engine`]) on the CPU, Burn's autodiff on CUDA.
+    #[default]
+    Auto,
+    /// Burn's autodiff on either device: the same function, other bits (the committed
+    /// learned-policy results predate the CPU trainer and pin it, so they rebuild byte for byte).
+    Burn,
+}
+
+impl std::str::FromStr for Trainer {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Trainer::Auto),
+            "burn" => Ok(Trainer::Burn),
+            _ => Err(Error::invalid(format!(
+                "unknown policy trainer {s:?} (auto or burn)"
+            ))),
+        }
+    }
+}
+
 /// How the policy is trained.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +72,9 @@ pub struct PolicyTraining {
     pub difficulty: DifficultyRange,
     /// Seed of the initialisation and of the data.
     pub seed: u64,
+    /// Which implementation trains it.
+    #[serde(default)]
+    pub trainer: Trainer,
 }
 
 impl Default for PolicyTraining {
@@ -59,6 +88,7 @@ impl Default for PolicyTraining {
             slip_rate: 0.15,
             difficulty: DifficultyRange::FULL,
             seed: 0,
+            trainer: Trainer::Auto,
         }
     }
 }
@@ -114,6 +144,34 @@ pub fn training_batch(t: &PolicyTraining, step: usize) -> Result<Vec<Vec<u32>>> 
         .collect()
 }
 
+/// The loop both trainers run: step s takes one optimiser step on [`training_batch`]`(t, s)` at
+/// the schedule's rate through `step(rows, lr)`, which returns the batch's loss before its update.
+/// Returns every step's loss; a loss that is not finite stops training with an error.
+pub(crate) fn drive(
+    t: &PolicyTraining,
+    mut step: impl FnMut(&[Vec<u32>], f64) -> Result<f64>,
+) -> Result<Vec<f64>> {
+    let schedule = Schedule::new(t.lr, t.steps, t.warmup_fraction);
+    let bar = progress::bar(t.steps as u64, "policy training");
+    let mut losses = Vec::with_capacity(t.steps);
+    for s in 0..t.steps {
+        let rows = training_batch(t, s)?;
+        let value = step(&rows, schedule.lr(s))?;
+        if !value.is_finite() {
+            return Err(Error::invalid(format!(
+                "policy training diverged at step {s} (loss {value}); lower the learning rate"
+            )));
+        }
+        losses.push(value);
+        bar.inc(1);
+        if s % 50 == 0 {
+            bar.set_message(format!("loss {value:.3}"));
+        }
+    }
+    bar.finish_and_clear();
+    Ok(losses)
+}
+
 /// The trained policy and its loss after every step.
 pub struct TrainedPolicy<B: AutodiffBackend> {
     /// The policy, detached from the autodiff graph.
@@ -129,30 +187,20 @@ pub fn train_policy<B: AutodiffBackend>(
     device: &B::Device,
 ) -> Result<TrainedPolicy<B>> {
     t.check()?;
-    let mut policy = Policy::<B>::init(spec, t.seed, device)?;
+    let mut policy = Some(Policy::<B>::init(spec, t.seed, device)?);
     let mut optim = AdamWConfig::new()
         .with_weight_decay(t.weight_decay as f32)
         .init::<B, Policy<B>>();
-    let schedule = Schedule::new(t.lr, t.steps, t.warmup_fraction);
-    let bar = progress::bar(t.steps as u64, "policy training");
-    let mut losses = Vec::with_capacity(t.steps);
-    for step in 0..t.steps {
-        let rows = training_batch(t, step)?;
-        let (loss, value) = policy.next_token_loss(&rows)?;
-        if !value.is_finite() {
-            return Err(Error::invalid(format!(
-                "policy training diverged at step {step} (loss {value}); lower the learning rate"
-            )));
-        }
-        losses.push(value);
-        let grads = GradientsParams::from_grads(loss.backward(), &policy);
-        policy = optim.step(schedule.lr(step), policy, grads);
-        bar.inc(1);
-        if step % 50 == 0 {
-            bar.set_message(format!("loss {value:.3}"));
-        }
-    }
-    bar.finish_and_clear();
+    let losses = drive(t, |rows, lr| {
+        let p = policy
+            .take()
+            .expect("the policy is put back after every step");
+        let (loss, value) = p.next_token_loss(rows)?;
+        let grads = GradientsParams::from_grads(loss.backward(), &p);
+        policy = Some(optim.step(lr, p, grads));
+        Ok(value)
+    })?;
+    let policy = policy.expect("the policy is put back after every step");
     Ok(TrainedPolicy {
         policy: policy.valid(),
         losses,

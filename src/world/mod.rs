@@ -15,6 +15,8 @@
 //!   semantics, early stop included) and the policy's hidden state at each step end.
 //!
 //! * [`engine`]: the policy's forward written directly over its weights, the CPU sampler;
+//! * [`train_engine`]: its training written directly over its weights (packed traces, a
+//!   hand-written backward pass), the CPU trainer;
 //! * [`teacher`]: the linear-logistic teacher fitted to the verifier's labels;
 //! * [`build`]: `mprm world`, which runs all of it and writes a corpus folder in `mprm synth`'s
 //!   layout (annotations, features, truth, bench, manifest);
@@ -32,6 +34,7 @@ pub mod sample;
 pub mod teacher;
 pub mod tokens;
 pub mod traces;
+pub mod train_engine;
 pub mod truth;
 pub mod verify;
 

@@ -19,9 +19,9 @@
 //!
 //! Parameters carry fixed ids and are drawn from ChaCha8, so a seed gives the same bytes.
 
-use burn::module::{Module, Param, ParamId};
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::activation::gelu;
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -223,6 +223,30 @@ pub fn parameter_shapes(spec: &PolicySpec) -> Vec<(String, Vec<usize>)> {
     out
 }
 
+/// A fresh policy's parameters in [`parameter_shapes`] order: weights N(0, 0.02²) (the residual
+/// projections `proj_w` and `fc2_w` scaled by 1/√(2·layers)), biases 0, layer-norm gains 1, drawn
+/// in that order from ChaCha8 seeded with `seed`.
+pub fn initial_parameters(spec: &PolicySpec, seed: u64) -> Result<Vec<Vec<f32>>> {
+    spec.check()?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let residual_std = 0.02 / ((2 * spec.layers) as f64).sqrt();
+    Ok(parameter_shapes(spec)
+        .into_iter()
+        .map(|(name, shape)| {
+            let n = shape.iter().product();
+            if name.ends_with("_gain") {
+                vec![1.0; n]
+            } else if name.ends_with("_bias") || name.ends_with("_b") {
+                vec![0.0; n]
+            } else if name.ends_with("proj_w") || name.ends_with("fc2_w") {
+                normal(&mut rng, n, residual_std)
+            } else {
+                normal(&mut rng, n, 0.02)
+            }
+        })
+        .collect())
+}
+
 /// Hands out the parameters in [`parameter_shapes`] order, each with its fixed id.
 struct Builder<'a, 'b, B: Backend> {
     shapes: Vec<(String, Vec<usize>)>,
@@ -256,23 +280,21 @@ impl<B: Backend> Builder<'_, '_, B> {
 }
 
 impl<B: Backend> Policy<B> {
-    /// A freshly initialised policy: weights N(0, 0.02²) (the residual projections `proj_w` and
-    /// `fc2_w` scaled by 1/√(2·layers)), biases 0, layer-norm gains 1.
+    /// A freshly initialised policy ([`initial_parameters`]).
     pub fn init(spec: PolicySpec, seed: u64, device: &B::Device) -> Result<Self> {
-        spec.check()?;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let residual_std = 0.02 / ((2 * spec.layers) as f64).sqrt();
-        Self::build(spec, device, &mut |name, shape| {
-            let n = shape.iter().product();
-            Ok(if name.ends_with("_gain") {
-                vec![1.0; n]
-            } else if name.ends_with("_bias") || name.ends_with("_b") {
-                vec![0.0; n]
-            } else if name.ends_with("proj_w") || name.ends_with("fc2_w") {
-                normal(&mut rng, n, residual_std)
-            } else {
-                normal(&mut rng, n, 0.02)
-            })
+        Self::from_values(spec, initial_parameters(&spec, seed)?, device)
+    }
+
+    /// The policy with the parameters `values`, in [`parameter_shapes`] order.
+    pub fn from_values(
+        spec: PolicySpec,
+        values: Vec<Vec<f32>>,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let mut it = values.into_iter();
+        Self::build(spec, device, &mut |name, _| {
+            it.next()
+                .ok_or_else(|| Error::invalid(format!("no values for policy parameter {name}")))
         })
     }
 
@@ -572,6 +594,37 @@ impl<B: Backend> Policy<B> {
         }
         let grad = Tensor::<B, 2>::from_data(TensorData::new(grad, [n, VOCAB]), &device);
         Ok(((z * grad).sum(), value))
+    }
+}
+
+impl<B: AutodiffBackend> Policy<B> {
+    /// Every parameter's gradient in `grads`, in [`parameter_shapes`] order (zeros for a
+    /// parameter the loss did not reach). Burn visits a module's parameters in field order, which
+    /// is that order.
+    pub fn parameter_gradients(&self, grads: &B::Gradients) -> Vec<Vec<f32>> {
+        struct Collect<'a, B: AutodiffBackend> {
+            grads: &'a B::Gradients,
+            out: Vec<Vec<f32>>,
+        }
+        impl<B: AutodiffBackend> ModuleVisitor<B> for Collect<'_, B> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+                let values = match param.grad(self.grads) {
+                    Some(g) => g
+                        .into_data()
+                        .convert::<f32>()
+                        .into_vec()
+                        .expect("f32 gradients"),
+                    None => vec![0.0; param.val().shape().num_elements()],
+                };
+                self.out.push(values);
+            }
+        }
+        let mut c = Collect {
+            grads,
+            out: Vec::new(),
+        };
+        self.visit(&mut c);
+        c.out
     }
 }
 
