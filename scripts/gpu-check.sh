@@ -105,6 +105,12 @@ else
   say "PyTorch with CUDA (and numpy) is not importable here: no torch baseline"
 fi
 
+say "the learned-policy world on burn-cuda: a small world end to end (policy training, sampling, MC annotation)"
+# The CPU build of the same settings takes about a minute on 2 cores; `wall time` is printed.
+run 300 "$bin" world --out "$work/world-cuda" --problems 100 --bench-problems 20 --policy-steps 200 \
+  --device cuda
+run 60 "$bin" stats "$work/world-cuda/annotations"
+
 say "summary"
 "$py" - "$work" <<'PY' || echo "(no python: see the timings above)"
 import glob, json, os, re, sys
