@@ -397,7 +397,8 @@ pub struct VerifyArgs {
     /// Compare at most this many rollouts of --bundle (evenly spaced; the oracle is slow).
     #[arg(long, default_value_t = 2000)]
     pub max_rollouts: usize,
-    /// Relative tolerance (default: 1e-5 for f32 features, 1e-2 for bf16).
+    /// Relative tolerance (default 1e-5 for f32 and bf16 features alike: both sides read the same
+    /// stored values).
     #[arg(long)]
     pub tolerance: Option<f64>,
     /// What to check against: the f64 oracle, or the CPU engine (fast, for large samples).

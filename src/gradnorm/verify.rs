@@ -48,12 +48,22 @@ impl VerifyReport {
     }
 }
 
-/// The default tolerance for an engine reading features of `dtype` (both the engine and the
-/// oracle read the same stored values, so only accumulation error remains).
+/// The default relative tolerance for an engine reading features of `dtype`: 1e-5 for both.
+///
+/// Both sides widen the same stored values exactly (a bf16 value is an f32 with a shorter
+/// mantissa), so the features' type adds no error and only the engine's accumulation remains. The
+/// CPU engine sums in f64. The linear head's CUDA kernel accumulates in f32 along chains of at
+/// most L = 16 + log₂(1024) = 26 additions per reduction (each thread folds up to 16 columns, then
+/// a tree over its group), plus the rollout's steps for g and s: the worst-case bound
+/// 2·(L + n)·u, u = 2⁻²⁴, is 7e-6 of the summed magnitudes for rollouts of up to 30 steps, at
+/// any d the kernel takes (≤ 16,384). The MLP head's products run over d in one chain per thread
+/// (worst case 2·d·u = 4.9e-4 at d = 4096); there 1e-5 rests on the typical √d growth of rounding
+/// error (3.8e-6 at d = 4096), which the GPU check (`scripts/gpu-check.sh`) puts to the test. A
+/// dropped column at d = 4096 moves the squared norms by about 1/4096 = 2.4e-4, so it fails (a
+/// test drops one). The emulated kernel tests use per-output bounds instead (`gradnorm::twins`).
 pub fn default_tolerance(dtype: FeatureDtype) -> f64 {
     match dtype {
-        FeatureDtype::F32 => 1e-5,
-        FeatureDtype::Bf16 => 1e-2,
+        FeatureDtype::F32 | FeatureDtype::Bf16 => 1e-5,
     }
 }
 
@@ -251,6 +261,58 @@ mod tests {
             "{p:?}"
         );
         assert!(by("loss").max_rel == 0.0);
+    }
+
+    #[test]
+    fn a_dropped_column_fails_the_default_bf16_tolerance_at_d_4096() {
+        use crate::data::features::{BundleParts, FeatureBundle, FeatureData, FeatureDtype};
+        use crate::gradnorm::cpu::CpuEngine;
+        use crate::gradnorm::fixture::{RandomBundleSpec, random_bundle};
+        use crate::gradnorm::{GradInput, GradNormEngine};
+        use half::bf16;
+
+        let (d, dtype) = (4096, FeatureDtype::Bf16);
+        let bundle = random_bundle(&RandomBundleSpec::realistic(24, d, dtype, 3)).unwrap();
+        let mut rows = bundle.features().to_f32_vec();
+        for r in rows.chunks_exact_mut(d) {
+            r[1234] = 0.0;
+        }
+        let dropped = FeatureBundle::from_parts(BundleParts {
+            features: FeatureData::Bf16(rows.into_iter().map(bf16::from_f32).collect()),
+            dim: d,
+            offsets: bundle.offsets().to_vec(),
+            mc_scores: bundle.mc_scores().to_vec(),
+            source: bundle.source().to_vec(),
+            line: bundle.line().map(<[u64]>::to_vec),
+            labels: None,
+            teacher: None,
+            meta: bundle.meta().clone(),
+        })
+        .unwrap();
+        let head = HeadParams::init(HeadKind::Linear, d, 5);
+        let targets: Vec<f32> = bundle
+            .mc_scores()
+            .iter()
+            .map(|&m| (m > 0.0) as u8 as f32)
+            .collect();
+        let tol = default_tolerance(dtype);
+        let input = GradInput::new(&bundle, &targets, &head, None).unwrap();
+        let faithful = verify(&CpuEngine, Reference::Oracle, &input, Reduction::Mean, tol).unwrap();
+        assert!(faithful.passed(), "{:?}", faithful.errors);
+        let want = oracle::stats(&input, Reduction::Mean, None).unwrap();
+        let broken = GradInput::new(&dropped, &targets, &head, None).unwrap();
+        let got = CpuEngine
+            .rollout_stats(&broken, Reduction::Mean, None)
+            .unwrap();
+        let worst = compare(&want, &got)
+            .unwrap()
+            .iter()
+            .map(|e| e.max_rel)
+            .fold(0.0, f64::max);
+        assert!(
+            worst > 10.0 * tol,
+            "a dropped column moved the statistics by only {worst}"
+        );
     }
 
     #[test]
