@@ -709,7 +709,8 @@ mod emulated {
         );
     }
 
-    /// project_f32 and column_sum_f32 on materialised gradients [count, P].
+    /// project_f32, the engine's projection through gemm_nt_f32, and column_sum_f32 on
+    /// materialised gradients [count, P].
     fn reduce_grads(emu: &mut Emu, label: &str, grads: &[f32], count: usize, n_params: usize) {
         let k = 2;
         let mut rng = Rng(n_params as u64 * 31 + count as u64);
@@ -729,6 +730,22 @@ mod emulated {
         );
         let want = twins::project(grads, &dirs, count, n_params, k);
         emu.check_twin("project_f32", "out", &out.f32(4), &want, n_params);
+        // the engine's projection: the same product through the GEMM, [count, P] × [k, P]ᵀ
+        let out = emu.launch(
+            "gemm_nt_f32",
+            format!("projection of {label}: M={count} N={k} K={n_params}"),
+            [count.div_ceil(32) as u32, k.div_ceil(32) as u32, 1],
+            [32, 8, 1],
+            &[
+                f32s(grads),
+                f32s(&dirs),
+                zeros(count * k),
+                Arg::I64(count as i64),
+                Arg::I32(k as i32),
+                Arg::I32(n_params as i32),
+            ],
+        );
+        emu.check_twin("gemm_nt_f32", "projections", &out.f32(2), &want, n_params);
 
         let out = emu.launch(
             "column_sum_f32",

@@ -580,16 +580,21 @@ impl GradNormEngine for CudaEngine {
             if let (Some(p), Some(dirs), Some(acc)) =
                 (projection, dirs.as_ref(), projected.as_mut())
             {
+                // The projections are one product, [rollouts, P] × [k, P]ᵀ, through the GEMM:
+                // each gradient row is read once per tile of 32 directions, where `project_f32`
+                // reads it once per direction.
                 let k_i = as_i32(p.k, "directions")?;
-                let p_i = n_params as i64;
+                let p_len = as_i32(n_params, "parameters")?;
                 for sub in Self::sub_chunks(res.n_rollouts, n_params) {
                     let grad = self.materialise(&res, &stats, &head, d, n_params, sub.clone())?;
                     let mut out = s
                         .alloc_zeros::<f32>(sub.len() * p.k)
                         .w("allocating projections")?;
-                    let cfg = project_config(sub.len(), p.k)?;
-                    launch!(self.gpu, KernelId::Project, "project_f32", cfg, |l| {
-                        l.arg(&grad).arg(dirs).arg(&p_i).arg(&k_i).arg(&mut out);
+                    let m_rows = sub.len() as i64;
+                    let cfg = gemm_config(sub.len(), p.k)?;
+                    launch!(self.gpu, KernelId::Gemm, "gemm_nt_f32", cfg, |l| {
+                        l.arg(&grad).arg(dirs).arg(&mut out);
+                        l.arg(&m_rows).arg(&k_i).arg(&p_len);
                     });
                     acc.extend(s.clone_dtoh(&out).w("downloading projections")?);
                 }

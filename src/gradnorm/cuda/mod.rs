@@ -10,8 +10,10 @@
 //! * MLP head: `gemm_nt_<dtype>` (U = H W₁ᵀ), `mlp_step_f32` (epilogue), `mlp_stats_<dtype>`
 //!   (ghost or direct W₁ norm and the other groups);
 //! * projections and summed gradients additionally materialise per-rollout gradients for
-//!   sub-chunks (`linear_grad_*`/`mlp_grad_*`) and reduce them (`project_f32`,
-//!   `column_sum_f32`).
+//!   sub-chunks (`linear_grad_*`/`mlp_grad_*`) and reduce them: projections as one product
+//!   through `gemm_nt_f32` (gradients [rollouts, P] × directions [k, P]ᵀ), sums by
+//!   `column_sum_f32`. `project_f32`, one block per (rollout, direction), stays as a building
+//!   block with its CPU twin; the engine no longer launches it.
 //!
 //! Accumulation is f32 with fixed-order reductions, so reruns give the same bits.
 
