@@ -117,7 +117,8 @@ impl Packed {
             p.spans.push((p.inputs.len(), n));
             p.inputs.extend_from_slice(&row[..n]);
             p.positions.extend(0..n);
-            p.targets.extend_from_slice(&row[1..=n]);
+            p.targets
+                .extend_from_slice(row.get(1..).unwrap_or_default());
         }
         p.counted = p.targets.iter().filter(|&&y| y != PAD).count();
         if p.counted == 0 {
@@ -1047,6 +1048,10 @@ mod tests {
         assert!(tr.loss_and_gradients(&[vec![BOS; 25]]).is_err());
         assert!(tr.loss_and_gradients(&[vec![BOS, VOCAB as u32]]).is_err());
         assert!(tr.loss_and_gradients(&[vec![BOS, PAD, PAD]]).is_err());
+        // an empty trace predicts nothing and spoils nothing
+        let (with_empty, _) = tr.loss_and_gradients(&[vec![], vec![BOS, 5, EOS]]).unwrap();
+        let (alone, _) = tr.loss_and_gradients(&[vec![BOS, 5, EOS]]).unwrap();
+        assert_eq!(with_empty, alone);
         assert!(PolicyTrainer::new(spec, vec![vec![0.0; 3]], 0.0).is_err());
     }
 }
