@@ -1,7 +1,8 @@
 // Reductions over materialised per-rollout gradients ([count, P] row-major, f32).
 //
 // project_f32: out[i, k] = ⟨grad_i, dir_k⟩, one block per (rollout, direction), block-reduced
-// in a fixed order. column_sum_f32: out[p] = Σ_i grad[i, p] in row order, one thread per
+// in a fixed order. A building block with a CPU twin: the engine projects through gemm_nt_f32,
+// which reads each gradient row once per 32 directions rather than once per direction. column_sum_f32: out[p] = Σ_i grad[i, p] in row order, one thread per
 // parameter; the host adds the per-chunk sums in f64.
 #include "common.cuh"
 

@@ -150,7 +150,12 @@ pub fn cuda_kernel_names(input: &super::GradInput<'_>, projection: bool) -> Vec<
             crate::head::HeadParams::Linear(_) => symbol("linear_grad", dtype),
             crate::head::HeadParams::Mlp(_) => symbol("mlp_grad", dtype),
         });
-        names.push("project_f32".into());
+        // the projection is one product through the f32 GEMM (the MLP head of f32 features
+        // already lists it)
+        let gemm = "gemm_nt_f32".to_string();
+        if !names.contains(&gemm) {
+            names.push(gemm);
+        }
     }
     names
 }
