@@ -253,6 +253,15 @@ pub struct FeatureBundle {
     labels: Option<Vec<f32>>,
     teacher: Option<TeacherInfo>,
     meta: BundleMeta,
+    /// Process-unique number of this bundle (see [`FeatureBundle::instance`]).
+    instance: u64,
+}
+
+/// Numbers handed to bundles as they are built; never reused within a process.
+static NEXT_INSTANCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_instance() -> u64 {
+    NEXT_INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl std::fmt::Debug for FeatureBundle {
@@ -268,6 +277,14 @@ impl std::fmt::Debug for FeatureBundle {
 }
 
 impl FeatureBundle {
+    /// A number no other bundle built in this process carries. A bundle's rows never change
+    /// after it is built (nothing hands out `&mut` access to them), so caches of its rows, such
+    /// as the CUDA engine's device-resident chunks, can key on this number without ever serving
+    /// stale data: a freed bundle's number is not handed out again.
+    pub fn instance(&self) -> u64 {
+        self.instance
+    }
+
     /// CSR offsets: rollout i owns steps `offsets[i]..offsets[i+1]` (R + 1 entries, from 0 to
     /// the step count, non-decreasing).
     pub fn offsets(&self) -> &[usize] {
@@ -352,6 +369,7 @@ impl FeatureBundle {
             labels: parts.labels,
             teacher: parts.teacher,
             meta: parts.meta,
+            instance: next_instance(),
         };
         bundle.validate(Path::new("(in memory)"))?;
         let fp = bundle.fingerprint();
@@ -498,6 +516,7 @@ impl FeatureBundle {
             labels,
             teacher,
             meta,
+            instance: next_instance(),
         };
         bundle.validate(path)?;
         if let Some(text) = bundle.meta.extra.get(FINGERPRINT_KEY) {
@@ -1224,6 +1243,10 @@ mod tests {
             assert_eq!(r.teacher, b.teacher);
             assert_eq!(r.meta, b.meta);
             assert_eq!(r.source_name(2), "b");
+            // The same rows, built twice, are two instances: device caches key on the number.
+            assert_ne!(r.instance(), b.instance());
+            let again = FeatureBundle::open(&path).unwrap();
+            assert_ne!(again.instance(), r.instance());
         }
     }
 

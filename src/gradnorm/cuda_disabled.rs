@@ -27,6 +27,16 @@ impl CudaEngine {
     pub fn device_name(&self) -> &str {
         match *self {}
     }
+
+    /// Unreachable (no value of this type exists).
+    pub fn resident_stats(&self) -> Result<crate::gradnorm::resident::CacheStats> {
+        match *self {}
+    }
+
+    /// Unreachable (no value of this type exists).
+    pub fn release_resident(&self) -> Result<()> {
+        match *self {}
+    }
 }
 
 impl GradNormEngine for CudaEngine {
@@ -88,6 +98,16 @@ pub fn bench_kernels(
     _warmup: usize,
     _repeats: usize,
 ) -> Result<(String, Vec<KernelTiming>)> {
+    Err(not_compiled())
+}
+
+/// Always fails: CUDA support is not compiled in.
+pub fn time_cold_calls(
+    _ordinal: usize,
+    _input: &GradInput<'_>,
+    _reduction: Reduction,
+    _repeats: usize,
+) -> Result<KernelTiming> {
     Err(not_compiled())
 }
 

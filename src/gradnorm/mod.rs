@@ -34,6 +34,7 @@ pub mod oracle;
 pub mod params;
 pub mod plan;
 pub mod point;
+pub mod resident;
 pub mod sketch;
 pub mod stats;
 pub mod table;

@@ -772,6 +772,81 @@ fn cuda_matches_cpu() {
     }
 }
 
+/// The CUDA engine keeps a bundle's features on the device between calls: a second call on the
+/// same bundle uploads nothing and gives the same bits; another bundle with the same rows, or a
+/// scattered subset, is another chunk and goes up; a bundle spanning many staging pieces arrives
+/// whole (it matches the CPU engine), cold or resident (`--ignored` on a GPU machine).
+#[test]
+#[ignore = "needs a CUDA device"]
+fn cuda_keeps_features_resident_between_calls() {
+    use mprm::gradnorm::GradNormEngine;
+    use mprm::gradnorm::cuda::CudaEngine;
+    let cuda = CudaEngine::new(0).expect("this test needs a usable CUDA device");
+    let cpu = gradnorm::engine(Device::Cpu).unwrap();
+    // d = 4096 f32: about 6 steps per rollout × 16 KiB a row, so 2,000 rollouts span several
+    // 32 MiB staging pieces, and both buffers are reused.
+    let spec = RandomBundleSpec::realistic(2000, 4096, FeatureDtype::F32, 11);
+    let bundle = fixture::random_bundle(&spec).unwrap();
+    assert!(
+        bundle.n_steps() * 4096 * 4 > 3 * (32 << 20),
+        "several staging pieces"
+    );
+    let targets = LabelScheme::default().targets(&bundle).unwrap();
+    let head = HeadParams::init(HeadKind::Linear, 4096, 3);
+    let input = GradInput::new(&bundle, &targets, &head, None).unwrap();
+    cuda.release_resident().unwrap();
+    let s0 = cuda.resident_stats().unwrap();
+    let cold = cuda.rollout_stats(&input, Reduction::Mean, None).unwrap();
+    let s1 = cuda.resident_stats().unwrap();
+    assert_eq!(s1.misses - s0.misses, 1, "one chunk uploaded: {s1:?}");
+    assert!(s1.uploaded_bytes - s0.uploaded_bytes >= (bundle.n_steps() * 4096 * 4) as u64);
+    let warm = cuda.rollout_stats(&input, Reduction::Mean, None).unwrap();
+    let s2 = cuda.resident_stats().unwrap();
+    assert_eq!(
+        s2.misses, s1.misses,
+        "nothing uploaded the second time: {s2:?}"
+    );
+    assert_eq!(s2.hits - s1.hits, 1);
+    assert_eq!(
+        stats_bits(&cold),
+        stats_bits(&warm),
+        "resident rows give the same bits"
+    );
+    let want = cpu.rollout_stats(&input, Reduction::Mean, None).unwrap();
+    let tol = verify::default_tolerance(FeatureDtype::F32);
+    for e in verify::compare(&want, &warm).unwrap() {
+        assert!(
+            e.max_rel <= tol,
+            "staged upload against the CPU engine: {e:?}"
+        );
+    }
+    // The same rows in a bundle built apart are another chunk.
+    let twin = fixture::random_bundle(&spec).unwrap();
+    let twin_input = GradInput::new(&twin, &targets, &head, None).unwrap();
+    let again = cuda
+        .rollout_stats(&twin_input, Reduction::Mean, None)
+        .unwrap();
+    assert_eq!(cuda.resident_stats().unwrap().misses, s2.misses + 1);
+    assert_eq!(stats_bits(&again), stats_bits(&warm));
+    // A scattered subset, gathered on the way up, is another chunk too.
+    let subset: Vec<usize> = (0..bundle.n_rollouts()).rev().step_by(3).collect();
+    let sub_input = GradInput::new(&bundle, &targets, &head, Some(&subset)).unwrap();
+    let sub = cuda
+        .rollout_stats(&sub_input, Reduction::Mean, None)
+        .unwrap();
+    assert_eq!(cuda.resident_stats().unwrap().misses, s2.misses + 2);
+    let sub_want = cpu
+        .rollout_stats(&sub_input, Reduction::Mean, None)
+        .unwrap();
+    for e in verify::compare(&sub_want, &sub).unwrap() {
+        assert!(
+            e.max_rel <= tol,
+            "gathered subset against the CPU engine: {e:?}"
+        );
+    }
+    cuda.release_resident().unwrap();
+}
+
 /// The weighted Gram matrix's CPU twin against a direct f64 sum, f32 and bf16 rows, any thread
 /// count giving the same bits.
 #[test]

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DriverError};
 use cudarc::nvrtc::{CompileError, CompileOptions, Ptx, compile_ptx_with_opts};
 
+use super::resident::Uploads;
 use crate::error::{CudaError, Error, Result};
 use crate::gradnorm::kernels::{ALL, KernelId, KernelSource};
 
@@ -84,6 +85,8 @@ pub struct Gpu {
     /// Human-readable device name.
     pub name: String,
     modules: Mutex<Vec<Option<Arc<CudaModule>>>>,
+    /// The chunks of rollout features kept between calls, and the staging buffers.
+    pub(super) uploads: Uploads,
 }
 
 impl Gpu {
@@ -111,6 +114,7 @@ impl Gpu {
             arch: format!("compute_{major}{minor}"),
             name,
             modules: Mutex::new(vec![None; ALL.len()]),
+            uploads: Uploads::new(),
         });
         gpus.insert(ordinal, gpu.clone());
         Ok(gpu)
@@ -140,15 +144,27 @@ impl Gpu {
     }
 
     /// Bytes of device memory a run may use for one chunk: `MPRM_CUDA_CHUNK_MB` when set,
-    /// otherwise 40% of what is free now.
+    /// otherwise 40% of what is free now, counting the resident chunks as free (they are
+    /// evicted when a new chunk needs the room). Counting them keeps a bundle's chunks the same
+    /// from call to call, so a later call finds them resident.
     pub fn chunk_budget(&self) -> Result<usize> {
-        if let Some(mb) = std::env::var("MPRM_CUDA_CHUNK_MB")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-        {
+        if let Some(mb) = env_mb("MPRM_CUDA_CHUNK_MB") {
             return Ok(mb.max(1) << 20);
         }
         let (free, _total) = self.ctx.mem_get_info().w("querying free memory")?;
-        Ok(free / 5 * 2)
+        Ok((free + self.uploads.held_bytes()?) / 5 * 2)
     }
+
+    /// Bytes the resident chunks may hold: `MPRM_CUDA_RESIDENT_MB` when set (0 keeps nothing),
+    /// otherwise one chunk budget, so a bundle that fits one chunk stays on the device.
+    pub fn resident_limit(&self, chunk_budget: usize) -> usize {
+        env_mb("MPRM_CUDA_RESIDENT_MB").map_or(chunk_budget, |mb| mb << 20)
+    }
+}
+
+/// A size in MiB from environment variable `name`, when set to a number.
+fn env_mb(name: &str) -> Option<usize> {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
 }

@@ -2,7 +2,8 @@
 //! return, plus the kernel timings and copy bandwidth of `mprm bench`.
 
 use super::context::{CudaResultExt, Gpu};
-use crate::data::features::{FeatureBundle, FeatureDtype, FeatureRows};
+use super::resident::{DevChunk, DevRows};
+use crate::data::features::FeatureBundle;
 use crate::device::Device;
 use crate::error::{CudaError, Error, Result};
 use crate::gradnorm::bench::KernelTiming;
@@ -14,7 +15,6 @@ use crate::gradnorm::{
 };
 use crate::head::{Activation, HeadParams};
 use cudarc::driver::{CudaEvent, CudaSlice, LaunchArgs, LaunchConfig, PushKernelArg};
-use std::borrow::Cow;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -73,20 +73,6 @@ impl CudaEngine {
     }
 }
 
-enum DevRows {
-    F32(CudaSlice<f32>),
-    Bf16(CudaSlice<u16>),
-}
-
-impl DevRows {
-    fn dtype(&self) -> FeatureDtype {
-        match self {
-            DevRows::F32(_) => FeatureDtype::F32,
-            DevRows::Bf16(_) => FeatureDtype::Bf16,
-        }
-    }
-}
-
 fn push_rows<'a>(b: &mut LaunchArgs<'a>, x: &'a DevRows) {
     match x {
         DevRows::F32(s) => b.arg(s),
@@ -94,15 +80,18 @@ fn push_rows<'a>(b: &mut LaunchArgs<'a>, x: &'a DevRows) {
     };
 }
 
-/// One chunk of rollouts resident on the device.
+/// One chunk of rollouts on the device: its features and offsets (kept between calls) and this
+/// call's targets.
 struct Resident {
-    x: DevRows,
-    /// Chunk-relative step offsets, R + 1.
-    offsets: CudaSlice<i64>,
+    rows: Arc<DevChunk>,
     y: CudaSlice<f32>,
-    n_rollouts: usize,
-    n_steps: usize,
-    feature_bytes: usize,
+}
+
+impl std::ops::Deref for Resident {
+    type Target = DevChunk;
+    fn deref(&self) -> &DevChunk {
+        &self.rows
+    }
 }
 
 enum HeadDev {
@@ -255,8 +244,9 @@ impl CudaEngine {
         })
     }
 
-    /// Splits the scored rollouts into chunks that fit the device budget.
-    fn plan(&self, input: &GradInput<'_>) -> Result<Vec<Range<usize>>> {
+    /// Splits the scored rollouts into chunks that fit the device budget; also returns the
+    /// budget.
+    fn plan(&self, input: &GradInput<'_>) -> Result<(Vec<Range<usize>>, usize)> {
         let budget = self.gpu.chunk_budget()?;
         let d = input.bundle.dim();
         let hidden = match input.head {
@@ -271,68 +261,38 @@ impl CudaEngine {
         let max_steps = (i32::MAX as usize / 2).min(budget / per_step.max(1)).max(1);
         let lens = (0..input.len()).map(|k| input.bundle.rollout_len(input.rollout(k)));
         let chunks = chunk_rollouts(lens, per_step, per_rollout, budget, max_steps);
-        Ok(chunks)
+        Ok((chunks, budget))
     }
 
-    /// Uploads the features, offsets and targets of scored rollouts `ks`.
-    fn upload(&self, input: &GradInput<'_>, ks: Range<usize>) -> Result<Resident> {
+    /// The features and offsets of scored rollouts `ks` (resident from an earlier call, or
+    /// uploaded now), and their targets.
+    fn upload(&self, input: &GradInput<'_>, ks: Range<usize>, budget: usize) -> Result<Resident> {
         let bundle = input.bundle;
-        let d = bundle.dim();
-        let ids: Vec<usize> = ks.clone().map(|k| input.rollout(k)).collect();
-        let contiguous = ids.windows(2).all(|w| w[1] == w[0] + 1);
-        let mut offsets = Vec::with_capacity(ids.len() + 1);
-        offsets.push(0i64);
-        let mut step_ranges = Vec::with_capacity(ids.len());
-        for &i in &ids {
-            let r = bundle.rollout_steps(i);
-            offsets.push(offsets.last().expect("non-empty") + r.len() as i64);
-            step_ranges.push(r);
-        }
-        let n_steps = *offsets.last().expect("non-empty") as usize;
-        let gather = |v: &[f32]| -> Vec<f32> {
-            step_ranges
-                .iter()
-                .flat_map(|r| v[r.clone()].iter().copied())
-                .collect()
-        };
-        let y = gather(input.targets);
-        let s = &self.gpu.stream;
-        let x = if contiguous {
-            let first = step_ranges.first().map_or(0, |r| r.start);
-            match bundle.step_rows(first..first + n_steps) {
-                FeatureRows::F32(v) => DevRows::F32(s.clone_htod(v).w("uploading features")?),
-                FeatureRows::Bf16(v) => {
-                    let raw: &[u16] = bytemuck::cast_slice(v);
-                    DevRows::Bf16(s.clone_htod(raw).w("uploading features")?)
-                }
-            }
-        } else {
-            match bundle.features() {
-                FeatureRows::F32(all) => {
-                    let v: Cow<[f32]> = step_ranges
-                        .iter()
-                        .flat_map(|r| all[r.start * d..r.end * d].iter().copied())
-                        .collect();
-                    DevRows::F32(s.clone_htod(&v[..]).w("uploading features")?)
-                }
-                FeatureRows::Bf16(all) => {
-                    let raw: &[u16] = bytemuck::cast_slice(all);
-                    let v: Vec<u16> = step_ranges
-                        .iter()
-                        .flat_map(|r| raw[r.start * d..r.end * d].iter().copied())
-                        .collect();
-                    DevRows::Bf16(s.clone_htod(&v).w("uploading features")?)
-                }
-            }
-        };
-        Ok(Resident {
-            feature_bytes: n_steps * d * x.dtype().size(),
-            x,
-            offsets: s.clone_htod(&offsets).w("uploading offsets")?,
-            y: s.clone_htod(&y).w("uploading targets")?,
-            n_rollouts: ids.len(),
-            n_steps,
-        })
+        let ids: Vec<usize> = ks.map(|k| input.rollout(k)).collect();
+        let limit = self.gpu.resident_limit(budget);
+        let rows = self
+            .gpu
+            .uploads
+            .chunk(&self.gpu.ctx, &self.gpu.stream, bundle, &ids, limit)?;
+        // Targets change from call to call (labels, soft scores) and are 1/d of the features:
+        // they go up every time.
+        let y: Vec<f32> = ids
+            .iter()
+            .flat_map(|&i| input.targets[bundle.rollout_steps(i)].iter().copied())
+            .collect();
+        let y = self.gpu.stream.clone_htod(&y).w("uploading targets")?;
+        Ok(Resident { rows, y })
+    }
+
+    /// Counters of the device-resident chunks: hits, misses, bytes uploaded and evicted (for
+    /// tests and benchmarks).
+    pub fn resident_stats(&self) -> Result<crate::gradnorm::resident::CacheStats> {
+        self.gpu.uploads.stats()
+    }
+
+    /// Frees the device-resident chunks of this device (those no call is using).
+    pub fn release_resident(&self) -> Result<()> {
+        self.gpu.uploads.release()
     }
 
     /// Records `marks[k]` (when present) after the k-th kernel of a pass, for timing.
@@ -572,8 +532,9 @@ impl GradNormEngine for CudaEngine {
             .transpose()?;
         let mut rows = Vec::with_capacity(input.len());
         let mut projected = projection.map(|p| Vec::with_capacity(input.len() * p.k));
-        for ks in self.plan(input)? {
-            let res = self.upload(input, ks)?;
+        let (chunks, budget) = self.plan(input)?;
+        for ks in chunks {
+            let res = self.upload(input, ks, budget)?;
             let stats = self.run_stats(&res, &head, d, reduction, &[])?;
             let out = s.clone_dtoh(&stats.out).w("downloading statistics")?;
             rows.extend(Self::rows_of(&head, &out, res.n_rollouts));
@@ -613,8 +574,9 @@ impl GradNormEngine for CudaEngine {
         let s = &self.gpu.stream;
         let mut total = vec![0.0f64; n_params];
         let p_i = n_params as i64;
-        for ks in self.plan(input)? {
-            let res = self.upload(input, ks)?;
+        let (chunks, budget) = self.plan(input)?;
+        for ks in chunks {
+            let res = self.upload(input, ks, budget)?;
             let stats = self.run_stats(&res, &head, d, reduction, &[])?;
             for sub in Self::sub_chunks(res.n_rollouts, n_params) {
                 let grad = self.materialise(&res, &stats, &head, d, n_params, sub.clone())?;
@@ -657,13 +619,12 @@ impl GradNormEngine for CudaEngine {
             let last = (first + chunk).min(n_steps);
             let steps = last - first;
             let n_slices = steps.div_ceil(GRAM_SLICE);
-            let x = match bundle.step_rows(first..last) {
-                FeatureRows::F32(v) => DevRows::F32(s.clone_htod(v).w("uploading features")?),
-                FeatureRows::Bf16(v) => {
-                    let raw: &[u16] = bytemuck::cast_slice(v);
-                    DevRows::Bf16(s.clone_htod(raw).w("uploading features")?)
-                }
-            };
+            let x = self.gpu.uploads.upload_rows(
+                &self.gpu.ctx,
+                s,
+                bundle,
+                std::slice::from_ref(&(first * d..last * d)),
+            )?;
             let w32: Vec<f32> = weights[first..last].iter().map(|&v| v as f32).collect();
             let w = s.clone_htod(&w32).w("uploading Gram weights")?;
             let mut out = s
@@ -726,8 +687,9 @@ impl GradNormEngine for CudaEngine {
         let p_i = n_params as i64;
         let k_i = as_i32(k, "sketch dimensions")?;
         let mut cosines = Vec::with_capacity(input.len() * directions.len());
-        for ks in self.plan(input)? {
-            let res = self.upload(input, ks)?;
+        let (chunks, budget) = self.plan(input)?;
+        for ks in chunks {
+            let res = self.upload(input, ks, budget)?;
             let stats = self.run_stats(&res, &head, d, reduction, &[])?;
             for sub in Self::sub_chunks(res.n_rollouts, n_params) {
                 let grad = self.materialise(&res, &stats, &head, d, n_params, sub.clone())?;
@@ -780,12 +742,12 @@ pub fn bench_kernels(
     let gpu = &engine.gpu;
     let d = input.bundle.dim();
     let head = engine.upload_head(input.head)?;
-    let first = engine
-        .plan(input)?
+    let (chunks, budget) = engine.plan(input)?;
+    let first = chunks
         .into_iter()
         .next()
         .ok_or_else(|| Error::EmptyInput("no rollouts to time".into()))?;
-    let res = engine.upload(input, first)?;
+    let res = engine.upload(input, first, budget)?;
     for _ in 0..warmup {
         engine.run_stats(&res, &head, d, reduction, &[])?;
     }
@@ -823,6 +785,35 @@ pub fn bench_kernels(
         .collect();
     out.shrink_to_fit();
     Ok((gpu.name.clone(), out))
+}
+
+/// Wall-clock times of whole `rollout_stats` calls that find nothing resident (the chunks are
+/// released before each): what every call cost before chunks were kept, to set beside the warm
+/// calls of [`crate::gradnorm::bench::time_engine`]. The chunks of the last call stay resident.
+pub fn time_cold_calls(
+    ordinal: usize,
+    input: &GradInput<'_>,
+    reduction: Reduction,
+    repeats: usize,
+) -> Result<KernelTiming> {
+    let engine = CudaEngine::new(ordinal)?;
+    let mut samples = Vec::with_capacity(repeats.max(1));
+    for _ in 0..repeats.max(1) {
+        engine.release_resident()?;
+        engine.gpu.stream.synchronize().w("draining the stream")?;
+        let t = std::time::Instant::now();
+        let stats = engine.rollout_stats(input, reduction, None)?;
+        samples.push(t.elapsed().as_secs_f64() * 1e3);
+        std::hint::black_box(&stats);
+    }
+    let steps: usize = input.n_steps().iter().map(|&n| n as usize).sum();
+    Ok(KernelTiming::from_samples(
+        format!("{} rollout_stats, uploading", engine.device()),
+        samples,
+        steps * input.bundle.dim() * input.bundle.dtype().size(),
+        input.len(),
+        steps,
+    ))
 }
 
 /// Device-to-device copy bandwidth of device `ordinal` in GB/s (bytes read + written per

@@ -2,9 +2,13 @@
 //! through cudarc.
 //!
 //! Rollouts are processed in chunks whose features fit the device-memory budget
-//! ([`Gpu::chunk_budget`]), so bundles larger than GPU memory stream through; a chunk of
-//! consecutive rollouts is uploaded straight from the memory-mapped bundle, a scattered subset
-//! is gathered on the host first. Per chunk:
+//! (`Gpu::chunk_budget`), so bundles larger than GPU memory stream through. A chunk goes up
+//! through two pinned staging buffers in turn, filled on the host's threads straight from the
+//! memory-mapped bundle (gathering a scattered subset on the way) while the copy stream moves
+//! the other; the compute stream waits for the last copy. Uploaded chunks stay on the device,
+//! keyed by the bundle's instance number and the chunk's rollouts, until a new chunk needs the
+//! room: the repeated calls of GraNd, the informativeness points and selection sweeps upload a
+//! bundle that fits one chunk once per process. Per chunk:
 //!
 //! * linear head: `linear_stats_<dtype>` (one fused pass);
 //! * MLP head: `gemm_nt_<dtype>` (U = H W₁ᵀ), `mlp_step_f32` (epilogue), `mlp_stats_<dtype>`
@@ -19,6 +23,7 @@
 
 mod context;
 mod engine;
+mod resident;
 
 pub use context::{compile_ptx, nvrtc_available};
-pub use engine::{CudaEngine, bench_kernels, copy_bandwidth};
+pub use engine::{CudaEngine, bench_kernels, copy_bandwidth, time_cold_calls};
