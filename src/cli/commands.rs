@@ -870,6 +870,7 @@ fn train_cmd(args: TrainArgs) -> Result<u8> {
         progress: true,
         subset_label: data.subset.as_ref().map(|s| s.path.display().to_string()),
         subset_corpus: data.subset.as_ref().and_then(|s| s.corpus),
+        clip: train::ClipAt::Auto,
     };
     let inputs = TrainInputs {
         config: &config,

@@ -28,4 +28,4 @@ pub mod train_loop;
 
 pub use config::TrainConfig;
 pub use run::{LrTrial, RunData, execute, load_data, lr_sweep, lr_trial, run};
-pub use train_loop::{EvalLog, RunOptions, StepLog, TrainInputs, TrainOutcome};
+pub use train_loop::{ClipAt, EvalLog, RunOptions, StepLog, TrainInputs, TrainOutcome};

@@ -55,6 +55,26 @@ pub struct RunOptions {
     pub subset_label: Option<String>,
     /// The corpus fingerprint the subset's ids file records (recorded likewise).
     pub subset_corpus: Option<CorpusFingerprint>,
+    /// Where the global-norm clip is decided (the default: by device).
+    pub clip: ClipAt,
+}
+
+/// Where a step's gradient clip is decided, and when its loss and gradient norm are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ClipAt {
+    /// On the host for the CPU device, on the device otherwise.
+    #[default]
+    Auto,
+    /// The norm is read before the update and the scale chosen on the host, so a non-finite
+    /// loss or norm stops the run before its update is computed. On the CPU a read costs
+    /// nothing, and this is the path every committed result was trained on.
+    Host,
+    /// The scale min(1, max/(‖g‖ + 1e-6)) is computed and applied as tensor operations, and
+    /// the loss and norm come back in one read after the update is queued: a GPU step waits
+    /// for the host once, at its end, instead of twice before its update. A non-finite value
+    /// still stops the run before anything of that step is saved. The scale is rounded in f32
+    /// rather than f64, so clipped steps can differ from [`ClipAt::Host`] in the last bit.
+    Device,
 }
 
 /// One optimiser step, as logged.
@@ -160,7 +180,8 @@ impl crate::device::burn::BurnJob for TrainJob<'_> {
     }
 }
 
-/// Trains on backend `B`. `device_label` and `backend_name` only go into the manifest.
+/// Trains on backend `B`. `device_label` and `backend_name` go into the manifest;
+/// `device_label` also picks where [`ClipAt::Auto`] clips.
 pub fn train_on<B: TrainBackend>(
     inputs: TrainInputs<'_>,
     opts: &RunOptions,
@@ -263,6 +284,11 @@ pub fn train_on<B: TrainBackend>(
         files.write_manifest(&manifest_at(&plan, start, "running"))?;
     }
 
+    let clip_on_device = match opts.clip {
+        ClipAt::Host => false,
+        ClipAt::Device => true,
+        ClipAt::Auto => !matches!(device_label, Device::Cpu),
+    };
     let bar = opts
         .progress
         .then(|| crate::progress::bar(total as u64, "train"));
@@ -290,13 +316,32 @@ pub fn train_on<B: TrainBackend>(
             vector::<B>(batch_targets, device),
             vector::<B>(weights, device),
         );
-        let loss_value = scalar(loss.clone());
-        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-        let grad_norm = clip_global_norm(&model, &mut grads, config.optim.grad_clip);
+        let (loss_value, grad_norm, next) = if clip_on_device {
+            let loss_inner = loss.clone().inner();
+            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+            let norm = clip_global_norm_on_device(&model, &mut grads, config.optim.grad_clip);
+            let next = optim.step(lr, model, grads);
+            let [loss_value, grad_norm] = read_pair(loss_inner, norm);
+            (loss_value, grad_norm, Some(next))
+        } else {
+            let loss_value = scalar(loss.clone());
+            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+            let grad_norm = clip_global_norm(&model, &mut grads, config.optim.grad_clip);
+            if loss_value.is_finite() && grad_norm.is_finite() {
+                (loss_value, grad_norm, Some(optim.step(lr, model, grads)))
+            } else {
+                (loss_value, grad_norm, None)
+            }
+        };
         if !loss_value.is_finite() || !grad_norm.is_finite() {
             let why = format!(
                 "loss {loss_value}, gradient norm {grad_norm} at optimiser step {done} (lr {lr:e}); \
-                 stopped before applying it; last good checkpoint: {}",
+                 stopped {}; last good checkpoint: {}",
+                if clip_on_device {
+                    "with nothing of that step saved"
+                } else {
+                    "before applying it"
+                },
                 last_checkpoint
                     .as_deref()
                     .map_or("none written yet".into(), |p| p.display().to_string())
@@ -322,7 +367,7 @@ pub fn train_on<B: TrainBackend>(
             }
             .into());
         }
-        model = optim.step(lr, model, grads);
+        model = next.expect("a finite step was applied");
         rollouts_run += batch_ids.len();
         lines.push(MetricsLine::Step(StepLog {
             step: done,
@@ -540,13 +585,12 @@ fn flatten_toml(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String
     }
 }
 
-/// Scales the gradients so their global L2 norm is at most `max_norm` (0 = no clipping) and
-/// returns the norm before scaling.
-fn clip_global_norm<B: AutodiffBackend>(
+/// Σ‖g‖² over the model's parameters that have a gradient, as a one-element tensor (zero when
+/// none has).
+fn squared_grad_norm<B: AutodiffBackend>(
     model: &PrmModel<B>,
-    grads: &mut GradientsParams,
-    max_norm: f64,
-) -> f64 {
+    grads: &GradientsParams,
+) -> Option<Tensor<B::InnerBackend, 1>> {
     struct SquaredNorm<'a, B: AutodiffBackend> {
         grads: &'a GradientsParams,
         total: Option<Tensor<B::InnerBackend, 1>>,
@@ -562,27 +606,90 @@ fn clip_global_norm<B: AutodiffBackend>(
             }
         }
     }
-    struct Scale<'a> {
+    let mut norm = SquaredNorm::<B> { grads, total: None };
+    model.visit(&mut norm);
+    norm.total
+}
+
+/// Multiplies every gradient by `factor`, a plain number or a one-element tensor.
+fn scale_grads<B: AutodiffBackend>(
+    model: &PrmModel<B>,
+    grads: &mut GradientsParams,
+    factor: GradScale<B>,
+) {
+    struct Scale<'a, B: AutodiffBackend> {
         grads: &'a mut GradientsParams,
-        factor: f64,
+        factor: GradScale<B>,
     }
-    impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_> {
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_, B> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
             if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
-                self.grads.register(param.id, g.mul_scalar(self.factor));
+                let scaled = match &self.factor {
+                    GradScale::Number(f) => g.mul_scalar(*f),
+                    GradScale::Tensor(f) => g.mul(f.clone().reshape([1; D])),
+                };
+                self.grads.register(param.id, scaled);
             }
         }
     }
-    let mut norm = SquaredNorm::<B> { grads, total: None };
-    model.visit(&mut norm);
-    let total = norm.total.map_or(0.0, |t| scalar(t).sqrt());
+    model.visit(&mut Scale { grads, factor });
+}
+
+/// A gradient scale, known on the host or left on the device.
+enum GradScale<B: AutodiffBackend> {
+    Number(f64),
+    Tensor(Tensor<B::InnerBackend, 1>),
+}
+
+/// Scales the gradients so their global L2 norm is at most `max_norm` (0 = no clipping) and
+/// returns the norm before scaling, read to the host ([`ClipAt::Host`]).
+fn clip_global_norm<B: AutodiffBackend>(
+    model: &PrmModel<B>,
+    grads: &mut GradientsParams,
+    max_norm: f64,
+) -> f64 {
+    let total = squared_grad_norm(model, grads).map_or(0.0, |t| scalar(t).sqrt());
     if max_norm > 0.0 && total.is_finite() {
         let factor = max_norm / (total + 1e-6);
         if factor < 1.0 {
-            model.visit(&mut Scale { grads, factor });
+            scale_grads(model, grads, GradScale::Number(factor));
         }
     }
     total
+}
+
+/// [`clip_global_norm`] without reading anything ([`ClipAt::Device`]): the scale
+/// min(1, max/(‖g‖ + 1e-6)) is a tensor, applied to every gradient (a scale of 1 changes no
+/// bit), and the norm is returned as a tensor.
+fn clip_global_norm_on_device<B: AutodiffBackend>(
+    model: &PrmModel<B>,
+    grads: &mut GradientsParams,
+    max_norm: f64,
+) -> Tensor<B::InnerBackend, 1> {
+    let Some(sq) = squared_grad_norm(model, grads) else {
+        return Tensor::zeros([1], &model.devices()[0]);
+    };
+    let norm = sq.sqrt();
+    if max_norm > 0.0 {
+        let factor = norm
+            .clone()
+            .add_scalar(1e-6)
+            .recip()
+            .mul_scalar(max_norm)
+            .clamp_max(1.0);
+        scale_grads(model, grads, GradScale::Tensor(factor));
+    }
+    norm
+}
+
+/// Two one-element tensors read to the host in one transfer.
+fn read_pair<B: Backend>(a: Tensor<B, 1>, b: Tensor<B, 1>) -> [f64; 2] {
+    let v = Tensor::cat(vec![a, b], 0)
+        .into_data()
+        .convert::<f64>()
+        .into_vec::<f64>()
+        .expect("converted");
+    [v[0], v[1]]
 }
 
 /// The files of a run folder, locked for the life of the value.

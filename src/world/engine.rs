@@ -512,20 +512,11 @@ mod tests {
 
     type Cpu = NdArray<f32>;
 
-    fn tiny() -> PolicySpec {
-        PolicySpec {
-            width: 16,
-            layers: 2,
-            heads: 2,
-            max_len: 24,
-        }
-    }
-
     #[test]
     fn the_engine_computes_the_burn_forward() {
         let dev = Default::default();
         // a trained-looking policy: random init scaled up so the layers do real work
-        let p = Policy::<Cpu>::init(tiny(), 5, &dev).unwrap();
+        let p = Policy::<Cpu>::init(PolicySpec::tiny(), 5, &dev).unwrap();
         let e = CpuPolicy::from_policy(&p);
         let seq: Vec<u32> = vec![1, 5, 9, 14, 6, 18, 11, 3, 7, 12, 3, 20];
         let ids: Vec<i64> = seq.iter().map(|&x| i64::from(x)).collect();
@@ -569,7 +560,7 @@ mod tests {
     #[test]
     fn engine_sampling_is_burn_sampling_and_independent_of_batching() {
         let dev = Default::default();
-        let p = Policy::<Cpu>::init(tiny(), 11, &dev).unwrap();
+        let p = Policy::<Cpu>::init(PolicySpec::tiny(), 11, &dev).unwrap();
         let e = CpuPolicy::from_policy(&p);
         let prompts: Vec<Vec<u32>> = vec![
             vec![1, 5, 6],

@@ -66,6 +66,18 @@ impl Default for PolicySpec {
 }
 
 impl PolicySpec {
+    /// A policy small enough for unit tests to run in milliseconds (shared by the tests of the
+    /// policy, the sampling engine and the CPU trainer).
+    #[cfg(test)]
+    pub(crate) fn tiny() -> Self {
+        PolicySpec {
+            width: 16,
+            layers: 2,
+            heads: 2,
+            max_len: 24,
+        }
+    }
+
     /// Checks the shape.
     pub fn check(&self) -> Result<()> {
         if self.width == 0 || self.layers == 0 || self.heads == 0 || self.max_len < 2 {
@@ -628,17 +640,23 @@ impl<B: AutodiffBackend> Policy<B> {
     }
 }
 
+/// The error for a sequence of `longest` tokens that the policy's positions cannot hold.
+pub(crate) fn check_length(longest: usize, max_len: usize) -> Result<()> {
+    if longest > max_len {
+        return Err(Error::invalid(format!(
+            "a sequence of {longest} tokens is longer than the policy's max_len {max_len}"
+        )));
+    }
+    Ok(())
+}
+
 /// Rows right-padded with [`PAD`] to the longest: (ids row-major, rows, length).
 pub fn pad_rows(rows: &[Vec<u32>], max_len: usize) -> Result<(Vec<u32>, usize, usize)> {
     let t = rows.iter().map(Vec::len).max().unwrap_or(0);
     if rows.is_empty() || t == 0 {
         return Err(Error::invalid("no tokens"));
     }
-    if t > max_len {
-        return Err(Error::invalid(format!(
-            "a sequence of {t} tokens is longer than the policy's max_len {max_len}"
-        )));
-    }
+    check_length(t, max_len)?;
     let mut ids = vec![PAD; rows.len() * t];
     for (r, row) in rows.iter().enumerate() {
         ids[r * t..r * t + row.len()].copy_from_slice(row);
@@ -722,15 +740,6 @@ mod tests {
 
     type Cpu = NdArray<f32>;
 
-    fn tiny() -> PolicySpec {
-        PolicySpec {
-            width: 16,
-            layers: 2,
-            heads: 2,
-            max_len: 24,
-        }
-    }
-
     fn ints(rows: &[Vec<u32>]) -> Tensor<Cpu, 2, Int> {
         let (ids, b, t) = pad_rows(rows, 64).unwrap();
         let ids: Vec<i64> = ids.into_iter().map(i64::from).collect();
@@ -743,7 +752,7 @@ mod tests {
 
     #[test]
     fn cached_extension_matches_the_full_forward_even_left_padded() {
-        let p = Policy::<Cpu>::init(tiny(), 3, &Default::default()).unwrap();
+        let p = Policy::<Cpu>::init(PolicySpec::tiny(), 3, &Default::default()).unwrap();
         let seq: Vec<u32> = vec![1, 5, 9, 14, 6, 18, 11, 3, 7];
         let (full, hidden) = p.forward(ints(std::slice::from_ref(&seq))).unwrap();
         let (full, hidden) = (values(full), values(hidden));
@@ -796,7 +805,7 @@ mod tests {
     #[test]
     fn a_saved_policy_loads_back_bit_for_bit_and_bad_files_are_errors() {
         let dev = Default::default();
-        let p = Policy::<Cpu>::init(tiny(), 5, &dev).unwrap();
+        let p = Policy::<Cpu>::init(PolicySpec::tiny(), 5, &dev).unwrap();
         let dir = std::env::temp_dir().join(format!("mprm-policy-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("policy.safetensors");
@@ -804,7 +813,7 @@ mod tests {
         let q = Policy::<Cpu>::load(&path, &dev).unwrap();
         assert_eq!(q.spec(), p.spec());
         assert_eq!(q.parameter_values(), p.parameter_values());
-        let other = Policy::<Cpu>::init(tiny(), 6, &dev).unwrap();
+        let other = Policy::<Cpu>::init(PolicySpec::tiny(), 6, &dev).unwrap();
         assert_ne!(other.parameter_values(), p.parameter_values());
         // a head file is not a policy
         crate::head::HeadParams::init(crate::head::HeadKind::Linear, 4, 1)
@@ -819,7 +828,7 @@ mod tests {
     fn loss_is_the_mean_cross_entropy_and_reproducible() {
         let dev = Default::default();
         let rows = vec![vec![1, 5, 9, 14, 2], vec![1, 6, 2]];
-        let p = Policy::<Autodiff<Cpu>>::init(tiny(), 7, &dev).unwrap();
+        let p = Policy::<Autodiff<Cpu>>::init(PolicySpec::tiny(), 7, &dev).unwrap();
         let (loss, got) = p.next_token_loss(&rows).unwrap();
         // by hand from the forward's logits: targets 5, 9, 14, 2 and 6, 2
         let (logits, _) = p
@@ -866,7 +875,17 @@ mod tests {
                 want_b[k]
             );
         }
-        assert!(Policy::<Cpu>::init(PolicySpec { heads: 3, ..tiny() }, 1, &dev).is_err());
+        assert!(
+            Policy::<Cpu>::init(
+                PolicySpec {
+                    heads: 3,
+                    ..PolicySpec::tiny()
+                },
+                1,
+                &dev
+            )
+            .is_err()
+        );
         assert!(p.next_token_loss(&[vec![1; 30]]).is_err());
     }
 }

@@ -95,11 +95,7 @@ impl Packed {
                 "next-token loss needs sequences of 2+ tokens",
             ));
         }
-        if longest > max_len {
-            return Err(Error::invalid(format!(
-                "a sequence of {longest} tokens is longer than the policy's max_len {max_len}"
-            )));
-        }
+        super::policy::check_length(longest, max_len)?;
         let mut p = Packed {
             inputs: Vec::new(),
             positions: Vec::new(),
@@ -748,15 +744,6 @@ mod tests {
 
     type Ad = Autodiff<NdArray<f32>>;
 
-    fn tiny() -> PolicySpec {
-        PolicySpec {
-            width: 16,
-            layers: 2,
-            heads: 2,
-            max_len: 24,
-        }
-    }
-
     /// Initial parameters with every gain, bias and weight moved off its initial value by up to
     /// ±0.2, so no term of the backward pass hides behind a 1 or a 0. (Scaled up eightfold, the
     /// softmaxes saturate and the two trainers' f32 gradients drift apart by up to 3e-3 of the
@@ -802,7 +789,7 @@ mod tests {
 
     #[test]
     fn loss_and_every_gradient_match_burn_autodiff() {
-        let spec = tiny();
+        let spec = PolicySpec::tiny();
         let dev = Default::default();
         for seed in [1u64, 2] {
             let params = jittered(&spec, seed);
@@ -833,7 +820,7 @@ mod tests {
 
     #[test]
     fn training_follows_burn_and_is_reproducible_across_thread_counts() {
-        let spec = tiny();
+        let spec = PolicySpec::tiny();
         let dev = Default::default();
         let params = jittered(&spec, 4);
         let (lr, wd) = (3e-3, 0.01);
@@ -1042,7 +1029,7 @@ mod tests {
 
     #[test]
     fn bad_batches_are_errors() {
-        let spec = tiny();
+        let spec = PolicySpec::tiny();
         let tr = PolicyTrainer::new(spec, initial_parameters(&spec, 1).unwrap(), 0.0).unwrap();
         assert!(tr.loss_and_gradients(&[vec![BOS]]).is_err());
         assert!(tr.loss_and_gradients(&[vec![BOS; 25]]).is_err());

@@ -775,7 +775,9 @@ fn cuda_matches_cpu() {
 /// The CUDA engine keeps a bundle's features on the device between calls: a second call on the
 /// same bundle uploads nothing and gives the same bits; another bundle with the same rows, or a
 /// scattered subset, is another chunk and goes up; a bundle spanning many staging pieces arrives
-/// whole (it matches the CPU engine), cold or resident (`--ignored` on a GPU machine).
+/// whole (it matches the CPU engine), cold or resident (`--ignored` on a GPU machine; only in
+/// builds with the `cuda` feature, where a `CudaEngine` can exist).
+#[cfg(feature = "cuda")]
 #[test]
 #[ignore = "needs a CUDA device"]
 fn cuda_keeps_features_resident_between_calls() {

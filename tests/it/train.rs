@@ -7,9 +7,10 @@ use mprm::data::bench::{BenchSet, SplitSettings};
 use mprm::data::labels::LabelScheme;
 use mprm::device::Device;
 use mprm::eval::evaluate_head;
+use mprm::gradnorm;
 use mprm::head::{Activation, HeadKind, HeadParams};
 use mprm::prm_model::ModelSpec;
-use mprm::train::{self, RunOptions, TrainConfig, TrainInputs, checkpoint};
+use mprm::train::{self, ClipAt, RunOptions, TrainConfig, TrainInputs, checkpoint};
 
 const DIM: usize = 12;
 
@@ -259,21 +260,109 @@ fn nan_loss_stops_and_keeps_the_last_good_checkpoint() {
     config.optim.weight_decay = 0.0;
     config.optim.grad_clip = 0.0;
     config.optim.lr = 1e38; // the first update overflows the logits of the second batch
-    let run_dir = dir.path().join("run");
-    let e = train::run(&config, &bundle, None, None, Device::Cpu, Some(&run_dir)).unwrap_err();
-    let msg = e.to_string();
-    assert!(msg.starts_with("training: loss"), "{msg}");
-    assert!(
-        msg.contains("optimiser step 2") && msg.contains("step-000001"),
-        "{msg}"
-    );
+    for (clip, stopped) in [
+        (ClipAt::Host, "before applying it"),
+        (ClipAt::Device, "with nothing of that step saved"),
+    ] {
+        let run_dir = dir.path().join(format!("run-{clip:?}"));
+        let opts = RunOptions {
+            out_dir: Some(run_dir.clone()),
+            clip,
+            ..Default::default()
+        };
+        let inputs = TrainInputs {
+            config: &config,
+            bundle: &bundle,
+            subset: None,
+            bench: None,
+        };
+        let e = train::execute(inputs, &opts, Device::Cpu).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("training: loss"), "{msg}");
+        assert!(
+            msg.contains("optimiser step 2")
+                && msg.contains("step-000001")
+                && msg.contains(stopped),
+            "{msg}"
+        );
+        assert_eq!(
+            checkpoint::latest(&run_dir).unwrap().unwrap(),
+            run_dir.join("checkpoints/step-000001")
+        );
+        assert!(!run_dir.join("checkpoints/step-000002").exists());
+        let manifest = String::from_utf8(read(run_dir.join("manifest.json"))).unwrap();
+        assert!(manifest.contains("\"status\": \"failed\""), "{manifest}");
+    }
+}
+
+/// The clip decided on the device (what a GPU run does, with no host read before its update)
+/// trains the run the host-side clip trains: on the CPU, with the clip acting on every step, the
+/// losses and norms agree to f32 rounding and the final heads to 1e-5 of their scale. The CPU's
+/// default stays the host-side clip (the committed bits). Negative control: without the clip
+/// the head ends far away, so the agreement is not for want of clipping.
+#[test]
+fn device_side_clipping_trains_the_host_side_run() {
+    let teacher = Teacher::new(DIM, 3.0, 21);
+    let bundle = train_bundle(400, DIM, &teacher, 22);
+    let mut config = small_config(mlp());
+    config.optim.grad_clip = 0.05;
+    config.epochs = 2;
+    let run = |config: &TrainConfig, clip| {
+        let inputs = TrainInputs {
+            config,
+            bundle: &bundle,
+            subset: None,
+            bench: None,
+        };
+        let opts = RunOptions {
+            clip,
+            ..Default::default()
+        };
+        train::execute(inputs, &opts, Device::Cpu).unwrap()
+    };
+    let flat = |o: &train::TrainOutcome| gradnorm::flatten_params(o.final_head.as_ref().unwrap());
+    let host = run(&config, ClipAt::Host);
     assert_eq!(
-        checkpoint::latest(&run_dir).unwrap().unwrap(),
-        run_dir.join("checkpoints/step-000001")
+        flat(&run(&config, ClipAt::Auto)),
+        flat(&host),
+        "the CPU clips on the host"
     );
-    assert!(!run_dir.join("checkpoints/step-000002").exists());
-    let manifest = String::from_utf8(read(run_dir.join("manifest.json"))).unwrap();
-    assert!(manifest.contains("\"status\": \"failed\""), "{manifest}");
+    assert!(
+        host.history.iter().all(|s| s.grad_norm > 0.05),
+        "the clip acts on every step"
+    );
+    let device = run(&config, ClipAt::Device);
+    assert_eq!(device.history.len(), host.history.len());
+    for (d, h) in device.history.iter().zip(&host.history) {
+        assert!(
+            (d.loss - h.loss).abs() <= 1e-5 * h.loss.abs(),
+            "{d:?} vs {h:?}"
+        );
+        assert!(
+            (d.grad_norm - h.grad_norm).abs() <= 1e-5 * h.grad_norm,
+            "{d:?} vs {h:?}"
+        );
+    }
+    let (a, b) = (flat(&device), flat(&host));
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let gap = |x: &[f32]| {
+        x.iter()
+            .zip(&b)
+            .fold(0f32, |m, (p, q)| m.max((p - q).abs()))
+    };
+    assert!(
+        gap(&a) <= 1e-5 * scale,
+        "device clip: {} of {scale}",
+        gap(&a)
+    );
+    let mut free = config.clone();
+    free.optim.grad_clip = 0.0;
+    let unclipped = flat(&run(&free, ClipAt::Device));
+    assert!(
+        gap(&unclipped) > 1e-2 * scale,
+        "unclipped: {}",
+        gap(&unclipped)
+    );
 }
 
 #[test]
