@@ -87,6 +87,8 @@ say "device-to-device copy bandwidth"
 
 for spec in "${bundles[@]}"; do
   set -- $spec
+  # Besides the kernels, each run times whole calls twice: with the chunks resident (after the
+  # first call) and with them released before every call (`rollout_stats, uploading`).
   say "$1: kernel timings (CUDA events, median of 20 after 3 warm-ups), linear head"
   run 150 "$bin" bench gradnorm --bundle "$work/$1.safetensors" --device cuda --at teacher \
     --warmup 3 --repeats 20 --json "$work/time_$1_linear.json"
