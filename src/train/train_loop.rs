@@ -585,8 +585,8 @@ fn flatten_toml(prefix: &str, value: &toml::Value, out: &mut Vec<(String, String
     }
 }
 
-/// Σ‖g‖² over the model's parameters that have a gradient, as a one-element tensor (zero when
-/// none has).
+/// Σ‖g‖² over the model's parameters that have a gradient, as a one-element tensor (`None`
+/// when none has).
 fn squared_grad_norm<B: AutodiffBackend>(
     model: &PrmModel<B>,
     grads: &GradientsParams,
