@@ -33,7 +33,8 @@ impl<T> CudaResultExt<T> for std::result::Result<T, DriverError> {
     }
 }
 
-fn poisoned(what: &str) -> Error {
+/// The error for a lock that an earlier panic poisoned.
+pub(super) fn poisoned(what: &str) -> Error {
     CudaError::Driver {
         operation: format!("locking {what}"),
         detail: "poisoned by an earlier panic".into(),

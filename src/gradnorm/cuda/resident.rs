@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{CudaContext, CudaEvent, CudaSlice, CudaStream, DeviceRepr, PinnedHostSlice};
 
-use super::context::CudaResultExt;
+use super::context::{CudaResultExt, poisoned};
 use crate::data::features::{FeatureBundle, FeatureDtype, FeatureRows};
-use crate::error::{CudaError, Error, Result};
+use crate::error::Result;
 use crate::gradnorm::resident::{CacheStats, ChunkKey, ResidentCache, fill_piece, stage_pieces};
 
 /// Bytes per pinned staging buffer. Two alternate: while the device copies one, the host fills
@@ -118,14 +118,6 @@ pub(super) struct Uploads {
     staging: Mutex<Option<Staging>>,
 }
 
-fn poisoned(what: &str) -> Error {
-    CudaError::Driver {
-        operation: format!("locking {what}"),
-        detail: "poisoned by an earlier panic".into(),
-    }
-    .into()
-}
-
 impl Uploads {
     pub(super) fn new() -> Self {
         Uploads {
@@ -134,30 +126,25 @@ impl Uploads {
         }
     }
 
+    fn lock_cache(&self) -> Result<std::sync::MutexGuard<'_, ResidentCache<Arc<DevChunk>>>> {
+        self.cache
+            .lock()
+            .map_err(|_| poisoned("the resident chunks"))
+    }
+
     /// Bytes the resident chunks hold now.
     pub(super) fn held_bytes(&self) -> Result<usize> {
-        Ok(self
-            .cache
-            .lock()
-            .map_err(|_| poisoned("the resident chunks"))?
-            .held_bytes())
+        Ok(self.lock_cache()?.held_bytes())
     }
 
     /// The cache's counters.
     pub(super) fn stats(&self) -> Result<CacheStats> {
-        Ok(self
-            .cache
-            .lock()
-            .map_err(|_| poisoned("the resident chunks"))?
-            .stats())
+        Ok(self.lock_cache()?.stats())
     }
 
     /// Frees every resident chunk no call is using.
     pub(super) fn release(&self) -> Result<()> {
-        self.cache
-            .lock()
-            .map_err(|_| poisoned("the resident chunks"))?
-            .clear();
+        self.lock_cache()?.clear();
         Ok(())
     }
 
@@ -172,10 +159,7 @@ impl Uploads {
         limit: usize,
     ) -> Result<Arc<DevChunk>> {
         let key = ChunkKey::new(bundle.instance(), ids.iter().copied());
-        let mut cache = self
-            .cache
-            .lock()
-            .map_err(|_| poisoned("the resident chunks"))?;
+        let mut cache = self.lock_cache()?;
         cache.set_limit(limit);
         if let Some(hit) = cache.get(&key) {
             return Ok(hit);
