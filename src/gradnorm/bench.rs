@@ -31,6 +31,19 @@ pub struct KernelTiming {
 }
 
 impl KernelTiming {
+    /// Summarises the times of whole engine calls over `input` (every scored rollout's
+    /// features counted as read once per call).
+    pub fn whole_calls(name: String, samples: Vec<f64>, input: &GradInput<'_>) -> Self {
+        let steps: usize = input.n_steps().iter().map(|&n| n as usize).sum();
+        KernelTiming::from_samples(
+            name,
+            samples,
+            steps * input.bundle.dim() * input.bundle.dtype().size(),
+            input.len(),
+            steps,
+        )
+    }
+
     /// Summarises raw samples (milliseconds).
     pub fn from_samples(
         name: String,
@@ -96,13 +109,10 @@ pub fn time_engine(
             samples.push(ms);
         }
     }
-    let steps: usize = input.n_steps().iter().map(|&n| n as usize).sum();
-    Ok(KernelTiming::from_samples(
+    Ok(KernelTiming::whole_calls(
         format!("{} rollout_stats", eng.device()),
         samples,
-        steps * input.bundle.dim() * input.bundle.dtype().size(),
-        input.len(),
-        steps,
+        input,
     ))
 }
 

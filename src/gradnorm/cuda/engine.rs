@@ -806,13 +806,10 @@ pub fn time_cold_calls(
         samples.push(t.elapsed().as_secs_f64() * 1e3);
         std::hint::black_box(&stats);
     }
-    let steps: usize = input.n_steps().iter().map(|&n| n as usize).sum();
-    Ok(KernelTiming::from_samples(
+    Ok(KernelTiming::whole_calls(
         format!("{} rollout_stats, uploading", engine.device()),
         samples,
-        steps * input.bundle.dim() * input.bundle.dtype().size(),
-        input.len(),
-        steps,
+        input,
     ))
 }
 
