@@ -75,25 +75,63 @@ fn x_normal_pdf(x: f32) -> f32 {
     ((x * x) * -0.5).exp() * FRAC_1_SQRT_2PI as f32 * x
 }
 
+/// Elements per piece of a task: the pieces are computed into buffers that stay in L1.
+const PIECE: usize = 1024;
+
+/// Where a task writes its part of an output; the tasks' ranges never overlap.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: each task writes a range of its own (`map_pieces` hands out disjoint ranges).
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+/// `K` new vectors of `n` values, computed piece by piece in parallel: `fill(start, outs)` writes
+/// the values `start..start + outs[k].len()` of every output. The outputs are written once, from
+/// L1 buffers, without the zero-fill a `vec![0.0; n]` would write first (a pass over memory per
+/// output, and several MiB per training step). Each value depends only on its own position, so
+/// the result does not depend on the thread count.
+fn map_pieces<const K: usize>(
+    n: usize,
+    fill: impl Fn(usize, &mut [&mut [f32]; K]) + Sync,
+) -> [Vec<f32>; K] {
+    let mut outs: [Vec<f32>; K] = std::array::from_fn(|_| Vec::with_capacity(n));
+    let ptrs: [OutPtr; K] = std::array::from_fn(|k| OutPtr(outs[k].as_mut_ptr()));
+    (0..n.div_ceil(CHUNK)).into_par_iter().for_each(|task| {
+        let mut bufs = [[0f32; PIECE]; K];
+        let end = ((task + 1) * CHUNK).min(n);
+        for start in (task * CHUNK..end).step_by(PIECE) {
+            let len = PIECE.min(end - start);
+            let mut views = bufs.each_mut().map(|b| &mut b[..len]);
+            fill(start, &mut views);
+            for (buf, ptr) in bufs.iter().zip(&ptrs) {
+                // SAFETY: `start + len ≤ n` lies inside the allocation of capacity n, and no other
+                // task writes this range.
+                unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), ptr.0.add(start), len) };
+            }
+        }
+    });
+    for out in &mut outs {
+        // SAFETY: the tasks above wrote every one of the first n values.
+        unsafe { out.set_len(n) };
+    }
+    outs
+}
+
 impl FusedKernels for B {
     fn gelu_exact_parts(x: FloatTensor<B>) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
         let Some((xs, shape)) = f32_values(&x) else {
             return composed::gelu_exact_parts::<B>(x);
         };
-        let n = xs.len();
-        let (mut y, mut cdf, mut x_pdf) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
-        xs.par_chunks(CHUNK)
-            .zip(y.par_chunks_mut(CHUNK))
-            .zip(cdf.par_chunks_mut(CHUNK))
-            .zip(x_pdf.par_chunks_mut(CHUNK))
-            .for_each(|(((xs, y), cdf), x_pdf)| {
-                normal_cdf(xs, cdf);
-                for i in 0..xs.len() {
-                    let x = xs[i];
-                    y[i] = x * cdf[i];
-                    x_pdf[i] = x_normal_pdf(x);
-                }
-            });
+        let [y, cdf, x_pdf] = map_pieces(xs.len(), |start, [y, cdf, x_pdf]| {
+            let xs = &xs[start..start + y.len()];
+            normal_cdf(xs, cdf);
+            for i in 0..xs.len() {
+                let x = xs[i];
+                y[i] = x * cdf[i];
+                x_pdf[i] = x_normal_pdf(x);
+            }
+        });
         (
             from_values(y, &shape),
             from_values(cdf, &shape),
@@ -105,15 +143,13 @@ impl FusedKernels for B {
         let Some((xs, shape)) = f32_values(&x) else {
             return composed::gelu_exact_parts::<B>(x).0;
         };
-        let mut y = vec![0f32; xs.len()];
-        xs.par_chunks(CHUNK)
-            .zip(y.par_chunks_mut(CHUNK))
-            .for_each(|(xs, y)| {
-                normal_cdf(xs, y);
-                for (y, &x) in y.iter_mut().zip(xs) {
-                    *y *= x;
-                }
-            });
+        let [y] = map_pieces(xs.len(), |start, [y]| {
+            let xs = &xs[start..start + y.len()];
+            normal_cdf(xs, y);
+            for (y, &x) in y.iter_mut().zip(xs) {
+                *y *= x;
+            }
+        });
         from_values(y, &shape)
     }
 
@@ -130,15 +166,13 @@ impl FusedKernels for B {
         if shape != g_shape {
             return composed::gelu_exact_backward::<B>(cdf, x_pdf, grad);
         }
-        let mut out = vec![0f32; g.len()];
-        out.par_chunks_mut(CHUNK)
-            .zip(g.par_chunks(CHUNK))
-            .zip(c.par_chunks(CHUNK).zip(p.par_chunks(CHUNK)))
-            .for_each(|((out, g), (c, p))| {
-                for i in 0..out.len() {
-                    out[i] = g[i] * c[i] + g[i] * p[i];
-                }
-            });
+        let [out] = map_pieces(g.len(), |start, [out]| {
+            let range = start..start + out.len();
+            let (g, c, p) = (&g[range.clone()], &c[range.clone()], &p[range]);
+            for i in 0..out.len() {
+                out[i] = g[i] * c[i] + g[i] * p[i];
+            }
+        });
         from_values(out, &shape)
     }
 
@@ -166,25 +200,20 @@ impl FusedKernels for B {
         if shape != y_shape || shape != w_shape {
             return composed::weighted_bce_parts::<B>(z, y, w);
         }
-        let n = zs.len();
-        let (mut values, mut slopes) = (vec![0f32; n], vec![0f32; n]);
-        values
-            .par_chunks_mut(CHUNK)
-            .zip(slopes.par_chunks_mut(CHUNK))
-            .zip(zs.par_chunks(CHUNK))
-            .zip(ys.par_chunks(CHUNK).zip(ws.par_chunks(CHUNK)))
-            .for_each(|(((values, slopes), zs), (ys, ws))| {
-                for i in 0..zs.len() {
-                    let (z, y, w) = (zs[i], ys[i], ws[i]);
-                    let tail = libm::log1pf((-z.abs()).exp());
-                    let relu = if z < 0.0 { 0.0 } else { z };
-                    let loss = (relu - z * y) + tail;
-                    // Burn's sigmoid: exp(−ln(1 + e^{−z})).
-                    let sigmoid = (-((-z).exp() + 1.0).ln()).exp();
-                    values[i] = loss * w;
-                    slopes[i] = w * (sigmoid - y);
-                }
-            });
+        let [values, slopes] = map_pieces(zs.len(), |start, [values, slopes]| {
+            let range = start..start + values.len();
+            let (zs, ys, ws) = (&zs[range.clone()], &ys[range.clone()], &ws[range]);
+            for i in 0..zs.len() {
+                let (z, y, w) = (zs[i], ys[i], ws[i]);
+                let tail = libm::log1pf((-z.abs()).exp());
+                let relu = if z < 0.0 { 0.0 } else { z };
+                let loss = (relu - z * y) + tail;
+                // Burn's sigmoid: exp(−ln(1 + e^{−z})).
+                let sigmoid = (-((-z).exp() + 1.0).ln()).exp();
+                values[i] = loss * w;
+                slopes[i] = w * (sigmoid - y);
+            }
+        });
         (from_values(values, &shape), from_values(slopes, &shape))
     }
 }
