@@ -706,15 +706,27 @@ impl FeatureBundle {
 
     fn first_non_finite_feature(&self) -> Option<usize> {
         const CHUNK: usize = 1 << 16;
+        // A value is NaN or infinite when its exponent bits are all ones. The test ORs a flag
+        // over a whole chunk without stopping early, so it vectorises (the bundle is read in
+        // full on every open); only a chunk that holds one is searched for the position.
+        fn first_with_full_exponent(
+            bits: impl Iterator<Item = u32> + Clone,
+            exp: u32,
+        ) -> Option<usize> {
+            let any = bits.clone().fold(false, |acc, b| acc | (b & exp == exp));
+            if any {
+                bits.clone().position(|b| b & exp == exp)
+            } else {
+                None
+            }
+        }
         match self.features() {
             FeatureRows::F32(s) => s.par_chunks(CHUNK).enumerate().find_map_first(|(c, xs)| {
-                xs.iter()
-                    .position(|v| !v.is_finite())
+                first_with_full_exponent(xs.iter().map(|v| v.to_bits()), 0x7f80_0000)
                     .map(|i| c * CHUNK + i)
             }),
             FeatureRows::Bf16(s) => s.par_chunks(CHUNK).enumerate().find_map_first(|(c, xs)| {
-                xs.iter()
-                    .position(|v| !v.is_finite())
+                first_with_full_exponent(xs.iter().map(|v| v.to_bits() as u32), 0x7f80)
                     .map(|i| c * CHUNK + i)
             }),
         }
@@ -1223,6 +1235,68 @@ mod tests {
                 generator: serde_json::json!({"k": 1}),
                 extra: BTreeMap::new(),
             },
+        }
+    }
+
+    /// A bundle of `steps` rows of d = 2 with `bad` written at each of `at` (flat indices).
+    fn with_features(dtype: FeatureDtype, steps: usize, at: &[(usize, f32)]) -> BundleParts {
+        let mut feats = vec![0.25f32; steps * 2];
+        for &(i, v) in at {
+            feats[i] = v;
+        }
+        let mut p = tiny(dtype);
+        p.features = match dtype {
+            FeatureDtype::F32 => FeatureData::F32(feats),
+            FeatureDtype::Bf16 => {
+                FeatureData::Bf16(feats.iter().map(|&v| bf16::from_f32(v)).collect())
+            }
+        };
+        p.offsets = vec![0, steps - 3, steps - 2, steps];
+        p.mc_scores = vec![0.5; steps];
+        p.teacher = None;
+        p
+    }
+
+    #[test]
+    fn the_first_non_finite_feature_is_named_in_either_dtype() {
+        // 100,000 steps of d = 2: four chunks of the parallel search.
+        let steps = 100_000;
+        let inf = f32::INFINITY;
+        // The largest finite bf16 (f32::MAX itself rounds to infinity in bf16).
+        let big = bf16::MAX.to_f32();
+        let cases: [(&[(usize, f32)], usize); 6] = [
+            (&[(7, f32::NAN)], 3),
+            (&[(131_073, inf)], 65_536),
+            (&[(199_999, -inf)], 99_999),
+            (&[(150_001, f32::NAN), (70_000, inf)], 35_000),
+            (&[(65_535, -inf), (65_536, inf)], 32_767),
+            // The largest finite values and a subnormal are not errors.
+            (
+                &[
+                    (5, big),
+                    (6, -big),
+                    (9, 1e-40),
+                    (199_998, f32::NAN),
+                ],
+                99_999,
+            ),
+        ];
+        for dtype in [FeatureDtype::F32, FeatureDtype::Bf16] {
+            for (at, step) in cases {
+                let msg = FeatureBundle::from_parts(with_features(dtype, steps, at))
+                    .err()
+                    .unwrap_or_else(|| panic!("{dtype:?} {at:?} was accepted"))
+                    .to_string();
+                assert!(
+                    msg.contains(&format!("step {step} holds a NaN or infinity")),
+                    "{dtype:?} {at:?}: {msg}"
+                );
+            }
+            let clean = [(5, big), (6, -big), (9, 1e-40)];
+            assert!(
+                FeatureBundle::from_parts(with_features(dtype, steps, &clean)).is_ok(),
+                "{dtype:?}"
+            );
         }
     }
 
