@@ -1272,12 +1272,7 @@ mod tests {
             (&[(65_535, -inf), (65_536, inf)], 32_767),
             // The largest finite values and a subnormal are not errors.
             (
-                &[
-                    (5, big),
-                    (6, -big),
-                    (9, 1e-40),
-                    (199_998, f32::NAN),
-                ],
+                &[(5, big), (6, -big), (9, 1e-40), (199_998, f32::NAN)],
                 99_999,
             ),
         ];
