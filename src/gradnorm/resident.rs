@@ -30,6 +30,12 @@ impl ChunkKey {
             runs: runs_of(ids),
         }
     }
+
+    /// The chunk's rollout ids as maximal runs of consecutive ids, in order: the row ranges an
+    /// upload reads.
+    pub fn runs(&self) -> &[Range<usize>] {
+        &self.runs
+    }
 }
 
 /// Maximal runs of consecutive values, in order: `[3, 4, 5, 9, 10, 2]` → `[3..6, 9..11, 2..3]`.
@@ -243,6 +249,13 @@ mod tests {
     fn keys_tell_bundles_and_rollout_sets_apart() {
         let a = ChunkKey::new(1, 0..10);
         assert_eq!(a, ChunkKey::new(1, (0..10).collect::<Vec<_>>()));
+        assert_eq!(a.runs().len(), 1);
+        assert_eq!(a.runs()[0], 0..10);
+        // The upload reads the key's runs as its row ranges, in the chunk's order.
+        assert_eq!(
+            ChunkKey::new(1, [3, 4, 5, 9, 10, 2]).runs(),
+            &[3..6, 9..11, 2..3]
+        );
         assert_ne!(a, ChunkKey::new(2, 0..10), "another bundle");
         assert_ne!(a, ChunkKey::new(1, 0..11), "another rollout set");
         assert_ne!(

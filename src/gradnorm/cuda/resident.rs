@@ -168,7 +168,7 @@ impl Uploads {
         let mut offsets = Vec::with_capacity(ids.len() + 1);
         offsets.push(0i64);
         let mut rows = Vec::new();
-        for run in crate::gradnorm::resident::runs_of(ids.iter().copied()) {
+        for run in key.runs() {
             let steps = bundle.offsets()[run.start]..bundle.offsets()[run.end];
             rows.push(steps.start * d..steps.end * d);
         }
