@@ -86,14 +86,14 @@ unsafe impl Send for OutPtr {}
 // SAFETY: as above.
 unsafe impl Sync for OutPtr {}
 
-/// `K` new vectors of `n` values, computed piece by piece in parallel: `fill(start, outs)` writes
-/// the values `start..start + outs[k].len()` of every output. The outputs are written once, from
+/// `K` new vectors of `n` values, computed piece by piece in parallel: `fill(range, outs)` writes
+/// the values `range` of every output (`outs[k].len() == range.len()`). The outputs are written once, from
 /// L1 buffers, without the zero-fill a `vec![0.0; n]` would write first (a pass over memory per
 /// output, and several MiB per training step). Each value depends only on its own position, so
 /// the result does not depend on the thread count.
 fn map_pieces<const K: usize>(
     n: usize,
-    fill: impl Fn(usize, &mut [&mut [f32]; K]) + Sync,
+    fill: impl Fn(std::ops::Range<usize>, &mut [&mut [f32]; K]) + Sync,
 ) -> [Vec<f32>; K] {
     let mut outs: [Vec<f32>; K] = std::array::from_fn(|_| Vec::with_capacity(n));
     let ptrs: [OutPtr; K] = std::array::from_fn(|k| OutPtr(outs[k].as_mut_ptr()));
@@ -103,7 +103,7 @@ fn map_pieces<const K: usize>(
         for start in (task * CHUNK..end).step_by(PIECE) {
             let len = PIECE.min(end - start);
             let mut views = bufs.each_mut().map(|b| &mut b[..len]);
-            fill(start, &mut views);
+            fill(start..start + len, &mut views);
             for (buf, ptr) in bufs.iter().zip(&ptrs) {
                 // SAFETY: `start + len ≤ n` lies inside the allocation of capacity n, and no other
                 // task writes this range.
@@ -123,8 +123,8 @@ impl FusedKernels for B {
         let Some((xs, shape)) = f32_values(&x) else {
             return composed::gelu_exact_parts::<B>(x);
         };
-        let [y, cdf, x_pdf] = map_pieces(xs.len(), |start, [y, cdf, x_pdf]| {
-            let xs = &xs[start..start + y.len()];
+        let [y, cdf, x_pdf] = map_pieces(xs.len(), |range, [y, cdf, x_pdf]| {
+            let xs = &xs[range];
             normal_cdf(xs, cdf);
             for i in 0..xs.len() {
                 let x = xs[i];
@@ -143,8 +143,8 @@ impl FusedKernels for B {
         let Some((xs, shape)) = f32_values(&x) else {
             return composed::gelu_exact_parts::<B>(x).0;
         };
-        let [y] = map_pieces(xs.len(), |start, [y]| {
-            let xs = &xs[start..start + y.len()];
+        let [y] = map_pieces(xs.len(), |range, [y]| {
+            let xs = &xs[range];
             normal_cdf(xs, y);
             for (y, &x) in y.iter_mut().zip(xs) {
                 *y *= x;
@@ -166,8 +166,7 @@ impl FusedKernels for B {
         if shape != g_shape {
             return composed::gelu_exact_backward::<B>(cdf, x_pdf, grad);
         }
-        let [out] = map_pieces(g.len(), |start, [out]| {
-            let range = start..start + out.len();
+        let [out] = map_pieces(g.len(), |range, [out]| {
             let (g, c, p) = (&g[range.clone()], &c[range.clone()], &p[range]);
             for i in 0..out.len() {
                 out[i] = g[i] * c[i] + g[i] * p[i];
@@ -200,8 +199,7 @@ impl FusedKernels for B {
         if shape != y_shape || shape != w_shape {
             return composed::weighted_bce_parts::<B>(z, y, w);
         }
-        let [values, slopes] = map_pieces(zs.len(), |start, [values, slopes]| {
-            let range = start..start + values.len();
+        let [values, slopes] = map_pieces(zs.len(), |range, [values, slopes]| {
             let (zs, ys, ws) = (&zs[range.clone()], &ys[range.clone()], &ws[range]);
             for i in 0..zs.len() {
                 let (z, y, w) = (zs[i], ys[i], ws[i]);
