@@ -43,7 +43,7 @@ impl<B: FusedKernels> Backward<B, 3> for DenseNode {
         let grad = grads.consume::<B>(&ops.node);
         let (x, weight) = ops.state;
         if let (Some(node), Some(weight)) = (x_node, weight) {
-            grads.register::<B>(node.id, B::linear_x_backward(weight, grad.clone()));
+            grads.register::<B>(node.id, B::dense_input_grad(weight, grad.clone()));
         }
         if let (Some(node), Some(x)) = (weight_node, x) {
             grads.register::<B>(node.id, B::dense_weight_grad(x, grad.clone()));
@@ -98,10 +98,10 @@ impl<B: FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let out = B::linear(
+                let out = B::dense_forward(
                     x.primitive.clone(),
                     weight.primitive.clone(),
-                    Some(bias.primitive),
+                    bias.primitive,
                 );
                 // The weight gradient reads x; the input gradient reads W.
                 let state = (
@@ -110,10 +110,10 @@ impl<B: FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
                 );
                 prep.finish(state, out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::linear(
+            OpsKind::UnTracked(prep) => prep.finish(B::dense_forward(
                 x.primitive,
                 weight.primitive,
-                Some(bias.primitive),
+                bias.primitive,
             )),
         }
     }

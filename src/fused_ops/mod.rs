@@ -16,10 +16,14 @@
 //!   forward; on `Autodiff<B>` ([`autodiff`]) each registers one backward step that calls `B`'s
 //!   kernels.
 //!
-//! The dense layer is Burn's own `linear` except for the weight gradient xᵀ·g: `burn-ndarray`
-//! makes a transposed copy of x before every matmul that reads a transposed operand (a strided
-//! copy of the whole batch, more than half the linear head's training time), where the matmul
-//! itself accepts any strides.
+//! The dense layer's three products are Burn's `linear` and its two backward products by
+//! default. `burn-ndarray`'s matmul copies around the product it computes: it reshapes both
+//! operands to three dimensions (a copy of each, and a transposed copy for xᵀ·g and g·Wᵀ),
+//! zero-fills the output and reshapes it back (another copy). For the weight gradient the
+//! transposed copy of the whole batch was more than half the linear head's training time; for
+//! the mlp head the other copies were about a tenth of its CPU time, on one thread. The
+//! `burn-ndarray` kernels call the same matrixmultiply routine on views of the tensors instead,
+//! which reads any strides and gives the same bits.
 
 mod autodiff;
 pub mod erf;
@@ -57,6 +61,20 @@ pub trait FusedKernels: Backend {
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         composed::gelu_exact_backward::<Self>(cdf, x_pdf, grad)
+    }
+
+    /// A dense layer's output x·W + b for x [S, d_in], W [d_in, d_out] and b [d_out].
+    fn dense_forward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::linear(x, weight, Some(bias))
+    }
+
+    /// The input gradient of a dense layer, g·Wᵀ for g [S, d_out] and W [d_in, d_out].
+    fn dense_input_grad(weight: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::linear_x_backward(weight, grad)
     }
 
     /// The weight gradient of a dense layer, xᵀ·g for x [S, d_in] and g [S, d_out].
@@ -175,7 +193,7 @@ macro_rules! forward_only_fused_ops {
                 weight: burn::tensor::ops::FloatTensor<Self>,
                 bias: burn::tensor::ops::FloatTensor<Self>,
             ) -> burn::tensor::ops::FloatTensor<Self> {
-                <Self as burn::tensor::ops::ModuleOps<Self>>::linear(x, weight, Some(bias))
+                <Self as $crate::fused_ops::FusedKernels>::dense_forward(x, weight, bias)
             }
             fn fused_weighted_bce(
                 z: burn::tensor::ops::FloatTensor<Self>,

@@ -1,19 +1,21 @@
 //! [`FusedKernels`] on `burn-ndarray` (f32): one pass over the data per kernel, split over rayon
 //! threads in fixed chunks of independent elements (so the result does not depend on the thread
-//! count), and the weight gradient read through a transposed view instead of a transposed copy.
+//! count), and the dense layer's three products computed on views of the tensors, with none of
+//! the copies `burn-ndarray`'s matmul makes around them (see [`product`]).
 //!
 //! Each loop evaluates, element by element, exactly the f32 operations of the composed form in
 //! [`super::composed`] as `burn-ndarray` runs them: `f32::exp` and `f32::ln` (its `exp_elem` and
-//! `log_elem`), `libm::log1pf`, and `libm::erf` in f64 rounded to f32 (through [`super::erf`], which returns
-//! the same bits faster). So the outputs are the same
-//! bits, which `tests::ndarray_kernels_reproduce_the_composed_bits` checks. Tensors of another
-//! float type take the composed form.
+//! `log_elem`), `libm::log1pf`, and `libm::erf` in f64 rounded to f32 (through [`super::erf`],
+//! which returns the same bits faster). So the outputs are the same bits, which
+//! `tests::ndarray_kernels_reproduce_the_composed_bits` and
+//! `tests::the_dense_products_through_views_match_burns_matmul` check. Tensors of another float
+//! type take the composed form.
 
 use std::borrow::Cow;
 
 use burn::backend::NdArray;
 use burn::backend::ndarray::NdArrayTensor;
-use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::{FloatTensor, ModuleOps};
 use ndarray::{ArcArray, Array2, ArrayView2, Ix2, IxDyn};
 use rayon::prelude::*;
 
@@ -51,6 +53,43 @@ fn as_matrix(t: &NdArrayTensor) -> Option<ArrayView2<'_, f32>> {
         NdArrayTensor::F32(storage) => storage.view().into_dimensionality::<Ix2>().ok(),
         _ => None,
     }
+}
+
+/// a·b as a new row-major matrix, by the `matrixmultiply::sgemm` call that `burn-ndarray`'s
+/// matmul makes (through `ndarray::linalg::general_mat_mul`, α = 1, β = 0) on copies of the
+/// operands. Its packing step reads any strides, so a view (a transposed one included) gives the
+/// bits of a copy. With β = 0 the routine never reads the output, so it needs no zero-fill.
+fn product(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Array2<f32> {
+    let ((m, k), (k2, n)) = (a.dim(), b.dim());
+    assert_eq!(
+        k, k2,
+        "product: inner dimensions {k} and {k2} disagree (a bug)"
+    );
+    let mut out = Vec::<f32>::with_capacity(m * n);
+    // SAFETY: `a` and `b` are views, valid at every index their shapes and strides reach; `out`
+    // has room for the m·n values written with row stride n and column stride 1; with β = 0,
+    // sgemm writes every one of them without reading any (matrixmultiply's documented contract,
+    // which also covers k = 0).
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            a.strides()[0],
+            a.strides()[1],
+            b.as_ptr(),
+            b.strides()[0],
+            b.strides()[1],
+            0.0,
+            out.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+        out.set_len(m * n);
+    }
+    Array2::from_shape_vec((m, n), out).expect("m·n values")
 }
 
 /// Φ(x) = ½(1 + erf(x/√2)) for a run of x, as `burn-ndarray` evaluates the composed form
@@ -175,15 +214,56 @@ impl FusedKernels for B {
         from_values(out, &shape)
     }
 
+    fn dense_forward(
+        x: FloatTensor<B>,
+        weight: FloatTensor<B>,
+        bias: FloatTensor<B>,
+    ) -> FloatTensor<B> {
+        let (Some(xv), Some(wv), Some((b, b_shape))) =
+            (as_matrix(&x), as_matrix(&weight), f32_values(&bias))
+        else {
+            return <B as ModuleOps<B>>::linear(x, weight, Some(bias));
+        };
+        if xv.ncols() != wv.nrows() || b_shape != [wv.ncols()] {
+            return <B as ModuleOps<B>>::linear(x, weight, Some(bias));
+        }
+        // Burn's `linear` is the product followed by a broadcast addition of b: the same two
+        // roundings per value.
+        let mut out = product(xv, wv);
+        let cols = b.len();
+        if cols > 0 {
+            let slice = out.as_slice_mut().expect("a new product is row-major");
+            slice
+                .par_chunks_mut(cols * CHUNK.div_ceil(cols))
+                .for_each(|rows| {
+                    for row in rows.chunks_exact_mut(cols) {
+                        for (v, &b) in row.iter_mut().zip(b.iter()) {
+                            *v += b;
+                        }
+                    }
+                });
+        }
+        NdArrayTensor::from(out.into_dyn().into_shared())
+    }
+
+    fn dense_input_grad(weight: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+        let (Some(wv), Some(gv)) = (as_matrix(&weight), as_matrix(&grad)) else {
+            return <B as ModuleOps<B>>::linear_x_backward(weight, grad);
+        };
+        if gv.ncols() != wv.ncols() {
+            return <B as ModuleOps<B>>::linear_x_backward(weight, grad);
+        }
+        NdArrayTensor::from(product(gv, wv.t()).into_dyn().into_shared())
+    }
+
     fn dense_weight_grad(x: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
         let (Some(xv), Some(gv)) = (as_matrix(&x), as_matrix(&grad)) else {
-            return <B as burn::tensor::ops::ModuleOps<B>>::linear_weight_backward(x, grad);
+            return <B as ModuleOps<B>>::linear_weight_backward(x, grad);
         };
-        // The same matrixmultiply call as on a transposed copy: the packing step reads any
-        // strides, and the arithmetic after it is identical.
-        let mut out = Array2::<f32>::zeros((xv.ncols(), gv.ncols()));
-        ndarray::linalg::general_mat_mul(1.0, &xv.t(), &gv, 0.0, &mut out);
-        NdArrayTensor::from(out.into_dyn().into_shared())
+        if xv.nrows() != gv.nrows() {
+            return <B as ModuleOps<B>>::linear_weight_backward(x, grad);
+        }
+        NdArrayTensor::from(product(xv.t(), gv).into_dyn().into_shared())
     }
 
     fn weighted_bce_parts(

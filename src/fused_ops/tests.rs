@@ -117,6 +117,65 @@ fn the_weight_gradient_through_a_view_matches_the_transposed_copy() {
 }
 
 #[test]
+fn the_dense_products_through_views_match_burns_matmul() {
+    for (s, d, out) in [(3_000, 256, 1), (37, 5, 7), (1, 3, 2), (513, 64, 33)] {
+        let x = inputs(s * d, s as u64);
+        let w = inputs(d * out, 11 + d as u64);
+        let b = inputs(out, 7);
+        let g = inputs(s * out, d as u64);
+        let bias = || {
+            float(Tensor::<B, 1>::from_data(
+                TensorData::new(b.clone(), [out]),
+                &Default::default(),
+            ))
+        };
+        let got = B::dense_forward(prim(x.clone(), [s, d]), prim(w.clone(), [d, out]), bias());
+        let want = B::linear(
+            prim(x.clone(), [s, d]),
+            prim(w.clone(), [d, out]),
+            Some(bias()),
+        );
+        assert_eq!(bits(got), bits(want), "forward, S {s}, d {d}, out {out}");
+        // x a transposed view, and W one.
+        let xt = B::float_swap_dims(prim(x.clone(), [d, s]), 0, 1);
+        let wt = B::float_swap_dims(prim(w.clone(), [out, d]), 0, 1);
+        let got = B::dense_forward(xt.clone(), wt.clone(), bias());
+        let want = B::linear(xt, wt.clone(), Some(bias()));
+        assert_eq!(
+            bits(got),
+            bits(want),
+            "strided forward, S {s}, d {d}, out {out}"
+        );
+
+        let got = B::dense_input_grad(prim(w.clone(), [d, out]), prim(g.clone(), [s, out]));
+        let want = B::linear_x_backward(prim(w.clone(), [d, out]), prim(g.clone(), [s, out]));
+        assert_eq!(
+            bits(got),
+            bits(want),
+            "input gradient, S {s}, d {d}, out {out}"
+        );
+        let got = B::dense_input_grad(wt.clone(), prim(g.clone(), [s, out]));
+        let want = B::linear_x_backward(wt, prim(g, [s, out]));
+        assert_eq!(
+            bits(got),
+            bits(want),
+            "strided input gradient, S {s}, d {d}, out {out}"
+        );
+    }
+    // No rows (Burn's own matmul divides by zero there): an empty output of the right shape.
+    let bias = float(Tensor::<B, 1>::from_data(
+        TensorData::new(vec![0.5f32; 3], [3]),
+        &Default::default(),
+    ));
+    let empty: Tensor<B, 2> = tensor(B::dense_forward(
+        prim(vec![], [0, 4]),
+        prim(vec![1.0; 12], [4, 3]),
+        bias,
+    ));
+    assert_eq!(empty.dims(), [0, 3]);
+}
+
+#[test]
 fn kernels_do_not_depend_on_the_thread_count() {
     let (rows, cols) = (40_000, 3);
     let x = inputs(rows * cols, 5);
