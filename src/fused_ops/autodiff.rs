@@ -49,7 +49,7 @@ impl<B: FusedKernels> Backward<B, 3> for DenseNode {
             grads.register::<B>(node.id, B::dense_weight_grad(x, grad.clone()));
         }
         if let Some(node) = bias_node {
-            grads.register::<B>(node.id, B::linear_bias_backward(grad));
+            grads.register::<B>(node.id, B::dense_bias_grad(grad));
         }
     }
 }

@@ -77,6 +77,11 @@ pub trait FusedKernels: Backend {
         Self::linear_x_backward(weight, grad)
     }
 
+    /// The bias gradient of a dense layer, the column sums of g [S, d_out].
+    fn dense_bias_grad(grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        Self::linear_bias_backward(grad)
+    }
+
     /// The weight gradient of a dense layer, xᵀ·g for x [S, d_in] and g [S, d_out].
     fn dense_weight_grad(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::linear_weight_backward(x, grad)

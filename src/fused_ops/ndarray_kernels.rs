@@ -114,6 +114,9 @@ fn x_normal_pdf(x: f32) -> f32 {
     ((x * x) * -0.5).exp() * FRAC_1_SQRT_2PI as f32 * x
 }
 
+/// Columns per task of the bias gradient (each task reads a 512-byte run of every row).
+const BIAS_COLUMNS: usize = 128;
+
 /// Elements per piece of a task: the pieces are computed into buffers that stay in L1.
 const PIECE: usize = 1024;
 
@@ -254,6 +257,38 @@ impl FusedKernels for B {
             return <B as ModuleOps<B>>::linear_x_backward(weight, grad);
         }
         NdArrayTensor::from(product(gv, wv.t()).into_dyn().into_shared())
+    }
+
+    fn dense_bias_grad(grad: FloatTensor<B>) -> FloatTensor<B> {
+        let Some(gv) = as_matrix(&grad) else {
+            return <B as ModuleOps<B>>::linear_bias_backward(grad);
+        };
+        // Burn sums over the rows with ndarray's `sum_axis`, which adds whole rows in order onto
+        // zeros unless the rows are the matrix's shortest stride (then it sums each column with
+        // its own unrolled order); that case, and any non-contiguous g, takes Burn's path.
+        let (rows, cols) = gv.dim();
+        let Some(g) = gv.to_slice() else {
+            return <B as ModuleOps<B>>::linear_bias_backward(grad);
+        };
+        let strides = gv.strides();
+        if strides[0].unsigned_abs() < strides[1].unsigned_abs() {
+            return <B as ModuleOps<B>>::linear_bias_backward(grad);
+        }
+        // Column blocks in parallel; within a column the rows are added in order, from 0.0 (so
+        // a column of −0.0 sums to +0.0, as there).
+        let mut sums = vec![0.0f32; cols];
+        sums.par_chunks_mut(BIAS_COLUMNS)
+            .enumerate()
+            .for_each(|(block, acc)| {
+                let first = block * BIAS_COLUMNS;
+                for row in 0..rows {
+                    let values = &g[row * cols + first..row * cols + first + acc.len()];
+                    for (a, &v) in acc.iter_mut().zip(values) {
+                        *a += v;
+                    }
+                }
+            });
+        from_values(sums, &[cols])
     }
 
     fn dense_weight_grad(x: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {

@@ -162,6 +162,40 @@ fn the_dense_products_through_views_match_burns_matmul() {
             "strided input gradient, S {s}, d {d}, out {out}"
         );
     }
+    // The bias gradient: wide, narrow (one column: rows are then the shortest stride too),
+    // no rows, a transposed view, and columns of −0.0 (which Burn sums to +0.0).
+    for (s, out) in [(3_000, 256), (3_000, 1), (37, 7), (0, 5), (1, 300)] {
+        let g = inputs(s * out, 3 + s as u64);
+        let got = B::dense_bias_grad(prim(g.clone(), [s, out]));
+        let want = B::linear_bias_backward(prim(g.clone(), [s, out]));
+        let (got, want): (Tensor<B, 1>, Tensor<B, 1>) = (tensor(got), tensor(want));
+        let bits1 = |t: Tensor<B, 1>| -> Vec<u32> {
+            let v = t.into_data().into_vec::<f32>().unwrap();
+            v.iter().map(|v| v.to_bits()).collect()
+        };
+        assert_eq!(bits1(got), bits1(want), "bias gradient, S {s}, out {out}");
+        let gt = B::float_swap_dims(prim(g, [out, s]), 0, 1);
+        let (got, want): (Tensor<B, 1>, Tensor<B, 1>) = (
+            tensor(B::dense_bias_grad(gt.clone())),
+            tensor(B::linear_bias_backward(gt)),
+        );
+        assert_eq!(
+            bits1(got),
+            bits1(want),
+            "strided bias gradient, S {s}, out {out}"
+        );
+    }
+    let zeros = B::dense_bias_grad(prim(vec![-0.0; 6], [3, 2]));
+    let zeros: Tensor<B, 1> = tensor(zeros);
+    assert!(
+        zeros
+            .into_data()
+            .into_vec::<f32>()
+            .unwrap()
+            .iter()
+            .all(|v| v.to_bits() == 0)
+    );
+
     // No rows (Burn's own matmul divides by zero there): an empty output of the right shape.
     let bias = float(Tensor::<B, 1>::from_data(
         TensorData::new(vec![0.5f32; 3], [3]),
