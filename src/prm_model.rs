@@ -224,20 +224,56 @@ pub struct HostBatch {
     pub dim: usize,
 }
 
+/// Rollouts per task of [`HostBatch::gather`]: a few hundred KiB of rows each.
+const GATHER_ROLLOUTS_PER_TASK: usize = 64;
+
 impl HostBatch {
     /// Gathers the steps of `rollouts` (bundle indices, in this order).
+    ///
+    /// The rows are copied (and widened from bf16) in parallel, each rollout into its own range
+    /// of the output, written once without a zero-fill first: a training step gathers a few MiB.
     pub fn gather(bundle: &FeatureBundle, rollouts: &[usize]) -> Self {
+        use crate::data::features::FeatureRows;
+        use rayon::prelude::*;
         let d = bundle.dim();
         let lengths: Vec<usize> = rollouts.iter().map(|&r| bundle.rollout_len(r)).collect();
-        let mut rows = Vec::with_capacity(lengths.iter().sum::<usize>() * d);
-        for &r in rollouts {
-            match bundle.step_rows(bundle.rollout_steps(r)) {
-                crate::data::features::FeatureRows::F32(x) => rows.extend_from_slice(x),
-                crate::data::features::FeatureRows::Bf16(x) => {
-                    rows.extend(x.iter().map(|v| v.to_f32()))
-                }
-            }
+        let total = lengths.iter().sum::<usize>() * d;
+        let mut rows = Vec::with_capacity(total);
+        let mut slots = Vec::with_capacity(rollouts.len());
+        let mut rest = &mut rows.spare_capacity_mut()[..total];
+        for &len in &lengths {
+            let (slot, tail) = rest.split_at_mut(len * d);
+            slots.push(slot);
+            rest = tail;
         }
+        rollouts
+            .par_iter()
+            .zip(slots)
+            .with_min_len(GATHER_ROLLOUTS_PER_TASK)
+            .for_each(|(&r, slot)| {
+                let rows = bundle.step_rows(bundle.rollout_steps(r));
+                // The set_len below relies on this: every slot is written in full.
+                assert_eq!(
+                    rows.len(),
+                    slot.len(),
+                    "rollout {r}: rows and length disagree"
+                );
+                match rows {
+                    FeatureRows::F32(x) => {
+                        for (out, &v) in slot.iter_mut().zip(x) {
+                            out.write(v);
+                        }
+                    }
+                    FeatureRows::Bf16(x) => {
+                        for (out, v) in slot.iter_mut().zip(x) {
+                            out.write(v.to_f32());
+                        }
+                    }
+                }
+            });
+        // SAFETY: the slots tile the first `total` values of the capacity, and each was written
+        // in full (asserted above).
+        unsafe { rows.set_len(total) };
         HostBatch {
             rows,
             lengths,
