@@ -558,6 +558,55 @@ mod tests {
     type B = NdArray<f32>;
 
     #[test]
+    fn gather_copies_each_rollouts_rows_in_batch_order_in_either_dtype() {
+        use crate::data::features::{BundleMeta, BundleParts, FeatureData};
+        // 300 rollouts of 1 to 4 steps, d = 3; every value a multiple of 0.25 below 32 in
+        // magnitude, so bf16 holds it exactly.
+        let d = 3;
+        let mut offsets = vec![0usize];
+        for r in 0..300 {
+            offsets.push(offsets[r] + 1 + r % 4);
+        }
+        let steps = offsets[300];
+        let feats: Vec<f32> = (0..steps * d)
+            .map(|i| (i % 200) as f32 * 0.25 - 25.0)
+            .collect();
+        // Past one task's worth of rollouts, repeats and out of order.
+        let batch: Vec<usize> = (0..150).map(|i| (i * 7) % 300).chain([5, 5, 0]).collect();
+        let want: Vec<f32> = batch
+            .iter()
+            .flat_map(|&r| feats[offsets[r] * d..offsets[r + 1] * d].iter().copied())
+            .collect();
+        for features in [
+            FeatureData::F32(feats.clone()),
+            FeatureData::Bf16(feats.iter().map(|&v| half::bf16::from_f32(v)).collect()),
+        ] {
+            let bundle = FeatureBundle::from_parts(BundleParts {
+                features,
+                dim: d,
+                mc_scores: vec![0.5; steps],
+                offsets: offsets.clone(),
+                source: vec![0; 300],
+                line: None,
+                labels: None,
+                teacher: None,
+                meta: BundleMeta {
+                    sources: vec!["s".into()],
+                    ..Default::default()
+                },
+            })
+            .unwrap();
+            let got = HostBatch::gather(&bundle, &batch);
+            assert_eq!(got.rows, want);
+            assert_eq!(
+                got.lengths,
+                batch.iter().map(|&r| 1 + r % 4).collect::<Vec<_>>()
+            );
+            assert_eq!(got.n_steps(), want.len() / d);
+        }
+    }
+
+    #[test]
     fn head_round_trip_and_logits_match_head_params() {
         let dev = Default::default();
         for spec in [
