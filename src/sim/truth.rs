@@ -61,7 +61,11 @@ impl Truth {
     /// Reads and validates `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let file = MappedSafetensors::open(path)?;
+        Self::from_mapped(path, &MappedSafetensors::open(path)?)
+    }
+
+    /// Reads the truth from `file`, already mapped from `path` (named in errors).
+    pub fn from_mapped(path: &Path, file: &MappedSafetensors) -> Result<Self> {
         file.require_format(TRUTH_FORMAT)?;
         let sources = file.sources_metadata()?;
         let offsets = file.csr_offsets("offsets")?;

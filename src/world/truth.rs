@@ -54,7 +54,11 @@ impl WorldTruth {
     /// Reads and validates `path`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let file = MappedSafetensors::open(path)?;
+        Self::from_mapped(path, &MappedSafetensors::open(path)?)
+    }
+
+    /// Reads the truth from `file`, already mapped from `path` (named in errors).
+    pub fn from_mapped(path: &Path, file: &MappedSafetensors) -> Result<Self> {
         file.require_format(WORLD_TRUTH_FORMAT)?;
         let truth = WorldTruth {
             path: path.to_path_buf(),

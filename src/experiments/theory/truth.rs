@@ -57,12 +57,10 @@ impl StepTruth {
     /// tag, and checks that it describes `bundle`.
     pub fn open(dir: &Path, bundle: &FeatureBundle) -> Result<Self> {
         let path = dir.join(TRUTH_FILE);
-        let format = MappedSafetensors::open(&path)?
-            .metadata()
-            .get("format")
-            .cloned();
+        let file = MappedSafetensors::open(&path)?;
+        let format = file.metadata().get("format").cloned();
         let truth = if format.as_deref() == Some(WORLD_TRUTH_FORMAT) {
-            let t = WorldTruth::open(&path)?;
+            let t = WorldTruth::from_mapped(&path, &file)?;
             t.check_matches(bundle)?;
             StepTruth {
                 kind: TruthKind::World,
@@ -73,7 +71,7 @@ impl StepTruth {
             }
         } else {
             // Anything else is read as the simulator's, whose reader names a wrong format.
-            let t = Truth::open(&path)?;
+            let t = Truth::from_mapped(&path, &file)?;
             t.check_matches(bundle)?;
             StepTruth {
                 kind: TruthKind::Simulator,
