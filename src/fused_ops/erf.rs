@@ -3,17 +3,22 @@
 //!
 //! libm's f64 erf is branchy scalar code and was a third of the MLP head's training step. For
 //! |t| ≤ 2.5 this module evaluates a degree-16 polynomial fit of erf(t)/t in t² (relative error
-//! about 5e-14) by Horner's rule, sixteen arguments side by side in a straight-line loop the
-//! compiler vectorises, and rounds it to f32. Rounding a value within ε of the true erf gives the
-//! same f32 as rounding libm's result (itself within one f64 ulp) unless the true value lies
-//! within ε + 1 ulp of a rounding midpoint. The check therefore rounds both ends of a margin of
-//! 2e-13 around the fit; where they disagree, for tiny results, and for every |t| > 2.5 the
-//! argument goes to libm. So the result is libm's bit for bit by construction. The f32 domain is
-//! finite, so this was also checked exhaustively
-//! (`tests::agrees_with_libm_on_every_f32_below_the_cut`, ignored: about 70 s on two cores): all
-//! 2,151,677,952 arguments with 0 < |t| ≤ 2.5 agree, through both the portable and the AVX2+FMA
-//! build of the fit (they round differently). A test keeps arguments where the bare fit, rounded
-//! without the check, misses.
+//! about 5e-14), rounds it to f32, and keeps the result where the rounding check of
+//! [`super::checked`] with a margin of 2e-13 says it is libm's. The rest (near-midpoint values,
+//! tiny results, and every |t| > 2.5) goes to libm. So the result is libm's bit for bit by
+//! construction. The f32 domain is finite, so this was also checked exhaustively
+//! (`tests::agrees_with_libm_on_every_f32_below_the_cut`, ignored: about a minute on two cores):
+//! all 2,151,677,952 arguments with 0 < |t| ≤ 2.5 agree, through both the portable and the
+//! AVX2+FMA build of the fit (they round differently). A test keeps arguments where the bare fit,
+//! rounded without the check, misses.
+//!
+//! The polynomial is evaluated by Estrin's split into its even and odd powers (two independent
+//! chains of multiply-adds in u², joined by one more), and the AVX2 build works sixteen arguments
+//! at a time: eight independent chains, enough to keep both multiply-add units busy through each
+//! step's latency. A single Horner chain, which the compiler laid out one lane after another,
+//! ran at half the speed.
+
+use super::checked;
 
 /// Arguments above this magnitude go to libm (erf(2.5) = 1 − 4.1e-4; GELU pre-activations past
 /// 2.5·√2 ≈ 3.5 are rare).
@@ -49,9 +54,9 @@ const CHEB: [f64; 19] = [
 ];
 
 /// Σ_{k ≤ 16} CHEB[k]·T_k(u) rewritten in powers of u, lowest first: summed exactly in rational
-/// arithmetic, then rounded to f64 (`tests::the_powers_are_the_chebyshev_fit_rewritten`). Horner's
-/// rule takes one multiply-add per power where Clenshaw's recurrence takes two per term, and the
-/// powers are well conditioned here (Σ |a_j| = 1.13).
+/// arithmetic, then rounded to f64 (`tests::the_powers_are_the_chebyshev_fit_rewritten`). A sum
+/// of powers takes one multiply-add per power where Clenshaw's recurrence takes two per term, and
+/// the powers are well conditioned here (Σ |a_j| = 1.13).
 const POWERS: [f64; 17] = [
     0.558_659_990_612_031_2,
     -0.254_541_235_022_299_6,
@@ -77,26 +82,41 @@ const POWERS: [f64; 17] = [
 /// 1.1e-16 relative) is inside the margin.
 const REL_MARGIN: f64 = 2e-13;
 
-/// Arguments per block: the fit and its rounding check run over a whole block, then libm on the
-/// few the check refused.
-const BLOCK: usize = 64;
+/// 2/CUT²: u = t²·U_SCALE − 1 maps t² ∈ [0, CUT²] onto [−1, 1]. (The multiply rounds u
+/// differently from a division by CUT²/2; the fit does not care, and the check covers it.)
+const U_SCALE: f64 = 2.0 / (CUT * CUT);
 
-/// The fit at |t| ≤ CUT (clamped outside, where the caller does not use it). `FMA` fuses each
-/// step of Horner's rule; the two forms round differently, and both are checked.
+/// The fit at |t| ≤ CUT (clamped outside, where the caller does not use it), by Estrin's split:
+/// p(u) = E(u²) + u·O(u²). `FMA` fuses each step; the two forms round differently, and both are
+/// checked.
 #[inline(always)]
 fn fit_with<const FMA: bool>(t: f64) -> f64 {
+    let fma = |a: f64, b: f64, c: f64| if FMA { a.mul_add(b, c) } else { a * b + c };
     let t = t.clamp(-CUT, CUT);
-    let u = 2.0 * (t * t) / (CUT * CUT) - 1.0;
-    let mut acc = POWERS[POWERS.len() - 1];
-    for &c in POWERS[..POWERS.len() - 1].iter().rev() {
-        acc = if FMA { acc.mul_add(u, c) } else { acc * u + c };
+    let u = fma(t * t, U_SCALE, -1.0);
+    let v = u * u;
+    let mut even = POWERS[16];
+    let mut odd = POWERS[15];
+    for j in (0..8).rev() {
+        even = fma(even, v, POWERS[2 * j]);
+        if j < 7 {
+            odd = fma(odd, v, POWERS[2 * j + 1]);
+        }
     }
-    t * acc
+    t * fma(odd, u, even)
 }
 
 /// The portable fit.
 fn fit(t: f64) -> f64 {
     fit_with::<false>(t)
+}
+
+/// `approx` (the fit at t) rounded to f32, and whether that is safely libm's result: the check
+/// of [`super::checked`] passes and t is inside the fit's range.
+#[inline(always)]
+fn round_checked(t: f32, approx: f64) -> (f32, bool) {
+    let (r, ok) = checked::round_checked(approx, REL_MARGIN);
+    (r, ok & ((t as f64).abs() <= CUT))
 }
 
 /// Which build of the block fit runs.
@@ -117,86 +137,73 @@ impl Build {
         Build::Portable
     }
 
-    /// `out[i]` = the rounded fit at `ts[i]`, `unsafe_at[i]` = whether it must go to libm.
-    fn fit_block(self, ts: &[f32], out: &mut [f32], unsafe_at: &mut [bool]) {
+    /// `out[i]` = the rounded fit at `ts[i]` for a block of at most [`checked::BLOCK`]
+    /// arguments; returns the mask of those that must go to libm.
+    fn fit_block(self, ts: &[f32], out: &mut [f32]) -> u64 {
         match self {
-            Build::Portable => fit_block_portable(ts, out, unsafe_at),
+            Build::Portable => fit_block_scalar::<false>(ts, out),
             // SAFETY: `detect` (or a test that checked the same features) chose this build.
             #[cfg(target_arch = "x86_64")]
-            Build::Avx2Fma => unsafe { fit_block_avx2_fma(ts, out, unsafe_at) },
+            Build::Avx2Fma => unsafe { avx2::fit_block(ts, out) },
         }
     }
 }
 
-/// Independent arguments evaluated side by side. One Horner evaluation is a chain of 16
-/// dependent multiply-adds; several chains at once keep the floating-point units busy instead
-/// of waiting on each step's latency. Each lane runs exactly [`fit_with`]'s operations; they are
-/// spelled out here because one lane function shared by both measured about 10% slower.
-const SIDE_BY_SIDE: usize = 16;
-
+/// The fit and its check, one argument at a time.
 #[inline(always)]
-fn fit_block_with<const FMA: bool>(ts: &[f32], out: &mut [f32], unsafe_at: &mut [bool]) {
-    const L: usize = SIDE_BY_SIDE;
-    let mut tc = ts.chunks_exact(L);
-    let mut oc = out.chunks_exact_mut(L);
-    let mut uc = unsafe_at.chunks_exact_mut(L);
-    for ((ts, out), unsafe_at) in (&mut tc).zip(&mut oc).zip(&mut uc) {
-        let (mut t, mut u) = ([0f64; L], [0f64; L]);
-        for l in 0..L {
-            t[l] = (ts[l] as f64).clamp(-CUT, CUT);
-            u[l] = 2.0 * (t[l] * t[l]) / (CUT * CUT) - 1.0;
-        }
-        let mut acc = [POWERS[POWERS.len() - 1]; L];
-        for &c in POWERS[..POWERS.len() - 1].iter().rev() {
-            for l in 0..L {
-                acc[l] = if FMA {
-                    acc[l].mul_add(u[l], c)
-                } else {
-                    acc[l] * u[l] + c
-                };
+fn fit_block_scalar<const FMA: bool>(ts: &[f32], out: &mut [f32]) -> u64 {
+    checked::block_scalar(ts, out, |t| round_checked(t, fit_with::<FMA>(t as f64)))
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::checked::avx2::{load, round_checked, store};
+    use super::{CUT, POWERS, REL_MARGIN, U_SCALE, fit_block_scalar};
+    use std::arch::x86_64::*;
+
+    /// Vectors of four arguments evaluated side by side (two chains each).
+    const VECTORS: usize = 4;
+    const GROUP: usize = 4 * VECTORS;
+
+    /// [`fit_block_scalar::<true>`], four arguments per instruction: each lane performs
+    /// [`super::fit_with::<true>`]'s operations in its order, so the results are the same bits
+    /// (`tests::the_avx2_block_is_the_scalar_fit_lane_by_lane`).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn fit_block(ts: &[f32], out: &mut [f32]) -> u64 {
+        let c = _mm256_set1_pd;
+        let mut refused = 0u64;
+        let groups = ts.len() / GROUP;
+        for base in (0..groups).map(|g| g * GROUP) {
+            let mut x = [_mm_setzero_ps(); VECTORS];
+            let (mut t, mut u, mut v) = ([c(0.0); VECTORS], [c(0.0); VECTORS], [c(0.0); VECTORS]);
+            for l in 0..VECTORS {
+                x[l] = load(ts, base + 4 * l);
+                t[l] = _mm256_min_pd(_mm256_max_pd(_mm256_cvtps_pd(x[l]), c(-CUT)), c(CUT));
+                u[l] = _mm256_fmadd_pd(_mm256_mul_pd(t[l], t[l]), c(U_SCALE), c(-1.0));
+                v[l] = _mm256_mul_pd(u[l], u[l]);
+            }
+            let mut even = [c(POWERS[16]); VECTORS];
+            let mut odd = [c(POWERS[15]); VECTORS];
+            for j in (0..8).rev() {
+                for l in 0..VECTORS {
+                    even[l] = _mm256_fmadd_pd(even[l], v[l], c(POWERS[2 * j]));
+                    if j < 7 {
+                        odd[l] = _mm256_fmadd_pd(odd[l], v[l], c(POWERS[2 * j + 1]));
+                    }
+                }
+            }
+            let abs_mask = _mm_castsi128_ps(_mm_set1_epi32(i32::MAX));
+            for l in 0..VECTORS {
+                let y = _mm256_mul_pd(t[l], _mm256_fmadd_pd(odd[l], u[l], even[l]));
+                let (r, ok) = round_checked(y, REL_MARGIN);
+                let in_range =
+                    _mm_cmp_ps::<_CMP_LE_OQ>(_mm_and_ps(x[l], abs_mask), _mm_set1_ps(CUT as f32));
+                refused |= store(out, base + 4 * l, r, _mm_and_ps(ok, in_range));
             }
         }
-        for l in 0..L {
-            let (r, ok) = round_checked(ts[l], t[l] * acc[l]);
-            out[l] = r;
-            unsafe_at[l] = !ok;
-        }
+        let done = groups * GROUP;
+        refused | (fit_block_scalar::<true>(&ts[done..], &mut out[done..]) << done)
     }
-    let rest = tc
-        .remainder()
-        .iter()
-        .zip(oc.into_remainder())
-        .zip(uc.into_remainder());
-    for ((&t, o), u) in rest {
-        let (r, ok) = round_checked(t, fit_with::<FMA>(t as f64));
-        *o = r;
-        *u = !ok;
-    }
-}
-
-fn fit_block_portable(ts: &[f32], out: &mut [f32], unsafe_at: &mut [bool]) {
-    fit_block_with::<false>(ts, out, unsafe_at)
-}
-
-/// Four arguments per instruction, each Horner step one fused multiply-add.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn fit_block_avx2_fma(ts: &[f32], out: &mut [f32], unsafe_at: &mut [bool]) {
-    fit_block_with::<true>(ts, out, unsafe_at)
-}
-
-/// `approx` (the fit at t) rounded to f32, and whether that is safe: both ends of the margin
-/// around `approx` round to the same f32 (rounding is monotone, so every value between them
-/// does too), the result is a normal f32, and t is inside the fit's range. Computing the ends
-/// in f64 moves them inward by at most half an f64 ulp (1.1e-16 relative), which the margin's
-/// room covers. Branch-free, so a block of them vectorises.
-#[inline(always)]
-fn round_checked(t: f32, approx: f64) -> (f32, bool) {
-    let delta = REL_MARGIN * approx.abs();
-    let (low, high) = ((approx - delta) as f32, (approx + delta) as f32);
-    let a = low.abs();
-    let ok = (low == high) & (f32::MIN_POSITIVE..f32::MAX).contains(&a) & ((t as f64).abs() <= CUT);
-    (low, ok)
 }
 
 /// The fit at t rounded to f32 when that is safely libm's result.
@@ -207,7 +214,11 @@ fn safely_rounded(t: f32) -> Option<f32> {
 
 /// erf of one f32 argument (see the module docs).
 pub fn erf_f32(t: f32) -> f32 {
-    safely_rounded(t).unwrap_or_else(|| libm::erf(t as f64) as f32)
+    safely_rounded(t).unwrap_or_else(|| libm_erf(t))
+}
+
+fn libm_erf(t: f32) -> f32 {
+    libm::erf(t as f64) as f32
 }
 
 /// `out[i] = erf(ts[i])` (see the module docs); the slices have equal lengths.
@@ -217,17 +228,7 @@ pub fn erf_f32_slice(ts: &[f32], out: &mut [f32]) {
 }
 
 fn erf_f32_slice_with(build: Build, ts: &[f32], out: &mut [f32]) {
-    assert_eq!(ts.len(), out.len());
-    let mut unsafe_at = [false; BLOCK];
-    for (ts, out) in ts.chunks(BLOCK).zip(out.chunks_mut(BLOCK)) {
-        let unsafe_at = &mut unsafe_at[..ts.len()];
-        build.fit_block(ts, out, unsafe_at);
-        if unsafe_at.iter().any(|&u| u) {
-            for ((o, &t), _) in out.iter_mut().zip(ts).zip(&*unsafe_at).filter(|(_, u)| **u) {
-                *o = libm::erf(t as f64) as f32;
-            }
-        }
-    }
+    checked::map_checked(ts, out, |ts, out| build.fit_block(ts, out), libm_erf);
 }
 
 #[cfg(test)]
@@ -422,6 +423,32 @@ mod tests {
                     let mut out = [0f32];
                     erf_f32_slice_with(build, &[t], &mut out);
                     assert_eq!(out[0].to_bits(), libm_f32(t).to_bits(), "{build:?} {t}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_avx2_block_is_the_scalar_fit_lane_by_lane() {
+        if Build::detect() == Build::Portable {
+            eprintln!("no AVX2+FMA on this CPU: nothing to compare");
+            return;
+        }
+        let ts = checked::lane_arguments(1.1e-3);
+        // Every block length up to 64, at every offset modulo the 16-argument group, so the
+        // vector part, the scalar tail and the mask positions are all exercised.
+        for len in 1..=checked::BLOCK {
+            for chunk in ts.chunks(len) {
+                let (mut vector, mut scalar) = (vec![0f32; chunk.len()], vec![0f32; chunk.len()]);
+                let refused_vector = Build::detect().fit_block(chunk, &mut vector);
+                let refused_scalar = fit_block_scalar::<true>(chunk, &mut scalar);
+                assert_eq!(refused_vector, refused_scalar, "{chunk:?}");
+                // A refused lane's value is overwritten (and a NaN argument clamps differently
+                // in the two: `maxpd` returns its second operand, `f64::clamp` the NaN).
+                for (i, ((v, s), t)) in vector.iter().zip(&scalar).zip(chunk).enumerate() {
+                    if refused_scalar >> i & 1 == 0 {
+                        assert_eq!(v.to_bits(), s.to_bits(), "{t}");
+                    }
                 }
             }
         }

@@ -26,7 +26,9 @@
 //! which reads any strides and gives the same bits.
 
 mod autodiff;
+mod checked;
 pub mod erf;
+pub mod expf;
 mod ndarray_kernels;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};

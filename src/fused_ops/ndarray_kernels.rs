@@ -5,8 +5,8 @@
 //!
 //! Each loop evaluates, element by element, exactly the f32 operations of the composed form in
 //! [`super::composed`] as `burn-ndarray` runs them: `f32::exp` and `f32::ln` (its `exp_elem` and
-//! `log_elem`), `libm::log1pf`, and `libm::erf` in f64 rounded to f32 (through [`super::erf`],
-//! which returns the same bits faster). So the outputs are the same bits, which
+//! `log_elem`), `libm::log1pf`, and `libm::erf` in f64 rounded to f32. The GELU's erf and exp go
+//! through [`super::erf`] and [`super::expf`], which return the same bits faster. So the outputs are the same bits, which
 //! `tests::ndarray_kernels_reproduce_the_composed_bits` and
 //! `tests::the_dense_products_through_views_match_burns_matmul` check. Tensors of another float
 //! type take the composed form.
@@ -20,6 +20,7 @@ use ndarray::{ArcArray, Array2, ArrayView2, Ix2, IxDyn};
 use rayon::prelude::*;
 
 use super::erf::erf_f32_slice;
+use super::expf::exp_f32_slice;
 use super::{FRAC_1_SQRT_2PI, FusedKernels, composed};
 
 type B = NdArray<f32>;
@@ -108,10 +109,20 @@ fn normal_cdf(xs: &[f32], cdf: &mut [f32]) {
     }
 }
 
-/// x·φ(x), likewise.
-#[inline]
-fn x_normal_pdf(x: f32) -> f32 {
-    ((x * x) * -0.5).exp() * FRAC_1_SQRT_2PI as f32 * x
+/// x·φ(x) = e^{−x²/2}·(1/√(2π))·x for a run of x, likewise ([`exp_f32_slice`] is `f32::exp`,
+/// bit for bit).
+fn x_normal_pdf(xs: &[f32], x_pdf: &mut [f32]) {
+    let mut args = [0f32; 1024];
+    for (xs, x_pdf) in xs.chunks(args.len()).zip(x_pdf.chunks_mut(args.len())) {
+        let args = &mut args[..xs.len()];
+        for (a, &x) in args.iter_mut().zip(xs) {
+            *a = (x * x) * -0.5;
+        }
+        exp_f32_slice(args, x_pdf);
+        for (p, &x) in x_pdf.iter_mut().zip(xs) {
+            *p = *p * FRAC_1_SQRT_2PI as f32 * x;
+        }
+    }
 }
 
 /// Columns per task of the bias gradient (each task reads a 512-byte run of every row).
@@ -168,10 +179,9 @@ impl FusedKernels for B {
         let [y, cdf, x_pdf] = map_pieces(xs.len(), |range, [y, cdf, x_pdf]| {
             let xs = &xs[range];
             normal_cdf(xs, cdf);
+            x_normal_pdf(xs, x_pdf);
             for i in 0..xs.len() {
-                let x = xs[i];
-                y[i] = x * cdf[i];
-                x_pdf[i] = x_normal_pdf(x);
+                y[i] = xs[i] * cdf[i];
             }
         });
         (

@@ -1,0 +1,315 @@
+//! exp of f32 arguments, rounded to f32, bit-identical to `f32::exp` (glibc's `expf`, what
+//! `burn-ndarray`'s `float_exp` computes), four arguments per instruction.
+//!
+//! glibc's `expf` evaluates exp in f64 with a relative error below 1.69·2⁻³⁴ ≈ 9.9e-11 before
+//! its final rounding to f32 (the bound stated in its source). This module evaluates exp(a) in
+//! f64 to about 1e-15 (a reduction by ln 2 and a degree-11 Taylor polynomial) and keeps the f32
+//! rounding where the check of [`super::checked`] with a margin of 2e-10 passes: then every value
+//! within the margin, glibc's unrounded result included, rounds to that f32, so it is glibc's
+//! result. About one argument in 300 is refused (a near-midpoint value), as is every result that
+//! is not a normal f32 and every argument outside [−87, 88]; those go to `f32::exp` itself.
+//!
+//! The argument rests on glibc's error bound, so the fast path runs on glibc targets only;
+//! elsewhere every argument goes to `f32::exp`. It was checked exhaustively on this project's
+//! machine (`tests::agrees_with_f32_exp_on_every_f32`, ignored: about a minute on two cores),
+//! through both the portable and the AVX2+FMA build. As in [`super::erf`], the polynomial is split
+//! into its even and odd powers, and the AVX2 build works sixteen arguments at a time.
+
+use super::checked;
+
+/// Arguments outside this range go to `f32::exp` (its results there are 0, subnormal, or
+/// overflow to infinity, or lie next to those regions).
+const LOW: f64 = -87.0;
+const HIGH: f64 = 88.0;
+
+/// log₂ e, and ln 2 split so that k·LN2_HI is exact for |k| < 2¹¹ (fdlibm's split).
+const LOG2E: f64 = std::f64::consts::LOG2_E;
+const LN2_HI: f64 = 6.931_471_803_691_238e-1;
+const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+
+/// 1/j! for j = 0..=11: the Taylor polynomial of e^r on |r| ≤ ln2/2, whose truncation error is
+/// below (ln2/2)¹²/12! ≈ 6e-15 relative.
+const TAYLOR: [f64; 12] = [
+    1.0,
+    1.0,
+    0.5,
+    1.0 / 6.0,
+    1.0 / 24.0,
+    1.0 / 120.0,
+    1.0 / 720.0,
+    1.0 / 5_040.0,
+    1.0 / 40_320.0,
+    1.0 / 362_880.0,
+    1.0 / 3_628_800.0,
+    1.0 / 39_916_800.0,
+];
+
+/// Covers glibc's 9.9e-11 and this module's own error (measured below 1e-14 by
+/// `tests::the_margin_bounds_the_error_with_room`), with room.
+const REL_MARGIN: f64 = 2e-10;
+
+/// 2⁵²: adding it to a small integer-valued f64 puts the integer in the low mantissa bits.
+const TWO_52: f64 = 4_503_599_627_370_496.0;
+
+/// exp(a) in f64 for a in [LOW, HIGH] (clamped outside, where the caller does not use it).
+/// `FMA` fuses each polynomial step; the two forms round differently, and both are checked.
+#[inline(always)]
+fn approx_with<const FMA: bool>(a: f64) -> f64 {
+    let fma = |a: f64, b: f64, c: f64| if FMA { a.mul_add(b, c) } else { a * b + c };
+    let a = a.clamp(LOW, HIGH);
+    let k = (a * LOG2E).round_ties_even();
+    let r = (a - k * LN2_HI) - k * LN2_LO;
+    let v = r * r;
+    let mut even = TAYLOR[10];
+    let mut odd = TAYLOR[11];
+    for j in (0..5).rev() {
+        even = fma(even, v, TAYLOR[2 * j]);
+        odd = fma(odd, v, TAYLOR[2 * j + 1]);
+    }
+    // 2^k from its exponent bits: k + 1023 sits in the low bits of k + 1023 + 2⁵², and shifting
+    // it by 52 moves it into the exponent field (|k| ≤ 127 here, so 2^k is a normal f64).
+    let scale = f64::from_bits((k + (1023.0 + TWO_52)).to_bits() << 52);
+    fma(odd, r, even) * scale
+}
+
+/// `y` (exp at `a`) rounded to f32, and whether that is safely glibc's result: the check passes
+/// and a is in range.
+#[inline(always)]
+fn round_checked(a: f32, y: f64) -> (f32, bool) {
+    let (v, ok) = checked::round_checked(y, REL_MARGIN);
+    (v, ok & (LOW..=HIGH).contains(&(a as f64)))
+}
+
+/// The approximation and its check, one argument at a time.
+#[inline(always)]
+fn block_scalar<const FMA: bool>(xs: &[f32], out: &mut [f32]) -> u64 {
+    checked::block_scalar(xs, out, |x| round_checked(x, approx_with::<FMA>(x as f64)))
+}
+
+/// Which build of the block runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Build {
+    /// Every argument to `f32::exp` (a C library whose `expf` error this module does not know).
+    Libm,
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2Fma,
+}
+
+impl Build {
+    fn detect() -> Self {
+        if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+            return Build::Libm;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            return Build::Avx2Fma;
+        }
+        Build::Portable
+    }
+
+    /// `out[i]` = the rounded approximation at `xs[i]` for a block of at most
+    /// [`checked::BLOCK`] arguments; returns the mask of those that must go to `f32::exp`.
+    fn block(self, xs: &[f32], out: &mut [f32]) -> u64 {
+        match self {
+            Build::Libm => u64::MAX.checked_shr(64 - xs.len() as u32).unwrap_or(0),
+            Build::Portable => block_scalar::<false>(xs, out),
+            // SAFETY: `detect` (or a test that checked the same features) chose this build.
+            #[cfg(target_arch = "x86_64")]
+            Build::Avx2Fma => unsafe { avx2::block(xs, out) },
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::checked::avx2::{load, round_checked, store};
+    use super::{HIGH, LN2_HI, LN2_LO, LOG2E, LOW, REL_MARGIN, TAYLOR, TWO_52, block_scalar};
+    use std::arch::x86_64::*;
+
+    /// Vectors of four arguments evaluated side by side (two chains each).
+    const VECTORS: usize = 4;
+    const GROUP: usize = 4 * VECTORS;
+
+    /// [`block_scalar::<true>`], four arguments per instruction: each lane performs
+    /// [`super::approx_with::<true>`]'s operations in its order, so the results are the same bits
+    /// (`tests::the_avx2_block_is_the_scalar_approximation_lane_by_lane`).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn block(xs: &[f32], out: &mut [f32]) -> u64 {
+        let c = _mm256_set1_pd;
+        let mut refused = 0u64;
+        let groups = xs.len() / GROUP;
+        for base in (0..groups).map(|g| g * GROUP) {
+            let mut x = [_mm_setzero_ps(); VECTORS];
+            let (mut k, mut r, mut v) = ([c(0.0); VECTORS], [c(0.0); VECTORS], [c(0.0); VECTORS]);
+            for l in 0..VECTORS {
+                x[l] = load(xs, base + 4 * l);
+                let a = _mm256_min_pd(_mm256_max_pd(_mm256_cvtps_pd(x[l]), c(LOW)), c(HIGH));
+                k[l] = _mm256_round_pd::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                    _mm256_mul_pd(a, c(LOG2E)),
+                );
+                let high_part = _mm256_sub_pd(a, _mm256_mul_pd(k[l], c(LN2_HI)));
+                r[l] = _mm256_sub_pd(high_part, _mm256_mul_pd(k[l], c(LN2_LO)));
+                v[l] = _mm256_mul_pd(r[l], r[l]);
+            }
+            let mut even = [c(TAYLOR[10]); VECTORS];
+            let mut odd = [c(TAYLOR[11]); VECTORS];
+            for j in (0..5).rev() {
+                for l in 0..VECTORS {
+                    even[l] = _mm256_fmadd_pd(even[l], v[l], c(TAYLOR[2 * j]));
+                    odd[l] = _mm256_fmadd_pd(odd[l], v[l], c(TAYLOR[2 * j + 1]));
+                }
+            }
+            for l in 0..VECTORS {
+                let exponent = _mm256_castpd_si256(_mm256_add_pd(k[l], c(1023.0 + TWO_52)));
+                let scale = _mm256_castsi256_pd(_mm256_slli_epi64::<52>(exponent));
+                let y = _mm256_mul_pd(_mm256_fmadd_pd(odd[l], r[l], even[l]), scale);
+                let (value, ok) = round_checked(y, REL_MARGIN);
+                let in_range = _mm_and_ps(
+                    _mm_cmp_ps::<_CMP_GE_OQ>(x[l], _mm_set1_ps(LOW as f32)),
+                    _mm_cmp_ps::<_CMP_LE_OQ>(x[l], _mm_set1_ps(HIGH as f32)),
+                );
+                refused |= store(out, base + 4 * l, value, _mm_and_ps(ok, in_range));
+            }
+        }
+        let done = groups * GROUP;
+        refused | (block_scalar::<true>(&xs[done..], &mut out[done..]) << done)
+    }
+}
+
+/// `out[i] = xs[i].exp()`, bit for bit (see the module docs); the slices have equal lengths.
+pub fn exp_f32_slice(xs: &[f32], out: &mut [f32]) {
+    static BUILD: std::sync::OnceLock<Build> = std::sync::OnceLock::new();
+    exp_f32_slice_with(*BUILD.get_or_init(Build::detect), xs, out);
+}
+
+fn exp_f32_slice_with(build: Build, xs: &[f32], out: &mut [f32]) {
+    checked::map_checked(xs, out, |xs, out| build.block(xs, out), f32::exp);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rayon::prelude::*;
+
+    fn builds() -> Vec<Build> {
+        let mut b = vec![Build::Libm, Build::Portable];
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            b.push(Build::Avx2Fma);
+        }
+        b
+    }
+
+    /// Arguments where a build differs from `f32::exp`, arguments in (−80, 80) the portable
+    /// build refused, and arguments checked.
+    type Sweep = (Vec<(Build, u32)>, usize, usize);
+
+    /// Every `stride`-th f32 bit pattern (all signs, NaN and infinities included) through every
+    /// build: the patterns where a result differs from `f32::exp`, how many the fast builds
+    /// refused, and how many were checked.
+    fn sweep(stride: u64) -> Sweep {
+        let starts: Vec<u64> = (0..1u64 << 32).step_by(stride as usize * 8192).collect();
+        let parts: Vec<Sweep> = starts
+            .par_iter()
+            .map(|&start| {
+                let xs: Vec<f32> = (0..8192u64)
+                    .map(|i| start + i * stride)
+                    .filter(|&b| b < 1 << 32)
+                    .map(|b| f32::from_bits(b as u32))
+                    .collect();
+                let want: Vec<u32> = xs.iter().map(|x| x.exp().to_bits()).collect();
+                let mut out = vec![0f32; xs.len()];
+                let mut bad = Vec::new();
+                for build in builds() {
+                    exp_f32_slice_with(build, &xs, &mut out);
+                    for ((&x, o), &w) in xs.iter().zip(&out).zip(&want) {
+                        // NaN payloads aside, NaN in gives NaN out.
+                        if o.to_bits() != w && !(o.is_nan() && x.is_nan()) {
+                            bad.push((build, x.to_bits()));
+                        }
+                    }
+                }
+                let in_range = xs
+                    .iter()
+                    .filter(|&&x| {
+                        let (_, ok) = round_checked(x, approx_with::<false>(x as f64));
+                        !ok && (-80.0..80.0).contains(&x)
+                    })
+                    .count();
+                (bad, in_range, xs.len())
+            })
+            .collect();
+        let refused = parts.iter().map(|p| p.1).sum();
+        let checked = parts.iter().map(|p| p.2).sum();
+        (
+            parts.into_iter().flat_map(|p| p.0).collect(),
+            refused,
+            checked,
+        )
+    }
+
+    #[test]
+    fn agrees_with_f32_exp_on_a_strided_sample() {
+        // Every 1,999th bit pattern: about 2.1 million arguments of every kind.
+        let (bad, _, checked) = sweep(1_999);
+        assert!(checked > 2_000_000, "{checked}");
+        assert!(bad.is_empty(), "differs at {:?}", &bad[..bad.len().min(8)]);
+    }
+
+    #[test]
+    #[ignore = "exhaustive: every f32 bit pattern through three builds, about a minute on two cores"]
+    fn agrees_with_f32_exp_on_every_f32() {
+        let (bad, refused, checked) = sweep(1);
+        eprintln!("{checked} arguments; {refused} in (−80, 80) refused by the portable build");
+        assert!(bad.is_empty(), "differs at {:?}", &bad[..bad.len().min(8)]);
+    }
+
+    #[test]
+    fn the_margin_bounds_the_error_with_room() {
+        // exp in f64 from libm (within an ulp) against both roundings, over the fast range.
+        let mut worst = 0.0f64;
+        let mut a = LOW;
+        while a <= HIGH {
+            let exact = libm::exp(a);
+            for y in [approx_with::<false>(a), approx_with::<true>(a)] {
+                worst = worst.max((y - exact).abs() / exact);
+            }
+            a += 0.000_73;
+        }
+        assert!(worst > 0.0 && worst < 1e-14, "worst {worst:e}");
+        assert!(worst * 1e4 < REL_MARGIN);
+    }
+
+    #[test]
+    fn most_arguments_take_the_fast_path() {
+        // Refusals inside (−80, 80) should be the rare near-midpoint values (about 2 × 2e-10 ×
+        // 2²⁴ ≈ 0.7% at most); many more would mean a broken approximation.
+        let (_, refused, checked) = sweep(7_919);
+        assert!(refused * 50 < checked, "{refused} of {checked} refused");
+    }
+
+    #[test]
+    fn the_avx2_block_is_the_scalar_approximation_lane_by_lane() {
+        if Build::detect() != Build::Avx2Fma {
+            eprintln!("no AVX2+FMA glibc build here: nothing to compare");
+            return;
+        }
+        let xs = checked::lane_arguments(0.03);
+        for len in 1..=checked::BLOCK {
+            for chunk in xs.chunks(len) {
+                let (mut vector, mut scalar) = (vec![0f32; chunk.len()], vec![0f32; chunk.len()]);
+                let refused_vector = Build::Avx2Fma.block(chunk, &mut vector);
+                let refused_scalar = block_scalar::<true>(chunk, &mut scalar);
+                assert_eq!(refused_vector, refused_scalar, "{chunk:?}");
+                // A refused lane's value is overwritten (and a NaN argument clamps differently
+                // in the two: `maxpd` returns its second operand, `f64::clamp` the NaN).
+                for (i, ((v, s), x)) in vector.iter().zip(&scalar).zip(chunk).enumerate() {
+                    if refused_scalar >> i & 1 == 0 {
+                        assert_eq!(v.to_bits(), s.to_bits(), "{x}");
+                    }
+                }
+            }
+        }
+    }
+}
