@@ -29,6 +29,7 @@ mod autodiff;
 mod checked;
 pub mod erf;
 pub mod expf;
+mod narrow;
 mod ndarray_kernels;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};

@@ -21,6 +21,7 @@ use rayon::prelude::*;
 
 use super::erf::erf_f32_slice;
 use super::expf::exp_f32_slice;
+use super::narrow;
 use super::{FRAC_1_SQRT_2PI, FusedKernels, composed};
 
 type B = NdArray<f32>;
@@ -60,7 +61,7 @@ fn as_matrix(t: &NdArrayTensor) -> Option<ArrayView2<'_, f32>> {
 /// matmul makes (through `ndarray::linalg::general_mat_mul`, α = 1, β = 0) on copies of the
 /// operands. Its packing step reads any strides, so a view (a transposed one included) gives the
 /// bits of a copy. With β = 0 the routine never reads the output, so it needs no zero-fill.
-fn product(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Array2<f32> {
+pub(super) fn product(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Array2<f32> {
     let ((m, k), (k2, n)) = (a.dim(), b.dim());
     assert_eq!(
         k, k2,
@@ -242,7 +243,7 @@ impl FusedKernels for B {
         }
         // Burn's `linear` is the product followed by a broadcast addition of b: the same two
         // roundings per value.
-        let mut out = product(xv, wv);
+        let mut out = narrow::matrix_vector(xv, wv).unwrap_or_else(|| product(xv, wv));
         let cols = b.len();
         if cols > 0 {
             let slice = out.as_slice_mut().expect("a new product is row-major");
@@ -266,7 +267,8 @@ impl FusedKernels for B {
         if gv.ncols() != wv.ncols() {
             return <B as ModuleOps<B>>::linear_x_backward(weight, grad);
         }
-        NdArrayTensor::from(product(gv, wv.t()).into_dyn().into_shared())
+        let out = narrow::outer(gv, wv).unwrap_or_else(|| product(gv, wv.t()));
+        NdArrayTensor::from(out.into_dyn().into_shared())
     }
 
     fn dense_bias_grad(grad: FloatTensor<B>) -> FloatTensor<B> {
@@ -308,7 +310,8 @@ impl FusedKernels for B {
         if xv.nrows() != gv.nrows() {
             return <B as ModuleOps<B>>::linear_weight_backward(x, grad);
         }
-        NdArrayTensor::from(product(xv.t(), gv).into_dyn().into_shared())
+        let out = narrow::transpose_vector(xv, gv).unwrap_or_else(|| product(xv.t(), gv));
+        NdArrayTensor::from(out.into_dyn().into_shared())
     }
 
     fn weighted_bce_parts(
