@@ -559,7 +559,7 @@ mod tests {
 
     #[test]
     fn gather_copies_each_rollouts_rows_in_batch_order_in_either_dtype() {
-        use crate::data::features::{BundleMeta, BundleParts, FeatureData};
+        use crate::data::features::{BundleParts, FeatureData};
         // 300 rollouts of 1 to 4 steps, d = 3; every value a multiple of 0.25 below 32 in
         // magnitude, so bf16 holds it exactly.
         let d = 3;
@@ -581,20 +581,13 @@ mod tests {
             FeatureData::F32(feats.clone()),
             FeatureData::Bf16(feats.iter().map(|&v| half::bf16::from_f32(v)).collect()),
         ] {
-            let bundle = FeatureBundle::from_parts(BundleParts {
+            let bundle = FeatureBundle::from_parts(BundleParts::one_source(
                 features,
-                dim: d,
-                mc_scores: vec![0.5; steps],
-                offsets: offsets.clone(),
-                source: vec![0; 300],
-                line: None,
-                labels: None,
-                teacher: None,
-                meta: BundleMeta {
-                    sources: vec!["s".into()],
-                    ..Default::default()
-                },
-            })
+                d,
+                offsets.clone(),
+                vec![0.5; steps],
+                "s",
+            ))
             .unwrap();
             let got = HostBatch::gather(&bundle, &batch);
             assert_eq!(got.rows, want);

@@ -239,6 +239,35 @@ pub struct BundleParts {
     pub meta: BundleMeta,
 }
 
+impl BundleParts {
+    /// The parts of a bundle whose rollouts (one per pair of consecutive `offsets`) all come
+    /// from one source named `source`, with nothing else: no line numbers, explicit labels,
+    /// teacher or other metadata. What tests, and derived bundles, usually need.
+    pub fn one_source(
+        features: FeatureData,
+        dim: usize,
+        offsets: Vec<usize>,
+        mc_scores: Vec<f32>,
+        source: &str,
+    ) -> Self {
+        let rollouts = offsets.len().saturating_sub(1);
+        BundleParts {
+            features,
+            dim,
+            offsets,
+            mc_scores,
+            source: vec![0; rollouts],
+            line: None,
+            labels: None,
+            teacher: None,
+            meta: BundleMeta {
+                sources: vec![source.into()],
+                ..Default::default()
+            },
+        }
+    }
+}
+
 /// A validated features bundle (see the module docs for the format).
 pub struct FeatureBundle {
     path: Option<PathBuf>,

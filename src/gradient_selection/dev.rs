@@ -2,7 +2,7 @@
 //! gradient of their loss, and dot products of per-rollout gradients with a direction.
 
 use crate::data::bench::{BenchSet, Split};
-use crate::data::features::{BundleMeta, BundleParts, FeatureBundle, FeatureData};
+use crate::data::features::{BundleParts, FeatureBundle, FeatureData};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::gradnorm::{self, GradNormOptions, Projection, Reduction};
@@ -117,21 +117,13 @@ fn dev_bundle(
             bench.path.display()
         )));
     }
-    let n = offsets.len() - 1;
-    let bundle = FeatureBundle::from_parts(BundleParts {
-        features: FeatureData::F32(data),
-        dim: d,
+    let bundle = FeatureBundle::from_parts(BundleParts::one_source(
+        FeatureData::F32(data),
+        d,
         offsets,
-        mc_scores: targets.clone(),
-        source: vec![0; n],
-        line: None,
-        labels: None,
-        teacher: None,
-        meta: BundleMeta {
-            sources: vec![name.into()],
-            ..Default::default()
-        },
-    })?;
+        targets.clone(),
+        name,
+    ))?;
     Ok((bundle, targets))
 }
 

@@ -1,7 +1,7 @@
 //! TracIn and the influence scores against direct computations: TracIn by hand, influence against
 //! leave-one-out retraining of a small damped logistic regression.
 
-use mprm::data::features::{BundleMeta, BundleParts, FeatureBundle, FeatureData};
+use mprm::data::features::{BundleParts, FeatureBundle, FeatureData};
 use mprm::device::Device;
 use mprm::gradient_selection::{
     Checkpoint, DevSteps, GradientSettings, ProxySpec, influence_keys, linear_hessian, tracin_keys,
@@ -38,20 +38,13 @@ fn problem(rollouts: usize, seed: u64) -> (FeatureBundle, Vec<f32>) {
         }
         offsets.push(targets.len());
     }
-    let bundle = FeatureBundle::from_parts(BundleParts {
-        features: FeatureData::F32(feats),
-        dim: DIM,
+    let bundle = FeatureBundle::from_parts(BundleParts::one_source(
+        FeatureData::F32(feats),
+        DIM,
         offsets,
-        mc_scores: targets.clone(),
-        source: vec![0; rollouts],
-        line: None,
-        labels: None,
-        teacher: None,
-        meta: BundleMeta {
-            sources: vec!["s".into()],
-            ..Default::default()
-        },
-    })
+        targets.clone(),
+        "s",
+    ))
     .unwrap();
     (bundle, targets)
 }

@@ -1560,24 +1560,17 @@ mod tests {
 
     #[test]
     fn one_step_dev_gain_is_exact() {
-        use crate::data::features::{BundleMeta, BundleParts, FeatureData};
+        use crate::data::features::{BundleParts, FeatureData};
         use crate::head::LinearHead;
         // Two rollouts (2 steps, 1 step) in d = 2, a linear head, three dev steps.
         let feats = [1.0f32, 0.5, -0.5, 2.0, 0.25, -1.0];
-        let bundle = FeatureBundle::from_parts(BundleParts {
-            features: FeatureData::F32(feats.to_vec()),
-            dim: 2,
-            offsets: vec![0, 2, 3],
-            mc_scores: vec![1.0, 0.0, 0.5],
-            source: vec![0, 0],
-            line: None,
-            labels: None,
-            teacher: None,
-            meta: BundleMeta {
-                sources: vec!["s".into()],
-                ..Default::default()
-            },
-        })
+        let bundle = FeatureBundle::from_parts(BundleParts::one_source(
+            FeatureData::F32(feats.to_vec()),
+            2,
+            vec![0, 2, 3],
+            vec![1.0, 0.0, 0.5],
+            "s",
+        ))
         .unwrap();
         let targets = [1.0f32, 0.0, 1.0];
         let (w, b) = ([0.3f32, -0.2], 0.1f32);
@@ -1678,27 +1671,20 @@ mod tests {
     }
 
     fn tiny() -> Tiny {
-        use crate::data::features::{BundleMeta, BundleParts, FeatureData};
+        use crate::data::features::{BundleParts, FeatureData};
         // Multiples of 1/4: exact in f32.
         let feats: Vec<f32> = (0..24)
             .map(|i| ((i * 7 + 3) % 11) as f32 / 4.0 - 1.25)
             .collect();
         let offsets = vec![0, 2, 3, 6, 8];
         let targets = vec![1.0f32, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0];
-        let bundle = FeatureBundle::from_parts(BundleParts {
-            features: FeatureData::F32(feats.clone()),
-            dim: 3,
-            offsets: offsets.clone(),
-            mc_scores: targets.clone(),
-            source: vec![0; 4],
-            line: None,
-            labels: None,
-            teacher: None,
-            meta: BundleMeta {
-                sources: vec!["s".into()],
-                ..Default::default()
-            },
-        })
+        let bundle = FeatureBundle::from_parts(BundleParts::one_source(
+            FeatureData::F32(feats.clone()),
+            3,
+            offsets.clone(),
+            targets.clone(),
+            "s",
+        ))
         .unwrap();
         let dev_phi: Vec<Vec<f32>> = (0..10)
             .map(|m| {

@@ -9,7 +9,7 @@
 //! a bin's relative error is (mean measured ‖g‖²)/(mean predicted) − 1 per draw, and its 95%
 //! t-interval is over the independent draws.
 
-use crate::data::features::{BundleMeta, BundleParts, FeatureBundle, FeatureData};
+use crate::data::features::{BundleParts, FeatureBundle, FeatureData};
 use crate::error::{Error, Result};
 use crate::experiments::context::ExperimentContext;
 use crate::experiments::formulas::{eq5_expected_sq_norm, eq6_expected_sq_norm};
@@ -162,20 +162,13 @@ pub fn run(
 /// The bundle's steps, each as a one-step rollout (so per-rollout statistics are per-step ones).
 fn one_rollout_per_step(bundle: &FeatureBundle) -> Result<FeatureBundle> {
     let s = bundle.n_steps();
-    FeatureBundle::from_parts(BundleParts {
-        features: FeatureData::F32(bundle.features().to_f32_vec()),
-        dim: bundle.dim(),
-        offsets: (0..=s).collect(),
-        mc_scores: bundle.mc_scores().to_vec(),
-        source: vec![0; s],
-        line: None,
-        labels: None,
-        teacher: None,
-        meta: BundleMeta {
-            sources: vec!["steps".into()],
-            ..Default::default()
-        },
-    })
+    FeatureBundle::from_parts(BundleParts::one_source(
+        FeatureData::F32(bundle.features().to_f32_vec()),
+        bundle.dim(),
+        (0..=s).collect(),
+        bundle.mc_scores().to_vec(),
+        "steps",
+    ))
 }
 
 fn weight_group(stats: &gradnorm::RolloutGradStats) -> Result<&[f64]> {
