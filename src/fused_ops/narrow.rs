@@ -6,8 +6,7 @@
 //! panels and pads the vector to eight columns, so the output layer's three products took as
 //! long as the [S, h] GELU backward pass. Each here reads the matrix once.
 //!
-//! The bits follow from how sgemm's kernels with fused multiply-adds (`KernelFmaAvx2`, and
-//! `KernelAvx512`, which `matrixmultiply` picks on the CPUs these run on) compute C = A·B with
+//! The bits follow from how sgemm's FMA + AVX2 kernel (`KernelFmaAvx2`) computes C = A·B with
 //! α = 1 and β = 0:
 //! - k is cut into blocks of [`KC`] (`matrixmultiply`'s default `S_KC`);
 //! - within a block, each output is one chain of fused multiply-adds in k order, starting from
@@ -16,8 +15,9 @@
 //!
 //! So a product with k = 1 is one multiply, and a −0.0 product becomes +0.0 (−0 + +0 = +0).
 //! `tests::narrow_products_match_sgemm_bit_for_bit` checks all three against sgemm over block
-//! boundaries, signed zeros included; on a CPU without FMA and AVX2 (where sgemm rounds each
-//! multiply and add) the callers keep sgemm.
+//! boundaries, signed zeros included. Elsewhere the callers keep sgemm: without FMA and AVX2 its
+//! kernel rounds each multiply and add, and with AVX-512 (a default feature of `matrixmultiply`)
+//! its kernel stores the first block as α·ab, keeping −0, which no CPU here could test.
 
 use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
@@ -25,13 +25,15 @@ use rayon::prelude::*;
 /// `matrixmultiply`'s k block for f32 (`S_KC`, a build-time setting it defaults to 256).
 const KC: usize = 256;
 
-/// Whether sgemm runs an FMA kernel here, so that the products below are its bits.
+/// Whether sgemm runs its FMA + AVX2 kernel here, so that the products below are its bits.
 pub(super) fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static FMA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         *FMA.get_or_init(|| {
-            std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("avx2")
+            std::is_x86_feature_detected!("fma")
+                && std::is_x86_feature_detected!("avx2")
+                && !std::is_x86_feature_detected!("avx512f")
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -42,7 +44,7 @@ pub(super) fn available() -> bool {
 const ROWS_PER_TASK: usize = 512;
 
 /// x·w for x [S, k] in standard layout and w [k, 1]: one value per row. `None` where the shapes
-/// or layout differ or sgemm's kernel is not an FMA one.
+/// or layout differ or sgemm's kernel is not the FMA + AVX2 one.
 pub(super) fn matrix_vector(x: ArrayView2<'_, f32>, w: ArrayView2<'_, f32>) -> Option<Array2<f32>> {
     let (rows, k) = x.dim();
     if w.dim() != (k, 1) || !available() {
