@@ -1,6 +1,6 @@
-//! The dense layer's products when one dimension is 1 (the mlp head's output layer: a matrix
-//! times a vector, its transpose times a vector, and an outer product), with the bits of
-//! `matrixmultiply::sgemm` and none of its packing.
+//! The dense layer's products when one dimension is 1 (the mlp head's output layer and the
+//! linear head: a matrix times a vector, its transpose times a vector, and an outer product),
+//! with the bits of `matrixmultiply::sgemm` and none of its packing.
 //!
 //! For these shapes sgemm spends its time packing: it copies the whole [S, h] operand into
 //! panels and pads the vector to eight columns, so the output layer's three products took as
@@ -11,9 +11,10 @@
 //! - k is cut into blocks of [`KC`] (`matrixmultiply`'s default `S_KC`);
 //! - within a block, each output is one chain of fused multiply-adds in k order, starting from
 //!   +0.0;
-//! - the first block's result is stored; each later block's is added to it with one rounding.
+//! - the first block's result ab is stored through one more fused multiply-add, fma(1, ab, +0),
+//!   which turns a −0 into +0; each later block's is added to it with one rounding.
 //!
-//! So a product with k = 1 is one multiply, and a −0.0 product becomes +0.0 (−0 + +0 = +0).
+//! So a product with k = 1 is one multiply, with a −0 result stored as +0.
 //! `tests::narrow_products_match_sgemm_bit_for_bit` checks all three against sgemm over block
 //! boundaries, signed zeros included. Elsewhere the callers keep sgemm: without FMA and AVX2 its
 //! kernel rounds each multiply and add, and with AVX-512 (a default feature of `matrixmultiply`)
