@@ -6,8 +6,8 @@
 //! Each loop evaluates, element by element, exactly the f32 operations of the composed form in
 //! [`super::composed`] as `burn-ndarray` runs them: `f32::exp` and `f32::ln` (its `exp_elem` and
 //! `log_elem`), `libm::log1pf`, and `libm::erf` in f64 rounded to f32. The GELU's erf and exp go
-//! through [`super::erf`] and [`super::expf`], which return the same bits faster. So the outputs are the same bits, which
-//! `tests::ndarray_kernels_reproduce_the_composed_bits` and
+//! through [`super::erf`] and [`super::expf`], which return the same bits faster. So the outputs
+//! are the same bits, which `tests::ndarray_kernels_reproduce_the_composed_bits` and
 //! `tests::the_dense_products_through_views_match_burns_matmul` check. Tensors of another float
 //! type take the composed form.
 
@@ -94,36 +94,50 @@ pub(super) fn product(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Array2<
     Array2::from_shape_vec((m, n), out).expect("m·n values")
 }
 
+/// `out[i] = finish(x, f(arg(x)))` for x = `xs[i]`, where `f` maps a slice (erf or exp here):
+/// the arguments go through a stack buffer a thousand at a time.
+fn through_slice_function(
+    xs: &[f32],
+    out: &mut [f32],
+    arg: impl Fn(f32) -> f32,
+    f: fn(&[f32], &mut [f32]),
+    finish: impl Fn(f32, f32) -> f32,
+) {
+    let mut args = [0f32; 1024];
+    for (xs, out) in xs.chunks(args.len()).zip(out.chunks_mut(args.len())) {
+        let args = &mut args[..xs.len()];
+        for (a, &x) in args.iter_mut().zip(xs) {
+            *a = arg(x);
+        }
+        f(args, out);
+        for (o, &x) in out.iter_mut().zip(xs) {
+            *o = finish(x, *o);
+        }
+    }
+}
+
 /// Φ(x) = ½(1 + erf(x/√2)) for a run of x, as `burn-ndarray` evaluates the composed form
 /// ([`erf_f32_slice`] is its erf, bit for bit).
 fn normal_cdf(xs: &[f32], cdf: &mut [f32]) {
-    let mut scaled = [0f32; 1024];
-    for (xs, cdf) in xs.chunks(scaled.len()).zip(cdf.chunks_mut(scaled.len())) {
-        let scaled = &mut scaled[..xs.len()];
-        for (s, &x) in scaled.iter_mut().zip(xs) {
-            *s = x / std::f64::consts::SQRT_2 as f32;
-        }
-        erf_f32_slice(scaled, cdf);
-        for c in cdf.iter_mut() {
-            *c = (*c + 1.0) * 0.5;
-        }
-    }
+    through_slice_function(
+        xs,
+        cdf,
+        |x| x / std::f64::consts::SQRT_2 as f32,
+        erf_f32_slice,
+        |_, e| (e + 1.0) * 0.5,
+    );
 }
 
 /// x·φ(x) = e^{−x²/2}·(1/√(2π))·x for a run of x, likewise ([`exp_f32_slice`] is `f32::exp`,
 /// bit for bit).
 fn x_normal_pdf(xs: &[f32], x_pdf: &mut [f32]) {
-    let mut args = [0f32; 1024];
-    for (xs, x_pdf) in xs.chunks(args.len()).zip(x_pdf.chunks_mut(args.len())) {
-        let args = &mut args[..xs.len()];
-        for (a, &x) in args.iter_mut().zip(xs) {
-            *a = (x * x) * -0.5;
-        }
-        exp_f32_slice(args, x_pdf);
-        for (p, &x) in x_pdf.iter_mut().zip(xs) {
-            *p = *p * FRAC_1_SQRT_2PI as f32 * x;
-        }
-    }
+    through_slice_function(
+        xs,
+        x_pdf,
+        |x| (x * x) * -0.5,
+        exp_f32_slice,
+        |x, e| e * FRAC_1_SQRT_2PI as f32 * x,
+    );
 }
 
 /// Columns per task of the bias gradient (each task reads a 512-byte run of every row).
