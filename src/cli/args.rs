@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use mprm::device::DeviceRequest;
+use mprm::gradnorm::Accumulation;
 use mprm::head::{Activation, HeadName};
 
 /// Data selection for multimodal process reward models.
@@ -374,6 +375,10 @@ pub struct GradnormArgs {
     /// Project each rollout gradient onto K seeded Rademacher directions.
     #[arg(long, value_name = "K")]
     pub project: Option<usize>,
+    /// CPU sums: f64 (exact products; the same bits as every committed result) or f32 (fused
+    /// f32 sums over the features, about twice as fast; linear head only).
+    #[arg(long, default_value = "f64", value_name = "f64|f32")]
+    pub accumulate: Accumulation,
     /// α of the BIS column.
     #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
     pub alpha: f64,
@@ -450,6 +455,10 @@ pub struct BenchGradnormArgs {
     /// Timed runs (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub repeats: usize,
+    /// CPU sums: f64 (exact products; the same bits as every committed result) or f32 (fused
+    /// f32 sums over the features, about twice as fast; linear head only).
+    #[arg(long, default_value = "f64", value_name = "f64|f32")]
+    pub accumulate: Accumulation,
     /// Also write the timings as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,

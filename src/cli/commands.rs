@@ -496,8 +496,10 @@ fn gradnorm_cmd(args: GradnormArgs) -> Result<u8> {
             k,
             seed: args.head.seed,
         }),
+        accumulation: args.accumulate,
     };
-    let input = GradInput::new(&bundle, &setup.targets, &setup.head, None)?;
+    let input = GradInput::new(&bundle, &setup.targets, &setup.head, None)?
+        .with_accumulation(opts.accumulation)?;
     let engine = gradnorm::engine(device)?;
     let projection = opts.projection_matrix(setup.head.n_params())?;
     let kernel_names = engine.kernel_names(&input, projection.is_some());
@@ -521,6 +523,7 @@ fn gradnorm_cmd(args: GradnormArgs) -> Result<u8> {
         "labels": setup.labels.describe(),
         "reduction": opts.reduction,
         "projection": opts.projection,
+        "accumulation": opts.accumulation,
         "seed": args.head.seed,
         "alpha": args.alpha,
         "device_requested": setup.device,
@@ -710,17 +713,20 @@ fn bench_gradnorm(args: BenchGradnormArgs) -> Result<u8> {
     let opts = GradNormOptions {
         reduction: setup.reduction,
         projection: None,
+        accumulation: args.accumulate,
     };
-    let input = GradInput::new(&bundle, &setup.targets, &setup.head, None)?;
+    let input = GradInput::new(&bundle, &setup.targets, &setup.head, None)?
+        .with_accumulation(opts.accumulation)?;
     println!(
-        "bench gradnorm: {} ({} rollouts, {} steps, d = {}, {:?}), {} head, reduction {}",
+        "bench gradnorm: {} ({} rollouts, {} steps, d = {}, {:?}), {} head, reduction {}, {} sums",
         args.bundle.display(),
         bundle.n_rollouts(),
         bundle.n_steps(),
         bundle.dim(),
         bundle.dtype(),
         setup.head.kind(),
-        opts.reduction.name()
+        opts.reduction.name(),
+        opts.accumulation.name()
     );
     let mut timings = Vec::new();
     let mut device_name = device.to_string();
@@ -756,6 +762,7 @@ fn bench_gradnorm(args: BenchGradnormArgs) -> Result<u8> {
                 "bundle": bundle_record(&args.bundle, &bundle),
                 "head": setup.head.kind(),
                 "reduction": opts.reduction,
+                "accumulation": opts.accumulation,
                 "device": device_name,
                 "warmup": args.warmup,
                 "repeats": args.repeats,

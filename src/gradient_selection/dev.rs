@@ -171,6 +171,7 @@ pub fn gradient_dots(
         &GradNormOptions {
             reduction,
             projection: Some(Projection::Directions(vec![unit])),
+            ..Default::default()
         },
     )?;
     let (_, dots) = stats

@@ -64,6 +64,7 @@ pub fn gradient_norms(
         &GradNormOptions {
             reduction: s.reduction,
             projection: None,
+            ..Default::default()
         },
     )?;
     Ok(stats.grad_sq.iter().map(|v| v.sqrt()).collect())
@@ -88,6 +89,7 @@ pub fn el2n_keys(
         &GradNormOptions {
             reduction: Reduction::Sum,
             projection: None,
+            ..Default::default()
         },
     )?;
     Ok(stats

@@ -87,6 +87,7 @@ fn stats_of(
     opts: &GradNormOptions,
 ) -> Result<RolloutGradStats> {
     let projection = opts.projection_matrix(input.head.n_params())?;
+    let input = input.with_accumulation(opts.accumulation)?;
     engine(device)?.rollout_stats(&input, opts.reduction, projection.as_ref())
 }
 

@@ -4,6 +4,8 @@ use crate::data::features::FeatureBundle;
 use crate::error::{Error, Result};
 use crate::head::HeadParams;
 
+use super::options::Accumulation;
+
 /// A checked request: bundle, per-step targets, head and the rollouts to score.
 #[derive(Debug, Clone, Copy)]
 pub struct GradInput<'a> {
@@ -14,6 +16,7 @@ pub struct GradInput<'a> {
     /// The head to differentiate.
     pub head: &'a HeadParams,
     rollouts: Option<&'a [usize]>,
+    accumulation: Accumulation,
 }
 
 impl<'a> GradInput<'a> {
@@ -52,6 +55,7 @@ impl<'a> GradInput<'a> {
             targets,
             head,
             rollouts,
+            accumulation: Accumulation::F64,
         };
         let n = bundle.n_rollouts();
         let mut check = |i: usize| -> Result<()> {
@@ -83,6 +87,26 @@ impl<'a> GradInput<'a> {
             None => (0..n).try_for_each(&mut check)?,
         }
         Ok(input)
+    }
+
+    /// The same input summed as `accumulation` says on the CPU. f32 sums exist for the linear
+    /// head only.
+    pub fn with_accumulation(self, accumulation: Accumulation) -> Result<Self> {
+        if accumulation == Accumulation::F32 && !matches!(self.head, HeadParams::Linear(_)) {
+            return Err(Error::invalid(
+                "f32 accumulation is implemented for the linear head only, not an mlp head; use f64"
+                    .to_string(),
+            ));
+        }
+        Ok(GradInput {
+            accumulation,
+            ..self
+        })
+    }
+
+    /// How the CPU engine sums (f64 unless [`Self::with_accumulation`] said otherwise).
+    pub fn accumulation(&self) -> Accumulation {
+        self.accumulation
     }
 
     /// Number of scored rollouts.

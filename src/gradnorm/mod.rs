@@ -52,7 +52,7 @@ pub use engine::{
     total_gradient, weighted_gram,
 };
 pub use input::GradInput;
-pub use options::{GradNormOptions, Projection, ProjectionMatrix, Reduction};
+pub use options::{Accumulation, GradNormOptions, Projection, ProjectionMatrix, Reduction};
 pub use params::{flatten_params, head_from_flat, param_groups};
 pub use plan::{chunk_rollouts, ghost_is_cheaper, ghost_limit};
 pub use stats::RolloutGradStats;

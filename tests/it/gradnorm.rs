@@ -436,6 +436,7 @@ fn cpu_engine_matches_the_fixture_tables() {
     let opts = GradNormOptions {
         reduction: Reduction::Sum,
         projection: None,
+        ..Default::default()
     };
     let s = gradnorm::rollout_grad_stats(Device::Cpu, &bundle, &targets, &head, &opts).unwrap();
     for (got, want) in
@@ -486,6 +487,7 @@ fn cpu_results_are_bit_identical_across_runs_and_thread_counts() {
     let opts = GradNormOptions {
         reduction: Reduction::Mean,
         projection: Some(Projection::Random { k: 3, seed: 1 }),
+        ..Default::default()
     };
     for head in heads(24, 6) {
         let run = |threads: usize| {
@@ -575,6 +577,7 @@ fn one_step_rollouts_have_no_centred_part_and_one_step_term() {
             let opts = GradNormOptions {
                 reduction,
                 projection: None,
+                ..Default::default()
             };
             let s =
                 gradnorm::rollout_grad_stats(Device::Cpu, &bundle, &targets, &head, &opts).unwrap();
@@ -605,6 +608,7 @@ fn projections_agree_with_total_gradient_and_explicit_directions() {
         let opts = GradNormOptions {
             reduction: Reduction::Sum,
             projection: Some(Projection::Directions(identity)),
+            ..Default::default()
         };
         let s = gradnorm::rollout_grad_stats(Device::Cpu, &bundle, &targets, &head, &opts).unwrap();
         let (k, rows) = s.projected.clone().unwrap();
@@ -641,6 +645,7 @@ fn projections_agree_with_total_gradient_and_explicit_directions() {
         let opts = GradNormOptions {
             reduction: Reduction::Sum,
             projection: Some(Projection::Random { k: 4, seed: 3 }),
+            ..Default::default()
         };
         let subset = [3usize, 7, 11, 20];
         let s = gradnorm::rollout_grad_stats_subset(
@@ -1220,6 +1225,7 @@ fn cli_gradnorm_writes_every_format_with_a_manifest() {
     let opts = GradNormOptions {
         reduction: Reduction::Sum,
         projection: None,
+        ..Default::default()
     };
     let s = gradnorm::rollout_grad_stats(Device::Cpu, &bundle, &targets, &head, &opts).unwrap();
     let col = header.iter().position(|h| *h == "grad_sq").unwrap();
@@ -1395,4 +1401,118 @@ fn cuda_building_blocks_match_their_twins() {
             count,
         );
     }
+}
+
+#[test]
+fn f32_sums_stay_near_the_f64_engine_and_do_not_depend_on_threads() {
+    use mprm::gradnorm::Accumulation;
+    for dtype in [FeatureDtype::F32, FeatureDtype::Bf16] {
+        let bundle =
+            fixture::random_bundle(&RandomBundleSpec::realistic(500, 300, dtype, 9)).unwrap();
+        let targets = LabelScheme::default().targets(&bundle).unwrap();
+        let head = HeadParams::init(HeadKind::Linear, 300, 4);
+        let opts = |accumulation| GradNormOptions {
+            accumulation,
+            ..Default::default()
+        };
+        let run = |threads: usize, accumulation| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                gradnorm::rollout_grad_stats(
+                    Device::Cpu,
+                    &bundle,
+                    &targets,
+                    &head,
+                    &opts(accumulation),
+                )
+                .unwrap()
+            })
+        };
+        let fast = run(1, Accumulation::F32);
+        assert_eq!(stats_bits(&fast), stats_bits(&run(3, Accumulation::F32)));
+        let exact = run(2, Accumulation::F64);
+        // The option takes effect (the bits differ), and the statistics stay within 1e-4 of
+        // the f64 engine (the derived per-rollout bounds are in the engine's unit tests).
+        assert_ne!(stats_bits(&fast), stats_bits(&exact), "{dtype:?}");
+        for ((name, got), (_, want)) in fast.columns().iter().zip(exact.columns()) {
+            for (g, w) in got.iter().zip(want.iter()) {
+                let scale = w.abs().max(1e-12);
+                assert!(
+                    (g - w).abs() <= 1e-4 * scale,
+                    "{dtype:?} {name}: {g:e} against {w:e}"
+                );
+            }
+        }
+    }
+    // The MLP head has no f32 form: a clean refusal, not the f64 engine in disguise.
+    let bundle = fixture::reference_bundle();
+    let targets = LabelScheme::default().targets(&bundle).unwrap();
+    let err = gradnorm::rollout_grad_stats(
+        Device::Cpu,
+        &bundle,
+        &targets,
+        &fixture::reference_mlp_head(),
+        &GradNormOptions {
+            accumulation: Accumulation::F32,
+            ..Default::default()
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("linear head only"), "{err}");
+}
+
+#[test]
+fn cli_gradnorm_records_its_accumulation_and_refuses_an_unknown_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = write_fixture_bundle(dir.path());
+    let out = dir.path().join("s.csv");
+    let res = mprm()
+        .args([
+            "gradnorm",
+            "--device",
+            "cpu",
+            "--accumulate",
+            "f32",
+            "--bundle",
+        ])
+        .arg(&bundle)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("s.csv.manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["accumulation"], "f32");
+    assert_eq!(manifest["kernels"][0], "cpu_linear_stats_f32_f32sums");
+
+    let other = dir.path().join("t.csv");
+    let res = mprm()
+        .args([
+            "gradnorm",
+            "--device",
+            "cpu",
+            "--accumulate",
+            "f16",
+            "--bundle",
+        ])
+        .arg(&bundle)
+        .arg("--out")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert_eq!(res.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(err.contains("f16") && !err.contains("panicked"), "{err}");
+    assert!(!other.exists());
 }

@@ -909,6 +909,7 @@ fn measure(
             &GradNormOptions {
                 reduction: Reduction::Mean,
                 projection: None,
+                ..Default::default()
             },
         )?;
         let mut out = Measured::empty(0, f64::NAN);
@@ -1159,6 +1160,7 @@ fn project_updates(
     let opts = GradNormOptions {
         reduction: Reduction::Mean,
         projection: Some(Projection::Directions(directions)),
+        ..Default::default()
     };
     let logits: Vec<f64> = dev.phi.iter().map(|phi| head.logit(phi)).collect();
     let base: Vec<f64> = logits

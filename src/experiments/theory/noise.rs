@@ -93,6 +93,7 @@ pub fn run(
     let opts = GradNormOptions {
         reduction: Reduction::Sum,
         projection: None,
+        ..Default::default()
     };
     // measured[e][t][b]: bin means of ‖g_w‖² for flip rate e and draw t; the last "bin" is all
     // steps.

@@ -229,7 +229,7 @@ fn finish_dot<E: Elem>(dot: &[f64; LANES], sq: &[f64; LANES], row: &[E], w: &[f6
 
 /// Pairwise sum of the lane accumulators, always in the same order.
 #[inline(always)]
-fn fold_lanes(acc: &[f64; LANES]) -> f64 {
+pub(super) fn fold_lanes(acc: &[f64; LANES]) -> f64 {
     let mut v = *acc;
     let mut width = LANES;
     while width > 1 {
@@ -242,16 +242,16 @@ fn fold_lanes(acc: &[f64; LANES]) -> f64 {
 }
 
 /// The per-step sums of a rollout, accumulated in step order.
-struct StepSums {
+pub(super) struct StepSums {
     loss: f64,
-    sum_r: f64,
+    pub(super) sum_r: f64,
     resid_sq: f64,
     sum_step: f64,
-    r_bar: f64,
+    pub(super) r_bar: f64,
 }
 
 impl StepSums {
-    fn finish(&self, w_sq: f64, centered: f64) -> RolloutRow {
+    pub(super) fn finish(&self, w_sq: f64, centered: f64) -> RolloutRow {
         RolloutRow {
             loss: self.loss,
             groups: [w_sq, self.sum_r * self.sum_r, 0.0, 0.0],
@@ -265,12 +265,26 @@ impl StepSums {
 /// The residuals r_j = c (σ(z_j) − y_j) into `r`, and the sums over steps.
 #[inline(always)]
 fn residuals(dots: &[f64], sqs: &[f64], y: &[f32], b: f64, c: f64, r: &mut Vec<f64>) -> StepSums {
+    residuals_with(dots, sqs, y, b, c, r, sigmoid_and_bce)
+}
+
+/// [`residuals`] with `step` giving (σ(z), BCE(z, y)).
+#[inline(always)]
+pub(super) fn residuals_with(
+    dots: &[f64],
+    sqs: &[f64],
+    y: &[f32],
+    b: f64,
+    c: f64,
+    r: &mut Vec<f64>,
+    step: fn(f64, f64) -> (f64, f64),
+) -> StepSums {
     r.clear();
     let (mut loss, mut sum_r, mut resid_sq, mut sum_step) = (0.0, 0.0, 0.0, 0.0);
     for ((&dot, &sq), &yj) in dots.iter().zip(sqs).zip(y) {
         let z = dot + b;
         let yj = yj as f64;
-        let (p, bce) = sigmoid_and_bce(z, yj);
+        let (p, bce) = step(z, yj);
         let rj = c * (p - yj);
         loss += c * bce;
         sum_r += rj;
@@ -410,7 +424,11 @@ unsafe fn column_pass_avx2<E: Elem>(
 }
 
 /// The gradient buffer sized (d + 1) with Σ r in its last entry, when one is wanted.
-fn prepare_grad(mut grad: Option<&mut Vec<f64>>, d: usize, sum_r: f64) -> Option<&mut Vec<f64>> {
+pub(super) fn prepare_grad(
+    mut grad: Option<&mut Vec<f64>>,
+    d: usize,
+    sum_r: f64,
+) -> Option<&mut Vec<f64>> {
     if let Some(out) = grad.as_deref_mut() {
         out.clear();
         out.resize(d + 1, 0.0);

@@ -26,13 +26,15 @@ use crate::progress;
 use super::sketch::{PreconditionedSketch, cosine};
 
 use super::{
-    GradInput, GradNormEngine, ProjectionMatrix, Reduction, RolloutGradStats, RolloutRow,
-    ghost_is_cheaper,
+    Accumulation, GradInput, GradNormEngine, ProjectionMatrix, Reduction, RolloutGradStats,
+    RolloutRow, ghost_is_cheaper,
 };
 use crate::logistic::{bce_with_logits, sigmoid};
 
 mod linear;
+mod linear_f32;
 use linear::linear_rollout;
+use linear_f32::linear_rollout_f32;
 
 /// The CPU implementation of [`GradNormEngine`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -48,6 +50,17 @@ trait Elem: Copy + Send + Sync {
     /// The CPU must support AVX2 and `p` must point at eight readable elements.
     #[cfg(target_arch = "x86_64")]
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+
+    /// The column of lane L of a sixteen-column unit as [`Self::load_unit`] lays it out
+    /// (lanes 0–7 in the first register, 8–15 in the second).
+    const UNIT_ORDER: [usize; linear_f32::UNIT];
+
+    /// Sixteen consecutive elements as f32 in two registers, in [`Self::UNIT_ORDER`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and `p` must point at sixteen readable elements.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load_unit(p: *const Self) -> (std::arch::x86_64::__m256, std::arch::x86_64::__m256);
 
     #[inline(always)]
     fn to_f64(self) -> f64 {
@@ -66,6 +79,17 @@ impl Elem for f32 {
     unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
         // SAFETY: the caller guarantees AVX2 and eight readable floats at `p`.
         unsafe { std::arch::x86_64::_mm256_loadu_ps(p) }
+    }
+
+    const UNIT_ORDER: [usize; linear_f32::UNIT] =
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load_unit(p: *const Self) -> (std::arch::x86_64::__m256, std::arch::x86_64::__m256) {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller guarantees AVX2 and sixteen readable floats at `p`.
+        unsafe { (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))) }
     }
 }
 
@@ -86,6 +110,25 @@ impl Elem for bf16 {
             _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(raw)))
         }
     }
+
+    /// Even columns first, then odd: a 32-bit lane of the loaded vector holds columns 2k (low
+    /// half) and 2k + 1 (high half).
+    const UNIT_ORDER: [usize; linear_f32::UNIT] =
+        [0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15];
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load_unit(p: *const Self) -> (std::arch::x86_64::__m256, std::arch::x86_64::__m256) {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller guarantees AVX2 and sixteen readable bf16 values (32 bytes) at `p`.
+        unsafe {
+            let v = _mm256_loadu_si256(p as *const __m256i);
+            // A bf16 is the top half of an f32: shift the low halves up, mask the high ones.
+            let even = _mm256_slli_epi32::<16>(v);
+            let odd = _mm256_and_si256(v, _mm256_set1_epi32(0xFFFF_0000u32 as i32));
+            (_mm256_castsi256_ps(even), _mm256_castsi256_ps(odd))
+        }
+    }
 }
 
 /// Head parameters in the form each loop wants, widened to f64 once per run.
@@ -93,6 +136,9 @@ enum Head64 {
     Linear {
         w64: Vec<f64>,
         b: f64,
+        /// For f32 sums ([`Accumulation::F32`]): w in the lane order of the bundle's dtype
+        /// ([`linear_f32::lane_order_weights`]); `None` for f64 sums.
+        w32: Option<Vec<f32>>,
     },
     Mlp {
         w1: Vec<f64>,
@@ -105,12 +151,18 @@ enum Head64 {
 }
 
 impl Head64 {
-    fn new(head: &HeadParams) -> Self {
+    fn new(input: &GradInput<'_>) -> Self {
         let wide = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
-        match head {
+        match input.head {
             HeadParams::Linear(LinearHead { w, b }) => Head64::Linear {
                 w64: wide(w),
                 b: *b as f64,
+                w32: (input.accumulation() == Accumulation::F32).then(|| {
+                    match input.bundle.features() {
+                        FeatureRows::F32(_) => linear_f32::lane_order_weights::<f32>(w),
+                        FeatureRows::Bf16(_) => linear_f32::lane_order_weights::<bf16>(w),
+                    }
+                }),
             },
             HeadParams::Mlp(MlpHead {
                 w1,
@@ -142,6 +194,9 @@ struct Scratch {
     c: Vec<f64>,
     /// Residuals (n).
     r: Vec<f64>,
+    /// Linear with f32 sums: the residuals r_j and r_j − r̄ rounded to f32 (n each).
+    r32: Vec<f32>,
+    q32: Vec<f32>,
 }
 
 /// One rollout's statistics, with its gradient vector when asked for.
@@ -154,7 +209,10 @@ fn rollout<E: Elem>(
     grad: Option<&mut Vec<f64>>,
 ) -> RolloutRow {
     match head {
-        Head64::Linear { w64, b } => linear_rollout(w64, *b, x, y, c, scratch, grad),
+        Head64::Linear {
+            w32: Some(w32), b, ..
+        } => linear_rollout_f32(w32, *b, x, y, c, scratch, grad),
+        Head64::Linear { w64, b, w32: None } => linear_rollout(w64, *b, x, y, c, scratch, grad),
         Head64::Mlp {
             w1,
             b1,
@@ -200,6 +258,7 @@ fn mlp_rollout<E: Elem>(
         b: act,
         c: back,
         r: resid,
+        ..
     } = scratch;
     xs.clear();
     xs.extend(x.iter().map(|v| v.to_f64()));
@@ -322,7 +381,7 @@ fn run_typed<E: Elem>(
     reduction: Reduction,
     projection: Option<&ProjectionMatrix>,
 ) -> (Vec<RolloutRow>, Option<Vec<f32>>) {
-    let head = Head64::new(input.head);
+    let head = Head64::new(input);
     let d = input.bundle.dim();
     let len = input.len();
     let bar = progress::bar(len as u64, "gradnorm");
@@ -376,7 +435,7 @@ fn run_typed<E: Elem>(
 }
 
 fn total_typed<E: Elem>(input: &GradInput<'_>, features: &[E], reduction: Reduction) -> Vec<f64> {
-    let head = Head64::new(input.head);
+    let head = Head64::new(input);
     let d = input.bundle.dim();
     let p = input.head.n_params();
     let len = input.len();
@@ -423,7 +482,7 @@ where
         reduction: Reduction,
         f: &F,
     ) -> Vec<T> {
-        let head = Head64::new(input.head);
+        let head = Head64::new(input);
         let d = input.bundle.dim();
         (0..input.len())
             .into_par_iter()
@@ -460,9 +519,13 @@ impl GradNormEngine for CpuEngine {
             HeadParams::Linear(_) => "linear",
             HeadParams::Mlp(_) => "mlp",
         };
-        let mut names = vec![format!("cpu_{head}_stats_{dtype}")];
+        let sums = match input.accumulation() {
+            Accumulation::F64 => "",
+            Accumulation::F32 => "_f32sums",
+        };
+        let mut names = vec![format!("cpu_{head}_stats_{dtype}{sums}")];
         if projection {
-            names.push(format!("cpu_{head}_grad_{dtype}"));
+            names.push(format!("cpu_{head}_grad_{dtype}{sums}"));
         }
         names
     }

@@ -1,0 +1,784 @@
+//! The linear head with f32 sums ([`Accumulation::F32`]): the opt-in fast form of
+//! [`super::linear`].
+//!
+//! The two passes are those of the f64 engine, but the per-element work is f32:
+//! - **row pass**: each row's dot product with w and its squared norm, as fused f32
+//!   multiply-adds over [`UNIT`] lanes (two AVX2 registers), folded pairwise;
+//! - **column pass**: g = Σ r_j h_j and u = Σ (r_j − r̄) h_j per column, fused f32 sums over the
+//!   rows in order, then ‖g‖² and ‖u‖² over [`NORM_LANES`] fused f32 lanes. u is summed directly,
+//!   not formed as g − r̄ s, so that the centred norm never cancels against g.
+//!
+//! An AVX2 instruction then handles eight elements instead of four, and nothing is widened to
+//! f64 per element. What happens once per step (σ(z), the loss, the residuals) stays in f64,
+//! as in the f64 engine, except that the loss takes ln(1 + e) for log1p(e)
+//! ([`sigmoid_and_bce_via_ln`]: within 2⁻⁵⁰ + 2⁻⁵² BCE, at a third of the cost).
+//!
+//! **Lane order.** Columns are taken sixteen at a time (a *unit*). A bf16 unit is loaded as one
+//! 32-byte vector and split into its even and its odd columns by a shift and a mask, which
+//! costs a third of widening eight at a time; lane L of the unit then holds column
+//! [`Elem::UNIT_ORDER`]`[L]`. f32 units are in column order. w is stored in the same lane order
+//! ([`lane_order_weights`]), so the row pass needs no shuffle, and the portable build follows the
+//! same order.
+//!
+//! The order of every operation is fixed and the portable build uses `f32::mul_add` where the
+//! AVX2 build fuses, so the results are the same bits on every CPU and thread count, though not
+//! the f64 engine's bits. How far they may stray from the f64 engine is bounded in the tests
+//! (the γₙ bounds of floating-point sums, Higham, *Accuracy and Stability of Numerical
+//! Algorithms*, ch. 3).
+//!
+//! [`Accumulation::F32`]: crate::gradnorm::Accumulation::F32
+
+use super::linear::{StepSums, prepare_grad, residuals_with};
+use super::{Elem, Scratch};
+use crate::gradnorm::RolloutRow;
+use crate::logistic::sigmoid_and_bce_via_ln;
+
+/// Columns per unit: the lanes of one row reduction (two AVX2 registers of f32).
+pub(super) const UNIT: usize = 16;
+
+/// Lanes of ‖g‖² and ‖u‖²: two units, lane k taking unit-lane k mod 16 of the even units
+/// (k < 16) or of the odd units (k ≥ 16).
+const NORM_LANES: usize = 2 * UNIT;
+
+/// w in the lane order of `E`'s units (each whole unit permuted by [`Elem::UNIT_ORDER`]; the
+/// columns after the last whole unit as they are).
+pub(super) fn lane_order_weights<E: Elem>(w: &[f32]) -> Vec<f32> {
+    let mut out = w.to_vec();
+    for (o, unit) in out.chunks_exact_mut(UNIT).zip(w.chunks_exact(UNIT)) {
+        for (lane, &col) in E::UNIT_ORDER.iter().enumerate() {
+            o[lane] = unit[col];
+        }
+    }
+    out
+}
+
+/// One rollout's statistics for the linear head (w, b) with f32 sums. Arguments as
+/// [`super::linear::linear_rollout`], with `lane_w` = [`lane_order_weights`] of w.
+pub(super) fn linear_rollout_f32<E: Elem>(
+    lane_w: &[f32],
+    b: f64,
+    x: &[E],
+    y: &[f32],
+    c: f64,
+    scratch: &mut Scratch,
+    grad: Option<&mut Vec<f64>>,
+) -> RolloutRow {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU supports AVX2 and FMA, checked just above.
+        return unsafe { rollout_avx2(lane_w, b, x, y, c, scratch, grad) };
+    }
+    rollout_portable(lane_w, b, x, y, c, scratch, grad)
+}
+
+/// The portable build: the same operations in the same order as the AVX2 one.
+fn rollout_portable<E: Elem>(
+    lane_w: &[f32],
+    b: f64,
+    x: &[E],
+    y: &[f32],
+    c: f64,
+    scratch: &mut Scratch,
+    grad: Option<&mut Vec<f64>>,
+) -> RolloutRow {
+    let d = lane_w.len();
+    let (dots, sqs) = (&mut scratch.a, &mut scratch.b);
+    dots.clear();
+    sqs.clear();
+    for row in x.chunks_exact(d) {
+        let (dot, sq) = dot_and_sq(row, lane_w);
+        dots.push(dot as f64);
+        sqs.push(sq as f64);
+    }
+    let sums = residuals_with(dots, sqs, y, b, c, &mut scratch.r, sigmoid_and_bce_via_ln);
+    narrow_residuals(&scratch.r, sums.r_bar, &mut scratch.r32, &mut scratch.q32);
+    let (w_sq, centered) = column_pass(x, &scratch.r32, &scratch.q32, &sums, d, grad);
+    sums.finish(w_sq, centered)
+}
+
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rollout_avx2<E: Elem>(
+    lane_w: &[f32],
+    b: f64,
+    x: &[E],
+    y: &[f32],
+    c: f64,
+    scratch: &mut Scratch,
+    grad: Option<&mut Vec<f64>>,
+) -> RolloutRow {
+    let d = lane_w.len();
+    let (dots, sqs) = (&mut scratch.a, &mut scratch.b);
+    dots.clear();
+    sqs.clear();
+    let mut pairs = x.chunks_exact(2 * d);
+    for pair in &mut pairs {
+        let (first, second) = pair.split_at(d);
+        // SAFETY: AVX2 and FMA are enabled for this function.
+        let ((d0, s0), (d1, s1)) = unsafe { dot_and_sq_pair_avx2(first, second, lane_w) };
+        dots.extend([d0 as f64, d1 as f64]);
+        sqs.extend([s0 as f64, s1 as f64]);
+    }
+    if !pairs.remainder().is_empty() {
+        let last = pairs.remainder();
+        // SAFETY: as above; a row pairs with itself and the duplicate result is dropped.
+        let ((dot, sq), _) = unsafe { dot_and_sq_pair_avx2(last, last, lane_w) };
+        dots.push(dot as f64);
+        sqs.push(sq as f64);
+    }
+    let sums = residuals_with(dots, sqs, y, b, c, &mut scratch.r, sigmoid_and_bce_via_ln);
+    narrow_residuals(&scratch.r, sums.r_bar, &mut scratch.r32, &mut scratch.q32);
+    // SAFETY: AVX2 and FMA are enabled for this function.
+    let (w_sq, centered) =
+        unsafe { column_pass_avx2(x, &scratch.r32, &scratch.q32, &sums, d, grad) };
+    sums.finish(w_sq, centered)
+}
+
+/// The column pass's multipliers: the f64 residuals r_j and their centred values r_j − r̄,
+/// each rounded once to f32.
+#[inline(always)]
+fn narrow_residuals(r: &[f64], r_bar: f64, r32: &mut Vec<f32>, q32: &mut Vec<f32>) {
+    r32.clear();
+    r32.extend(r.iter().map(|&v| v as f32));
+    q32.clear();
+    q32.extend(r.iter().map(|&v| (v - r_bar) as f32));
+}
+
+/// Dot product with w and squared norm of one row in f32: lane L sums column
+/// `UNIT_ORDER[L]` of every whole unit in order by fused multiply-adds, the lanes are folded
+/// pairwise, then the remaining columns are added in order.
+#[inline(always)]
+fn dot_and_sq<E: Elem>(row: &[E], lane_w: &[f32]) -> (f32, f32) {
+    let mut dot = [0.0f32; UNIT];
+    let mut sq = [0.0f32; UNIT];
+    let mut rc = row.chunks_exact(UNIT);
+    let mut wc = lane_w.chunks_exact(UNIT);
+    for (unit, wl) in (&mut rc).zip(&mut wc) {
+        for (lane, &col) in E::UNIT_ORDER.iter().enumerate() {
+            let v = unit[col].to_f32();
+            dot[lane] = v.mul_add(wl[lane], dot[lane]);
+            sq[lane] = v.mul_add(v, sq[lane]);
+        }
+    }
+    finish_dot(fold(dot), fold(sq), rc.remainder(), wc.remainder())
+}
+
+/// The columns after the last whole unit, added in order to the folded sums.
+#[inline(always)]
+fn finish_dot<E: Elem>(mut dot: f32, mut sq: f32, row: &[E], w: &[f32]) -> (f32, f32) {
+    for (r, &w) in row.iter().zip(w) {
+        let v = r.to_f32();
+        dot = v.mul_add(w, dot);
+        sq = v.mul_add(v, sq);
+    }
+    (dot, sq)
+}
+
+/// Pairwise fold of N lane sums (N a power of two): k += k + N/2, then + N/4, …, + 1.
+#[inline(always)]
+fn fold<const N: usize>(mut v: [f32; N]) -> f32 {
+    let mut width = N;
+    while width > 1 {
+        width /= 2;
+        for k in 0..width {
+            v[k] += v[k + width];
+        }
+    }
+    v[0]
+}
+
+/// [`dot_and_sq`] of two rows at once: eight independent chains of fused multiply-adds.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_and_sq_pair_avx2<E: Elem>(
+    a: &[E],
+    b: &[E],
+    lane_w: &[f32],
+) -> ((f32, f32), (f32, f32)) {
+    use std::arch::x86_64::*;
+    let d = lane_w.len();
+    let units = d / UNIT;
+    assert!(a.len() >= d && b.len() >= d, "row pass: short row");
+    let ahead = PREFETCH_ROWS * d;
+    let z = _mm256_setzero_ps();
+    let (mut da_lo, mut da_hi, mut sa_lo, mut sa_hi) = (z, z, z, z);
+    let (mut db_lo, mut db_hi, mut sb_lo, mut sb_hi) = (z, z, z, z);
+    for unit in 0..units {
+        let at = unit * UNIT;
+        // SAFETY: unit `unit` holds UNIT elements of `a`, `b` and `lane_w` (unit < units, rows
+        // at least d long, asserted above); AVX2 and FMA are enabled for this function. A
+        // prefetch never faults, so its address may run past the bundle.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T1>(a.as_ptr().wrapping_add(at + ahead) as *const i8);
+            _mm_prefetch::<_MM_HINT_T1>(b.as_ptr().wrapping_add(at + ahead) as *const i8);
+            let (xa_lo, xa_hi) = E::load_unit(a.as_ptr().add(at));
+            let (xb_lo, xb_hi) = E::load_unit(b.as_ptr().add(at));
+            let w_lo = _mm256_loadu_ps(lane_w.as_ptr().add(at));
+            let w_hi = _mm256_loadu_ps(lane_w.as_ptr().add(at + 8));
+            da_lo = _mm256_fmadd_ps(xa_lo, w_lo, da_lo);
+            da_hi = _mm256_fmadd_ps(xa_hi, w_hi, da_hi);
+            sa_lo = _mm256_fmadd_ps(xa_lo, xa_lo, sa_lo);
+            sa_hi = _mm256_fmadd_ps(xa_hi, xa_hi, sa_hi);
+            db_lo = _mm256_fmadd_ps(xb_lo, w_lo, db_lo);
+            db_hi = _mm256_fmadd_ps(xb_hi, w_hi, db_hi);
+            sb_lo = _mm256_fmadd_ps(xb_lo, xb_lo, sb_lo);
+            sb_hi = _mm256_fmadd_ps(xb_hi, xb_hi, sb_hi);
+        }
+    }
+    let done = units * UNIT;
+    // SAFETY: AVX2 is enabled for this function.
+    let (da, sa, db, sb) = unsafe {
+        (
+            fold_unit_avx2(da_lo, da_hi),
+            fold_unit_avx2(sa_lo, sa_hi),
+            fold_unit_avx2(db_lo, db_hi),
+            fold_unit_avx2(sb_lo, sb_hi),
+        )
+    };
+    (
+        finish_dot(da, sa, &a[done..d], &lane_w[done..]),
+        finish_dot(db, sb, &b[done..d], &lane_w[done..]),
+    )
+}
+
+/// How far ahead the row pass prefetches, in rows. The column pass prefetches too (see
+/// [`columns_avx2`]), so this distance only has to cover the first rows of the next rollout.
+const PREFETCH_ROWS: usize = 4;
+
+/// [`fold`] of sixteen lanes held in two registers (lanes 0–7, 8–15): the same additions.
+///
+/// # Safety
+/// AVX2.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn fold_unit_avx2(lo: std::arch::x86_64::__m256, hi: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller guarantees AVX2.
+    unsafe {
+        let v8 = _mm256_add_ps(lo, hi); // k += k + 8
+        let v4 = _mm_add_ps(_mm256_castps256_ps128(v8), _mm256_extractf128_ps::<1>(v8)); // + 4
+        let v2 = _mm_add_ps(v4, _mm_movehl_ps(v4, v4)); // + 2
+        let v1 = _mm_add_ss(v2, _mm_shuffle_ps::<0b01>(v2, v2)); // + 1
+        _mm_cvtss_f32(v1)
+    }
+}
+
+/// For one column, in f32: g = Σ_j r_j x_j and u = Σ_j (r_j − r̄) x_j, each fused from the
+/// first row's product.
+#[inline(always)]
+fn column_sums<E: Elem>(x: &[E], r32: &[f32], q32: &[f32], d: usize, col: usize) -> (f32, f32) {
+    let first = x[col].to_f32();
+    let (mut g, mut u) = (r32[0] * first, q32[0] * first);
+    for j in 1..r32.len() {
+        let v = x[j * d + col].to_f32();
+        g = r32[j].mul_add(v, g);
+        u = q32[j].mul_add(v, u);
+    }
+    (g, u)
+}
+
+/// ‖g‖² and ‖u‖² over [`NORM_LANES`] lanes (unit t's lane L goes to norm lane
+/// (t mod 2)·16 + L), folded pairwise; then the columns after the last whole unit in order.
+/// With `grad`, writes (g, Σ r).
+fn column_pass<E: Elem>(
+    x: &[E],
+    r32: &[f32],
+    q32: &[f32],
+    sums: &StepSums,
+    d: usize,
+    grad: Option<&mut Vec<f64>>,
+) -> (f64, f64) {
+    let mut out = prepare_grad(grad, d, sums.sum_r);
+    let (mut w_sq, mut centered) = ([0.0f32; NORM_LANES], [0.0f32; NORM_LANES]);
+    let units = d / UNIT;
+    for unit in 0..units {
+        for (lane, &offset) in E::UNIT_ORDER.iter().enumerate() {
+            let col = unit * UNIT + offset;
+            let (g, u) = column_sums(x, r32, q32, d, col);
+            let k = (unit % 2) * UNIT + lane;
+            w_sq[k] = g.mul_add(g, w_sq[k]);
+            centered[k] = u.mul_add(u, centered[k]);
+            if let Some(out) = out.as_deref_mut() {
+                out[col] = g as f64;
+            }
+        }
+    }
+    finish_columns(
+        x,
+        r32,
+        q32,
+        d,
+        units * UNIT,
+        out,
+        fold(w_sq),
+        fold(centered),
+    )
+}
+
+/// The columns from `from` to d, one at a time in order, added to the folded sums; the
+/// results widened to f64.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn finish_columns<E: Elem>(
+    x: &[E],
+    r32: &[f32],
+    q32: &[f32],
+    d: usize,
+    from: usize,
+    mut out: Option<&mut Vec<f64>>,
+    mut w_sq: f32,
+    mut centered: f32,
+) -> (f64, f64) {
+    for col in from..d {
+        let (g, u) = column_sums(x, r32, q32, d, col);
+        w_sq = g.mul_add(g, w_sq);
+        centered = u.mul_add(u, centered);
+        if let Some(out) = out.as_deref_mut() {
+            out[col] = g as f64;
+        }
+    }
+    (w_sq as f64, centered as f64)
+}
+
+/// [`column_pass`] with AVX2 and FMA: the same operations in the same order, two units (four
+/// registers, eight independent chains) per sweep over the rows.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn column_pass_avx2<E: Elem>(
+    x: &[E],
+    r32: &[f32],
+    q32: &[f32],
+    sums: &StepSums,
+    d: usize,
+    grad: Option<&mut Vec<f64>>,
+) -> (f64, f64) {
+    use std::arch::x86_64::*;
+    let mut out = prepare_grad(grad, d, sums.sum_r);
+    let n = r32.len();
+    assert!(
+        n >= 1 && q32.len() == n && x.len() >= n * d,
+        "column pass: rows and residuals disagree"
+    );
+    let mut norms = Norms::default();
+    let units = d / UNIT;
+    let sweeps = units.div_ceil(2);
+    for sweep in 0..sweeps {
+        let out = out.as_deref_mut().map(Vec::as_mut_slice);
+        let at = Sweep {
+            unit: 2 * sweep,
+            prefetch: prefetch_share(x, n, d, sweep, sweeps),
+        };
+        // SAFETY (both arms): AVX2 and FMA are enabled; the units read lie inside every row
+        // (2·sweep + 2 ≤ units in the first arm, 2·sweep + 1 = units in the second), rows 0..n
+        // inside `x` (asserted above), and `out` holds d + 1 values.
+        unsafe {
+            if 2 * sweep + 2 <= units {
+                columns_avx2::<E, 2>(x, r32, q32, d, at, &mut norms, out);
+            } else {
+                columns_avx2::<E, 1>(x, r32, q32, d, at, &mut norms, out);
+            }
+        }
+    }
+    let mut lanes = [[0.0f32; NORM_LANES]; 2];
+    for (reg, (w, c)) in norms.w_sq.iter().zip(&norms.centered).enumerate() {
+        // SAFETY: each row of `lanes` holds NORM_LANES = 4 · 8 floats; AVX2 is enabled.
+        unsafe {
+            _mm256_storeu_ps(lanes[0].as_mut_ptr().add(reg * 8), *w);
+            _mm256_storeu_ps(lanes[1].as_mut_ptr().add(reg * 8), *c);
+        }
+    }
+    let (w_sq, centered) = (fold(lanes[0]), fold(lanes[1]));
+    finish_columns(x, r32, q32, d, units * UNIT, out, w_sq, centered)
+}
+
+/// The ‖g‖² and ‖u‖² lanes in registers: [`NORM_LANES`] = four registers of eight.
+#[cfg(target_arch = "x86_64")]
+struct Norms {
+    w_sq: [std::arch::x86_64::__m256; 4],
+    centered: [std::arch::x86_64::__m256; 4],
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Default for Norms {
+    fn default() -> Self {
+        // SAFETY: a zeroed __m256 is a valid value (eight +0.0 floats).
+        let z = unsafe { std::mem::zeroed() };
+        Norms {
+            w_sq: [z; 4],
+            centered: [z; 4],
+        }
+    }
+}
+
+/// Where one sweep of the column pass starts, and the bytes it prefetches.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Sweep {
+    /// The first unit of the sweep (even).
+    unit: usize,
+    /// (start, bytes per row of the sweep): see [`prefetch_share`].
+    prefetch: (*const i8, usize),
+}
+
+/// This sweep's share of the bytes after the rollout: the rows just past it (the start of the
+/// next rollout, as many bytes as this rollout has) split evenly over the sweeps and their rows.
+/// The column pass reads only what the row pass left in cache, so without this the memory would
+/// sit idle while it runs.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_share<E: Elem>(
+    x: &[E],
+    n: usize,
+    d: usize,
+    sweep: usize,
+    sweeps: usize,
+) -> (*const i8, usize) {
+    let rollout_bytes = n * d * std::mem::size_of::<E>();
+    let per_row = rollout_bytes / sweeps.max(1) / n;
+    let start = (x.as_ptr().wrapping_add(n * d) as *const i8).wrapping_add(sweep * n * per_row);
+    (start, per_row)
+}
+
+/// g and u of the `U` units of columns from `at.unit` (rows in order), added to the norm lanes
+/// (the sweep's first unit to registers 0–1, its second to 2–3) and written to `out` when
+/// given. Each row of the sweep also prefetches its share of the bytes after the rollout.
+///
+/// # Safety
+/// AVX2 and FMA; units at.unit..at.unit + U lie inside every row of `x` (rows 0..r32.len()),
+/// q32 is as long as r32, and `out` (when given) holds at least d values.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn columns_avx2<E: Elem, const U: usize>(
+    x: &[E],
+    r32: &[f32],
+    q32: &[f32],
+    d: usize,
+    at: Sweep,
+    norms: &mut Norms,
+    out: Option<&mut [f64]>,
+) {
+    use std::arch::x86_64::*;
+    let base = at.unit * UNIT;
+    let (pf_start, pf_bytes) = at.prefetch;
+    // SAFETY: guaranteed by the caller; a prefetch never faults.
+    unsafe {
+        let (r0, q0) = (_mm256_set1_ps(r32[0]), _mm256_set1_ps(q32[0]));
+        let mut g = [[_mm256_setzero_ps(); 2]; U];
+        let mut u = [[_mm256_setzero_ps(); 2]; U];
+        for k in 0..U {
+            let (lo, hi) = E::load_unit(x.as_ptr().add(base + k * UNIT));
+            g[k] = [_mm256_mul_ps(r0, lo), _mm256_mul_ps(r0, hi)];
+            u[k] = [_mm256_mul_ps(q0, lo), _mm256_mul_ps(q0, hi)];
+        }
+        for j in 1..r32.len() {
+            let mut b = 0;
+            while b < pf_bytes {
+                _mm_prefetch::<_MM_HINT_T1>(pf_start.wrapping_add(j * pf_bytes + b));
+                b += 64;
+            }
+            let (rj, qj) = (_mm256_set1_ps(r32[j]), _mm256_set1_ps(q32[j]));
+            let row = x.as_ptr().add(j * d + base);
+            for k in 0..U {
+                let (lo, hi) = E::load_unit(row.add(k * UNIT));
+                g[k] = [
+                    _mm256_fmadd_ps(rj, lo, g[k][0]),
+                    _mm256_fmadd_ps(rj, hi, g[k][1]),
+                ];
+                u[k] = [
+                    _mm256_fmadd_ps(qj, lo, u[k][0]),
+                    _mm256_fmadd_ps(qj, hi, u[k][1]),
+                ];
+            }
+        }
+        for k in 0..U {
+            for h in 0..2 {
+                let reg = 2 * k + h;
+                norms.w_sq[reg] = _mm256_fmadd_ps(g[k][h], g[k][h], norms.w_sq[reg]);
+                norms.centered[reg] = _mm256_fmadd_ps(u[k][h], u[k][h], norms.centered[reg]);
+            }
+        }
+        if let Some(out) = out {
+            for (k, g) in g.iter().enumerate() {
+                let mut lanes = [0.0f32; UNIT];
+                _mm256_storeu_ps(lanes.as_mut_ptr(), g[0]);
+                _mm256_storeu_ps(lanes.as_mut_ptr().add(8), g[1]);
+                for (lane, &offset) in E::UNIT_ORDER.iter().enumerate() {
+                    out[base + k * UNIT + offset] = lanes[lane] as f64;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use half::bf16;
+
+    use super::*;
+    use crate::gradnorm::cpu::linear::linear_rollout;
+
+    fn bits(r: &RolloutRow) -> Vec<u64> {
+        let mut v: Vec<u64> = r.groups.iter().map(|x| x.to_bits()).collect();
+        v.extend([r.loss, r.centered, r.sum_step, r.resid_sq].map(f64::to_bits));
+        v
+    }
+
+    /// Deterministic awkward values: mixed signs and magnitudes, exact in bf16 where needed.
+    fn fixture(n: usize, d: usize, salt: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let w = (0..d)
+            .map(|i| ((i * 31 + salt) % 13) as f32 / 40.0 - 0.15)
+            .collect();
+        let x = (0..n * d)
+            .map(|i| ((i * 7919 + d + salt) % 101) as f32 / 17.0 - 3.0)
+            .collect();
+        let y = (0..n)
+            .map(|j| [1.0, 0.0, 0.5, 0.8125][(j + salt) % 4])
+            .collect();
+        (w, x, y)
+    }
+
+    fn grad_bits(g: &[f64]) -> Vec<u64> {
+        g.iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// Portable, dispatched and AVX2 builds agree bit for bit, with and without the gradient.
+    fn check_builds<E: Elem>(w: &[f32], x: &[E], y: &[f32], scratch: &mut Scratch) {
+        let lane_w = lane_order_weights::<E>(w);
+        let (b, c) = (0.1, 1.0 / y.len() as f64);
+        let mut want_grad = vec![3.0; 2];
+        let want = rollout_portable(&lane_w, b, x, y, c, scratch, Some(&mut want_grad));
+        let dispatched = linear_rollout_f32(&lane_w, b, x, y, c, scratch, None);
+        assert_eq!(
+            bits(&dispatched),
+            bits(&want),
+            "dispatched, n = {}",
+            y.len()
+        );
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            let mut grad = Vec::new();
+            // SAFETY: AVX2 and FMA are present (checked on the line above).
+            let wide = unsafe { rollout_avx2(&lane_w, b, x, y, c, scratch, Some(&mut grad)) };
+            let (d, n) = (w.len(), y.len());
+            assert_eq!(bits(&wide), bits(&want), "avx2, d = {d}, n = {n}");
+            assert_eq!(grad_bits(&grad), grad_bits(&want_grad), "avx2 gradient");
+        }
+    }
+
+    #[test]
+    fn every_build_gives_the_same_bits() {
+        let mut scratch = Scratch::default();
+        // d = 5: no whole unit; 16: one unit (a sweep of one); 37, 80: an odd number of units
+        // and a remainder or none; 256: the bench's width.
+        for &d in &[5usize, 16, 37, 48, 80, 256] {
+            for &n in &[1usize, 2, 5, 8, 13] {
+                let (w, x, y) = fixture(n, d, d + n);
+                check_builds(&w, &x, &y, &mut scratch);
+                let xb: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+                check_builds(&w, &xb, &y, &mut scratch);
+            }
+        }
+    }
+
+    #[test]
+    fn bf16_units_are_read_in_their_lane_order() {
+        // A unit whose column c holds c + 1: the lanes must come out in UNIT_ORDER.
+        let unit: Vec<bf16> = (0..UNIT).map(|c| bf16::from_f32(c as f32 + 1.0)).collect();
+        let got_order = <bf16 as Elem>::UNIT_ORDER;
+        let mut sorted = got_order;
+        sorted.sort_unstable();
+        assert_eq!(
+            sorted,
+            std::array::from_fn(|k| k),
+            "a permutation of the unit"
+        );
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is present and `unit` holds sixteen values.
+            let lanes = unsafe {
+                use std::arch::x86_64::{_mm256_storeu_ps, _mm256_storeu_ps as store};
+                let (lo, hi) = <bf16 as Elem>::load_unit(unit.as_ptr());
+                let mut out = [0.0f32; UNIT];
+                _mm256_storeu_ps(out.as_mut_ptr(), lo);
+                store(out.as_mut_ptr().add(8), hi);
+                out
+            };
+            let want: Vec<f32> = got_order.iter().map(|&c| c as f32 + 1.0).collect();
+            assert_eq!(lanes.to_vec(), want);
+        }
+        let w: Vec<f32> = (0..20).map(|c| c as f32).collect();
+        let lane_w = lane_order_weights::<bf16>(&w);
+        assert_eq!(lane_w[..UNIT], got_order.map(|c| c as f32));
+        assert_eq!(
+            lane_w[UNIT..],
+            w[UNIT..],
+            "columns after the last unit keep their order"
+        );
+    }
+
+    /// γ_k = k u / (1 − k u), u = 2⁻²⁴: the relative bound of a k-term f32 sum.
+    fn gamma(k: usize) -> f64 {
+        let ku = k as f64 * f32::EPSILON as f64 / 2.0;
+        ku / (1.0 - ku)
+    }
+
+    /// Per-statistic bounds of |f32 sums − f64 engine| derived from the γ bounds of each sum,
+    /// with |Δr_j| ≤ c |Δz_j| / 4 (σ' ≤ 1/4) and the loss's slope |σ − y| ≤ 1. Order:
+    /// w_sq, b_sq, loss, centered, sum_step, resid_sq.
+    fn bounds<E: Elem>(w: &[f32], x: &[E], y: &[f32], c: f64, r: &[f64]) -> [f64; 6] {
+        let (d, n) = (w.len(), y.len());
+        let m = d / UNIT + 4 + d % UNIT; // terms along one lane's chain, fold included
+        let row = |j: usize| &x[j * d..(j + 1) * d];
+        let dz: Vec<f64> = (0..n)
+            .map(|j| {
+                let abs: f64 = row(j)
+                    .iter()
+                    .zip(w)
+                    .map(|(v, w)| (v.to_f32() * w).abs() as f64)
+                    .sum();
+                gamma(m) * abs + 1e-6 * f32::EPSILON as f64 * abs
+            })
+            .collect();
+        let dsq: Vec<f64> = (0..n)
+            .map(|j| {
+                gamma(m)
+                    * row(j)
+                        .iter()
+                        .map(|v| (v.to_f32() as f64).powi(2))
+                        .sum::<f64>()
+            })
+            .collect();
+        let dr: Vec<f64> = dz.iter().map(|e| c * e / 4.0).collect();
+        let r_bar = r.iter().sum::<f64>() / n as f64;
+        let dr_bar = dr.iter().sum::<f64>() / n as f64;
+        let u32_ = f32::EPSILON as f64 / 2.0;
+        // Column k of g: rounding of r_j to f32 and of the n-term fused sum, plus Δr.
+        let norm_err = |mult: &dyn Fn(usize) -> (f64, f64)| -> f64 {
+            let (mut total, mut exact_sq) = (0.0, 0.0);
+            for k in 0..d {
+                let (mut v, mut abs, mut err) = (0.0, 0.0, 0.0);
+                for j in 0..n {
+                    let (m_j, dm_j) = mult(j);
+                    let h = x[j * d + k].to_f32() as f64;
+                    v += m_j * h;
+                    abs += m_j.abs() * h.abs();
+                    err += dm_j * h.abs();
+                }
+                let e = err + (u32_ + gamma(n + 1)) * (abs + err);
+                total += 2.0 * v.abs() * e + e * e;
+                exact_sq += (v.abs() + e).powi(2);
+            }
+            total + gamma(d / NORM_LANES + 6 + d % UNIT) * exact_sq
+        };
+        let w_sq = norm_err(&|j| (r[j], dr[j]));
+        let centered = norm_err(&|j| (r[j] - r_bar, dr[j] + dr_bar));
+        let sum_r: f64 = r.iter().sum();
+        let dsum: f64 = dr.iter().sum();
+        let b_sq = 2.0 * sum_r.abs() * dsum + dsum * dsum;
+        // The loss also takes ln(1 + e) for log1p(e): 2⁻⁵⁰ per step, and 2⁻⁵² of the loss,
+        // which the caller's relative slack covers.
+        let loss = c * (dz.iter().sum::<f64>() + n as f64 * 2f64.powi(-50));
+        let resid_sq: f64 = (0..n)
+            .map(|j| 2.0 * r[j].abs() * dr[j] + dr[j] * dr[j])
+            .sum();
+        let sq64 = |j: usize| {
+            row(j)
+                .iter()
+                .map(|v| (v.to_f32() as f64).powi(2))
+                .sum::<f64>()
+        };
+        let sum_step: f64 = (0..n)
+            .map(|j| {
+                (2.0 * r[j].abs() * dr[j] + dr[j] * dr[j]) * (sq64(j) + dsq[j] + 1.0)
+                    + r[j] * r[j] * dsq[j]
+            })
+            .sum();
+        [w_sq, b_sq, loss, centered, sum_step, resid_sq]
+    }
+
+    fn stats(r: &RolloutRow) -> [f64; 6] {
+        [
+            r.groups[0],
+            r.groups[1],
+            r.loss,
+            r.centered,
+            r.sum_step,
+            r.resid_sq,
+        ]
+    }
+
+    /// The largest ratio |f32 sums − f64 engine| / bound over the statistics (≤ 1 within).
+    fn worst_ratio<E: Elem>(w: &[f32], x_f32_sums: &[E], x_truth: &[E], y: &[f32]) -> f64 {
+        let d = w.len();
+        let (b, c) = (0.1, 1.0 / y.len() as f64);
+        let mut scratch = Scratch::default();
+        let w64: Vec<f64> = w.iter().map(|&v| v as f64).collect();
+        let truth = linear_rollout(&w64, b, x_truth, y, c, &mut scratch, None);
+        let r = scratch.r.clone();
+        let got = linear_rollout_f32(
+            &lane_order_weights::<E>(w),
+            b,
+            x_f32_sums,
+            y,
+            c,
+            &mut scratch,
+            None,
+        );
+        let bound = bounds(w, x_truth, y, c, &r);
+        let slack = 1e-12;
+        stats(&got)
+            .iter()
+            .zip(stats(&truth))
+            .zip(bound)
+            .map(|((g, t), e)| (g - t).abs() / (e + slack * t.abs() + f64::MIN_POSITIVE))
+            .fold(0.0, f64::max)
+            .max(if d == 0 { f64::INFINITY } else { 0.0 })
+    }
+
+    #[test]
+    fn f32_sums_stay_within_their_derived_bound_of_the_f64_engine() {
+        for &d in &[37usize, 256, 4096] {
+            for &n in &[1usize, 3, 9] {
+                let (w, x, y) = fixture(n, d, 7 * d + n);
+                let ratio = worst_ratio(&w, &x, &x, &y);
+                assert!(
+                    ratio <= 1.0,
+                    "f32, d = {d}, n = {n}: {ratio:.3} of the bound"
+                );
+                let xb: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+                let ratio = worst_ratio(&w, &xb, &xb, &y);
+                assert!(
+                    ratio <= 1.0,
+                    "bf16, d = {d}, n = {n}: {ratio:.3} of the bound"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_bound_catches_one_dropped_column() {
+        // Negative control: the f32 sums over features with one column zeroed, against the
+        // f64 engine on the intact features. A bound that let this pass could not tell a
+        // dropped column (the failure the 1e-2 tolerance of the CUDA check used to miss).
+        for &d in &[256usize, 4096] {
+            let (w, x, y) = fixture(5, d, 3);
+            let mut dropped = x.clone();
+            for j in 0..5 {
+                dropped[j * d + d / 3] = 0.0;
+            }
+            let ratio = worst_ratio(&w, &dropped, &x, &y);
+            assert!(
+                ratio > 1.0,
+                "d = {d}: a dropped column stayed within the bound ({ratio:.3})"
+            );
+        }
+    }
+}
