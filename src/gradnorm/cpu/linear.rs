@@ -264,27 +264,20 @@ impl StepSums {
 
 /// The residuals r_j = c (σ(z_j) − y_j) into `r`, and the sums over steps.
 #[inline(always)]
-fn residuals(dots: &[f64], sqs: &[f64], y: &[f32], b: f64, c: f64, r: &mut Vec<f64>) -> StepSums {
-    residuals_with(dots, sqs, y, b, c, r, sigmoid_and_bce)
-}
-
-/// [`residuals`] with `step` giving (σ(z), BCE(z, y)).
-#[inline(always)]
-pub(super) fn residuals_with(
+pub(super) fn residuals(
     dots: &[f64],
     sqs: &[f64],
     y: &[f32],
     b: f64,
     c: f64,
     r: &mut Vec<f64>,
-    step: fn(f64, f64) -> (f64, f64),
 ) -> StepSums {
     r.clear();
     let (mut loss, mut sum_r, mut resid_sq, mut sum_step) = (0.0, 0.0, 0.0, 0.0);
     for ((&dot, &sq), &yj) in dots.iter().zip(sqs).zip(y) {
         let z = dot + b;
         let yj = yj as f64;
-        let (p, bce) = step(z, yj);
+        let (p, bce) = sigmoid_and_bce(z, yj);
         let rj = c * (p - yj);
         loss += c * bce;
         sum_r += rj;
