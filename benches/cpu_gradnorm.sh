@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# CPU benchmark of issue 4: `mprm gradnorm` (linear head) against benches/numpy_gradnorm.py on the
-# same memory-mapped bundle, side by side in one invocation, plus this machine's memory-read
-# bandwidth. The bundle (565,096 rollouts, d = 256, f32, ~3.2 GB) is generated once.
+# CPU benchmark of issue 4: `mprm gradnorm` (linear head, f64 sums and f32 sums) against
+# benches/numpy_gradnorm.py on the same memory-mapped bundle, side by side in one invocation,
+# plus this machine's memory-read bandwidth. The bundle (565,096 rollouts, d = 256, f32, ~3.2 GB;
+# pass a bf16 one as BUNDLE) is generated once.
 #
 #   benches/cpu_gradnorm.sh [BUNDLE] [ROLLOUTS]
 # Environment: MPRM_PYTHON (default .venv/bin/python, needs numpy), REPEATS (default 3).
@@ -24,24 +25,31 @@ trap 'rm -rf "$work"' EXIT
 echo "== machine"
 nproc
 "$bin" bench membw --device cpu --mib 2048 --repeats 5 | tee "$work/membw.txt"
-echo "== mprm (page cache warm after the first run; medians of $repeats)"
-"$bin" bench gradnorm --bundle "$bundle" --head linear --at teacher --device cpu \
-  --warmup 1 --repeats "$repeats" --json "$work/mprm.json"
+for sums in f64 f32; do
+  echo "== mprm, $sums sums (page cache warm after the first run; medians of $repeats)"
+  "$bin" bench gradnorm --bundle "$bundle" --head linear --at teacher --device cpu \
+    --accumulate "$sums" --warmup 1 --repeats "$repeats" --json "$work/mprm-$sums.json"
+  "$bin" gradnorm --bundle "$bundle" --head linear --at teacher --device cpu \
+    --accumulate "$sums" --out "$work/mprm-$sums.safetensors" >/dev/null
+done
 echo "== numpy"
-"$bin" gradnorm --bundle "$bundle" --head linear --at teacher --device cpu --out "$work/mprm.safetensors" >/dev/null
-"$py" benches/numpy_gradnorm.py "$bundle" --repeats "$repeats" --json "$work/numpy.json" --compare "$work/mprm.safetensors"
+"$py" benches/numpy_gradnorm.py "$bundle" --repeats "$repeats" --json "$work/numpy.json" \
+  --compare "$work/mprm-f64.safetensors" "$work/mprm-f32.safetensors"
 echo "== summary"
 "$py" - "$work" <<'PY'
 import json, re, sys
 w = sys.argv[1]
-m = json.load(open(f"{w}/mprm.json"))["timings"][-1]
 n = json.load(open(f"{w}/numpy.json"))
 bw = float(re.search(r"read_gb_per_s=([0-9.]+)", open(f"{w}/membw.txt").read()).group(1))
-t_m, t_n = m["median_ms"] / 1e3, n["median_s"]
-print(f"{'':8} {'median s':>9} {'rollouts/s':>12} {'GB/s':>7} {'% of read bw':>13}")
-for name, t, gbs in [("mprm", t_m, m["gb_per_s"]), ("numpy", t_n, n["gb_per_s"])]:
-    print(f"{name:8} {t:9.3f} {m['rollouts'] / t:12.0f} {gbs:7.2f} {100 * gbs / bw:12.1f}%")
-print(f"speed ratio mprm / numpy: {t_n / t_m:.2f}x   (memory read bandwidth {bw:.2f} GB/s)")
-worst = max(n["max_rel_err_vs_mprm"].values())
-print(f"numerical agreement: max rel err {worst:.2e} over all statistics")
+rows = []
+for sums in ("f64", "f32"):
+    m = json.load(open(f"{w}/mprm-{sums}.json"))["timings"][-1]
+    worst = max(n["max_rel_err_by_table"][f"{w}/mprm-{sums}.safetensors"].values())
+    rows.append((f"mprm {sums} sums", m["median_ms"] / 1e3, m["rollouts"], m["gb_per_s"], worst))
+rows.append(("numpy", n["median_s"], n["rollouts"], n["gb_per_s"], None))
+print(f"{'':15} {'median s':>9} {'rollouts/s':>12} {'GB/s':>7} {'% of read bw':>13} {'x numpy':>8} {'max rel err vs numpy f64':>25}")
+for name, t, roll, gbs, worst in rows:
+    err = f"{worst:25.2e}" if worst is not None else f"{'':25}"
+    print(f"{name:15} {t:9.3f} {roll / t:12.0f} {gbs:7.2f} {100 * gbs / bw:12.1f}% {n['median_s'] / t:8.2f} {err}")
+print(f"memory read bandwidth in this run: {bw:.2f} GB/s")
 PY

@@ -20,8 +20,8 @@
 //! [`flatten_params`]): linear `w[0..d], b`; mlp `w1` row-major `[h, d]`, `b1[h]`, `w2[h]`, `b2`.
 //!
 //! Three implementations share this contract: [`oracle`] (f64, direct per-step gradients, slow,
-//! the ground truth), [`cpu`] (f32 inputs, f64 accumulation, rayon) and `cuda` (NVRTC kernels,
-//! f32 accumulation). This module is the only place that matches on [`Device`].
+//! the ground truth), [`cpu`] (f32 or bf16 inputs, f64 sums, or f32 sums for the linear head when
+//! [`Accumulation::F32`] asks; rayon) and `cuda` (NVRTC kernels, f32 accumulation). This module is the only place that matches on [`Device`].
 
 pub mod bench;
 pub mod cpu;

@@ -7,6 +7,10 @@
 //! §2.3). On x86-64 it uses explicit AVX2 and FMA when the CPU has them, with the same bits as
 //! the portable code.
 //!
+//! With [`Accumulation::F32`] the linear head goes through [`linear_f32`] instead: the same two
+//! passes as fused f32 sums, eight elements per instruction and nothing widened per element,
+//! with the same bits on every CPU but not the f64 ones (its tests bound the difference).
+//!
 //! MLP head: the rollout's pre-activations U = H W₁ᵀ + b₁ in f64, then the four parameter
 //! groups of §3.3, with ‖∇W₁‖² by the ghost form ⟨DDᵀ, HHᵀ⟩ or by materialising DᵀH, whichever
 //! [`super::ghost_is_cheaper`] picks for the rollout's length.
