@@ -375,10 +375,10 @@ pub struct GradnormArgs {
     /// Project each rollout gradient onto K seeded Rademacher directions.
     #[arg(long, value_name = "K")]
     pub project: Option<usize>,
-    /// CPU sums: f64 (exact products; the same bits as every committed result) or f32 (fused
-    /// f32 sums over the features, about twice as fast; linear head only).
-    #[arg(long, default_value = "f64", value_name = "f64|f32")]
-    pub accumulate: Accumulation,
+    /// Sums: f64 (the CPU default: exact products, the bits of every committed result) or f32
+    /// (fused f32 sums, faster; linear head only on the CPU; the CUDA engine always sums in f32).
+    #[arg(long, value_name = "f64|f32")]
+    pub accumulate: Option<Accumulation>,
     /// α of the BIS column.
     #[arg(long, default_value_t = 0.05, allow_negative_numbers = true)]
     pub alpha: f64,
@@ -455,10 +455,10 @@ pub struct BenchGradnormArgs {
     /// Timed runs (the median is reported).
     #[arg(long, default_value_t = 5)]
     pub repeats: usize,
-    /// CPU sums: f64 (exact products; the same bits as every committed result) or f32 (fused
-    /// f32 sums over the features, about twice as fast; linear head only).
-    #[arg(long, default_value = "f64", value_name = "f64|f32")]
-    pub accumulate: Accumulation,
+    /// Sums: f64 (the CPU default: exact products, the bits of every committed result) or f32
+    /// (fused f32 sums, faster; linear head only on the CPU; the CUDA engine always sums in f32).
+    #[arg(long, value_name = "f64|f32")]
+    pub accumulate: Option<Accumulation>,
     /// Also write the timings as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -19,7 +19,7 @@ use mprm::gradient_selection::{
     ProxySpec, ReferenceSpec, gradient_selector,
 };
 use mprm::gradnorm::{
-    self, GradInput, GradNormOptions, Projection, Reduction, bench, fixture, kernels,
+    self, Accumulation, GradInput, GradNormOptions, Projection, Reduction, bench, fixture, kernels,
     point::{HeadRequest, ParamPoint},
     table, verify,
 };
@@ -490,13 +490,14 @@ fn gradnorm_cmd(args: GradnormArgs) -> Result<u8> {
     let bundle = FeatureBundle::open(&args.bundle)?;
     let setup = head_setup(&args.head, &bundle)?;
     let device = device::resolve(setup.device)?;
+    let (accumulation, sums) = accumulation_for(device, args.accumulate)?;
     let opts = GradNormOptions {
         reduction: setup.reduction,
         projection: args.project.map(|k| Projection::Random {
             k,
             seed: args.head.seed,
         }),
-        accumulation: args.accumulate,
+        accumulation,
     };
     let input = GradInput::new(&bundle, &setup.targets, &setup.head, None)?
         .with_accumulation(opts.accumulation)?;
@@ -523,7 +524,7 @@ fn gradnorm_cmd(args: GradnormArgs) -> Result<u8> {
         "labels": setup.labels.describe(),
         "reduction": opts.reduction,
         "projection": opts.projection,
-        "accumulation": opts.accumulation,
+        "accumulation": sums,
         "seed": args.head.seed,
         "alpha": args.alpha,
         "device_requested": setup.device,
@@ -702,6 +703,26 @@ fn print_timing(t: &bench::KernelTiming) {
     );
 }
 
+/// `--accumulate` on `device`: (the CPU engine's setting, the sums the run actually does). The
+/// CPU sums as asked, f64 by default; the CUDA engine always sums in f32, so asking it for f64
+/// is an error rather than a manifest that says f64.
+fn accumulation_for(
+    device: Device,
+    asked: Option<Accumulation>,
+) -> Result<(Accumulation, Accumulation)> {
+    match (device, asked) {
+        (Device::Cpu, asked) => {
+            let sums = asked.unwrap_or_default();
+            Ok((sums, sums))
+        }
+        (Device::Cuda(_), Some(Accumulation::F64)) => Err(Error::invalid(
+            "--accumulate f64: the CUDA engine sums in f32; use --device cpu for f64 sums"
+                .to_string(),
+        )),
+        (Device::Cuda(_), _) => Ok((Accumulation::F64, Accumulation::F32)),
+    }
+}
+
 fn bench_gradnorm(args: BenchGradnormArgs) -> Result<u8> {
     PathRoles::new()
         .input("--bundle", &args.bundle)
@@ -710,10 +731,11 @@ fn bench_gradnorm(args: BenchGradnormArgs) -> Result<u8> {
     let bundle = FeatureBundle::open(&args.bundle)?;
     let setup = head_setup(&args.head, &bundle)?;
     let device = device::resolve(setup.device)?;
+    let (accumulation, sums) = accumulation_for(device, args.accumulate)?;
     let opts = GradNormOptions {
         reduction: setup.reduction,
         projection: None,
-        accumulation: args.accumulate,
+        accumulation,
     };
     let input = GradInput::new(&bundle, &setup.targets, &setup.head, None)?
         .with_accumulation(opts.accumulation)?;
@@ -726,7 +748,7 @@ fn bench_gradnorm(args: BenchGradnormArgs) -> Result<u8> {
         bundle.dtype(),
         setup.head.kind(),
         opts.reduction.name(),
-        opts.accumulation.name()
+        sums.name()
     );
     let mut timings = Vec::new();
     let mut device_name = device.to_string();
@@ -762,7 +784,7 @@ fn bench_gradnorm(args: BenchGradnormArgs) -> Result<u8> {
                 "bundle": bundle_record(&args.bundle, &bundle),
                 "head": setup.head.kind(),
                 "reduction": opts.reduction,
-                "accumulation": opts.accumulation,
+                "accumulation": sums,
                 "device": device_name,
                 "warmup": args.warmup,
                 "repeats": args.repeats,
@@ -1036,4 +1058,32 @@ fn report(args: ReportArgs) -> Result<u8> {
     println!("{}", summary.key_tables);
     println!("report: {}", summary.dir.join("README.md").display());
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_manifest_names_the_sums_the_device_does() {
+        let f32_ = Accumulation::F32;
+        let f64_ = Accumulation::F64;
+        assert_eq!(accumulation_for(Device::Cpu, None).unwrap(), (f64_, f64_));
+        assert_eq!(
+            accumulation_for(Device::Cpu, Some(f32_)).unwrap(),
+            (f32_, f32_)
+        );
+        assert_eq!(
+            accumulation_for(Device::Cuda(0), None).unwrap(),
+            (f64_, f32_)
+        );
+        assert_eq!(
+            accumulation_for(Device::Cuda(1), Some(f32_)).unwrap(),
+            (f64_, f32_)
+        );
+        let err = accumulation_for(Device::Cuda(0), Some(f64_))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sums in f32"), "{err}");
+    }
 }

@@ -1496,6 +1496,26 @@ fn cli_gradnorm_records_its_accumulation_and_refuses_an_unknown_one() {
     assert_eq!(manifest["accumulation"], "f32");
     assert_eq!(manifest["kernels"][0], "cpu_linear_stats_f32_f32sums");
 
+    let plain = dir.path().join("p.csv");
+    let res = mprm()
+        .args(["gradnorm", "--device", "cpu", "--bundle"])
+        .arg(&bundle)
+        .arg("--out")
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("p.csv.manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["accumulation"], "f64", "the CPU default");
+    assert_eq!(manifest["kernels"][0], "cpu_linear_stats_f32");
+
     let other = dir.path().join("t.csv");
     let res = mprm()
         .args([
