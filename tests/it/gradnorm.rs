@@ -1469,70 +1469,48 @@ fn f32_sums_stay_near_the_f64_engine_and_do_not_depend_on_threads() {
 fn cli_gradnorm_records_its_accumulation_and_refuses_an_unknown_one() {
     let dir = tempfile::tempdir().unwrap();
     let bundle = write_fixture_bundle(dir.path());
-    let out = dir.path().join("s.csv");
-    let res = mprm()
-        .args([
-            "gradnorm",
-            "--device",
-            "cpu",
-            "--accumulate",
+    // `mprm gradnorm --device cpu` with `extra`; the exit status and the output table's path.
+    let run = |extra: &[&str], name: &str| {
+        let out = dir.path().join(name);
+        let res = mprm()
+            .args(["gradnorm", "--device", "cpu", "--bundle"])
+            .arg(&bundle)
+            .args(extra)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        (res, out)
+    };
+    for (extra, sums, kernel) in [
+        (
+            &["--accumulate", "f32"][..],
             "f32",
-            "--bundle",
-        ])
-        .arg(&bundle)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "{}",
-        String::from_utf8_lossy(&res.stderr)
-    );
-    let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("s.csv.manifest.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(manifest["accumulation"], "f32");
-    assert_eq!(manifest["kernels"][0], "cpu_linear_stats_f32_f32sums");
-
-    let plain = dir.path().join("p.csv");
-    let res = mprm()
-        .args(["gradnorm", "--device", "cpu", "--bundle"])
-        .arg(&bundle)
-        .arg("--out")
-        .arg(&plain)
-        .output()
-        .unwrap();
-    assert!(
-        res.status.success(),
-        "{}",
-        String::from_utf8_lossy(&res.stderr)
-    );
-    let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("p.csv.manifest.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(manifest["accumulation"], "f64", "the CPU default");
-    assert_eq!(manifest["kernels"][0], "cpu_linear_stats_f32");
-
-    let other = dir.path().join("t.csv");
-    let res = mprm()
-        .args([
-            "gradnorm",
-            "--device",
-            "cpu",
-            "--accumulate",
-            "f16",
-            "--bundle",
-        ])
-        .arg(&bundle)
-        .arg("--out")
-        .arg(&other)
-        .output()
-        .unwrap();
+            "cpu_linear_stats_f32_f32sums",
+        ),
+        (&[][..], "f64", "cpu_linear_stats_f32"),
+    ] {
+        let (res, out) = run(extra, &format!("{sums}.csv"));
+        assert!(
+            res.status.success(),
+            "{}",
+            String::from_utf8_lossy(&res.stderr)
+        );
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(manifest_path_of(&out)).unwrap())
+                .unwrap();
+        assert_eq!(manifest["accumulation"], sums, "{extra:?}");
+        assert_eq!(manifest["kernels"][0], kernel, "{extra:?}");
+    }
+    let (res, out) = run(&["--accumulate", "f16"], "t.csv");
     assert_eq!(res.status.code(), Some(2));
     let err = String::from_utf8_lossy(&res.stderr);
     assert!(err.contains("f16") && !err.contains("panicked"), "{err}");
-    assert!(!other.exists());
+    assert!(!out.exists());
+}
+
+fn manifest_path_of(out: &std::path::Path) -> std::path::PathBuf {
+    let mut name = out.as_os_str().to_owned();
+    name.push(".manifest.json");
+    name.into()
 }
