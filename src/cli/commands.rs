@@ -499,8 +499,11 @@ fn gradnorm_cmd(args: GradnormArgs) -> Result<u8> {
         }),
         accumulation,
     };
-    let input = GradInput::new(&bundle, &setup.targets, &setup.head, None)?
-        .with_accumulation(opts.accumulation)?;
+    let input = gradnorm::engine::with_sums(
+        device,
+        GradInput::new(&bundle, &setup.targets, &setup.head, None)?,
+        opts.accumulation,
+    )?;
     let engine = gradnorm::engine(device)?;
     let projection = opts.projection_matrix(setup.head.n_params())?;
     let kernel_names = engine.kernel_names(&input, projection.is_some());
@@ -737,8 +740,11 @@ fn bench_gradnorm(args: BenchGradnormArgs) -> Result<u8> {
         projection: None,
         accumulation,
     };
-    let input = GradInput::new(&bundle, &setup.targets, &setup.head, None)?
-        .with_accumulation(opts.accumulation)?;
+    let input = gradnorm::engine::with_sums(
+        device,
+        GradInput::new(&bundle, &setup.targets, &setup.head, None)?,
+        opts.accumulation,
+    )?;
     println!(
         "bench gradnorm: {} ({} rollouts, {} steps, d = {}, {:?}), {} head, reduction {}, {} sums",
         args.bundle.display(),

@@ -99,7 +99,7 @@ pub fn time_engine(
 ) -> Result<KernelTiming> {
     let eng = engine(device)?;
     let projection = opts.projection_matrix(input.head.n_params())?;
-    let input = &input.with_accumulation(opts.accumulation)?;
+    let input = &super::engine::with_sums(device, *input, opts.accumulation)?;
     let mut samples = Vec::with_capacity(repeats);
     for run in 0..warmup + repeats.max(1) {
         let t = Instant::now();

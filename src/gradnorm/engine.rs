@@ -2,7 +2,7 @@
 //! in `gradnorm` that matches on [`Device`]).
 
 use super::input::GradInput;
-use super::options::{GradNormOptions, ProjectionMatrix, Reduction};
+use super::options::{Accumulation, GradNormOptions, ProjectionMatrix, Reduction};
 use super::sketch::{PreconditionedSketch, check_directions};
 use super::stats::RolloutGradStats;
 use super::{cpu, cuda};
@@ -87,8 +87,21 @@ fn stats_of(
     opts: &GradNormOptions,
 ) -> Result<RolloutGradStats> {
     let projection = opts.projection_matrix(input.head.n_params())?;
-    let input = input.with_accumulation(opts.accumulation)?;
+    let input = with_sums(device, input, opts.accumulation)?;
     engine(device)?.rollout_stats(&input, opts.reduction, projection.as_ref())
+}
+
+/// `input` with the CPU engine's sums set to `accumulation` ([`GradInput::with_accumulation`]);
+/// on CUDA, `input` as it is, since that engine always sums in f32.
+pub fn with_sums<'a>(
+    device: Device,
+    input: GradInput<'a>,
+    accumulation: Accumulation,
+) -> Result<GradInput<'a>> {
+    match device {
+        Device::Cpu => input.with_accumulation(accumulation),
+        Device::Cuda(_) => Ok(input),
+    }
 }
 
 /// [`GradNormEngine::weighted_gram`] on `device`, after checking one weight per step.

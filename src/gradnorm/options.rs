@@ -195,7 +195,8 @@ pub struct GradNormOptions {
     pub reduction: Reduction,
     /// Optional projection of each per-rollout gradient.
     pub projection: Option<Projection>,
-    /// The CPU engine's sums (the CUDA engine always sums in f32).
+    /// The CPU engine's sums; f32 is for the linear head only. The CUDA engine always sums in
+    /// f32 and ignores this.
     #[serde(default, skip_serializing_if = "Accumulation::is_default")]
     pub accumulation: Accumulation,
 }

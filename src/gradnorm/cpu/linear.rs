@@ -229,7 +229,7 @@ fn finish_dot<E: Elem>(dot: &[f64; LANES], sq: &[f64; LANES], row: &[E], w: &[f6
 
 /// Pairwise sum of the lane accumulators, always in the same order.
 #[inline(always)]
-pub(super) fn fold_lanes(acc: &[f64; LANES]) -> f64 {
+fn fold_lanes(acc: &[f64; LANES]) -> f64 {
     let mut v = *acc;
     let mut width = LANES;
     while width > 1 {
