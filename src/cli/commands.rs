@@ -490,20 +490,12 @@ fn gradnorm_cmd(args: GradnormArgs) -> Result<u8> {
     let bundle = FeatureBundle::open(&args.bundle)?;
     let setup = head_setup(&args.head, &bundle)?;
     let device = device::resolve(setup.device)?;
-    let (accumulation, sums) = accumulation_for(device, args.accumulate)?;
-    let opts = GradNormOptions {
-        reduction: setup.reduction,
-        projection: args.project.map(|k| Projection::Random {
-            k,
-            seed: args.head.seed,
-        }),
-        accumulation,
-    };
-    let input = gradnorm::engine::with_sums(
-        device,
-        GradInput::new(&bundle, &setup.targets, &setup.head, None)?,
-        opts.accumulation,
-    )?;
+    let projection = args.project.map(|k| Projection::Random {
+        k,
+        seed: args.head.seed,
+    });
+    let (opts, input, sums) =
+        gradnorm_request(device, &bundle, &setup, projection, args.accumulate)?;
     let engine = gradnorm::engine(device)?;
     let projection = opts.projection_matrix(setup.head.n_params())?;
     let kernel_names = engine.kernel_names(&input, projection.is_some());
@@ -706,6 +698,29 @@ fn print_timing(t: &bench::KernelTiming) {
     );
 }
 
+/// A gradient-statistics run of every rollout of `bundle` on `device`: its options, its input
+/// with the CPU sums set, and the sums it does (see [`accumulation_for`]).
+fn gradnorm_request<'a>(
+    device: Device,
+    bundle: &'a FeatureBundle,
+    setup: &'a HeadSetup,
+    projection: Option<Projection>,
+    asked: Option<Accumulation>,
+) -> Result<(GradNormOptions, GradInput<'a>, Accumulation)> {
+    let (accumulation, sums) = accumulation_for(device, asked)?;
+    let opts = GradNormOptions {
+        reduction: setup.reduction,
+        projection,
+        accumulation,
+    };
+    let input = gradnorm::engine::with_sums(
+        device,
+        GradInput::new(bundle, &setup.targets, &setup.head, None)?,
+        accumulation,
+    )?;
+    Ok((opts, input, sums))
+}
+
 /// `--accumulate` on `device`: (the CPU engine's setting, the sums the run actually does). The
 /// CPU sums as asked, f64 by default; the CUDA engine always sums in f32, so asking it for f64
 /// is an error rather than a manifest that says f64.
@@ -734,17 +749,7 @@ fn bench_gradnorm(args: BenchGradnormArgs) -> Result<u8> {
     let bundle = FeatureBundle::open(&args.bundle)?;
     let setup = head_setup(&args.head, &bundle)?;
     let device = device::resolve(setup.device)?;
-    let (accumulation, sums) = accumulation_for(device, args.accumulate)?;
-    let opts = GradNormOptions {
-        reduction: setup.reduction,
-        projection: None,
-        accumulation,
-    };
-    let input = gradnorm::engine::with_sums(
-        device,
-        GradInput::new(&bundle, &setup.targets, &setup.head, None)?,
-        opts.accumulation,
-    )?;
+    let (opts, input, sums) = gradnorm_request(device, &bundle, &setup, None, args.accumulate)?;
     println!(
         "bench gradnorm: {} ({} rollouts, {} steps, d = {}, {:?}), {} head, reduction {}, {} sums",
         args.bundle.display(),
