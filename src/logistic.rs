@@ -19,13 +19,22 @@ pub fn sigmoid(z: f64) -> f64 {
 /// (σ(z), BCE(z, y)) from one exponential, exp(−|z|), which both share: the same bits as
 /// [`sigmoid`] and [`bce_with_logits`] called apart (for a NaN z, a NaN of either sign).
 pub fn sigmoid_and_bce(z: f64, y: f64) -> (f64, f64) {
+    let (p, linear, e) = sigmoid_and_bce_parts(z, y);
+    (p, linear + e.ln_1p())
+}
+
+/// σ(z) and BCE(z, y) before its logarithm: (σ(z), max(z, 0) − z y, e) with e = exp(−|z|), so
+/// that BCE = max(z, 0) − z y + ln(1 + e). Both parts of the BCE are ≥ 0, which lets a caller sum
+/// the logarithms of many steps as one logarithm of a product without cancellation.
+#[inline(always)]
+pub fn sigmoid_and_bce_parts(z: f64, y: f64) -> (f64, f64, f64) {
     let e = (-z.abs()).exp();
     let p = if z >= 0.0 {
         1.0 / (1.0 + e)
     } else {
         e / (1.0 + e)
     };
-    (p, z.max(0.0) - z * y + e.ln_1p())
+    (p, z.max(0.0) - z * y, e)
 }
 
 #[cfg(test)]

@@ -56,4 +56,4 @@ pub use options::{Accumulation, GradNormOptions, Projection, ProjectionMatrix, R
 pub use params::{flatten_params, head_from_flat, param_groups};
 pub use plan::{chunk_rollouts, ghost_is_cheaper, ghost_limit};
 pub use stats::RolloutGradStats;
-pub(crate) use stats::RolloutRow;
+pub(crate) use stats::{RolloutRow, StatColumns};

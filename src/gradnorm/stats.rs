@@ -65,17 +65,29 @@ impl RolloutGradStats {
         projection: Option<&ProjectionMatrix>,
         projected: Option<Vec<f32>>,
     ) -> Self {
-        Self::from_rows(
-            input.head,
+        let mut columns = StatColumns::with_capacity(input.head, rows.len());
+        columns.extend(rows);
+        Self::for_input_columns(input, reduction, columns, projection, projected)
+    }
+
+    /// [`Self::for_input`] from rows already gathered into columns.
+    pub(crate) fn for_input_columns(
+        input: &GradInput<'_>,
+        reduction: Reduction,
+        columns: StatColumns,
+        projection: Option<&ProjectionMatrix>,
+        projected: Option<Vec<f32>>,
+    ) -> Self {
+        columns.finish(
             reduction,
             input.rollout_indices(),
             input.n_steps(),
-            rows,
             projection.zip(projected).map(|(p, v)| (p.k, v)),
         )
     }
 
     /// Assembles the arrays from per-rollout rows.
+    #[cfg(test)]
     pub(crate) fn from_rows(
         head: &HeadParams,
         reduction: Reduction,
@@ -84,25 +96,79 @@ impl RolloutGradStats {
         rows: &[RolloutRow],
         projected: Option<(usize, Vec<f32>)>,
     ) -> Self {
-        let groups = param_groups(head);
-        let group_grad_sq = groups
-            .iter()
-            .enumerate()
-            .map(|(g, (name, _))| (name.to_string(), rows.iter().map(|r| r.groups[g]).collect()))
-            .collect();
+        let mut columns = StatColumns::with_capacity(head, rows.len());
+        columns.extend(rows);
+        columns.finish(reduction, rollouts, n_steps, projected)
+    }
+}
+
+/// The scalar columns of a [`RolloutGradStats`], filled from rows pushed in rollout order. An
+/// engine that scores rollouts in blocks pushes each block while its rows are still in cache,
+/// rather than keeping every row and reading them all back once per column.
+pub(crate) struct StatColumns {
+    groups: Vec<&'static str>,
+    loss: Vec<f64>,
+    grad_sq: Vec<f64>,
+    centered: Vec<f64>,
+    sum_step: Vec<f64>,
+    resid_sq: Vec<f64>,
+    by_group: Vec<Vec<f64>>,
+}
+
+impl StatColumns {
+    /// Empty columns for `head`'s parameter groups, with room for `n` rollouts.
+    pub(crate) fn with_capacity(head: &HeadParams, n: usize) -> Self {
+        let groups: Vec<&'static str> = param_groups(head).iter().map(|(g, _)| *g).collect();
+        let column = || Vec::with_capacity(n);
+        StatColumns {
+            by_group: groups.iter().map(|_| column()).collect(),
+            groups,
+            loss: column(),
+            grad_sq: column(),
+            centered: column(),
+            sum_step: column(),
+            resid_sq: column(),
+        }
+    }
+
+    /// Appends `rows`, in order: one tight loop per column over rows that are in cache.
+    pub(crate) fn extend(&mut self, rows: &[RolloutRow]) {
+        let n_groups = self.groups.len();
+        self.loss.extend(rows.iter().map(|r| r.loss));
+        self.grad_sq.extend(
+            rows.iter()
+                .map(|r| r.groups[..n_groups].iter().sum::<f64>()),
+        );
+        self.centered.extend(rows.iter().map(|r| r.centered));
+        self.sum_step.extend(rows.iter().map(|r| r.sum_step));
+        self.resid_sq.extend(rows.iter().map(|r| r.resid_sq));
+        for (g, col) in self.by_group.iter_mut().enumerate() {
+            col.extend(rows.iter().map(|r| r.groups[g]));
+        }
+    }
+
+    fn finish(
+        self,
+        reduction: Reduction,
+        rollouts: Vec<usize>,
+        n_steps: Vec<u32>,
+        projected: Option<(usize, Vec<f32>)>,
+    ) -> RolloutGradStats {
         RolloutGradStats {
             rollouts,
             reduction,
-            loss: rows.iter().map(|r| r.loss).collect(),
-            grad_sq: rows
-                .iter()
-                .map(|r| r.groups[..groups.len()].iter().sum())
-                .collect(),
-            centered_grad_sq: rows.iter().map(|r| r.centered).collect(),
-            sum_step_grad_sq: rows.iter().map(|r| r.sum_step).collect(),
-            resid_sq: rows.iter().map(|r| r.resid_sq).collect(),
+            loss: self.loss,
+            grad_sq: self.grad_sq,
+            centered_grad_sq: self.centered,
+            sum_step_grad_sq: self.sum_step,
+            resid_sq: self.resid_sq,
             n_steps,
-            group_grad_sq,
+            group_grad_sq: self
+                .groups
+                .iter()
+                .map(|g| g.to_string())
+                .zip(self.by_group)
+                .collect(),
             projected,
         }
     }

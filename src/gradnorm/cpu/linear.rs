@@ -15,7 +15,7 @@
 
 use super::{Elem, Scratch};
 use crate::gradnorm::RolloutRow;
-use crate::logistic::sigmoid_and_bce;
+use crate::logistic::sigmoid_and_bce_parts;
 
 /// Independent partial sums per reduction (two AVX2 registers of f64). The sums are combined
 /// in a fixed order, so the result never varies.
@@ -60,7 +60,7 @@ fn linear_rollout_portable<E: Elem>(
         dots.push(dot);
         sqs.push(sq);
     }
-    let sums = residuals(dots, sqs, y, b, c, &mut scratch.r);
+    let sums = residuals::<StepwiseLoss>(dots, sqs, y, b, c, &mut scratch.r);
     let (w_sq, centered) = column_pass(x, &scratch.r, sums.r_bar, d, grad, sums.sum_r);
     sums.finish(w_sq, centered)
 }
@@ -97,7 +97,7 @@ unsafe fn linear_rollout_avx2<E: Elem>(
         dots.push(dot);
         sqs.push(sq);
     }
-    let sums = residuals(dots, sqs, y, b, c, &mut scratch.r);
+    let sums = residuals::<StepwiseLoss>(dots, sqs, y, b, c, &mut scratch.r);
     // SAFETY: AVX2 is enabled for this function.
     let (w_sq, centered) =
         unsafe { column_pass_avx2(x, &scratch.r, sums.r_bar, d, grad, sums.sum_r) };
@@ -262,9 +262,33 @@ impl StepSums {
     }
 }
 
-/// The residuals r_j = c (σ(z_j) − y_j) into `r`, and the sums over steps.
+/// How a rollout's loss Σ_j c BCE_j is summed, given each step's parts of the BCE (see
+/// [`sigmoid_and_bce_parts`]): c, max(z, 0) − z y and e = exp(−|z|).
+pub(super) trait LossSum: Default {
+    fn push(&mut self, c: f64, linear: f64, e: f64);
+    fn total(self, c: f64) -> f64;
+}
+
+/// c BCE_j added step by step: the f64 engine's loss, bit for bit as before the split.
+#[derive(Default)]
+pub(super) struct StepwiseLoss(f64);
+
+impl LossSum for StepwiseLoss {
+    #[inline(always)]
+    fn push(&mut self, c: f64, linear: f64, e: f64) {
+        self.0 += c * (linear + e.ln_1p());
+    }
+
+    #[inline(always)]
+    fn total(self, _c: f64) -> f64 {
+        self.0
+    }
+}
+
+/// The residuals r_j = c (σ(z_j) − y_j) into `r`, and the sums over steps, the loss summed as
+/// `L` sums it.
 #[inline(always)]
-pub(super) fn residuals(
+pub(super) fn residuals<L: LossSum>(
     dots: &[f64],
     sqs: &[f64],
     y: &[f32],
@@ -273,20 +297,21 @@ pub(super) fn residuals(
     r: &mut Vec<f64>,
 ) -> StepSums {
     r.clear();
-    let (mut loss, mut sum_r, mut resid_sq, mut sum_step) = (0.0, 0.0, 0.0, 0.0);
+    let mut loss = L::default();
+    let (mut sum_r, mut resid_sq, mut sum_step) = (0.0, 0.0, 0.0);
     for ((&dot, &sq), &yj) in dots.iter().zip(sqs).zip(y) {
         let z = dot + b;
         let yj = yj as f64;
-        let (p, bce) = sigmoid_and_bce(z, yj);
+        let (p, linear, e) = sigmoid_and_bce_parts(z, yj);
         let rj = c * (p - yj);
-        loss += c * bce;
+        loss.push(c, linear, e);
         sum_r += rj;
         resid_sq += rj * rj;
         sum_step += rj * rj * (sq + 1.0);
         r.push(rj);
     }
     StepSums {
-        loss,
+        loss: loss.total(c),
         sum_r,
         resid_sq,
         sum_step,

@@ -31,7 +31,7 @@ use super::sketch::{PreconditionedSketch, cosine};
 
 use super::{
     Accumulation, GradInput, GradNormEngine, ProjectionMatrix, Reduction, RolloutGradStats,
-    RolloutRow, ghost_is_cheaper,
+    RolloutRow, StatColumns, ghost_is_cheaper,
 };
 use crate::logistic::{bce_with_logits, sigmoid};
 
@@ -376,71 +376,85 @@ fn mlp_rollout<E: Elem>(
     }
 }
 
-/// Rollouts per progress update and per fixed reduction block.
-const BLOCK: usize = 4096;
+/// Rollouts per progress update. Each block ends in a join of the threads, so blocks are
+/// made long enough (a few milliseconds) that the thread finishing last seldom keeps the other
+/// waiting for long.
+const BLOCK: usize = 16_384;
 
+/// The `k`-th scored rollout of `input`, its statistics from [`rollout`] (its gradient in `grad`
+/// when asked for).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn score_rollout<E: Elem>(
+    input: &GradInput<'_>,
+    head: &Head64,
+    features: &[E],
+    reduction: Reduction,
+    k: usize,
+    scratch: &mut Scratch,
+    grad: Option<&mut Vec<f64>>,
+) -> RolloutRow {
+    let d = input.bundle.dim();
+    let steps = input.bundle.rollout_steps(input.rollout(k));
+    let c = reduction.weight(steps.len());
+    let x = &features[steps.start * d..steps.end * d];
+    rollout(head, x, &input.targets[steps], c, scratch, grad)
+}
+
+/// The statistics of every scored rollout, scored block by block in parallel and gathered into
+/// columns while each block is in cache, and their projections (`k` values per rollout) when a
+/// projection is asked for.
 fn run_typed<E: Elem>(
     input: &GradInput<'_>,
     features: &[E],
     reduction: Reduction,
     projection: Option<&ProjectionMatrix>,
-) -> (Vec<RolloutRow>, Option<Vec<f32>>) {
+) -> (StatColumns, Option<Vec<f32>>) {
     let head = Head64::new(input);
-    let d = input.bundle.dim();
     let len = input.len();
     let bar = progress::bar(len as u64, "gradnorm");
     if len < 100_000 {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let mut rows = Vec::with_capacity(len);
-    let mut projected = projection.map(|p| Vec::with_capacity(len * p.k));
+    let mut columns = StatColumns::with_capacity(input.head, len);
+    let mut block = Vec::with_capacity(BLOCK.min(len));
+    let mut projected = projection.map(|p| vec![0.0f32; len * p.k]);
+    let init = || (Scratch::default(), Vec::new());
+    let score = |k: usize, scratch: &mut Scratch, grad: Option<&mut Vec<f64>>| {
+        score_rollout(input, &head, features, reduction, k, scratch, grad)
+    };
     for start in (0..len).step_by(BLOCK) {
         let end = (start + BLOCK).min(len);
-        let block: Vec<(RolloutRow, Vec<f32>)> = (start..end)
-            .into_par_iter()
-            .with_min_len(64)
-            .map_init(
-                || (Scratch::default(), Vec::new()),
-                |(scratch, grad), k| {
-                    let i = input.rollout(k);
-                    let steps = input.bundle.rollout_steps(i);
-                    let c = reduction.weight(steps.len());
-                    let x = &features[steps.start * d..steps.end * d];
-                    let y = &input.targets[steps];
-                    let want = projection.map(|_| &mut *grad);
-                    let row = rollout(&head, x, y, c, scratch, want);
-                    let proj = projection
-                        .map(|p| {
-                            (0..p.k)
-                                .map(|dir| {
-                                    p.direction(dir)
-                                        .iter()
-                                        .zip(grad.iter())
-                                        .map(|(&a, &b)| a as f64 * b)
-                                        .sum::<f64>() as f32
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    (row, proj)
-                },
-            )
-            .collect();
-        for (row, proj) in block {
-            rows.push(row);
-            if let Some(out) = projected.as_mut() {
-                out.extend(proj);
-            }
+        let ks = (start..end).into_par_iter().with_min_len(64);
+        // `par_extend` from an indexed iterator writes the rows in place, in order.
+        block.clear();
+        match (projection, projected.as_mut()) {
+            (Some(p), Some(out)) if p.k > 0 => block.par_extend(
+                ks.zip(out[start * p.k..end * p.k].par_chunks_mut(p.k))
+                    .map_init(init, |(scratch, grad), (k, proj)| {
+                        let row = score(k, scratch, Some(grad));
+                        for (dir, v) in proj.iter_mut().enumerate() {
+                            *v = p
+                                .direction(dir)
+                                .iter()
+                                .zip(grad.iter())
+                                .map(|(&a, &b)| a as f64 * b)
+                                .sum::<f64>() as f32;
+                        }
+                        row
+                    }),
+            ),
+            _ => block.par_extend(ks.map_init(init, |(scratch, _), k| score(k, scratch, None))),
         }
+        columns.extend(&block);
         bar.inc((end - start) as u64);
     }
     bar.finish_and_clear();
-    (rows, projected)
+    (columns, projected)
 }
 
 fn total_typed<E: Elem>(input: &GradInput<'_>, features: &[E], reduction: Reduction) -> Vec<f64> {
     let head = Head64::new(input);
-    let d = input.bundle.dim();
     let p = input.head.n_params();
     let len = input.len();
     // Fixed blocks summed in index order: the same bits for any number of threads.
@@ -451,10 +465,7 @@ fn total_typed<E: Elem>(input: &GradInput<'_>, features: &[E], reduction: Reduct
             |(scratch, grad), blk| {
                 let mut acc = vec![0.0; p];
                 for k in blk * 256..((blk + 1) * 256).min(len) {
-                    let steps = input.bundle.rollout_steps(input.rollout(k));
-                    let c = reduction.weight(steps.len());
-                    let x = &features[steps.start * d..steps.end * d];
-                    rollout(&head, x, &input.targets[steps], c, scratch, Some(grad));
+                    score_rollout(input, &head, features, reduction, k, scratch, Some(grad));
                     for (a, g) in acc.iter_mut().zip(grad.iter()) {
                         *a += g;
                     }
@@ -487,17 +498,13 @@ where
         f: &F,
     ) -> Vec<T> {
         let head = Head64::new(input);
-        let d = input.bundle.dim();
         (0..input.len())
             .into_par_iter()
             .with_min_len(64)
             .map_init(
                 || (Scratch::default(), Vec::new()),
                 |(scratch, grad), k| {
-                    let steps = input.bundle.rollout_steps(input.rollout(k));
-                    let c = reduction.weight(steps.len());
-                    let x = &features[steps.start * d..steps.end * d];
-                    rollout(&head, x, &input.targets[steps], c, scratch, Some(grad));
+                    score_rollout(input, &head, features, reduction, k, scratch, Some(grad));
                     f(k, grad)
                 },
             )
@@ -540,12 +547,12 @@ impl GradNormEngine for CpuEngine {
         reduction: Reduction,
         projection: Option<&ProjectionMatrix>,
     ) -> Result<RolloutGradStats> {
-        let (rows, projected) = match input.bundle.features() {
+        let (columns, projected) = match input.bundle.features() {
             FeatureRows::F32(x) => run_typed(input, x, reduction, projection),
             FeatureRows::Bf16(x) => run_typed(input, x, reduction, projection),
         };
-        Ok(RolloutGradStats::for_input(
-            input, reduction, &rows, projection, projected,
+        Ok(RolloutGradStats::for_input_columns(
+            input, reduction, columns, projection, projected,
         ))
     }
 
