@@ -81,8 +81,10 @@ pub struct TauCheck {
     pub within_ci: usize,
     /// Number of k compared.
     pub compared: usize,
-    /// Largest |corpus − closed| over k with at least [`MIN_SIMULATED`] corpus steps.
-    pub corpus_max_abs_gap: f64,
+    /// Largest |corpus − closed| over k with at least [`MIN_SIMULATED`] corpus steps; `None`
+    /// (null) when no k has that many, as in a policy world without per-step success rates, so
+    /// that an empty comparison never reads as a perfect one.
+    pub corpus_max_abs_gap: Option<f64>,
 }
 
 /// The simulator's own unreliability at one k.
@@ -185,11 +187,7 @@ pub fn run(
                     .filter(|r| r.simulated.covers(r.closed))
                     .count(),
                 compared: compared.len(),
-                corpus_max_abs_gap: rows
-                    .iter()
-                    .filter(|r| r.corpus.trials >= MIN_SIMULATED)
-                    .map(|r| (r.corpus.value - r.closed).abs())
-                    .fold(0.0, f64::max),
+                corpus_max_abs_gap: corpus_max_abs_gap(&rows),
                 rows,
             }
         })
@@ -328,6 +326,15 @@ fn simulate(prior: BetaFit, taus: &[f64], draws: usize, seed: u64) -> Simulated 
         })
 }
 
+/// Largest |corpus − closed| over the rows with at least [`MIN_SIMULATED`] corpus steps, or
+/// `None` when there are none.
+fn corpus_max_abs_gap(rows: &[KRow]) -> Option<f64> {
+    rows.iter()
+        .filter(|r| r.corpus.trials >= MIN_SIMULATED)
+        .map(|r| (r.corpus.value - r.closed).abs())
+        .reduce(f64::max)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,5 +424,24 @@ mod tests {
         // Chunking does not change the counts' meaning: the same seed gives the same counts.
         let again = simulate(prior, &[0.2], 200_000, 5);
         assert_eq!(sim.count, again.count);
+    }
+
+    #[test]
+    fn no_comparable_corpus_row_gives_no_gap_rather_than_zero() {
+        let row = |k: u32, successes: u64, trials: u64| KRow {
+            k,
+            closed: 0.5,
+            simulated: Proportion::wilson(1, 2),
+            corpus: Proportion::wilson(successes, trials),
+        };
+        assert_eq!(corpus_max_abs_gap(&[]), None);
+        assert_eq!(corpus_max_abs_gap(&[row(0, 3, MIN_SIMULATED - 1)]), None);
+        let gap = corpus_max_abs_gap(&[
+            row(0, 3, MIN_SIMULATED - 1),
+            row(1, 70, 200),
+            row(2, 120, 200),
+        ]);
+        // 70/200 is 0.15 from 0.5, 120/200 is 0.10; the short row is left out.
+        assert!((gap.unwrap() - 0.15).abs() < 1e-12, "{gap:?}");
     }
 }

@@ -537,7 +537,10 @@ fn lemma3_table(l: &ReliabilityCheck, world: bool) -> Table {
             if world {
                 String::new()
             } else {
-                format!("; max |corpus − closed| = {:.4}", tau.corpus_max_abs_gap)
+                match tau.corpus_max_abs_gap {
+                    Some(gap) => format!("; max |corpus − closed| = {gap:.4}"),
+                    None => format!("; no k with {MIN_SIMULATED} corpus steps to compare"),
+                }
             }
         ));
     }

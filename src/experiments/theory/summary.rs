@@ -14,7 +14,7 @@ use super::TheoryResults;
 use super::informativeness::{Informativeness, PointCheck};
 use super::mixture::MixtureCheck;
 use super::noise::NoiseCheck;
-use super::reliability::ReliabilityCheck;
+use super::reliability::{MIN_SIMULATED, ReliabilityCheck};
 use super::render::{best_of, est_text, pct, pct_ci, sci_ci};
 use super::truth::TruthKind;
 
@@ -500,14 +500,21 @@ fn lemma3_summary(l: &ReliabilityCheck) -> String {
         .map(|t| {
             format!(
                 "at τ = {} it is {}strictly decreasing, the closed form lies inside {} of {} \
-                 simulated 95% intervals (max |error| {:.4}), and it differs from the corpus's \
-                 own P(r < τ | K = k) by up to {:.3}",
+                 simulated 95% intervals (max |error| {:.4}), and {}",
                 t.tau,
                 if t.strictly_decreasing { "" } else { "NOT " },
                 t.within_ci,
                 t.compared,
                 t.max_abs_error,
-                t.corpus_max_abs_gap
+                match t.corpus_max_abs_gap {
+                    Some(gap) => format!(
+                        "it differs from the corpus's own P(r < τ | K = k) by up to {gap:.3}"
+                    ),
+                    None => format!(
+                        "no k has the {MIN_SIMULATED} corpus steps needed to compare it with \
+                         the corpus"
+                    ),
+                }
             )
         })
         .collect();
