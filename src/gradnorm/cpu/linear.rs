@@ -13,7 +13,7 @@
 //! cache. Every addition happens in the order of the plain row-by-row form (kept in the tests as
 //! the reference), so results are the same bits on every CPU and for every thread count.
 
-use super::{Elem, Scratch};
+use super::{Elem, Scratch, fold_pairwise};
 use crate::gradnorm::RolloutRow;
 use crate::logistic::sigmoid_and_bce_parts;
 
@@ -218,27 +218,13 @@ unsafe fn spill(lo: std::arch::x86_64::__m256d, hi: std::arch::x86_64::__m256d) 
 /// Folds the lane sums and adds the columns that do not fill a whole chunk.
 #[inline(always)]
 fn finish_dot<E: Elem>(dot: &[f64; LANES], sq: &[f64; LANES], row: &[E], w: &[f64]) -> (f64, f64) {
-    let (mut d, mut s) = (fold_lanes(dot), fold_lanes(sq));
+    let (mut d, mut s) = (fold_pairwise(*dot), fold_pairwise(*sq));
     for (r, w) in row.iter().zip(w) {
         let v = r.to_f64();
         d += v * *w;
         s += v * v;
     }
     (d, s)
-}
-
-/// Pairwise sum of the lane accumulators, always in the same order.
-#[inline(always)]
-fn fold_lanes(acc: &[f64; LANES]) -> f64 {
-    let mut v = *acc;
-    let mut width = LANES;
-    while width > 1 {
-        width /= 2;
-        for k in 0..width {
-            v[k] += v[k + width];
-        }
-    }
-    v[0]
 }
 
 /// The per-step sums of a rollout, accumulated in step order.
@@ -357,7 +343,7 @@ fn column_pass<E: Elem>(
             out[base..base + LANES].copy_from_slice(&g);
         }
     }
-    let (w_sq, centered) = (fold_lanes(&w_sq), fold_lanes(&centered));
+    let (w_sq, centered) = (fold_pairwise(w_sq), fold_pairwise(centered));
     remainder_columns(x, r, r_bar, d, chunks * LANES, out, (w_sq, centered))
 }
 
@@ -437,7 +423,7 @@ unsafe fn column_pass_avx2<E: Elem>(
     }
     // SAFETY: AVX2 is enabled for this function.
     let (w_sq, centered) = unsafe { (spill(wsq_lo, wsq_hi), spill(cen_lo, cen_hi)) };
-    let (w_sq, centered) = (fold_lanes(&w_sq), fold_lanes(&centered));
+    let (w_sq, centered) = (fold_pairwise(w_sq), fold_pairwise(centered));
     remainder_columns(x, r, r_bar, d, chunks * LANES, out, (w_sq, centered))
 }
 
@@ -507,7 +493,7 @@ mod tests {
                     sq[k] += v * v;
                 }
             }
-            let (mut dot, mut sq) = (fold_lanes(&dot), fold_lanes(&sq));
+            let (mut dot, mut sq) = (fold_pairwise(dot), fold_pairwise(sq));
             for col in chunks * LANES..d {
                 let v = row[col].to_f64();
                 dot += v * w[col] as f64;
@@ -542,7 +528,7 @@ mod tests {
                 centered[k] += t * t;
             }
         }
-        let (mut w_sq, mut centered) = (fold_lanes(&w_sq), fold_lanes(&centered));
+        let (mut w_sq, mut centered) = (fold_pairwise(w_sq), fold_pairwise(centered));
         for col in chunks * LANES..d {
             w_sq += g[col] * g[col];
             let t = g[col] - r_bar * s[col];

@@ -29,7 +29,7 @@
 //! [`Accumulation::F32`]: crate::gradnorm::Accumulation::F32
 
 use super::linear::{LossSum, StepSums, prepare_grad, residuals};
-use super::{Elem, Scratch};
+use super::{Elem, Scratch, fold_pairwise};
 use crate::gradnorm::RolloutRow;
 
 /// Columns per unit: the lanes of one row reduction (two AVX2 registers of f32).
@@ -194,7 +194,12 @@ fn dot_and_sq<E: Elem>(row: &[E], lane_w: &[f32]) -> (f32, f32) {
             sq[lane] = v.mul_add(v, sq[lane]);
         }
     }
-    finish_dot(fold(dot), fold(sq), rc.remainder(), wc.remainder())
+    finish_dot(
+        fold_pairwise(dot),
+        fold_pairwise(sq),
+        rc.remainder(),
+        wc.remainder(),
+    )
 }
 
 /// The columns after the last whole unit, added in order to the folded sums.
@@ -206,19 +211,6 @@ fn finish_dot<E: Elem>(mut dot: f32, mut sq: f32, row: &[E], w: &[f32]) -> (f32,
         sq = v.mul_add(v, sq);
     }
     (dot, sq)
-}
-
-/// Pairwise fold of N lane sums (N a power of two): k += k + N/2, then + N/4, …, + 1.
-#[inline(always)]
-fn fold<const N: usize>(mut v: [f32; N]) -> f32 {
-    let mut width = N;
-    while width > 1 {
-        width /= 2;
-        for k in 0..width {
-            v[k] += v[k + width];
-        }
-    }
-    v[0]
 }
 
 /// [`dot_and_sq`] of `R` rows at once (two in the loop: eight independent chains of fused
@@ -273,7 +265,7 @@ unsafe fn dot_and_sq_rows_avx2<E: Elem, const R: usize>(
 /// [`columns_avx2`]), so this distance only has to cover the first rows of the next rollout.
 const PREFETCH_ROWS: usize = 4;
 
-/// [`fold`] of sixteen lanes held in two registers (lanes 0–7, 8–15): the same additions.
+/// [`fold_pairwise`] of sixteen lanes held in two registers (lanes 0–7, 8–15): the same additions.
 ///
 /// # Safety
 /// AVX2.
@@ -338,8 +330,8 @@ fn column_pass<E: Elem>(
         d,
         units * UNIT,
         out,
-        fold(w_sq),
-        fold(centered),
+        fold_pairwise(w_sq),
+        fold_pairwise(centered),
     )
 }
 
@@ -415,7 +407,7 @@ unsafe fn column_pass_avx2<E: Elem>(
     finish_columns(x, r32, q32, d, units * UNIT, out, w_sq, centered)
 }
 
-/// [`fold`] of the [`NORM_LANES`] lanes held in four registers (lanes 0–7, 8–15, 16–23, 24–31),
+/// [`fold_pairwise`] of the [`NORM_LANES`] lanes held in four registers (lanes 0–7, 8–15, 16–23, 24–31),
 /// in registers: the first step (k += k + 16) adds register 2 to 0 and 3 to 1, then
 /// [`fold_unit_avx2`] does the rest. The same additions in the same order.
 ///

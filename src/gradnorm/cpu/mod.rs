@@ -135,6 +135,21 @@ impl Elem for bf16 {
     }
 }
 
+/// Pairwise sum of N lane accumulators (N a power of two), always in the same order:
+/// k += k + N/2 for k < N/2, then + N/4, …, + 1. Both linear engines fold their lanes with it.
+#[inline(always)]
+fn fold_pairwise<T: Copy + std::ops::AddAssign, const N: usize>(mut v: [T; N]) -> T {
+    let mut width = N;
+    while width > 1 {
+        width /= 2;
+        for k in 0..width {
+            let upper = v[k + width];
+            v[k] += upper;
+        }
+    }
+    v[0]
+}
+
 /// Head parameters in the form each loop wants, widened to f64 once per run.
 enum Head64 {
     Linear {
