@@ -36,14 +36,33 @@ pub(super) fn linear_rollout<E: Elem>(
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports AVX2 and FMA, checked just above.
-        return unsafe { linear_rollout_avx2(w64, b, x, y, c, scratch, grad) };
+        return unsafe { rollout_with_avx2(&Avx2::new(w64), b, x, y, c, scratch, grad) };
     }
-    linear_rollout_portable(w64, b, x, y, c, scratch, grad)
+    rollout_with(&Portable(w64), b, x, y, c, scratch, grad)
 }
 
-/// The portable build: the same operations in the same order as the AVX2 one.
-fn linear_rollout_portable<E: Elem>(
-    w64: &[f64],
+/// One build (portable or AVX2) of a linear-head engine's two element passes. Every engine and
+/// build runs them through [`rollout_with`], which does the per-step work between them.
+pub(super) trait Passes<E: Elem> {
+    /// How the engine sums the loss.
+    type Loss: LossSum;
+    /// Appends each row's dot product with w to `dots` and its squared norm to `sqs`.
+    fn rows(&self, x: &[E], dots: &mut Vec<f64>, sqs: &mut Vec<f64>);
+    /// (‖g‖², ‖g − r̄ s‖²) from the residuals in `scratch.r`; with `grad`, writes (g, Σ r).
+    fn columns(
+        &self,
+        x: &[E],
+        scratch: &mut Scratch,
+        sums: &StepSums,
+        grad: Option<&mut Vec<f64>>,
+    ) -> (f64, f64);
+}
+
+/// One rollout through `passes`: the row pass, the residuals and per-step sums, the column pass.
+/// Arguments as [`linear_rollout`].
+#[inline(always)]
+pub(super) fn rollout_with<E: Elem, P: Passes<E>>(
+    passes: &P,
     b: f64,
     x: &[E],
     y: &[f32],
@@ -51,26 +70,22 @@ fn linear_rollout_portable<E: Elem>(
     scratch: &mut Scratch,
     grad: Option<&mut Vec<f64>>,
 ) -> RolloutRow {
-    let d = w64.len();
-    let (dots, sqs) = (&mut scratch.a, &mut scratch.b);
-    dots.clear();
-    sqs.clear();
-    for row in x.chunks_exact(d) {
-        let (dot, sq) = dot_and_sq(row, w64);
-        dots.push(dot);
-        sqs.push(sq);
-    }
-    let sums = residuals::<StepwiseLoss>(dots, sqs, y, b, c, &mut scratch.r);
-    let (w_sq, centered) = column_pass(x, &scratch.r, sums.r_bar, d, grad, sums.sum_r);
+    scratch.a.clear();
+    scratch.b.clear();
+    passes.rows(x, &mut scratch.a, &mut scratch.b);
+    let sums = residuals::<P::Loss>(&scratch.a, &scratch.b, y, b, c, &mut scratch.r);
+    let (w_sq, centered) = passes.columns(x, scratch, &sums, grad);
     sums.finish(w_sq, centered)
 }
 
+/// [`rollout_with`] compiled with AVX2 and FMA, so that AVX2 passes inline into it.
+///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn linear_rollout_avx2<E: Elem>(
-    w64: &[f64],
+pub(super) unsafe fn rollout_with_avx2<E: Elem, P: Passes<E>>(
+    passes: &P,
     b: f64,
     x: &[E],
     y: &[f32],
@@ -78,30 +93,86 @@ unsafe fn linear_rollout_avx2<E: Elem>(
     scratch: &mut Scratch,
     grad: Option<&mut Vec<f64>>,
 ) -> RolloutRow {
-    let d = w64.len();
-    let (dots, sqs) = (&mut scratch.a, &mut scratch.b);
-    dots.clear();
-    sqs.clear();
-    let mut pairs = x.chunks_exact(2 * d);
-    for pair in &mut pairs {
-        let (first, second) = pair.split_at(d);
-        // SAFETY: AVX2 and FMA are enabled for this function.
-        let ((d0, s0), (d1, s1)) = unsafe { dot_and_sq_pair_avx2(first, second, w64) };
-        dots.extend([d0, d1]);
-        sqs.extend([s0, s1]);
+    rollout_with(passes, b, x, y, c, scratch, grad)
+}
+
+/// The f64 engine's portable passes (w in f64): the same operations in the same order as
+/// [`Avx2`].
+struct Portable<'w>(&'w [f64]);
+
+impl<E: Elem> Passes<E> for Portable<'_> {
+    type Loss = StepwiseLoss;
+
+    #[inline(always)]
+    fn rows(&self, x: &[E], dots: &mut Vec<f64>, sqs: &mut Vec<f64>) {
+        for row in x.chunks_exact(self.0.len()) {
+            let (dot, sq) = dot_and_sq(row, self.0);
+            dots.push(dot);
+            sqs.push(sq);
+        }
     }
-    if !pairs.remainder().is_empty() {
-        let last = pairs.remainder();
-        // SAFETY: as above; a row pairs with itself and the duplicate result is dropped.
-        let ((dot, sq), _) = unsafe { dot_and_sq_pair_avx2(last, last, w64) };
-        dots.push(dot);
-        sqs.push(sq);
+
+    #[inline(always)]
+    fn columns(
+        &self,
+        x: &[E],
+        scratch: &mut Scratch,
+        sums: &StepSums,
+        grad: Option<&mut Vec<f64>>,
+    ) -> (f64, f64) {
+        column_pass(x, &scratch.r, sums.r_bar, self.0.len(), grad, sums.sum_r)
     }
-    let sums = residuals::<StepwiseLoss>(dots, sqs, y, b, c, &mut scratch.r);
-    // SAFETY: AVX2 is enabled for this function.
-    let (w_sq, centered) =
-        unsafe { column_pass_avx2(x, &scratch.r, sums.r_bar, d, grad, sums.sum_r) };
-    sums.finish(w_sq, centered)
+}
+
+/// The f64 engine's AVX2 passes; built only where the CPU has AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+struct Avx2<'w>(&'w [f64]);
+
+#[cfg(target_arch = "x86_64")]
+impl<'w> Avx2<'w> {
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    unsafe fn new(w64: &'w [f64]) -> Self {
+        Avx2(w64)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<E: Elem> Passes<E> for Avx2<'_> {
+    type Loss = StepwiseLoss;
+
+    #[inline(always)]
+    fn rows(&self, x: &[E], dots: &mut Vec<f64>, sqs: &mut Vec<f64>) {
+        let w64 = self.0;
+        let d = w64.len();
+        let mut pairs = x.chunks_exact(2 * d);
+        for pair in &mut pairs {
+            let (first, second) = pair.split_at(d);
+            // SAFETY: AVX2 and FMA are present (an `Avx2` exists only where they are).
+            let ((d0, s0), (d1, s1)) = unsafe { dot_and_sq_pair_avx2(first, second, w64) };
+            dots.extend([d0, d1]);
+            sqs.extend([s0, s1]);
+        }
+        if !pairs.remainder().is_empty() {
+            let last = pairs.remainder();
+            // SAFETY: as above; a row pairs with itself and the duplicate result is dropped.
+            let ((dot, sq), _) = unsafe { dot_and_sq_pair_avx2(last, last, w64) };
+            dots.push(dot);
+            sqs.push(sq);
+        }
+    }
+
+    #[inline(always)]
+    fn columns(
+        &self,
+        x: &[E],
+        scratch: &mut Scratch,
+        sums: &StepSums,
+        grad: Option<&mut Vec<f64>>,
+    ) -> (f64, f64) {
+        // SAFETY: as in `rows`.
+        unsafe { column_pass_avx2(x, &scratch.r, sums.r_bar, self.0.len(), grad, sums.sum_r) }
+    }
 }
 
 /// Dot product with w and squared norm of one row, in f64 over [`LANES`] partial sums, lane k
@@ -562,7 +633,7 @@ mod tests {
         let w64: Vec<f64> = w.iter().map(|&v| v as f64).collect();
         let (want, want_grad) = reference(w, b, x, y, c);
         let mut grad = vec![7.0; 3];
-        let portable = linear_rollout_portable(&w64, b, x, y, c, stale, Some(&mut grad));
+        let portable = rollout_with(&Portable(&w64), b, x, y, c, stale, Some(&mut grad));
         assert_eq!(bits(&portable), bits(&want), "portable, n = {}", y.len());
         assert_eq!(vec_bits(&grad), vec_bits(&want_grad), "portable gradient");
         let dispatched = linear_rollout(&w64, b, x, y, c, stale, None);
@@ -576,7 +647,8 @@ mod tests {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             let mut grad = Vec::new();
             // SAFETY: AVX2 and FMA are present (checked on the line above).
-            let wide = unsafe { linear_rollout_avx2(&w64, b, x, y, c, stale, Some(&mut grad)) };
+            let wide =
+                unsafe { rollout_with_avx2(&Avx2::new(&w64), b, x, y, c, stale, Some(&mut grad)) };
             assert_eq!(bits(&wide), bits(&want), "avx2, n = {}", y.len());
             assert_eq!(vec_bits(&grad), vec_bits(&want_grad), "avx2 gradient");
         }

@@ -28,7 +28,9 @@
 //!
 //! [`Accumulation::F32`]: crate::gradnorm::Accumulation::F32
 
-use super::linear::{LossSum, StepSums, prepare_grad, residuals};
+#[cfg(target_arch = "x86_64")]
+use super::linear::rollout_with_avx2;
+use super::linear::{LossSum, Passes, StepSums, prepare_grad, rollout_with};
 use super::{Elem, Scratch, fold_pairwise};
 use crate::gradnorm::RolloutRow;
 
@@ -65,73 +67,89 @@ pub(super) fn linear_rollout_f32<E: Elem>(
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports AVX2 and FMA, checked just above.
-        return unsafe { rollout_avx2(lane_w, b, x, y, c, scratch, grad) };
+        return unsafe { rollout_with_avx2(&Avx2::new(lane_w), b, x, y, c, scratch, grad) };
     }
-    rollout_portable(lane_w, b, x, y, c, scratch, grad)
+    rollout_with(&Portable(lane_w), b, x, y, c, scratch, grad)
 }
 
-/// The portable build: the same operations in the same order as the AVX2 one.
-fn rollout_portable<E: Elem>(
-    lane_w: &[f32],
-    b: f64,
-    x: &[E],
-    y: &[f32],
-    c: f64,
-    scratch: &mut Scratch,
-    grad: Option<&mut Vec<f64>>,
-) -> RolloutRow {
-    let d = lane_w.len();
-    let (dots, sqs) = (&mut scratch.a, &mut scratch.b);
-    dots.clear();
-    sqs.clear();
-    for row in x.chunks_exact(d) {
-        let (dot, sq) = dot_and_sq(row, lane_w);
-        dots.push(dot as f64);
-        sqs.push(sq as f64);
+/// The f32-sum passes, portable (w in lane order): the same operations in the same order as
+/// [`Avx2`].
+struct Portable<'w>(&'w [f32]);
+
+impl<E: Elem> Passes<E> for Portable<'_> {
+    type Loss = ProductLoss;
+
+    #[inline(always)]
+    fn rows(&self, x: &[E], dots: &mut Vec<f64>, sqs: &mut Vec<f64>) {
+        for row in x.chunks_exact(self.0.len()) {
+            let (dot, sq) = dot_and_sq(row, self.0);
+            dots.push(dot as f64);
+            sqs.push(sq as f64);
+        }
     }
-    let sums = residuals::<ProductLoss>(dots, sqs, y, b, c, &mut scratch.r);
-    narrow_residuals(&scratch.r, sums.r_bar, &mut scratch.r32, &mut scratch.q32);
-    let (w_sq, centered) = column_pass(x, &scratch.r32, &scratch.q32, &sums, d, grad);
-    sums.finish(w_sq, centered)
+
+    #[inline(always)]
+    fn columns(
+        &self,
+        x: &[E],
+        scratch: &mut Scratch,
+        sums: &StepSums,
+        grad: Option<&mut Vec<f64>>,
+    ) -> (f64, f64) {
+        narrow_residuals(&scratch.r, sums.r_bar, &mut scratch.r32, &mut scratch.q32);
+        column_pass(x, &scratch.r32, &scratch.q32, sums, self.0.len(), grad)
+    }
 }
 
-/// # Safety
-/// The CPU must support AVX2 and FMA.
+/// The f32-sum AVX2 passes; built only where the CPU has AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn rollout_avx2<E: Elem>(
-    lane_w: &[f32],
-    b: f64,
-    x: &[E],
-    y: &[f32],
-    c: f64,
-    scratch: &mut Scratch,
-    grad: Option<&mut Vec<f64>>,
-) -> RolloutRow {
-    let d = lane_w.len();
-    let (dots, sqs) = (&mut scratch.a, &mut scratch.b);
-    dots.clear();
-    sqs.clear();
-    let mut pairs = x.chunks_exact(2 * d);
-    for pair in &mut pairs {
-        let (first, second) = pair.split_at(d);
-        // SAFETY: AVX2 and FMA are enabled for this function.
-        let [(d0, s0), (d1, s1)] = unsafe { dot_and_sq_rows_avx2([first, second], lane_w) };
-        dots.extend([d0 as f64, d1 as f64]);
-        sqs.extend([s0 as f64, s1 as f64]);
+struct Avx2<'w>(&'w [f32]);
+
+#[cfg(target_arch = "x86_64")]
+impl<'w> Avx2<'w> {
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    unsafe fn new(lane_w: &'w [f32]) -> Self {
+        Avx2(lane_w)
     }
-    if !pairs.remainder().is_empty() {
-        // SAFETY: as above.
-        let [(dot, sq)] = unsafe { dot_and_sq_rows_avx2([pairs.remainder()], lane_w) };
-        dots.push(dot as f64);
-        sqs.push(sq as f64);
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<E: Elem> Passes<E> for Avx2<'_> {
+    type Loss = ProductLoss;
+
+    #[inline(always)]
+    fn rows(&self, x: &[E], dots: &mut Vec<f64>, sqs: &mut Vec<f64>) {
+        let lane_w = self.0;
+        let d = lane_w.len();
+        let mut pairs = x.chunks_exact(2 * d);
+        for pair in &mut pairs {
+            let (first, second) = pair.split_at(d);
+            // SAFETY: AVX2 and FMA are present (an `Avx2` exists only where they are).
+            let [(d0, s0), (d1, s1)] = unsafe { dot_and_sq_rows_avx2([first, second], lane_w) };
+            dots.extend([d0 as f64, d1 as f64]);
+            sqs.extend([s0 as f64, s1 as f64]);
+        }
+        if !pairs.remainder().is_empty() {
+            // SAFETY: as above.
+            let [(dot, sq)] = unsafe { dot_and_sq_rows_avx2([pairs.remainder()], lane_w) };
+            dots.push(dot as f64);
+            sqs.push(sq as f64);
+        }
     }
-    let sums = residuals::<ProductLoss>(dots, sqs, y, b, c, &mut scratch.r);
-    narrow_residuals(&scratch.r, sums.r_bar, &mut scratch.r32, &mut scratch.q32);
-    // SAFETY: AVX2 and FMA are enabled for this function.
-    let (w_sq, centered) =
-        unsafe { column_pass_avx2(x, &scratch.r32, &scratch.q32, &sums, d, grad) };
-    sums.finish(w_sq, centered)
+
+    #[inline(always)]
+    fn columns(
+        &self,
+        x: &[E],
+        scratch: &mut Scratch,
+        sums: &StepSums,
+        grad: Option<&mut Vec<f64>>,
+    ) -> (f64, f64) {
+        narrow_residuals(&scratch.r, sums.r_bar, &mut scratch.r32, &mut scratch.q32);
+        // SAFETY: as in `rows`.
+        unsafe { column_pass_avx2(x, &scratch.r32, &scratch.q32, sums, self.0.len(), grad) }
+    }
 }
 
 /// The loss with one logarithm per rollout instead of one per step (the logarithm was a sixth of
@@ -581,7 +599,15 @@ mod tests {
         let lane_w = lane_order_weights::<E>(w);
         let (b, c) = (0.1, 1.0 / y.len() as f64);
         let mut want_grad = vec![3.0; 2];
-        let want = rollout_portable(&lane_w, b, x, y, c, scratch, Some(&mut want_grad));
+        let want = rollout_with(
+            &Portable(&lane_w),
+            b,
+            x,
+            y,
+            c,
+            scratch,
+            Some(&mut want_grad),
+        );
         let dispatched = linear_rollout_f32(&lane_w, b, x, y, c, scratch, None);
         assert_eq!(
             bits(&dispatched),
@@ -593,7 +619,9 @@ mod tests {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             let mut grad = Vec::new();
             // SAFETY: AVX2 and FMA are present (checked on the line above).
-            let wide = unsafe { rollout_avx2(&lane_w, b, x, y, c, scratch, Some(&mut grad)) };
+            let wide = unsafe {
+                rollout_with_avx2(&Avx2::new(&lane_w), b, x, y, c, scratch, Some(&mut grad))
+            };
             let (d, n) = (w.len(), y.len());
             assert_eq!(bits(&wide), bits(&want), "avx2, d = {d}, n = {n}");
             assert_eq!(grad_bits(&grad), grad_bits(&want_grad), "avx2 gradient");
