@@ -96,6 +96,32 @@ pub(super) unsafe fn rollout_with_avx2<E: Elem, P: Passes<E>>(
     rollout_with(passes, b, x, y, c, scratch, grad)
 }
 
+/// The AVX2 row passes' loop: `pair` on the rows two at a time (eight independent chains), then
+/// `single` on an odd last row; each row's (dot, squared norm) appended in row order.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) fn rows_by_pairs<E: Elem>(
+    x: &[E],
+    d: usize,
+    dots: &mut Vec<f64>,
+    sqs: &mut Vec<f64>,
+    pair: impl Fn(&[E], &[E]) -> [(f64, f64); 2],
+    single: impl Fn(&[E]) -> (f64, f64),
+) {
+    let mut pairs = x.chunks_exact(2 * d);
+    for both in &mut pairs {
+        let (first, second) = both.split_at(d);
+        let [(d0, s0), (d1, s1)] = pair(first, second);
+        dots.extend([d0, d1]);
+        sqs.extend([s0, s1]);
+    }
+    if !pairs.remainder().is_empty() {
+        let (dot, sq) = single(pairs.remainder());
+        dots.push(dot);
+        sqs.push(sq);
+    }
+}
+
 /// The f64 engine's portable passes (w in f64): the same operations in the same order as
 /// [`Avx2`].
 struct Portable<'w>(&'w [f64]);
@@ -144,22 +170,19 @@ impl<E: Elem> Passes<E> for Avx2<'_> {
     #[inline(always)]
     fn rows(&self, x: &[E], dots: &mut Vec<f64>, sqs: &mut Vec<f64>) {
         let w64 = self.0;
-        let d = w64.len();
-        let mut pairs = x.chunks_exact(2 * d);
-        for pair in &mut pairs {
-            let (first, second) = pair.split_at(d);
-            // SAFETY: AVX2 and FMA are present (an `Avx2` exists only where they are).
-            let ((d0, s0), (d1, s1)) = unsafe { dot_and_sq_pair_avx2(first, second, w64) };
-            dots.extend([d0, d1]);
-            sqs.extend([s0, s1]);
-        }
-        if !pairs.remainder().is_empty() {
-            let last = pairs.remainder();
-            // SAFETY: as above; a row pairs with itself and the duplicate result is dropped.
-            let ((dot, sq), _) = unsafe { dot_and_sq_pair_avx2(last, last, w64) };
-            dots.push(dot);
-            sqs.push(sq);
-        }
+        rows_by_pairs(
+            x,
+            w64.len(),
+            dots,
+            sqs,
+            // SAFETY (both): AVX2 and FMA are present (an `Avx2` exists only where they are).
+            |a, b| {
+                let (first, second) = unsafe { dot_and_sq_pair_avx2(a, b, w64) };
+                [first, second]
+            },
+            // A row pairs with itself and the duplicate result is dropped.
+            |last| unsafe { dot_and_sq_pair_avx2(last, last, w64) }.0,
+        );
     }
 
     #[inline(always)]

@@ -28,9 +28,9 @@
 //!
 //! [`Accumulation::F32`]: crate::gradnorm::Accumulation::F32
 
-#[cfg(target_arch = "x86_64")]
-use super::linear::rollout_with_avx2;
 use super::linear::{LossSum, Passes, StepSums, prepare_grad, rollout_with};
+#[cfg(target_arch = "x86_64")]
+use super::linear::{rollout_with_avx2, rows_by_pairs};
 use super::{Elem, Scratch, fold_pairwise};
 use crate::gradnorm::RolloutRow;
 
@@ -121,21 +121,19 @@ impl<E: Elem> Passes<E> for Avx2<'_> {
     #[inline(always)]
     fn rows(&self, x: &[E], dots: &mut Vec<f64>, sqs: &mut Vec<f64>) {
         let lane_w = self.0;
-        let d = lane_w.len();
-        let mut pairs = x.chunks_exact(2 * d);
-        for pair in &mut pairs {
-            let (first, second) = pair.split_at(d);
-            // SAFETY: AVX2 and FMA are present (an `Avx2` exists only where they are).
-            let [(d0, s0), (d1, s1)] = unsafe { dot_and_sq_rows_avx2([first, second], lane_w) };
-            dots.extend([d0 as f64, d1 as f64]);
-            sqs.extend([s0 as f64, s1 as f64]);
-        }
-        if !pairs.remainder().is_empty() {
-            // SAFETY: as above.
-            let [(dot, sq)] = unsafe { dot_and_sq_rows_avx2([pairs.remainder()], lane_w) };
-            dots.push(dot as f64);
-            sqs.push(sq as f64);
-        }
+        let wide = |(dot, sq): (f32, f32)| (dot as f64, sq as f64);
+        rows_by_pairs(
+            x,
+            lane_w.len(),
+            dots,
+            sqs,
+            // SAFETY (both): AVX2 and FMA are present (an `Avx2` exists only where they are).
+            |a, b| unsafe { dot_and_sq_rows_avx2([a, b], lane_w) }.map(wide),
+            |last| {
+                let [one] = unsafe { dot_and_sq_rows_avx2([last], lane_w) };
+                wide(one)
+            },
+        );
     }
 
     #[inline(always)]
