@@ -122,11 +122,29 @@ pub(super) fn rows_by_pairs<E: Elem>(
     }
 }
 
-/// The f64 engine's portable passes (w in f64): the same operations in the same order as
-/// [`Avx2`].
-struct Portable<'w>(&'w [f64]);
+/// An engine's weights, for its portable passes (the same operations in the same order as its
+/// [`Avx2`] ones).
+pub(super) struct Portable<'w, T>(pub(super) &'w [T]);
 
-impl<E: Elem> Passes<E> for Portable<'_> {
+/// An engine's weights, for its AVX2 passes; built only where the CPU has AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+pub(super) struct Avx2<'w, T>(&'w [T]);
+
+#[cfg(target_arch = "x86_64")]
+impl<'w, T> Avx2<'w, T> {
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    pub(super) unsafe fn new(w: &'w [T]) -> Self {
+        Avx2(w)
+    }
+
+    pub(super) fn weights(&self) -> &'w [T] {
+        self.0
+    }
+}
+
+/// The f64 engine's portable passes (w in f64).
+impl<E: Elem> Passes<E> for Portable<'_, f64> {
     type Loss = StepwiseLoss;
 
     #[inline(always)]
@@ -150,26 +168,14 @@ impl<E: Elem> Passes<E> for Portable<'_> {
     }
 }
 
-/// The f64 engine's AVX2 passes; built only where the CPU has AVX2 and FMA.
+/// The f64 engine's AVX2 passes.
 #[cfg(target_arch = "x86_64")]
-struct Avx2<'w>(&'w [f64]);
-
-#[cfg(target_arch = "x86_64")]
-impl<'w> Avx2<'w> {
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    unsafe fn new(w64: &'w [f64]) -> Self {
-        Avx2(w64)
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-impl<E: Elem> Passes<E> for Avx2<'_> {
+impl<E: Elem> Passes<E> for Avx2<'_, f64> {
     type Loss = StepwiseLoss;
 
     #[inline(always)]
     fn rows(&self, x: &[E], dots: &mut Vec<f64>, sqs: &mut Vec<f64>) {
-        let w64 = self.0;
+        let w64 = self.weights();
         rows_by_pairs(
             x,
             w64.len(),
@@ -194,7 +200,16 @@ impl<E: Elem> Passes<E> for Avx2<'_> {
         grad: Option<&mut Vec<f64>>,
     ) -> (f64, f64) {
         // SAFETY: as in `rows`.
-        unsafe { column_pass_avx2(x, &scratch.r, sums.r_bar, self.0.len(), grad, sums.sum_r) }
+        unsafe {
+            column_pass_avx2(
+                x,
+                &scratch.r,
+                sums.r_bar,
+                self.weights().len(),
+                grad,
+                sums.sum_r,
+            )
+        }
     }
 }
 

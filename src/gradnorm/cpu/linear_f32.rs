@@ -28,9 +28,9 @@
 //!
 //! [`Accumulation::F32`]: crate::gradnorm::Accumulation::F32
 
-use super::linear::{LossSum, Passes, StepSums, prepare_grad, rollout_with};
 #[cfg(target_arch = "x86_64")]
-use super::linear::{rollout_with_avx2, rows_by_pairs};
+use super::linear::{Avx2, rollout_with_avx2, rows_by_pairs};
+use super::linear::{LossSum, Passes, Portable, StepSums, prepare_grad, rollout_with};
 use super::{Elem, Scratch, fold_pairwise};
 use crate::gradnorm::RolloutRow;
 
@@ -72,11 +72,8 @@ pub(super) fn linear_rollout_f32<E: Elem>(
     rollout_with(&Portable(lane_w), b, x, y, c, scratch, grad)
 }
 
-/// The f32-sum passes, portable (w in lane order): the same operations in the same order as
-/// [`Avx2`].
-struct Portable<'w>(&'w [f32]);
-
-impl<E: Elem> Passes<E> for Portable<'_> {
+/// The f32-sum passes, portable (w in lane order).
+impl<E: Elem> Passes<E> for Portable<'_, f32> {
     type Loss = ProductLoss;
 
     #[inline(always)]
@@ -101,26 +98,14 @@ impl<E: Elem> Passes<E> for Portable<'_> {
     }
 }
 
-/// The f32-sum AVX2 passes; built only where the CPU has AVX2 and FMA.
+/// The f32-sum AVX2 passes (w in lane order).
 #[cfg(target_arch = "x86_64")]
-struct Avx2<'w>(&'w [f32]);
-
-#[cfg(target_arch = "x86_64")]
-impl<'w> Avx2<'w> {
-    /// # Safety
-    /// The CPU must support AVX2 and FMA.
-    unsafe fn new(lane_w: &'w [f32]) -> Self {
-        Avx2(lane_w)
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-impl<E: Elem> Passes<E> for Avx2<'_> {
+impl<E: Elem> Passes<E> for Avx2<'_, f32> {
     type Loss = ProductLoss;
 
     #[inline(always)]
     fn rows(&self, x: &[E], dots: &mut Vec<f64>, sqs: &mut Vec<f64>) {
-        let lane_w = self.0;
+        let lane_w = self.weights();
         let wide = |(dot, sq): (f32, f32)| (dot as f64, sq as f64);
         rows_by_pairs(
             x,
@@ -146,7 +131,16 @@ impl<E: Elem> Passes<E> for Avx2<'_> {
     ) -> (f64, f64) {
         narrow_residuals(&scratch.r, sums.r_bar, &mut scratch.r32, &mut scratch.q32);
         // SAFETY: as in `rows`.
-        unsafe { column_pass_avx2(x, &scratch.r32, &scratch.q32, sums, self.0.len(), grad) }
+        unsafe {
+            column_pass_avx2(
+                x,
+                &scratch.r32,
+                &scratch.q32,
+                sums,
+                self.weights().len(),
+                grad,
+            )
+        }
     }
 }
 
@@ -158,7 +152,7 @@ impl<E: Elem> Passes<E> for Avx2<'_> {
 /// linear parts max(z, 0) − z y are ≥ 0 too and are summed apart. a at most doubles (plus one) per
 /// step, so it is logged and restarted before it could overflow.
 #[derive(Default)]
-struct ProductLoss {
+pub(super) struct ProductLoss {
     linear: f64,
     logs: f64,
     a: f64,
