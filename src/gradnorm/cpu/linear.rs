@@ -12,6 +12,10 @@
 //! The rollout's rows are read from memory once (row pass); the column pass finds them in
 //! cache. Every addition happens in the order of the plain row-by-row form (kept in the tests as
 //! the reference), so results are the same bits on every CPU and for every thread count.
+//!
+//! The f32-sum engine ([`super::linear_f32`]) runs through the same driver, [`rollout_with`]:
+//! each engine and build supplies its two passes ([`Passes`]) and how it sums the loss
+//! ([`LossSum`]); the residuals and per-step sums between the passes are shared.
 
 use super::{Elem, Scratch, fold_pairwise};
 use crate::gradnorm::RolloutRow;
