@@ -31,6 +31,10 @@ impl Drop for DirLock {
         // Empty again on release (while still locked), so a finished folder's lock file is the
         // same whoever held it last; a killed holder leaves its pid, which is harmless.
         let _ = self.file.set_len(0);
+        // Unlock explicitly rather than by closing the file: a child process forked by another
+        // thread shares this open file description until it execs, and closing our descriptor
+        // alone would leave the folder locked (and its lock file empty) for that long.
+        let _ = self.file.unlock();
     }
 }
 
@@ -116,6 +120,22 @@ mod tests {
         drop(first);
         let again = DirLock::acquire(&run).unwrap();
         assert_eq!(again.dir(), run.as_path());
+    }
+
+    #[test]
+    fn release_does_not_wait_for_a_shared_descriptor_to_close() {
+        // A duplicate of the lock's descriptor stands in for a child forked by another thread
+        // and not yet exec'd: it shares the open file description, and with it the lock.
+        let dir = tempfile::tempdir().unwrap();
+        let first = DirLock::acquire(dir.path()).unwrap();
+        let inherited = first.file.try_clone().unwrap();
+        drop(first);
+        let again = DirLock::acquire(dir.path()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(again.path()).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        drop(inherited);
     }
 
     #[test]
