@@ -186,12 +186,11 @@ impl<E: Elem> Passes<E> for Avx2<'_, f64> {
             dots,
             sqs,
             // SAFETY (both): AVX2 and FMA are present (an `Avx2` exists only where they are).
-            |a, b| {
-                let (first, second) = unsafe { dot_and_sq_pair_avx2(a, b, w64) };
-                [first, second]
+            |a, b| unsafe { dot_and_sq_rows_avx2([a, b], w64) },
+            |last| {
+                let [one] = unsafe { dot_and_sq_rows_avx2([last], w64) };
+                one
             },
-            // A row pairs with itself and the duplicate result is dropped.
-            |last| unsafe { dot_and_sq_pair_avx2(last, last, w64) }.0,
         );
     }
 
@@ -236,58 +235,58 @@ fn dot_and_sq<E: Elem>(row: &[E], w: &[f64]) -> (f64, f64) {
     finish_dot(&dot, &sq, rc.remainder(), wc.remainder())
 }
 
-/// [`dot_and_sq`] of two rows at once with AVX2 and FMA: the same lanes and the same order, and
-/// (the products being exact) the same bits.
+/// [`dot_and_sq`] of `R` rows at once with AVX2 and FMA (two in the loop: eight independent
+/// chains; one for an odd last row): the same lanes and the same order, and (the products being
+/// exact) the same bits, whatever `R` is.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot_and_sq_pair_avx2<E: Elem>(a: &[E], b: &[E], w: &[f64]) -> ((f64, f64), (f64, f64)) {
+unsafe fn dot_and_sq_rows_avx2<E: Elem, const R: usize>(
+    rows: [&[E]; R],
+    w: &[f64],
+) -> [(f64, f64); R] {
     use std::arch::x86_64::*;
     let chunks = w.len() / LANES;
-    debug_assert!(a.len() >= chunks * LANES && b.len() >= chunks * LANES);
+    assert!(
+        rows.iter().all(|r| r.len() >= w.len()),
+        "row pass: short row"
+    );
     let ahead = PREFETCH_ROWS * w.len();
-    let z = _mm256_setzero_pd();
-    let (mut da_lo, mut da_hi, mut sa_lo, mut sa_hi) = (z, z, z, z);
-    let (mut db_lo, mut db_hi, mut sb_lo, mut sb_hi) = (z, z, z, z);
+    // Per row: dot (lanes 0–3, 4–7), then squared norm (lanes 0–3, 4–7).
+    let mut acc = [[_mm256_setzero_pd(); 4]; R];
     for c in 0..chunks {
-        // SAFETY: chunk `c` holds LANES elements of `a`, `b` and `w` (c < chunks), and AVX2 and
-        // FMA are enabled for this function.
+        // SAFETY: chunk `c` holds LANES elements of every row and of `w` (c < chunks, rows at
+        // least as long as w, asserted above), and AVX2 and FMA are enabled for this function.
         unsafe {
-            // The rows PREFETCH_ROWS ahead (the rest of this rollout, then the next one): the
-            // loop does enough work per byte that the hardware alone keeps too few reads in
-            // flight. A prefetch never faults, so the address may run past the bundle.
-            _mm_prefetch::<_MM_HINT_T1>(a.as_ptr().wrapping_add(c * LANES + ahead) as *const i8);
-            _mm_prefetch::<_MM_HINT_T1>(b.as_ptr().wrapping_add(c * LANES + ahead) as *const i8);
-            let (xa_lo, xa_hi) = widen8(a.as_ptr().add(c * LANES));
-            let (xb_lo, xb_hi) = widen8(b.as_ptr().add(c * LANES));
             let w_lo = _mm256_loadu_pd(w.as_ptr().add(c * LANES));
             let w_hi = _mm256_loadu_pd(w.as_ptr().add(c * LANES + 4));
-            da_lo = _mm256_fmadd_pd(xa_lo, w_lo, da_lo);
-            da_hi = _mm256_fmadd_pd(xa_hi, w_hi, da_hi);
-            sa_lo = _mm256_fmadd_pd(xa_lo, xa_lo, sa_lo);
-            sa_hi = _mm256_fmadd_pd(xa_hi, xa_hi, sa_hi);
-            db_lo = _mm256_fmadd_pd(xb_lo, w_lo, db_lo);
-            db_hi = _mm256_fmadd_pd(xb_hi, w_hi, db_hi);
-            sb_lo = _mm256_fmadd_pd(xb_lo, xb_lo, sb_lo);
-            sb_hi = _mm256_fmadd_pd(xb_hi, xb_hi, sb_hi);
+            for (row, a) in rows.iter().zip(acc.iter_mut()) {
+                // The rows PREFETCH_ROWS ahead (the rest of this rollout, then the next one):
+                // the loop does enough work per byte that the hardware alone keeps too few
+                // reads in flight. A prefetch never faults, so the address may run past the
+                // bundle.
+                _mm_prefetch::<_MM_HINT_T1>(
+                    row.as_ptr().wrapping_add(c * LANES + ahead) as *const i8
+                );
+                let (lo, hi) = widen8(row.as_ptr().add(c * LANES));
+                a[0] = _mm256_fmadd_pd(lo, w_lo, a[0]);
+                a[1] = _mm256_fmadd_pd(hi, w_hi, a[1]);
+                a[2] = _mm256_fmadd_pd(lo, lo, a[2]);
+                a[3] = _mm256_fmadd_pd(hi, hi, a[3]);
+            }
         }
     }
     let done = chunks * LANES;
-    // SAFETY: AVX2 is enabled for this function.
-    let (da, sa, db, sb) = unsafe {
-        (
-            spill(da_lo, da_hi),
-            spill(sa_lo, sa_hi),
-            spill(db_lo, db_hi),
-            spill(sb_lo, sb_hi),
-        )
-    };
-    (
-        finish_dot(&da, &sa, &a[done..], &w[done..]),
-        finish_dot(&db, &sb, &b[done..], &w[done..]),
-    )
+    // A loop, not `array::from_fn`: a closure would not inherit this function's AVX2.
+    let mut out = [(0.0, 0.0); R];
+    for ((o, a), row) in out.iter_mut().zip(&acc).zip(rows) {
+        // SAFETY: AVX2 is enabled for this function.
+        let (dot, sq) = unsafe { (spill(a[0], a[1]), spill(a[2], a[3])) };
+        *o = finish_dot(&dot, &sq, &row[done..w.len()], &w[done..]);
+    }
+    out
 }
 
 /// How far ahead the row pass prefetches, in rows (into L2: fewer L1 miss slots held).
