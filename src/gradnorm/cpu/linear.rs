@@ -14,8 +14,10 @@
 //! the reference), so results are the same bits on every CPU and for every thread count.
 //!
 //! The f32-sum engine ([`super::linear_f32`]) runs through the same driver, [`rollout_with`]:
-//! each engine and build supplies its two passes ([`Passes`]) and how it sums the loss
-//! ([`LossSum`]); the residuals and per-step sums between the passes are shared.
+//! each build (portable or AVX2) of an engine supplies its two passes ([`Passes`]), and each
+//! engine how it sums the loss and what its column pass needs ([`Engine`]); the residuals and
+//! per-step sums between the passes are shared, and so is the AVX2 row loop ([`rows_avx2`],
+//! with what differs in [`RowLanes`]).
 
 use super::{Elem, Scratch, fold_pairwise};
 use crate::gradnorm::RolloutRow;
@@ -48,8 +50,8 @@ pub(super) fn linear_rollout<E: Elem>(
 /// One build (portable or AVX2) of a linear-head engine's two element passes. Every engine and
 /// build runs them through [`rollout_with`], which does the per-step work between them.
 pub(super) trait Passes<E: Elem> {
-    /// How the engine sums the loss.
-    type Loss: LossSum;
+    /// The engine these passes belong to.
+    type Engine: Engine;
     /// Appends each row's dot product with w to `dots` and its squared norm to `sqs`.
     fn rows(&self, x: &[E], dots: &mut Vec<f64>, sqs: &mut Vec<f64>);
     /// (‖g‖², ‖g − r̄ s‖²) from the residuals in `scratch.r`; with `grad`, writes (g, Σ r).
@@ -60,6 +62,21 @@ pub(super) trait Passes<E: Elem> {
         sums: &StepSums,
         grad: Option<&mut Vec<f64>>,
     ) -> (f64, f64);
+}
+
+/// What an engine fixes whatever its build (portable or AVX2). Engines are named by the type
+/// of their weights: f64 for the f64 engine, f32 for the f32-sum engine.
+pub(super) trait Engine {
+    /// How the engine sums the loss.
+    type Loss: LossSum;
+    /// Readies whatever the column pass needs besides the residuals in `scratch.r`.
+    #[inline(always)]
+    fn before_columns(_scratch: &mut Scratch, _sums: &StepSums) {}
+}
+
+/// The f64 engine: the loss summed step by step; the column pass reads the f64 residuals.
+impl Engine for f64 {
+    type Loss = StepwiseLoss;
 }
 
 /// One rollout through `passes`: the row pass, the residuals and per-step sums, the column pass.
@@ -77,7 +94,9 @@ pub(super) fn rollout_with<E: Elem, P: Passes<E>>(
     scratch.a.clear();
     scratch.b.clear();
     passes.rows(x, &mut scratch.a, &mut scratch.b);
-    let sums = residuals::<P::Loss>(&scratch.a, &scratch.b, y, b, c, &mut scratch.r);
+    let sums =
+        residuals::<<P::Engine as Engine>::Loss>(&scratch.a, &scratch.b, y, b, c, &mut scratch.r);
+    P::Engine::before_columns(scratch, &sums);
     let (w_sq, centered) = passes.columns(x, scratch, &sums, grad);
     sums.finish(w_sq, centered)
 }
@@ -100,30 +119,121 @@ pub(super) unsafe fn rollout_with_avx2<E: Elem, P: Passes<E>>(
     rollout_with(passes, b, x, y, c, scratch, grad)
 }
 
-/// The AVX2 row passes' loop: `pair` on the rows two at a time (eight independent chains), then
-/// `single` on an odd last row; each row's (dot, squared norm) appended in row order.
+/// What the engines' AVX2 row passes differ in; [`rows_avx2`] is the loop they share. A row
+/// is read [`Self::WIDTH`] columns at a time into two registers of each of four sums (dot product
+/// low and high, squared norm low and high), which [`Self::finish`] folds in the engine's order.
+#[cfg(target_arch = "x86_64")]
+pub(super) trait RowLanes<E: Elem>: Sized {
+    /// The register type of the sums.
+    type V: Copy;
+    /// Columns per step of the loop.
+    const WIDTH: usize;
+    /// How far ahead the pass prefetches, in rows (into L2: fewer L1 miss slots held).
+    const PREFETCH_ROWS: usize;
+
+    /// # Safety
+    /// AVX2.
+    unsafe fn zero() -> Self::V;
+    /// `WIDTH` weights from `p`.
+    ///
+    /// # Safety
+    /// AVX2, and `WIDTH` readable weights at `p`.
+    unsafe fn load_w(p: *const Self) -> [Self::V; 2];
+    /// `WIDTH` elements of a row from `p`, in the same lane order as [`Self::load_w`].
+    ///
+    /// # Safety
+    /// AVX2, and `WIDTH` readable elements at `p`.
+    unsafe fn load_row(p: *const E) -> [Self::V; 2];
+    /// a·b + c, fused.
+    ///
+    /// # Safety
+    /// AVX2 and FMA.
+    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// (dot, squared norm) from the four sums, with the columns after the last whole step
+    /// (`row` and `w` hold just those) added in order.
+    ///
+    /// # Safety
+    /// AVX2.
+    unsafe fn finish(acc: [Self::V; 4], row: &[E], w: &[Self]) -> (f64, f64);
+}
+
+/// The AVX2 row pass of the engine whose weights are `w`: the rows two at a time (eight
+/// independent chains of fused multiply-adds), then an odd last row alone; each row's
+/// (dot, squared norm) appended in row order.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-pub(super) fn rows_by_pairs<E: Elem>(
+pub(super) unsafe fn rows_avx2<E: Elem, T: RowLanes<E>>(
     x: &[E],
-    d: usize,
+    w: &[T],
     dots: &mut Vec<f64>,
     sqs: &mut Vec<f64>,
-    pair: impl Fn(&[E], &[E]) -> [(f64, f64); 2],
-    single: impl Fn(&[E]) -> (f64, f64),
 ) {
+    let d = w.len();
     let mut pairs = x.chunks_exact(2 * d);
     for both in &mut pairs {
         let (first, second) = both.split_at(d);
-        let [(d0, s0), (d1, s1)] = pair(first, second);
+        // SAFETY: the caller guarantees AVX2 and FMA.
+        let [(d0, s0), (d1, s1)] = unsafe { dot_and_sq_rows_avx2([first, second], w) };
         dots.extend([d0, d1]);
         sqs.extend([s0, s1]);
     }
     if !pairs.remainder().is_empty() {
-        let (dot, sq) = single(pairs.remainder());
+        // SAFETY: as above.
+        let [(dot, sq)] = unsafe { dot_and_sq_rows_avx2([pairs.remainder()], w) };
         dots.push(dot);
         sqs.push(sq);
     }
+}
+
+/// Dot product with w and squared norm of `R` rows at once: lane by lane as `T` lays the
+/// columns out, the same operations in the same order whatever `R` is.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_and_sq_rows_avx2<E: Elem, T: RowLanes<E>, const R: usize>(
+    rows: [&[E]; R],
+    w: &[T],
+) -> [(f64, f64); R] {
+    use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+    let d = w.len();
+    let steps = d / T::WIDTH;
+    assert!(rows.iter().all(|r| r.len() >= d), "row pass: short row");
+    let ahead = T::PREFETCH_ROWS * d;
+    // SAFETY: AVX2 is enabled for this function.
+    let mut acc = [[unsafe { T::zero() }; 4]; R];
+    for step in 0..steps {
+        let at = step * T::WIDTH;
+        // SAFETY: step `step` holds WIDTH elements of every row and of `w` (step < steps, rows
+        // at least d long, asserted above); AVX2 and FMA are enabled for this function.
+        unsafe {
+            let [w_lo, w_hi] = T::load_w(w.as_ptr().add(at));
+            for (row, a) in rows.iter().zip(acc.iter_mut()) {
+                // The rows PREFETCH_ROWS ahead (the rest of this rollout, then the next one):
+                // the loop does enough work per byte that the hardware alone keeps too few
+                // reads in flight. A prefetch never faults, so the address may run past the
+                // bundle.
+                _mm_prefetch::<_MM_HINT_T1>(row.as_ptr().wrapping_add(at + ahead) as *const i8);
+                let [lo, hi] = T::load_row(row.as_ptr().add(at));
+                a[0] = T::fmadd(lo, w_lo, a[0]);
+                a[1] = T::fmadd(hi, w_hi, a[1]);
+                a[2] = T::fmadd(lo, lo, a[2]);
+                a[3] = T::fmadd(hi, hi, a[3]);
+            }
+        }
+    }
+    let done = steps * T::WIDTH;
+    // A loop, not `array::from_fn`: a closure would not inherit this function's AVX2.
+    let mut out = [(0.0, 0.0); R];
+    for ((o, a), row) in out.iter_mut().zip(acc).zip(rows) {
+        // SAFETY: AVX2 is enabled for this function.
+        *o = unsafe { T::finish(a, &row[done..d], &w[done..]) };
+    }
+    out
 }
 
 /// An engine's weights, for its portable passes (the same operations in the same order as its
@@ -149,7 +259,7 @@ impl<'w, T> Avx2<'w, T> {
 
 /// The f64 engine's portable passes (w in f64).
 impl<E: Elem> Passes<E> for Portable<'_, f64> {
-    type Loss = StepwiseLoss;
+    type Engine = f64;
 
     #[inline(always)]
     fn rows(&self, x: &[E], dots: &mut Vec<f64>, sqs: &mut Vec<f64>) {
@@ -175,23 +285,12 @@ impl<E: Elem> Passes<E> for Portable<'_, f64> {
 /// The f64 engine's AVX2 passes.
 #[cfg(target_arch = "x86_64")]
 impl<E: Elem> Passes<E> for Avx2<'_, f64> {
-    type Loss = StepwiseLoss;
+    type Engine = f64;
 
     #[inline(always)]
     fn rows(&self, x: &[E], dots: &mut Vec<f64>, sqs: &mut Vec<f64>) {
-        let w64 = self.weights();
-        rows_by_pairs(
-            x,
-            w64.len(),
-            dots,
-            sqs,
-            // SAFETY (both): AVX2 and FMA are present (an `Avx2` exists only where they are).
-            |a, b| unsafe { dot_and_sq_rows_avx2([a, b], w64) },
-            |last| {
-                let [one] = unsafe { dot_and_sq_rows_avx2([last], w64) };
-                one
-            },
-        );
+        // SAFETY: AVX2 and FMA are present (an `Avx2` exists only where they are).
+        unsafe { rows_avx2(x, self.weights(), dots, sqs) }
     }
 
     #[inline(always)]
@@ -235,62 +334,46 @@ fn dot_and_sq<E: Elem>(row: &[E], w: &[f64]) -> (f64, f64) {
     finish_dot(&dot, &sq, rc.remainder(), wc.remainder())
 }
 
-/// [`dot_and_sq`] of `R` rows at once with AVX2 and FMA (two in the loop: eight independent
-/// chains; one for an odd last row): the same lanes and the same order, and (the products being
-/// exact) the same bits, whatever `R` is.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
+/// The f64 engine's row pass: eight columns per step, widened to f64.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_and_sq_rows_avx2<E: Elem, const R: usize>(
-    rows: [&[E]; R],
-    w: &[f64],
-) -> [(f64, f64); R] {
-    use std::arch::x86_64::*;
-    let chunks = w.len() / LANES;
-    assert!(
-        rows.iter().all(|r| r.len() >= w.len()),
-        "row pass: short row"
-    );
-    let ahead = PREFETCH_ROWS * w.len();
-    // Per row: dot (lanes 0–3, 4–7), then squared norm (lanes 0–3, 4–7).
-    let mut acc = [[_mm256_setzero_pd(); 4]; R];
-    for c in 0..chunks {
-        // SAFETY: chunk `c` holds LANES elements of every row and of `w` (c < chunks, rows at
-        // least as long as w, asserted above), and AVX2 and FMA are enabled for this function.
-        unsafe {
-            let w_lo = _mm256_loadu_pd(w.as_ptr().add(c * LANES));
-            let w_hi = _mm256_loadu_pd(w.as_ptr().add(c * LANES + 4));
-            for (row, a) in rows.iter().zip(acc.iter_mut()) {
-                // The rows PREFETCH_ROWS ahead (the rest of this rollout, then the next one):
-                // the loop does enough work per byte that the hardware alone keeps too few
-                // reads in flight. A prefetch never faults, so the address may run past the
-                // bundle.
-                _mm_prefetch::<_MM_HINT_T1>(
-                    row.as_ptr().wrapping_add(c * LANES + ahead) as *const i8
-                );
-                let (lo, hi) = widen8(row.as_ptr().add(c * LANES));
-                a[0] = _mm256_fmadd_pd(lo, w_lo, a[0]);
-                a[1] = _mm256_fmadd_pd(hi, w_hi, a[1]);
-                a[2] = _mm256_fmadd_pd(lo, lo, a[2]);
-                a[3] = _mm256_fmadd_pd(hi, hi, a[3]);
-            }
-        }
-    }
-    let done = chunks * LANES;
-    // A loop, not `array::from_fn`: a closure would not inherit this function's AVX2.
-    let mut out = [(0.0, 0.0); R];
-    for ((o, a), row) in out.iter_mut().zip(&acc).zip(rows) {
-        // SAFETY: AVX2 is enabled for this function.
-        let (dot, sq) = unsafe { (spill(a[0], a[1]), spill(a[2], a[3])) };
-        *o = finish_dot(&dot, &sq, &row[done..w.len()], &w[done..]);
-    }
-    out
-}
+impl<E: Elem> RowLanes<E> for f64 {
+    type V = std::arch::x86_64::__m256d;
+    const WIDTH: usize = LANES;
+    const PREFETCH_ROWS: usize = 8;
 
-/// How far ahead the row pass prefetches, in rows (into L2: fewer L1 miss slots held).
-const PREFETCH_ROWS: usize = 8;
+    #[inline(always)]
+    unsafe fn zero() -> Self::V {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe { std::arch::x86_64::_mm256_setzero_pd() }
+    }
+
+    #[inline(always)]
+    unsafe fn load_w(p: *const f64) -> [Self::V; 2] {
+        use std::arch::x86_64::_mm256_loadu_pd;
+        // SAFETY: the caller guarantees AVX2 and eight readable f64 at `p`.
+        unsafe { [_mm256_loadu_pd(p), _mm256_loadu_pd(p.add(4))] }
+    }
+
+    #[inline(always)]
+    unsafe fn load_row(p: *const E) -> [Self::V; 2] {
+        // SAFETY: the caller guarantees AVX2 and eight readable elements at `p`.
+        let (lo, hi) = unsafe { widen8(p) };
+        [lo, hi]
+    }
+
+    #[inline(always)]
+    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        // SAFETY: the caller guarantees AVX2 and FMA.
+        unsafe { std::arch::x86_64::_mm256_fmadd_pd(a, b, c) }
+    }
+
+    #[inline(always)]
+    unsafe fn finish(acc: [Self::V; 4], row: &[E], w: &[f64]) -> (f64, f64) {
+        // SAFETY: the caller guarantees AVX2.
+        let (dot, sq) = unsafe { (spill(acc[0], acc[1]), spill(acc[2], acc[3])) };
+        finish_dot(&dot, &sq, row, w)
+    }
+}
 
 /// Eight consecutive elements widened to two registers of four f64.
 ///

@@ -29,8 +29,8 @@
 //! [`Accumulation::F32`]: crate::gradnorm::Accumulation::F32
 
 #[cfg(target_arch = "x86_64")]
-use super::linear::{Avx2, rollout_with_avx2, rows_by_pairs};
-use super::linear::{LossSum, Passes, Portable, StepSums, prepare_grad, rollout_with};
+use super::linear::{Avx2, RowLanes, rollout_with_avx2, rows_avx2};
+use super::linear::{Engine, LossSum, Passes, Portable, StepSums, prepare_grad, rollout_with};
 use super::{Elem, Scratch, fold_pairwise};
 use crate::gradnorm::RolloutRow;
 
@@ -74,7 +74,7 @@ pub(super) fn linear_rollout_f32<E: Elem>(
 
 /// The f32-sum passes, portable (w in lane order).
 impl<E: Elem> Passes<E> for Portable<'_, f32> {
-    type Loss = ProductLoss;
+    type Engine = f32;
 
     #[inline(always)]
     fn rows(&self, x: &[E], dots: &mut Vec<f64>, sqs: &mut Vec<f64>) {
@@ -93,7 +93,6 @@ impl<E: Elem> Passes<E> for Portable<'_, f32> {
         sums: &StepSums,
         grad: Option<&mut Vec<f64>>,
     ) -> (f64, f64) {
-        narrow_residuals(&scratch.r, sums.r_bar, &mut scratch.r32, &mut scratch.q32);
         column_pass(x, &scratch.r32, &scratch.q32, sums, self.0.len(), grad)
     }
 }
@@ -101,24 +100,12 @@ impl<E: Elem> Passes<E> for Portable<'_, f32> {
 /// The f32-sum AVX2 passes (w in lane order).
 #[cfg(target_arch = "x86_64")]
 impl<E: Elem> Passes<E> for Avx2<'_, f32> {
-    type Loss = ProductLoss;
+    type Engine = f32;
 
     #[inline(always)]
     fn rows(&self, x: &[E], dots: &mut Vec<f64>, sqs: &mut Vec<f64>) {
-        let lane_w = self.weights();
-        let wide = |(dot, sq): (f32, f32)| (dot as f64, sq as f64);
-        rows_by_pairs(
-            x,
-            lane_w.len(),
-            dots,
-            sqs,
-            // SAFETY (both): AVX2 and FMA are present (an `Avx2` exists only where they are).
-            |a, b| unsafe { dot_and_sq_rows_avx2([a, b], lane_w) }.map(wide),
-            |last| {
-                let [one] = unsafe { dot_and_sq_rows_avx2([last], lane_w) };
-                wide(one)
-            },
-        );
+        // SAFETY: AVX2 and FMA are present (an `Avx2` exists only where they are).
+        unsafe { rows_avx2(x, self.weights(), dots, sqs) }
     }
 
     #[inline(always)]
@@ -129,7 +116,6 @@ impl<E: Elem> Passes<E> for Avx2<'_, f32> {
         sums: &StepSums,
         grad: Option<&mut Vec<f64>>,
     ) -> (f64, f64) {
-        narrow_residuals(&scratch.r, sums.r_bar, &mut scratch.r32, &mut scratch.q32);
         // SAFETY: as in `rows`.
         unsafe {
             column_pass_avx2(
@@ -178,14 +164,20 @@ impl LossSum for ProductLoss {
     }
 }
 
-/// The column pass's multipliers: the f64 residuals r_j and their centred values r_j − r̄,
-/// each rounded once to f32.
-#[inline(always)]
-fn narrow_residuals(r: &[f64], r_bar: f64, r32: &mut Vec<f32>, q32: &mut Vec<f32>) {
-    r32.clear();
-    r32.extend(r.iter().map(|&v| v as f32));
-    q32.clear();
-    q32.extend(r.iter().map(|&v| (v - r_bar) as f32));
+/// The f32-sum engine: one logarithm per rollout ([`ProductLoss`]); the column pass multiplies
+/// by the f64 residuals r_j and their centred values r_j − r̄, each rounded once to f32 (into
+/// `scratch.r32` and `scratch.q32`).
+impl Engine for f32 {
+    type Loss = ProductLoss;
+
+    #[inline(always)]
+    fn before_columns(scratch: &mut Scratch, sums: &StepSums) {
+        let Scratch { r, r32, q32, .. } = scratch;
+        r32.clear();
+        r32.extend(r.iter().map(|&v| v as f32));
+        q32.clear();
+        q32.extend(r.iter().map(|&v| (v - sums.r_bar) as f32));
+    }
 }
 
 /// Dot product with w and squared norm of one row in f32: lane L sums column
@@ -223,57 +215,54 @@ fn finish_dot<E: Elem>(mut dot: f32, mut sq: f32, row: &[E], w: &[f32]) -> (f32,
     (dot, sq)
 }
 
-/// [`dot_and_sq`] of `R` rows at once (two in the loop: eight independent chains of fused
-/// multiply-adds; one for an odd last row). Each row's sums are the same operations in the same
-/// order whatever `R` is.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
+/// The f32-sum engine's row pass: one unit (sixteen columns, w in lane order) per step. The
+/// column pass prefetches too (see [`columns_avx2`]), so the row pass's distance only has to
+/// cover the first rows of the next rollout.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot_and_sq_rows_avx2<E: Elem, const R: usize>(
-    rows: [&[E]; R],
-    lane_w: &[f32],
-) -> [(f32, f32); R] {
-    use std::arch::x86_64::*;
-    let d = lane_w.len();
-    let units = d / UNIT;
-    assert!(rows.iter().all(|r| r.len() >= d), "row pass: short row");
-    let ahead = PREFETCH_ROWS * d;
-    // Per row: dot (lanes 0–7, 8–15), then squared norm (lanes 0–7, 8–15).
-    let mut acc = [[_mm256_setzero_ps(); 4]; R];
-    for unit in 0..units {
-        let at = unit * UNIT;
-        // SAFETY: unit `unit` holds UNIT elements of every row and of `lane_w` (unit < units,
-        // rows at least d long, asserted above); AVX2 and FMA are enabled for this function. A
-        // prefetch never faults, so its address may run past the bundle.
-        unsafe {
-            let w_lo = _mm256_loadu_ps(lane_w.as_ptr().add(at));
-            let w_hi = _mm256_loadu_ps(lane_w.as_ptr().add(at + 8));
-            for (row, a) in rows.iter().zip(acc.iter_mut()) {
-                _mm_prefetch::<_MM_HINT_T1>(row.as_ptr().wrapping_add(at + ahead) as *const i8);
-                let (lo, hi) = E::load_unit(row.as_ptr().add(at));
-                a[0] = _mm256_fmadd_ps(lo, w_lo, a[0]);
-                a[1] = _mm256_fmadd_ps(hi, w_hi, a[1]);
-                a[2] = _mm256_fmadd_ps(lo, lo, a[2]);
-                a[3] = _mm256_fmadd_ps(hi, hi, a[3]);
-            }
-        }
-    }
-    let done = units * UNIT;
-    // A loop, not `array::from_fn`: a closure would not inherit this function's AVX2.
-    let mut out = [(0.0, 0.0); R];
-    for ((o, a), row) in out.iter_mut().zip(&acc).zip(rows) {
-        // SAFETY: AVX2 is enabled for this function.
-        let (dot, sq) = unsafe { (fold_unit_avx2(a[0], a[1]), fold_unit_avx2(a[2], a[3])) };
-        *o = finish_dot(dot, sq, &row[done..d], &lane_w[done..]);
-    }
-    out
-}
+impl<E: Elem> RowLanes<E> for f32 {
+    type V = std::arch::x86_64::__m256;
+    const WIDTH: usize = UNIT;
+    const PREFETCH_ROWS: usize = 4;
 
-/// How far ahead the row pass prefetches, in rows. The column pass prefetches too (see
-/// [`columns_avx2`]), so this distance only has to cover the first rows of the next rollout.
-const PREFETCH_ROWS: usize = 4;
+    #[inline(always)]
+    unsafe fn zero() -> Self::V {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe { std::arch::x86_64::_mm256_setzero_ps() }
+    }
+
+    #[inline(always)]
+    unsafe fn load_w(p: *const f32) -> [Self::V; 2] {
+        use std::arch::x86_64::_mm256_loadu_ps;
+        // SAFETY: the caller guarantees AVX2 and sixteen readable floats at `p`.
+        unsafe { [_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))] }
+    }
+
+    #[inline(always)]
+    unsafe fn load_row(p: *const E) -> [Self::V; 2] {
+        // SAFETY: the caller guarantees AVX2 and sixteen readable elements at `p`.
+        let (lo, hi) = unsafe { E::load_unit(p) };
+        [lo, hi]
+    }
+
+    #[inline(always)]
+    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        // SAFETY: the caller guarantees AVX2 and FMA.
+        unsafe { std::arch::x86_64::_mm256_fmadd_ps(a, b, c) }
+    }
+
+    #[inline(always)]
+    unsafe fn finish(acc: [Self::V; 4], row: &[E], w: &[f32]) -> (f64, f64) {
+        // SAFETY: the caller guarantees AVX2.
+        let (dot, sq) = unsafe {
+            (
+                fold_unit_avx2(acc[0], acc[1]),
+                fold_unit_avx2(acc[2], acc[3]),
+            )
+        };
+        let (dot, sq) = finish_dot(dot, sq, row, w);
+        (dot as f64, sq as f64)
+    }
+}
 
 /// [`fold_pairwise`] of sixteen lanes held in two registers (lanes 0–7, 8–15): the same additions.
 ///
