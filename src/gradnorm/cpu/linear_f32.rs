@@ -496,14 +496,14 @@ unsafe fn columns_avx2<E: Elem, const U: usize>(
     let base = at.unit * UNIT;
     let (pf_start, pf_bytes) = at.prefetch;
     // Row j's share of the prefetch. bf16 rows go into L1, f32 rows into L2: measured on the
-    // 565k-rollout bundles, L1 made bf16 1.2× faster and f32 a few per cent slower
+    // 565k-rollout bundles, L1 made bf16 1.2× faster and f32 no faster
     // (experiments/results/gradient/cpu-gradnorm-engine.md, fifth session).
     let into_l1 = std::mem::size_of::<E>() == 2;
-    // SAFETY (the whole function): guaranteed by the caller; a prefetch never faults.
     let prefetch_row = |j: usize| {
         let mut b = 0;
         while b < pf_bytes {
             let p = pf_start.wrapping_add(j * pf_bytes + b);
+            // SAFETY (both): a prefetch never faults, so the address may lie past the bundle.
             if into_l1 {
                 unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
             } else {
@@ -512,6 +512,7 @@ unsafe fn columns_avx2<E: Elem, const U: usize>(
             b += 64;
         }
     };
+    // SAFETY: guaranteed by the caller.
     unsafe {
         prefetch_row(0);
         let (r0, q0) = (_mm256_set1_ps(r32[0]), _mm256_set1_ps(q32[0]));
