@@ -1,6 +1,25 @@
 //! The logistic link shared by the simulator's teacher, the heads' scores and the gradient
 //! engines: σ and the binary cross-entropy on logits, both stable for large |z|.
 
+/// 1/k! for k = 0..=13: the Taylor coefficients of e^r that the project's own exponentials
+/// evaluate (the gradient engine's f64 one and the trainer's f32 one), each to its own degree.
+pub const INV_FACTORIAL: [f64; 14] = [
+    1.0,
+    1.0,
+    1.0 / 2.0,
+    1.0 / 6.0,
+    1.0 / 24.0,
+    1.0 / 120.0,
+    1.0 / 720.0,
+    1.0 / 5_040.0,
+    1.0 / 40_320.0,
+    1.0 / 362_880.0,
+    1.0 / 3_628_800.0,
+    1.0 / 39_916_800.0,
+    1.0 / 479_001_600.0,
+    1.0 / 6_227_020_800.0,
+];
+
 /// Numerically stable BCE with logits: `softplus(z) − y·z`.
 pub fn bce_with_logits(z: f64, y: f64) -> f64 {
     z.max(0.0) - z * y + (-z.abs()).exp().ln_1p()
@@ -29,12 +48,19 @@ pub fn sigmoid_and_bce(z: f64, y: f64) -> (f64, f64) {
 #[inline(always)]
 pub fn sigmoid_and_bce_parts(z: f64, y: f64) -> (f64, f64, f64) {
     let e = (-z.abs()).exp();
+    let (p, linear) = sigmoid_and_linear_part(z, y, e);
+    (p, linear, e)
+}
+
+/// (σ(z), max(z, 0) − z y) given e = exp(−|z|), for callers that compute e their own way.
+#[inline(always)]
+pub fn sigmoid_and_linear_part(z: f64, y: f64, e: f64) -> (f64, f64) {
     let p = if z >= 0.0 {
         1.0 / (1.0 + e)
     } else {
         e / (1.0 + e)
     };
-    (p, z.max(0.0) - z * y, e)
+    (p, z.max(0.0) - z * y)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 //! into its even and odd powers, and the AVX2 build works sixteen arguments at a time.
 
 use super::checked;
+use crate::logistic::INV_FACTORIAL;
 
 /// Arguments outside this range go to `f32::exp` (its results there are 0, subnormal, or
 /// overflow to infinity, or lie next to those regions).
@@ -27,22 +28,9 @@ const LOG2E: f64 = std::f64::consts::LOG2_E;
 const LN2_HI: f64 = 6.931_471_803_691_238e-1;
 const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
 
-/// 1/j! for j = 0..=11: the Taylor polynomial of e^r on |r| ≤ ln2/2, whose truncation error is
-/// below (ln2/2)¹²/12! ≈ 6e-15 relative.
-const TAYLOR: [f64; 12] = [
-    1.0,
-    1.0,
-    0.5,
-    1.0 / 6.0,
-    1.0 / 24.0,
-    1.0 / 120.0,
-    1.0 / 720.0,
-    1.0 / 5_040.0,
-    1.0 / 40_320.0,
-    1.0 / 362_880.0,
-    1.0 / 3_628_800.0,
-    1.0 / 39_916_800.0,
-];
+/// 1/j! for j = 0..=11 (the first twelve of the table): the Taylor polynomial of e^r on
+/// |r| ≤ ln2/2, whose truncation error is below (ln2/2)¹²/12! ≈ 6e-15 relative.
+const TAYLOR: &[f64] = INV_FACTORIAL.split_at(12).0;
 
 /// Covers glibc's 9.9e-11 and this module's own error (measured below 1e-14 by
 /// `tests::the_margin_bounds_the_error_with_room`), with room.

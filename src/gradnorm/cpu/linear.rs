@@ -21,7 +21,7 @@
 
 use super::{Elem, Scratch, fold_pairwise};
 use crate::gradnorm::RolloutRow;
-use crate::logistic::sigmoid_and_bce_parts;
+use crate::logistic::sigmoid_and_linear_part;
 
 /// Independent partial sums per reduction (two AVX2 registers of f64). The sums are combined
 /// in a fixed order, so the result never varies.
@@ -62,6 +62,11 @@ pub(super) trait Passes<E: Elem> {
         sums: &StepSums,
         grad: Option<&mut Vec<f64>>,
     ) -> (f64, f64);
+    /// `out` ← e_j = exp(−|dot_j + b|) for every row, as the engine computes exponentials.
+    #[inline(always)]
+    fn exps(&self, dots: &[f64], b: f64, out: &mut Vec<f64>) {
+        <Self::Engine as Engine>::exps(dots, b, out)
+    }
 }
 
 /// What an engine fixes whatever its build (portable or AVX2). Engines are named by the type
@@ -72,9 +77,16 @@ pub(super) trait Engine {
     /// Readies whatever the column pass needs besides the residuals in `scratch.r`.
     #[inline(always)]
     fn before_columns(_scratch: &mut Scratch, _sums: &StepSums) {}
+    /// `out` ← e_j = exp(−|dot_j + b|) for every row, by the C library's `exp`.
+    #[inline(always)]
+    fn exps(dots: &[f64], b: f64, out: &mut Vec<f64>) {
+        out.clear();
+        out.extend(dots.iter().map(|&dot| (-(dot + b).abs()).exp()));
+    }
 }
 
-/// The f64 engine: the loss summed step by step; the column pass reads the f64 residuals.
+/// The f64 engine: the loss summed step by step; the column pass reads the f64 residuals; the
+/// C library's exponentials.
 impl Engine for f64 {
     type Loss = StepwiseLoss;
 }
@@ -94,8 +106,16 @@ pub(super) fn rollout_with<E: Elem, P: Passes<E>>(
     scratch.a.clear();
     scratch.b.clear();
     passes.rows(x, &mut scratch.a, &mut scratch.b);
-    let sums =
-        residuals::<<P::Engine as Engine>::Loss>(&scratch.a, &scratch.b, y, b, c, &mut scratch.r);
+    passes.exps(&scratch.a, b, &mut scratch.c);
+    let sums = residuals::<<P::Engine as Engine>::Loss>(
+        &scratch.a,
+        &scratch.b,
+        &scratch.c,
+        y,
+        b,
+        c,
+        &mut scratch.r,
+    );
     P::Engine::before_columns(scratch, &sums);
     let (w_sq, centered) = passes.columns(x, scratch, &sums, grad);
     sums.finish(w_sq, centered)
@@ -444,11 +464,19 @@ impl StepSums {
 }
 
 /// How a rollout's loss Σ_j c BCE_j is summed, given each step's parts of the BCE (see
-/// [`sigmoid_and_bce_parts`]): c, max(z, 0) − z y and e = exp(−|z|).
+/// [`crate::logistic::sigmoid_and_bce_parts`]): c, max(z, 0) − z y and e = exp(−|z|).
 pub(super) trait LossSum: Default {
     fn push(&mut self, c: f64, linear: f64, e: f64);
+    /// Called after every [`FLUSH_STEPS`] steps that have more steps after them.
+    #[inline(always)]
+    fn flush(&mut self) {}
     fn total(self, c: f64) -> f64;
 }
+
+/// Steps between two [`LossSum::flush`]es. The loop over a chunk calls no function (the
+/// residuals are written into place, and a loss that must log a running product does so between
+/// chunks), so its sums stay in registers.
+pub(super) const FLUSH_STEPS: usize = 512;
 
 /// c BCE_j added step by step: the f64 engine's loss, bit for bit as before the split.
 #[derive(Default)]
@@ -467,29 +495,51 @@ impl LossSum for StepwiseLoss {
 }
 
 /// The residuals r_j = c (σ(z_j) − y_j) into `r`, and the sums over steps, the loss summed as
-/// `L` sums it.
+/// `L` sums it; `exps` holds e_j = exp(−|z_j|).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(super) fn residuals<L: LossSum>(
     dots: &[f64],
     sqs: &[f64],
+    exps: &[f64],
     y: &[f32],
     b: f64,
     c: f64,
     r: &mut Vec<f64>,
 ) -> StepSums {
+    let n = y.len();
+    assert!(
+        dots.len() == n && sqs.len() == n && exps.len() == n,
+        "residuals: steps disagree"
+    );
     r.clear();
+    r.resize(n, 0.0);
     let mut loss = L::default();
     let (mut sum_r, mut resid_sq, mut sum_step) = (0.0, 0.0, 0.0);
-    for ((&dot, &sq), &yj) in dots.iter().zip(sqs).zip(y) {
-        let z = dot + b;
-        let yj = yj as f64;
-        let (p, linear, e) = sigmoid_and_bce_parts(z, yj);
-        let rj = c * (p - yj);
-        loss.push(c, linear, e);
-        sum_r += rj;
-        resid_sq += rj * rj;
-        sum_step += rj * rj * (sq + 1.0);
-        r.push(rj);
+    let mut start = 0;
+    while start < n {
+        let end = (start + FLUSH_STEPS).min(n);
+        let steps = dots[start..end]
+            .iter()
+            .zip(&sqs[start..end])
+            .zip(&exps[start..end])
+            .zip(&y[start..end])
+            .zip(&mut r[start..end]);
+        for ((((&dot, &sq), &e), &yj), r_out) in steps {
+            let z = dot + b;
+            let yj = yj as f64;
+            let (p, linear) = sigmoid_and_linear_part(z, yj, e);
+            let rj = c * (p - yj);
+            loss.push(c, linear, e);
+            sum_r += rj;
+            resid_sq += rj * rj;
+            sum_step += rj * rj * (sq + 1.0);
+            *r_out = rj;
+        }
+        if end < n {
+            loss.flush();
+        }
+        start = end;
     }
     StepSums {
         loss: loss.total(c),

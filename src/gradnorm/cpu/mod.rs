@@ -35,6 +35,7 @@ use super::{
 };
 use crate::logistic::{bce_with_logits, sigmoid};
 
+mod exp;
 mod linear;
 mod linear_f32;
 use linear::linear_rollout;
@@ -209,7 +210,7 @@ struct Scratch {
     a: Vec<f64>,
     /// Linear: the rows' squared norms (n). MLP: activations ([n, h]).
     b: Vec<f64>,
-    /// MLP: w₂ ⊙ φ'(u) ([n, h]).
+    /// Linear: e_j = exp(−|z_j|) (n). MLP: w₂ ⊙ φ'(u) ([n, h]).
     c: Vec<f64>,
     /// Residuals (n).
     r: Vec<f64>,
@@ -432,7 +433,10 @@ fn run_typed<E: Elem>(
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let mut columns = StatColumns::with_capacity(input.head, len);
+    // Two blocks of rows: one being scored while the one before it is gathered into columns,
+    // so that the gathering (serial) does not leave the other threads waiting.
     let mut block = Vec::with_capacity(BLOCK.min(len));
+    let mut scored: Vec<RolloutRow> = Vec::with_capacity(BLOCK.min(len));
     let mut projected = projection.map(|p| vec![0.0f32; len * p.k]);
     let init = || (Scratch::default(), Vec::new());
     let score = |k: usize, scratch: &mut Scratch, grad: Option<&mut Vec<f64>>| {
@@ -441,9 +445,10 @@ fn run_typed<E: Elem>(
     for start in (0..len).step_by(BLOCK) {
         let end = (start + BLOCK).min(len);
         let ks = (start..end).into_par_iter().with_min_len(64);
-        // `par_extend` from an indexed iterator writes the rows in place, in order.
         block.clear();
-        match (projection, projected.as_mut()) {
+        let projected = projected.as_mut();
+        let score_block = || match (projection, projected) {
+            // `par_extend` from an indexed iterator writes the rows in place, in order.
             (Some(p), Some(out)) if p.k > 0 => block.par_extend(
                 ks.zip(out[start * p.k..end * p.k].par_chunks_mut(p.k))
                     .map_init(init, |(scratch, grad), (k, proj)| {
@@ -460,10 +465,13 @@ fn run_typed<E: Elem>(
                     }),
             ),
             _ => block.par_extend(ks.map_init(init, |(scratch, _), k| score(k, scratch, None))),
-        }
-        columns.extend(&block);
-        bar.inc((end - start) as u64);
+        };
+        rayon::join(|| columns.extend(&scored), score_block);
+        bar.inc(scored.len() as u64);
+        std::mem::swap(&mut block, &mut scored);
     }
+    columns.extend(&scored);
+    bar.inc(scored.len() as u64);
     bar.finish_and_clear();
     (columns, projected)
 }
