@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # CPU benchmark of issue 4: `mprm gradnorm` (linear head, f64 sums and f32 sums) against
 # benches/numpy_gradnorm.py on the same memory-mapped bundle, side by side in one invocation,
-# plus this machine's memory-read bandwidth. The bundle (565,096 rollouts, d = 256, f32, ~3.2 GB;
+# plus this machine's memory-read bandwidth, read just before and just after mprm's runs (on
+# this shared box one reading swings by 2x within minutes; the share is taken against the mean
+# of the two, and against each). The bundle (565,096 rollouts, d = 256, f32, ~3.2 GB;
 # pass a bf16 one as BUNDLE) is generated once.
 #
 #   benches/cpu_gradnorm.sh [BUNDLE] [ROLLOUTS]
@@ -32,6 +34,8 @@ for sums in f64 f32; do
   "$bin" gradnorm --bundle "$bundle" --head linear --at teacher --device cpu \
     --accumulate "$sums" --out "$work/mprm-$sums.safetensors" >/dev/null
 done
+echo "== machine, after mprm's runs"
+"$bin" bench membw --device cpu --mib 2048 --repeats 5 | tee "$work/membw-after.txt"
 echo "== numpy"
 "$py" benches/numpy_gradnorm.py "$bundle" --repeats "$repeats" --json "$work/numpy.json" \
   --compare "$work/mprm-f64.safetensors" "$work/mprm-f32.safetensors"
@@ -40,16 +44,20 @@ echo "== summary"
 import json, re, sys
 w = sys.argv[1]
 n = json.load(open(f"{w}/numpy.json"))
-bw = float(re.search(r"read_gb_per_s=([0-9.]+)", open(f"{w}/membw.txt").read()).group(1))
+def read_bw(name):
+    return float(re.search(r"read_gb_per_s=([0-9.]+)", open(f"{w}/{name}").read()).group(1))
+before, after = read_bw("membw.txt"), read_bw("membw-after.txt")
+bw = (before + after) / 2
 rows = []
 for sums in ("f64", "f32"):
     m = json.load(open(f"{w}/mprm-{sums}.json"))["timings"][-1]
     worst = max(n["max_rel_err_by_table"][f"{w}/mprm-{sums}.safetensors"].values())
     rows.append((f"mprm {sums} sums", m["median_ms"] / 1e3, m["rollouts"], m["gb_per_s"], worst))
 rows.append(("numpy", n["median_s"], n["rollouts"], n["gb_per_s"], None))
-print(f"{'':15} {'median s':>9} {'rollouts/s':>12} {'GB/s':>7} {'% of read bw':>13} {'x numpy':>8} {'max rel err vs numpy f64':>25}")
+print(f"{'':15} {'median s':>9} {'rollouts/s':>12} {'GB/s':>7} {'% of read bw':>13} {'(before, after)':>16} {'x numpy':>8} {'max rel err vs numpy f64':>25}")
 for name, t, roll, gbs, worst in rows:
     err = f"{worst:25.2e}" if worst is not None else f"{'':25}"
-    print(f"{name:15} {t:9.3f} {roll / t:12.0f} {gbs:7.2f} {100 * gbs / bw:12.1f}% {n['median_s'] / t:8.2f} {err}")
-print(f"memory read bandwidth in this run: {bw:.2f} GB/s")
+    each = f"({100 * gbs / before:.1f}, {100 * gbs / after:.1f})"
+    print(f"{name:15} {t:9.3f} {roll / t:12.0f} {gbs:7.2f} {100 * gbs / bw:12.1f}% {each:>16} {n['median_s'] / t:8.2f} {err}")
+print(f"memory read bandwidth in this run: {bw:.2f} GB/s (before {before:.2f}, after {after:.2f})")
 PY
