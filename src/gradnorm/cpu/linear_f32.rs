@@ -10,8 +10,9 @@
 //!
 //! An AVX2 instruction then handles eight elements instead of four, and nothing is widened to
 //! f64 per element. What happens once per step (σ(z), the loss, the residuals) stays in f64,
-//! through the f64 engine's own code, except that the loss takes its logarithm once per rollout
-//! rather than once per step ([`ProductLoss`]).
+//! through the f64 engine's own code, with two exceptions: the loss takes its logarithm once per
+//! rollout rather than once per step ([`ProductLoss`]), and e_j = exp(−|z_j|) comes from
+//! [`super::exp`], four steps per instruction, rather than from the C library.
 //!
 //! **Lane order.** Columns are taken sixteen at a time (a *unit*). A bf16 unit is loaded as one
 //! 32-byte vector and split into its even and its odd columns by a shift and a mask, which
