@@ -6,19 +6,22 @@
 //! panels and pads the vector to eight columns, so the output layer's three products took as
 //! long as the [S, h] GELU backward pass. Each here reads the matrix once.
 //!
-//! The bits follow from how sgemm's FMA + AVX2 kernel (`KernelFmaAvx2`) computes C = A·B with
-//! α = 1 and β = 0:
+//! The bits follow from how sgemm's fused multiply-add kernels compute C = A·B with α = 1 and
+//! β = 0:
 //! - k is cut into blocks of [`KC`] (`matrixmultiply`'s default `S_KC`);
 //! - within a block, each output is one chain of fused multiply-adds in k order, starting from
 //!   +0.0;
-//! - the first block's result ab is stored through one more fused multiply-add, fma(1, ab, +0),
-//!   which turns a −0 into +0; each later block's is added to it with one rounding.
+//! - the first block's result ab is stored as [`FirstBlock`] says: the FMA + AVX2 kernel
+//!   (`KernelFmaAvx2`) stores fma(1, ab, +0), which turns a −0 (a chain that underflowed) into
+//!   +0; the AVX-512 kernel (`KernelAvx512`, which `matrixmultiply` builds by default and picks
+//!   where the CPU has AVX-512F) stores α·ab = ab, keeping −0;
+//! - each later block's is added to it with one rounding (both kernels).
 //!
-//! So a product with k = 1 is one multiply, with a −0 result stored as +0.
+//! So a product with k = 1 is one fused multiply-add onto +0, then that store.
 //! `tests::narrow_products_match_sgemm_bit_for_bit` checks all three against sgemm over block
-//! boundaries, signed zeros included. Elsewhere the callers keep sgemm: without FMA and AVX2 its
-//! kernel rounds each multiply and add, and with AVX-512 (a default feature of `matrixmultiply`)
-//! its kernel stores the first block as α·ab, keeping −0, which no CPU here could test.
+//! boundaries, underflows to −0 included, in whichever form the CPU running it has (the AVX-512
+//! form was first checked on this project's AVX-512 machine on 2026-12-06). Without FMA and AVX2
+//! the callers keep sgemm, whose kernel then rounds each multiply and add.
 
 use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
@@ -26,29 +29,68 @@ use rayon::prelude::*;
 /// `matrixmultiply`'s k block for f32 (`S_KC`, a build-time setting it defaults to 256).
 const KC: usize = 256;
 
-/// Whether sgemm runs its FMA + AVX2 kernel here, so that the products below are its bits.
-pub(super) fn available() -> bool {
+/// How sgemm's fused multiply-add kernel stores the first k block's chain ab.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum FirstBlock {
+    /// fma(1, ab, +0): a −0 becomes +0 (`KernelFmaAvx2`).
+    PlusZero,
+    /// α·ab = ab: a −0 stays −0 (`KernelAvx512`).
+    AsIs,
+}
+
+impl FirstBlock {
+    /// The first block's chain `ab` as sgemm stores it.
+    #[inline(always)]
+    fn store(self, ab: f32) -> f32 {
+        match self {
+            FirstBlock::PlusZero => ab + 0.0,
+            FirstBlock::AsIs => ab,
+        }
+    }
+
+    /// g·w as sgemm gives it for k = 1: fma(g, w, +0), then [`Self::store`]. fma(g, w, +0) is
+    /// g·w rounded once, except that an exactly zero product (a zero factor) gives +0.
+    #[inline(always)]
+    fn product(self, g: f32, w: f32) -> f32 {
+        let p = g * w;
+        let onto_zero = if p == 0.0 && (g == 0.0 || w == 0.0) {
+            0.0
+        } else {
+            p
+        };
+        self.store(onto_zero)
+    }
+}
+
+/// Which fused multiply-add kernel sgemm runs here, so that the products below are its bits;
+/// `None` where it runs none (no FMA and AVX2).
+pub(super) fn kernel() -> Option<FirstBlock> {
     #[cfg(target_arch = "x86_64")]
     {
-        static FMA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *FMA.get_or_init(|| {
-            std::is_x86_feature_detected!("fma")
-                && std::is_x86_feature_detected!("avx2")
-                && !std::is_x86_feature_detected!("avx512f")
+        static KERNEL: std::sync::OnceLock<Option<FirstBlock>> = std::sync::OnceLock::new();
+        *KERNEL.get_or_init(|| {
+            if !(std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("avx2")) {
+                None
+            } else if std::is_x86_feature_detected!("avx512f") {
+                Some(FirstBlock::AsIs)
+            } else {
+                Some(FirstBlock::PlusZero)
+            }
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
-    false
+    None
 }
 
 /// Rows per rayon task.
 const ROWS_PER_TASK: usize = 512;
 
 /// x·w for x [S, k] in standard layout and w [k, 1]: one value per row. `None` where the shapes
-/// or layout differ or sgemm's kernel is not the FMA + AVX2 one.
+/// or layout differ or sgemm runs no fused multiply-add kernel ([`kernel`]).
 pub(super) fn matrix_vector(x: ArrayView2<'_, f32>, w: ArrayView2<'_, f32>) -> Option<Array2<f32>> {
     let (rows, k) = x.dim();
-    if w.dim() != (k, 1) || !available() {
+    let first = kernel()?;
+    if w.dim() != (k, 1) {
         return None;
     }
     let xs = x.to_slice()?;
@@ -57,8 +99,8 @@ pub(super) fn matrix_vector(x: ArrayView2<'_, f32>, w: ArrayView2<'_, f32>) -> O
     if k > 0 {
         out.par_chunks_mut(ROWS_PER_TASK)
             .zip(xs.par_chunks(k * ROWS_PER_TASK))
-            // SAFETY: `available` checked FMA and AVX2.
-            .for_each(|(out, xs)| unsafe { fma::row_dots(out, xs, &w) });
+            // SAFETY: `kernel` checked FMA and AVX2.
+            .for_each(|(out, xs)| unsafe { fma::row_dots(out, xs, &w, first) });
     }
     Some(Array2::from_shape_vec((rows, 1), out).expect("S values"))
 }
@@ -70,7 +112,8 @@ pub(super) fn transpose_vector(
     g: ArrayView2<'_, f32>,
 ) -> Option<Array2<f32>> {
     let (rows, cols) = x.dim();
-    if g.dim() != (rows, 1) || !available() {
+    let first = kernel()?;
+    if g.dim() != (rows, 1) {
         return None;
     }
     let xs = x.to_slice()?;
@@ -78,9 +121,9 @@ pub(super) fn transpose_vector(
     let mut out = vec![0f32; cols];
     out.par_chunks_mut(fma::COLUMNS)
         .enumerate()
-        // SAFETY: `available` checked FMA and AVX2.
+        // SAFETY: `kernel` checked FMA and AVX2.
         .for_each(|(task, out)| unsafe {
-            fma::column_dots(out, task * fma::COLUMNS, xs, cols, &g)
+            fma::column_dots(out, task * fma::COLUMNS, xs, cols, &g, first)
         });
     Some(Array2::from_shape_vec((cols, 1), out).expect("h values"))
 }
@@ -88,7 +131,8 @@ pub(super) fn transpose_vector(
 /// g·wᵀ for g [S, 1] and w [h, 1]: the outer product [S, h]. `None` as for [`matrix_vector`].
 pub(super) fn outer(g: ArrayView2<'_, f32>, w: ArrayView2<'_, f32>) -> Option<Array2<f32>> {
     let ((rows, one), (cols, one_w)) = (g.dim(), w.dim());
-    if one != 1 || one_w != 1 || !available() {
+    let first = kernel()?;
+    if one != 1 || one_w != 1 {
         return None;
     }
     let (g, w): (Vec<f32>, Vec<f32>) = (g.column(0).to_vec(), w.column(0).to_vec());
@@ -100,8 +144,7 @@ pub(super) fn outer(g: ArrayView2<'_, f32>, w: ArrayView2<'_, f32>) -> Option<Ar
             .for_each(|(block, g)| {
                 for (row, &gi) in block.chunks_exact_mut(cols).zip(g) {
                     for (o, &wj) in row.iter_mut().zip(&w) {
-                        // One fused multiply-add onto +0: the product rounded once, −0 as +0.
-                        o.write(gi * wj + 0.0);
+                        o.write(first.product(gi, wj));
                     }
                 }
             });
@@ -113,7 +156,7 @@ pub(super) fn outer(g: ArrayView2<'_, f32>, w: ArrayView2<'_, f32>) -> Option<Ar
 
 /// The chains, compiled with fused multiply-adds (`f32::mul_add` is one instruction here).
 mod fma {
-    use super::KC;
+    use super::{FirstBlock, KC};
 
     /// Outputs per task of [`column_dots`] (eight vectors of eight accumulators).
     pub(super) const COLUMNS: usize = 64;
@@ -127,7 +170,7 @@ mod fma {
     /// # Safety
     /// The CPU has FMA and AVX2.
     #[cfg_attr(target_arch = "x86_64", target_feature(enable = "fma,avx2"))]
-    pub(super) unsafe fn row_dots(out: &mut [f32], xs: &[f32], w: &[f32]) {
+    pub(super) unsafe fn row_dots(out: &mut [f32], xs: &[f32], w: &[f32], first: FirstBlock) {
         let k = w.len();
         for (out, xs) in out
             .chunks_mut(SIDE_BY_SIDE)
@@ -148,10 +191,10 @@ mod fma {
                     }
                 }
                 for l in 0..SIDE_BY_SIDE {
-                    // sgemm stores the first block through one more fused multiply-add onto
-                    // +0 (so −0 becomes +0) and adds each later one with a single rounding.
+                    // sgemm stores the first block as `first` says and adds each later one
+                    // with a single rounding.
                     total[l] = if start == 0 {
-                        acc[l] + 0.0
+                        first.store(acc[l])
                     } else {
                         total[l] + acc[l]
                     };
@@ -173,6 +216,7 @@ mod fma {
         xs: &[f32],
         cols: usize,
         g: &[f32],
+        form: FirstBlock,
     ) {
         let width = out.len();
         for start in (0..g.len()).step_by(KC) {
@@ -185,7 +229,7 @@ mod fma {
                 }
             }
             for (o, &a) in out.iter_mut().zip(&acc) {
-                *o = if start == 0 { a + 0.0 } else { *o + a };
+                *o = if start == 0 { form.store(a) } else { *o + a };
             }
         }
     }
@@ -223,10 +267,11 @@ mod tests {
 
     #[test]
     fn narrow_products_match_sgemm_bit_for_bit() {
-        if !available() {
+        let Some(first) = kernel() else {
             eprintln!("no FMA and AVX2: the narrow products are not used here");
             return;
-        }
+        };
+        eprintln!("sgemm's kernel here stores the first block {first:?}");
         let mut rng = ChaCha8Rng::seed_from_u64(17);
         // Lengths on both sides of sgemm's k block (256), and row counts that leave partial
         // tasks and partial groups of side-by-side rows.
@@ -262,11 +307,12 @@ mod tests {
 
     #[test]
     fn the_zero_fix_and_the_block_sums_are_what_make_the_bits_agree() {
-        // Negative control: a single unblocked chain, or a first block stored without the +0
-        // step, must differ from sgemm on these inputs; otherwise the test above proves little.
-        if !available() {
+        // Negative control: a single unblocked chain, or a first block stored the other
+        // kernel's way, must differ from sgemm on these inputs; otherwise the test above proves
+        // little.
+        let Some(first) = kernel() else {
             return;
-        }
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let (rows, k) = (64, 3072);
         let x = Array2::from_shape_vec((rows, k), values(rows * k, &mut rng)).unwrap();
@@ -287,11 +333,22 @@ mod tests {
                 .zip(&want)
                 .any(|(a, b)| a.to_bits() != b.to_bits())
         );
-        // A product that underflows to −0: sgemm returns +0.
+        // A product that underflows to −0: sgemm returns +0 with the FMA + AVX2 kernel and −0
+        // with the AVX-512 one, so the two stores are told apart by the test above.
         let tiny = Array2::from_shape_vec((1, 1), vec![-1e-30f32]).unwrap();
         let also_tiny = Array2::from_shape_vec((1, 1), vec![1e-30f32]).unwrap();
         let sgemm = product(tiny.view(), also_tiny.view())[[0, 0]];
-        assert_eq!(sgemm.to_bits(), 0.0f32.to_bits());
+        let (this, other) = match first {
+            FirstBlock::PlusZero => (0.0f32, -0.0f32),
+            FirstBlock::AsIs => (-0.0, 0.0),
+        };
+        assert_eq!(sgemm.to_bits(), this.to_bits());
+        assert_ne!(sgemm.to_bits(), other.to_bits());
         assert_eq!((-1e-30f32 * 1e-30f32).to_bits(), (-0.0f32).to_bits());
+        // A zero factor gives +0 in both forms (fma(−0, w, +0) = +0).
+        let zero = Array2::from_shape_vec((1, 1), vec![-0.0f32]).unwrap();
+        let one = Array2::from_shape_vec((1, 1), vec![1.0f32]).unwrap();
+        assert_eq!(product(zero.view(), one.view())[[0, 0]].to_bits(), 0);
+        assert_eq!(first.product(-0.0, 1.0).to_bits(), 0);
     }
 }
