@@ -70,10 +70,79 @@ pub(super) fn linear_rollout_f32<E: Elem>(
 ) -> RolloutRow {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX2, FMA and AVX-512F, checked just above.
+            return unsafe { rollout_with_avx512(&Avx512::new(lane_w), b, x, y, c, scratch, grad) };
+        }
         // SAFETY: the CPU supports AVX2 and FMA, checked just above.
         return unsafe { rollout_with_avx2(&Avx2::new(lane_w), b, x, y, c, scratch, grad) };
     }
     rollout_with(&Portable(lane_w), b, x, y, c, scratch, grad)
+}
+
+/// The f32-sum passes with AVX-512F registers (w in lane order): the AVX2 passes' operations
+/// lane for lane, so the same bits, in half the instructions. Each 512-bit register holds two
+/// of the AVX2 passes' 256-bit ones: the row pass packs the same unit of two rows
+/// ([`Elem::load_unit_rows`]), the column pass two units of one row ([`Elem::load_unit_pair`]).
+/// Measured on the 565k-rollout bundles in experiments/results/gradient/cpu-gradnorm-engine.md
+/// (seventh session).
+#[cfg(target_arch = "x86_64")]
+pub(super) struct Avx512<'w>(&'w [f32]);
+
+#[cfg(target_arch = "x86_64")]
+impl<'w> Avx512<'w> {
+    /// # Safety
+    /// The CPU must support AVX2, FMA and AVX-512F.
+    pub(super) unsafe fn new(lane_w: &'w [f32]) -> Self {
+        Avx512(lane_w)
+    }
+}
+
+/// [`rollout_with`] compiled with AVX-512F, so that the [`Avx512`] passes inline into it.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f")]
+pub(super) unsafe fn rollout_with_avx512<E: Elem>(
+    passes: &Avx512<'_>,
+    b: f64,
+    x: &[E],
+    y: &[f32],
+    c: f64,
+    scratch: &mut Scratch,
+    grad: Option<&mut Vec<f64>>,
+) -> RolloutRow {
+    rollout_with(passes, b, x, y, c, scratch, grad)
+}
+
+#[cfg(target_arch = "x86_64")]
+impl<E: Elem> Passes<E> for Avx512<'_> {
+    type Engine = f32;
+
+    #[inline(always)]
+    fn rows(&self, x: &[E], dots: &mut Vec<f64>, sqs: &mut Vec<f64>) {
+        // SAFETY: AVX2, FMA and AVX-512F are present (an `Avx512` exists only where they are).
+        unsafe { rows_avx512(x, self.0, dots, sqs) }
+    }
+
+    #[inline(always)]
+    fn columns(
+        &self,
+        x: &[E],
+        scratch: &mut Scratch,
+        sums: &StepSums,
+        grad: Option<&mut Vec<f64>>,
+    ) -> (f64, f64) {
+        // SAFETY: as in `rows`.
+        unsafe { column_pass_avx512(x, &scratch.r32, &scratch.q32, sums, self.0.len(), grad) }
+    }
+
+    #[inline(always)]
+    fn exps(&self, dots: &[f64], b: f64, out: &mut Vec<f64>) {
+        // SAFETY: as in `rows`.
+        unsafe { exps_avx2(dots, b, out) }
+    }
 }
 
 /// The f32-sum passes, portable (w in lane order).
@@ -244,7 +313,7 @@ fn finish_dot<E: Elem>(mut dot: f32, mut sq: f32, row: &[E], w: &[f32]) -> (f32,
 }
 
 /// The f32-sum engine's row pass: one unit (sixteen columns, w in lane order) per step. The
-/// column pass prefetches too (see [`columns_avx2`]), so the row pass's distance only has to
+/// column pass prefetches too (see [`sweep`]), so the row pass's distance only has to
 /// cover the first rows of the next rollout.
 #[cfg(target_arch = "x86_64")]
 impl<E: Elem> RowLanes<E> for f32 {
@@ -289,6 +358,80 @@ impl<E: Elem> RowLanes<E> for f32 {
         };
         let (dot, sq) = finish_dot(dot, sq, row, w);
         (dot as f64, sq as f64)
+    }
+}
+
+/// The AVX-512 row pass of the f32-sum engine: the rows two at a time, the same unit of both
+/// in one pair of registers ([`Elem::load_unit_rows`]), so that each register holds the
+/// AVX2 pass's sums of both rows; then an odd last row through the AVX2 pass.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn rows_avx512<E: Elem>(x: &[E], lane_w: &[f32], dots: &mut Vec<f64>, sqs: &mut Vec<f64>) {
+    let d = lane_w.len();
+    let mut pairs = x.chunks_exact(2 * d);
+    for both in &mut pairs {
+        let (first, second) = both.split_at(d);
+        // SAFETY: the caller guarantees AVX2, FMA and AVX-512F.
+        let [(d0, s0), (d1, s1)] = unsafe { dot_and_sq_row_pair_avx512(first, second, lane_w) };
+        dots.extend([d0, d1]);
+        sqs.extend([s0, s1]);
+    }
+    if !pairs.remainder().is_empty() {
+        // SAFETY: as above.
+        unsafe { rows_avx2(pairs.remainder(), lane_w, dots, sqs) };
+    }
+}
+
+/// Dot product with w and squared norm of rows `a` and `b`: lane for lane the operations of
+/// the AVX2 row pass, with row `a` in the low half of each register and `b` in the high half.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn dot_and_sq_row_pair_avx512<E: Elem>(a: &[E], b: &[E], w: &[f32]) -> [(f64, f64); 2] {
+    use std::arch::x86_64::*;
+    let d = w.len();
+    let steps = d / UNIT;
+    assert!(a.len() >= d && b.len() >= d, "row pass: short row");
+    let ahead = <f32 as RowLanes<E>>::PREFETCH_ROWS * d;
+    // SAFETY: AVX-512F (the caller).
+    let mut acc = [unsafe { _mm512_setzero_ps() }; 4];
+    for step in 0..steps {
+        let at = step * UNIT;
+        // SAFETY: step `step` holds UNIT elements of both rows and of `w` (step < steps, rows
+        // at least d long, asserted above); AVX2, FMA and AVX-512F (the caller). A prefetch
+        // never faults, so its address may run past the bundle.
+        unsafe {
+            // The unit's weights in both halves (the same for both rows).
+            let wp = w.as_ptr().add(at) as *const f64;
+            let w_first = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_loadu_pd(wp)));
+            let w_second = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_loadu_pd(wp.add(4))));
+            _mm_prefetch::<_MM_HINT_T1>(a.as_ptr().wrapping_add(at + ahead) as *const i8);
+            _mm_prefetch::<_MM_HINT_T1>(b.as_ptr().wrapping_add(at + ahead) as *const i8);
+            let [first, second] = E::load_unit_rows(a.as_ptr().add(at), b.as_ptr().add(at));
+            acc[0] = _mm512_fmadd_ps(first, w_first, acc[0]);
+            acc[1] = _mm512_fmadd_ps(second, w_second, acc[1]);
+            acc[2] = _mm512_fmadd_ps(first, first, acc[2]);
+            acc[3] = _mm512_fmadd_ps(second, second, acc[3]);
+        }
+    }
+    let done = steps * UNIT;
+    // SAFETY: AVX2 and AVX-512F (the caller).
+    unsafe {
+        // Loops, not `map`: a closure would not inherit this function's target features.
+        let (mut low, mut high) = ([_mm256_setzero_ps(); 4], [_mm256_setzero_ps(); 4]);
+        for k in 0..4 {
+            low[k] = super::lower(acc[k]);
+            high[k] = super::upper(acc[k]);
+        }
+        [
+            <f32 as RowLanes<E>>::finish(low, &a[done..d], &w[done..]),
+            <f32 as RowLanes<E>>::finish(high, &b[done..d], &w[done..]),
+        ]
     }
 }
 
@@ -402,37 +545,130 @@ unsafe fn column_pass_avx2<E: Elem>(
     d: usize,
     grad: Option<&mut Vec<f64>>,
 ) -> (f64, f64) {
-    let mut out = prepare_grad(grad, d, sums.sum_r);
+    let out = prepare_grad(grad, d, sums.sum_r);
+    check_column_pass(x, r32, q32, d);
+    // SAFETY: AVX2 and FMA are enabled; the lengths are checked just above.
+    unsafe {
+        column_tail_avx2(
+            x,
+            r32,
+            q32,
+            d,
+            0,
+            Norms::new(std::arch::x86_64::_mm256_setzero_ps()),
+            out,
+        )
+    }
+}
+
+/// The column pass's length checks: at least one row, as many residuals as rows, the rows in `x`.
+#[inline(always)]
+fn check_column_pass<E>(x: &[E], r32: &[f32], q32: &[f32], d: usize) {
     let n = r32.len();
     assert!(
         n >= 1 && q32.len() == n && x.len() >= n * d,
         "column pass: rows and residuals disagree"
     );
-    let mut norms = Norms::default();
+}
+
+/// The AVX2 column pass from unit `first` (even) on, added to `norms` (the units before it
+/// already in), then the fold and the columns after the last whole unit.
+///
+/// # Safety
+/// AVX2 and FMA; [`check_column_pass`] holds; `out` (when given) holds d + 1 values.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn column_tail_avx2<E: Elem>(
+    x: &[E],
+    r32: &[f32],
+    q32: &[f32],
+    d: usize,
+    first: usize,
+    mut norms: Norms,
+    mut out: Option<&mut Vec<f64>>,
+) -> (f64, f64) {
+    let n = r32.len();
     let units = d / UNIT;
-    let sweeps = units.div_ceil(2);
-    for sweep in 0..sweeps {
+    for unit in (first..units).step_by(2) {
         let out = out.as_deref_mut().map(Vec::as_mut_slice);
         let at = Sweep {
-            unit: 2 * sweep,
-            prefetch: prefetch_share(x, n, d, sweep),
+            unit,
+            prefetch: prefetch_share(x, n, d, unit, 2),
         };
-        // SAFETY (both arms): AVX2 and FMA are enabled; the units read lie inside every row
-        // (2·sweep + 2 ≤ units in the first arm, 2·sweep + 1 = units in the second), rows 0..n
-        // inside `x` (asserted above), and `out` holds d + 1 values.
+        // SAFETY (both arms): AVX2 and FMA (the caller); the units read lie inside every row
+        // (unit + 2 ≤ units in the first arm, unit + 1 = units in the second), rows 0..n
+        // inside `x` (the caller), and `out` holds d + 1 values.
         unsafe {
-            if 2 * sweep + 2 <= units {
-                columns_avx2::<E, 2>(x, r32, q32, d, at, &mut norms, out);
+            if unit + 2 <= units {
+                sweep::<E, Ymm, 2, 4>(x, r32, q32, d, at, &mut norms, out);
             } else {
-                columns_avx2::<E, 1>(x, r32, q32, d, at, &mut norms, out);
+                sweep::<E, Ymm, 1, 4>(x, r32, q32, d, at, &mut norms, out);
             }
         }
     }
-    // SAFETY: AVX2 is enabled for this function.
+    // SAFETY: AVX2 (the caller).
     let (w_sq, centered) =
         unsafe { (fold_norm_avx2(&norms.w_sq), fold_norm_avx2(&norms.centered)) };
     finish_columns(x, r32, q32, d, units * UNIT, out, w_sq, centered)
 }
+
+/// [`column_pass_avx2`] with AVX-512F registers: the units two pairs per sweep (the last pair
+/// alone when their number is odd), each pair in two registers ([`Elem::load_unit_pair`]),
+/// the norm lanes in four; then an odd last unit through the AVX2 code. Lane for lane the same
+/// operations in the same order, so the same bits.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn column_pass_avx512<E: Elem>(
+    x: &[E],
+    r32: &[f32],
+    q32: &[f32],
+    sums: &StepSums,
+    d: usize,
+    grad: Option<&mut Vec<f64>>,
+) -> (f64, f64) {
+    let mut out = prepare_grad(grad, d, sums.sum_r);
+    check_column_pass(x, r32, q32, d);
+    let n = r32.len();
+    let pairs = d / UNIT / 2;
+    // SAFETY: AVX-512F (the caller).
+    let mut norms = NormsZ::new(unsafe { std::arch::x86_64::_mm512_setzero_ps() });
+    let mut pair = 0;
+    while pair < pairs {
+        let take = if pair + 2 <= pairs { 2 } else { 1 };
+        let at = Sweep {
+            unit: 2 * pair,
+            prefetch: prefetch_share(x, n, d, 2 * pair, 2 * take),
+        };
+        let out = out.as_deref_mut().map(Vec::as_mut_slice);
+        // SAFETY (both arms): AVX-512F (the caller); the pairs read lie inside every row
+        // (pair + take ≤ pairs), rows 0..n inside `x` (checked above), `out` holds d + 1 values.
+        unsafe {
+            if take == 2 {
+                sweep::<E, Zmm, 2, 2>(x, r32, q32, d, at, &mut norms, out);
+            } else {
+                sweep::<E, Zmm, 1, 2>(x, r32, q32, d, at, &mut norms, out);
+            }
+        }
+        pair += take;
+    }
+    // SAFETY: AVX2, FMA and AVX-512F (the caller); lengths checked above.
+    unsafe {
+        let norms = Norms {
+            w_sq: E::split_units(norms.w_sq),
+            centered: E::split_units(norms.centered),
+        };
+        column_tail_avx2(x, r32, q32, d, 2 * pairs, norms, out)
+    }
+}
+
+/// The norm lanes in AVX-512 registers, packed as [`Elem::load_unit_pair`] packs a pair of
+/// units ([`Elem::split_units`] unpacks them into [`Norms`]).
+#[cfg(target_arch = "x86_64")]
+type NormsZ = NormLanes<std::arch::x86_64::__m512, 2>;
 
 /// [`fold_pairwise`] of the [`NORM_LANES`] lanes held in four registers (lanes 0–7, 8–15, 16–23, 24–31),
 /// in registers: the first step (k += k + 16) adds register 2 to 0 and 3 to 1, then
@@ -453,24 +689,26 @@ unsafe fn fold_norm_avx2(lanes: &[std::arch::x86_64::__m256; 4]) -> f32 {
     }
 }
 
-/// The ‖g‖² and ‖u‖² lanes in registers: [`NORM_LANES`] = four registers of eight.
+/// The ‖g‖² and ‖u‖² lanes in `K` registers of type `V`.
 #[cfg(target_arch = "x86_64")]
-struct Norms {
-    w_sq: [std::arch::x86_64::__m256; 4],
-    centered: [std::arch::x86_64::__m256; 4],
+struct NormLanes<V, const K: usize> {
+    w_sq: [V; K],
+    centered: [V; K],
 }
 
 #[cfg(target_arch = "x86_64")]
-impl Default for Norms {
-    fn default() -> Self {
-        // SAFETY: a zeroed __m256 is a valid value (eight +0.0 floats).
-        let z = unsafe { std::mem::zeroed() };
-        Norms {
-            w_sq: [z; 4],
-            centered: [z; 4],
+impl<V: Copy, const K: usize> NormLanes<V, K> {
+    fn new(zero: V) -> Self {
+        NormLanes {
+            w_sq: [zero; K],
+            centered: [zero; K],
         }
     }
 }
+
+/// The ‖g‖² and ‖u‖² lanes in AVX2 registers: [`NORM_LANES`] = four registers of eight.
+#[cfg(target_arch = "x86_64")]
+type Norms = NormLanes<std::arch::x86_64::__m256, 4>;
 
 /// Where one sweep of the column pass starts, and the bytes it prefetches.
 #[cfg(target_arch = "x86_64")]
@@ -482,101 +720,248 @@ struct Sweep {
     prefetch: (*const i8, usize),
 }
 
-/// This sweep's share of the bytes after the rollout: the rows just past it (the start of the
-/// next rollout, about as many bytes as this rollout has) split evenly over the sweeps and their
-/// rows, each row of a sweep taking as many bytes as the sweep reads from a row (two units). The
+/// The share of the bytes after the rollout for the sweep over `units` units from unit
+/// `first_unit`: the rows just past the rollout (the start of the next rollout, about as many
+/// bytes as this rollout has) split evenly over the sweeps and their rows, each row of a sweep
+/// taking as many bytes as the sweep reads from a row (an odd last unit takes two units'). The
 /// column pass reads only what the row pass left in cache, so without this the memory would sit
 /// idle while it runs. The share is fixed by the unit's size, with no division: two integer
 /// divisions per sweep had cost about 4% of the engine's time.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn prefetch_share<E: Elem>(x: &[E], n: usize, d: usize, sweep: usize) -> (*const i8, usize) {
-    let per_row = 2 * UNIT * std::mem::size_of::<E>();
-    let start = (x.as_ptr().wrapping_add(n * d) as *const i8).wrapping_add(sweep * n * per_row);
-    (start, per_row)
+fn prefetch_share<E: Elem>(
+    x: &[E],
+    n: usize,
+    d: usize,
+    first_unit: usize,
+    units: usize,
+) -> (*const i8, usize) {
+    let unit_bytes = UNIT * std::mem::size_of::<E>();
+    let start =
+        (x.as_ptr().wrapping_add(n * d) as *const i8).wrapping_add(first_unit * n * unit_bytes);
+    (start, units * unit_bytes)
 }
 
-/// g and u of the `U` units of columns from `at.unit` (rows in order), added to the norm lanes
-/// (the sweep's first unit to registers 0–1, its second to 2–3) and written to `out` when
-/// given. Each row of the sweep (the first one included) also prefetches its share of the bytes
-/// after the rollout.
+/// Row j's share of a sweep's prefetch ([`prefetch_share`]'s (start, bytes per row)). bf16
+/// rows go into L1, f32 rows into L2: measured on the 565k-rollout bundles, L1 made bf16 1.2×
+/// faster and f32 no faster (experiments/results/gradient/cpu-gradnorm-engine.md, fifth
+/// session).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch_row_share<E: Elem>((start, bytes): (*const i8, usize), j: usize) {
+    use std::arch::x86_64::{_MM_HINT_T0, _MM_HINT_T1, _mm_prefetch};
+    let into_l1 = std::mem::size_of::<E>() == 2;
+    let mut b = 0;
+    while b < bytes {
+        let p = start.wrapping_add(j * bytes + b);
+        // SAFETY (both): a prefetch never faults, so the address may lie past the bundle.
+        if into_l1 {
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
+        } else {
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(p) };
+        }
+        b += 64;
+    }
+}
+
+/// One unit's g (its two registers in [`Elem::UNIT_ORDER`]) widened into `out[..UNIT]` in
+/// column order.
 ///
 /// # Safety
-/// AVX2 and FMA; units at.unit..at.unit + U lie inside every row of `x` (rows 0..r32.len()),
+/// AVX2.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn store_unit<E: Elem>(
+    first: std::arch::x86_64::__m256,
+    second: std::arch::x86_64::__m256,
+    out: &mut [f64],
+) {
+    use std::arch::x86_64::_mm256_storeu_ps;
+    let mut lanes = [0.0f32; UNIT];
+    // SAFETY: AVX2 (the caller); `lanes` holds sixteen floats.
+    unsafe {
+        _mm256_storeu_ps(lanes.as_mut_ptr(), first);
+        _mm256_storeu_ps(lanes.as_mut_ptr().add(8), second);
+    }
+    for (lane, &offset) in E::UNIT_ORDER.iter().enumerate() {
+        out[offset] = lanes[lane] as f64;
+    }
+}
+
+/// What the column pass's sweeps differ in between AVX2 and AVX-512 registers: how many
+/// columns one load covers (a *group*: one unit, or a pair of units), and the register type.
+#[cfg(target_arch = "x86_64")]
+trait SweepRegs<E: Elem> {
+    type V: Copy;
+    /// Units per group.
+    const UNITS: usize;
+
+    /// # Safety
+    /// The register type's CPU features.
+    unsafe fn splat(v: f32) -> Self::V;
+    /// a·b, rounded once.
+    ///
+    /// # Safety
+    /// As [`Self::splat`].
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+    /// a·b + c, fused.
+    ///
+    /// # Safety
+    /// As [`Self::splat`].
+    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// The group at `p` in two registers.
+    ///
+    /// # Safety
+    /// As [`Self::splat`], and the group's elements readable at `p`.
+    unsafe fn load(p: *const E) -> [Self::V; 2];
+    /// A group's g widened into `out[..UNITS · UNIT]` in column order.
+    ///
+    /// # Safety
+    /// As [`Self::splat`].
+    unsafe fn store(g: [Self::V; 2], out: &mut [f64]);
+}
+
+/// AVX2 registers, one unit per group ([`Elem::load_unit`]).
+#[cfg(target_arch = "x86_64")]
+struct Ymm;
+
+#[cfg(target_arch = "x86_64")]
+impl<E: Elem> SweepRegs<E> for Ymm {
+    type V = std::arch::x86_64::__m256;
+    const UNITS: usize = 1;
+
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self::V {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe { std::arch::x86_64::_mm256_set1_ps(v) }
+    }
+
+    #[inline(always)]
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe { std::arch::x86_64::_mm256_mul_ps(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        // SAFETY: the caller guarantees AVX2 and FMA.
+        unsafe { std::arch::x86_64::_mm256_fmadd_ps(a, b, c) }
+    }
+
+    #[inline(always)]
+    unsafe fn load(p: *const E) -> [Self::V; 2] {
+        // SAFETY: guaranteed by the caller.
+        let (first, second) = unsafe { E::load_unit(p) };
+        [first, second]
+    }
+
+    #[inline(always)]
+    unsafe fn store(g: [Self::V; 2], out: &mut [f64]) {
+        // SAFETY: the caller guarantees AVX2.
+        unsafe { store_unit::<E>(g[0], g[1], out) }
+    }
+}
+
+/// AVX-512 registers, a pair of units per group ([`Elem::load_unit_pair`]).
+#[cfg(target_arch = "x86_64")]
+struct Zmm;
+
+#[cfg(target_arch = "x86_64")]
+impl<E: Elem> SweepRegs<E> for Zmm {
+    type V = std::arch::x86_64::__m512;
+    const UNITS: usize = 2;
+
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self::V {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe { std::arch::x86_64::_mm512_set1_ps(v) }
+    }
+
+    #[inline(always)]
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe { std::arch::x86_64::_mm512_mul_ps(a, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe { std::arch::x86_64::_mm512_fmadd_ps(a, b, c) }
+    }
+
+    #[inline(always)]
+    unsafe fn load(p: *const E) -> [Self::V; 2] {
+        // SAFETY: guaranteed by the caller.
+        unsafe { E::load_unit_pair(p) }
+    }
+
+    #[inline(always)]
+    unsafe fn store(g: [Self::V; 2], out: &mut [f64]) {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe {
+            let [a0, a1, b0, b1] = E::split_units(g);
+            store_unit::<E>(a0, a1, out);
+            store_unit::<E>(b0, b1, &mut out[UNIT..]);
+        }
+    }
+}
+
+/// g and u of the `N` groups of columns from `at.unit` (rows in order), added to the norm
+/// lanes and written to `out` when given. Group k of the sweep goes to norm registers
+/// 2·(k mod K/2) and the one after: with AVX2 (K = 4) the sweep's first unit to registers
+/// 0–1 and its second to 2–3; with AVX-512 (K = 2) every pair to both, pairs in order. Each
+/// row of the sweep (the first one included) also prefetches its share of the bytes after
+/// the rollout.
+///
+/// # Safety
+/// `R`'s CPU features and FMA; the groups lie inside every row of `x` (rows 0..r32.len()),
 /// q32 is as long as r32, and `out` (when given) holds at least d values.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn columns_avx2<E: Elem, const U: usize>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn sweep<E: Elem, R: SweepRegs<E>, const N: usize, const K: usize>(
     x: &[E],
     r32: &[f32],
     q32: &[f32],
     d: usize,
     at: Sweep,
-    norms: &mut Norms,
+    norms: &mut NormLanes<R::V, K>,
     out: Option<&mut [f64]>,
 ) {
-    use std::arch::x86_64::*;
     let base = at.unit * UNIT;
-    let (pf_start, pf_bytes) = at.prefetch;
-    // Row j's share of the prefetch. bf16 rows go into L1, f32 rows into L2: measured on the
-    // 565k-rollout bundles, L1 made bf16 1.2× faster and f32 no faster
-    // (experiments/results/gradient/cpu-gradnorm-engine.md, fifth session).
-    let into_l1 = std::mem::size_of::<E>() == 2;
-    let prefetch_row = |j: usize| {
-        let mut b = 0;
-        while b < pf_bytes {
-            let p = pf_start.wrapping_add(j * pf_bytes + b);
-            // SAFETY (both): a prefetch never faults, so the address may lie past the bundle.
-            if into_l1 {
-                unsafe { _mm_prefetch::<_MM_HINT_T0>(p) };
-            } else {
-                unsafe { _mm_prefetch::<_MM_HINT_T1>(p) };
-            }
-            b += 64;
-        }
-    };
+    let group = R::UNITS * UNIT;
     // SAFETY: guaranteed by the caller.
     unsafe {
-        prefetch_row(0);
-        let (r0, q0) = (_mm256_set1_ps(r32[0]), _mm256_set1_ps(q32[0]));
-        let mut g = [[_mm256_setzero_ps(); 2]; U];
-        let mut u = [[_mm256_setzero_ps(); 2]; U];
-        for k in 0..U {
-            let (lo, hi) = E::load_unit(x.as_ptr().add(base + k * UNIT));
-            g[k] = [_mm256_mul_ps(r0, lo), _mm256_mul_ps(r0, hi)];
-            u[k] = [_mm256_mul_ps(q0, lo), _mm256_mul_ps(q0, hi)];
+        prefetch_row_share::<E>(at.prefetch, 0);
+        let (r0, q0) = (R::splat(r32[0]), R::splat(q32[0]));
+        let zero = R::splat(0.0);
+        let mut g = [[zero; 2]; N];
+        let mut u = [[zero; 2]; N];
+        for k in 0..N {
+            let [first, second] = R::load(x.as_ptr().add(base + k * group));
+            g[k] = [R::mul(r0, first), R::mul(r0, second)];
+            u[k] = [R::mul(q0, first), R::mul(q0, second)];
         }
         for j in 1..r32.len() {
-            prefetch_row(j);
-            let (rj, qj) = (_mm256_set1_ps(r32[j]), _mm256_set1_ps(q32[j]));
+            prefetch_row_share::<E>(at.prefetch, j);
+            let (rj, qj) = (R::splat(r32[j]), R::splat(q32[j]));
             let row = x.as_ptr().add(j * d + base);
-            for k in 0..U {
-                let (lo, hi) = E::load_unit(row.add(k * UNIT));
-                g[k] = [
-                    _mm256_fmadd_ps(rj, lo, g[k][0]),
-                    _mm256_fmadd_ps(rj, hi, g[k][1]),
-                ];
-                u[k] = [
-                    _mm256_fmadd_ps(qj, lo, u[k][0]),
-                    _mm256_fmadd_ps(qj, hi, u[k][1]),
-                ];
+            for k in 0..N {
+                let [first, second] = R::load(row.add(k * group));
+                g[k] = [R::fmadd(rj, first, g[k][0]), R::fmadd(rj, second, g[k][1])];
+                u[k] = [R::fmadd(qj, first, u[k][0]), R::fmadd(qj, second, u[k][1])];
             }
         }
-        for k in 0..U {
+        for k in 0..N {
             for h in 0..2 {
-                let reg = 2 * k + h;
-                norms.w_sq[reg] = _mm256_fmadd_ps(g[k][h], g[k][h], norms.w_sq[reg]);
-                norms.centered[reg] = _mm256_fmadd_ps(u[k][h], u[k][h], norms.centered[reg]);
+                let reg = 2 * (k % (K / 2)) + h;
+                norms.w_sq[reg] = R::fmadd(g[k][h], g[k][h], norms.w_sq[reg]);
+                norms.centered[reg] = R::fmadd(u[k][h], u[k][h], norms.centered[reg]);
             }
         }
         if let Some(out) = out {
             for (k, g) in g.iter().enumerate() {
-                let mut lanes = [0.0f32; UNIT];
-                _mm256_storeu_ps(lanes.as_mut_ptr(), g[0]);
-                _mm256_storeu_ps(lanes.as_mut_ptr().add(8), g[1]);
-                for (lane, &offset) in E::UNIT_ORDER.iter().enumerate() {
-                    out[base + k * UNIT + offset] = lanes[lane] as f64;
-                }
+                R::store(*g, &mut out[base + k * group..]);
             }
         }
     }
@@ -645,6 +1030,15 @@ mod tests {
             let (d, n) = (w.len(), y.len());
             assert_eq!(bits(&wide), bits(&want), "avx2, d = {d}, n = {n}");
             assert_eq!(grad_bits(&grad), grad_bits(&want_grad), "avx2 gradient");
+            if std::is_x86_feature_detected!("avx512f") {
+                let mut grad = vec![7.0; 3];
+                // SAFETY: AVX2, FMA and AVX-512F are present (checked above).
+                let widest = unsafe {
+                    rollout_with_avx512(&Avx512::new(&lane_w), b, x, y, c, scratch, Some(&mut grad))
+                };
+                assert_eq!(bits(&widest), bits(&want), "avx-512, d = {d}, n = {n}");
+                assert_eq!(grad_bits(&grad), grad_bits(&want_grad), "avx-512 gradient");
+            }
         }
     }
 
@@ -652,14 +1046,60 @@ mod tests {
     fn every_build_gives_the_same_bits() {
         let mut scratch = Scratch::default();
         // d = 5: no whole unit; 16: one unit (a sweep of one); 37, 80: an odd number of units
-        // and a remainder or none; 256: the bench's width.
-        for &d in &[5usize, 16, 37, 48, 80, 256] {
+        // and a remainder or none; 256: the bench's width. The AVX-512 column pass takes 48 as
+        // a pair and a unit, 64 as one sweep of two pairs, 96 as that and a pair alone, 112 as
+        // those and a unit.
+        for &d in &[5usize, 16, 37, 48, 64, 80, 96, 112, 256] {
             for &n in &[1usize, 2, 5, 8, 13] {
                 let (w, x, y) = fixture(n, d, d + n);
                 check_builds(&w, &x, &y, &mut scratch);
                 let xb: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
                 check_builds(&w, &xb, &y, &mut scratch);
             }
+        }
+    }
+
+    /// The AVX-512 packings hold exactly the registers `load_unit` gives.
+    #[cfg(target_arch = "x86_64")]
+    fn packings_unpack_to_units<E: Elem>(v: &[E]) {
+        use crate::gradnorm::cpu::{lower, upper};
+        use std::arch::x86_64::{__m256, _mm256_storeu_ps};
+        assert!(v.len() >= 4 * UNIT);
+        let floats = |r: __m256| {
+            let mut out = [0.0f32; 8];
+            // SAFETY: AVX2 (the callers check AVX-512F, which implies it); `out` holds 8 floats.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), r) };
+            out.map(f32::to_bits)
+        };
+        // SAFETY: the caller checks AVX-512F; `v` holds four units.
+        unsafe {
+            let p = v.as_ptr();
+            let unit = |k: usize| {
+                let (a, b) = E::load_unit(p.add(k * UNIT));
+                [floats(a), floats(b)]
+            };
+            let pair = E::split_units(E::load_unit_pair(p)).map(floats);
+            assert_eq!(
+                pair,
+                [unit(0)[0], unit(0)[1], unit(1)[0], unit(1)[1]],
+                "unit pair"
+            );
+            let rows = E::load_unit_rows(p.add(UNIT), p.add(3 * UNIT));
+            for (h, reg) in rows.into_iter().enumerate() {
+                assert_eq!(floats(lower(reg)), unit(1)[h], "first row, register {h}");
+                assert_eq!(floats(upper(reg)), unit(3)[h], "second row, register {h}");
+            }
+        }
+    }
+
+    #[test]
+    fn avx512_packings_hold_the_avx2_registers() {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") {
+            let v: Vec<f32> = (0..4 * UNIT).map(|i| i as f32 * 0.5 - 7.0).collect();
+            packings_unpack_to_units(&v);
+            let vb: Vec<bf16> = v.iter().map(|&x| bf16::from_f32(x)).collect();
+            packings_unpack_to_units(&vb);
         }
     }
 

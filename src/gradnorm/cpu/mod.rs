@@ -67,6 +67,32 @@ trait Elem: Copy + Send + Sync {
     #[cfg(target_arch = "x86_64")]
     unsafe fn load_unit(p: *const Self) -> (std::arch::x86_64::__m256, std::arch::x86_64::__m256);
 
+    /// The units at `p0` and at `p1` in two AVX-512 registers, each half of a register the
+    /// register [`Self::load_unit`] gives for that unit: `[p0.first | p1.first]`,
+    /// `[p0.second | p1.second]`. The row pass reads two rows' units with it.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F, and sixteen elements must be readable at `p0` and at `p1`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load_unit_rows(p0: *const Self, p1: *const Self) -> [std::arch::x86_64::__m512; 2];
+
+    /// Two consecutive units (32 elements) in two AVX-512 registers, in whichever packing of
+    /// [`Self::load_unit`]'s four registers loads fastest; [`Self::split_units`] names it.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F, and 32 elements must be readable at `p`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load_unit_pair(p: *const Self) -> [std::arch::x86_64::__m512; 2];
+
+    /// The four registers [`Self::load_unit`] gives for the two units of a
+    /// [`Self::load_unit_pair`] packing, in order: first unit's first and second, second
+    /// unit's first and second. Any lane-wise result held in that packing unpacks with it.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn split_units(z: [std::arch::x86_64::__m512; 2]) -> [std::arch::x86_64::__m256; 4];
+
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self.to_f32() as f64
@@ -95,6 +121,40 @@ impl Elem for f32 {
         use std::arch::x86_64::*;
         // SAFETY: the caller guarantees AVX2 and sixteen readable floats at `p`.
         unsafe { (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load_unit_rows(p0: *const Self, p1: *const Self) -> [std::arch::x86_64::__m512; 2] {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller guarantees AVX-512F and sixteen readable floats at each pointer.
+        unsafe {
+            let first = _mm512_insertf64x4::<1>(
+                _mm512_castpd256_pd512(_mm256_loadu_pd(p0 as *const f64)),
+                _mm256_loadu_pd(p1 as *const f64),
+            );
+            let second = _mm512_insertf64x4::<1>(
+                _mm512_castpd256_pd512(_mm256_loadu_pd(p0.add(8) as *const f64)),
+                _mm256_loadu_pd(p1.add(8) as *const f64),
+            );
+            [_mm512_castpd_ps(first), _mm512_castpd_ps(second)]
+        }
+    }
+
+    /// Each unit in its own register, in column order: `[first | second]` of one unit.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load_unit_pair(p: *const Self) -> [std::arch::x86_64::__m512; 2] {
+        use std::arch::x86_64::_mm512_loadu_ps;
+        // SAFETY: the caller guarantees AVX-512F and 32 readable floats at `p`.
+        unsafe { [_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16))] }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn split_units(z: [std::arch::x86_64::__m512; 2]) -> [std::arch::x86_64::__m256; 4] {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe { [lower(z[0]), upper(z[0]), lower(z[1]), upper(z[1])] }
     }
 }
 
@@ -134,6 +194,75 @@ impl Elem for bf16 {
             (_mm256_castsi256_ps(even), _mm256_castsi256_ps(odd))
         }
     }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load_unit_rows(p0: *const Self, p1: *const Self) -> [std::arch::x86_64::__m512; 2] {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller guarantees AVX-512F and sixteen readable bf16 values (32 bytes)
+        // at each pointer.
+        unsafe {
+            let lo = _mm256_loadu_si256(p0 as *const __m256i);
+            let hi = _mm256_loadu_si256(p1 as *const __m256i);
+            split_bf16_lanes(_mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi))
+        }
+    }
+
+    /// One 64-byte load: `[first.even | second.even]`, `[first.odd | second.odd]`.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load_unit_pair(p: *const Self) -> [std::arch::x86_64::__m512; 2] {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller guarantees AVX-512F and 32 readable bf16 values at `p`.
+        unsafe { split_bf16_lanes(_mm512_loadu_si512(p as *const __m512i)) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn split_units(z: [std::arch::x86_64::__m512; 2]) -> [std::arch::x86_64::__m256; 4] {
+        // SAFETY: the caller guarantees AVX-512F.
+        unsafe { [lower(z[0]), lower(z[1]), upper(z[0]), upper(z[1])] }
+    }
+}
+
+/// 32 bf16 values as f32 in two registers: the even elements and the odd ones, as
+/// [`Elem::load_unit`] splits a unit.
+///
+/// # Safety
+/// AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn split_bf16_lanes(v: std::arch::x86_64::__m512i) -> [std::arch::x86_64::__m512; 2] {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller guarantees AVX-512F.
+    unsafe {
+        let even = _mm512_slli_epi32::<16>(v);
+        let odd = _mm512_and_si512(v, _mm512_set1_epi32(0xFFFF_0000u32 as i32));
+        [_mm512_castsi512_ps(even), _mm512_castsi512_ps(odd)]
+    }
+}
+
+/// Lanes 0–7 of an AVX-512 register.
+///
+/// # Safety
+/// AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn lower(z: std::arch::x86_64::__m512) -> std::arch::x86_64::__m256 {
+    // SAFETY: the caller guarantees AVX-512F.
+    unsafe { std::arch::x86_64::_mm512_castps512_ps256(z) }
+}
+
+/// Lanes 8–15 of an AVX-512 register.
+///
+/// # Safety
+/// AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn upper(z: std::arch::x86_64::__m512) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller guarantees AVX-512F.
+    unsafe { _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(z))) }
 }
 
 /// Pairwise sum of N lane accumulators (N a power of two), always in the same order:
