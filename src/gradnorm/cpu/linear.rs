@@ -121,23 +121,36 @@ pub(super) fn rollout_with<E: Elem, P: Passes<E>>(
     sums.finish(w_sq, centered)
 }
 
-/// [`rollout_with`] compiled with AVX2 and FMA, so that AVX2 passes inline into it.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn rollout_with_avx2<E: Elem, P: Passes<E>>(
-    passes: &P,
-    b: f64,
-    x: &[E],
-    y: &[f32],
-    c: f64,
-    scratch: &mut Scratch,
-    grad: Option<&mut Vec<f64>>,
-) -> RolloutRow {
-    rollout_with(passes, b, x, y, c, scratch, grad)
+/// Defines `$name`: [`rollout_with`] compiled with the target features `$features`, so that
+/// passes written for them inline into it. One definition per feature set; the body is the same.
+macro_rules! rollout_with_features {
+    ($name:ident, $features:literal, $cpu:literal) => {
+        #[doc = concat!("[`rollout_with`] compiled with ", $cpu, ", so that passes using them inline into it.")]
+        ///
+        /// # Safety
+        #[doc = concat!("The CPU must support ", $cpu, ".")]
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $name<E: Elem, P: Passes<E>>(
+            passes: &P,
+            b: f64,
+            x: &[E],
+            y: &[f32],
+            c: f64,
+            scratch: &mut Scratch,
+            grad: Option<&mut Vec<f64>>,
+        ) -> RolloutRow {
+            rollout_with(passes, b, x, y, c, scratch, grad)
+        }
+    };
 }
+
+rollout_with_features!(rollout_with_avx2, "avx2,fma", "AVX2 and FMA");
+rollout_with_features!(
+    rollout_with_avx512,
+    "avx2,fma,avx512f",
+    "AVX2, FMA and AVX-512F"
+);
 
 /// What the engines' AVX2 row passes differ in; [`rows_avx2`] is the loop they share. A row
 /// is read [`Self::WIDTH`] columns at a time into two registers of each of four sums (dot product

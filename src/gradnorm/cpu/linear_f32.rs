@@ -33,7 +33,7 @@
 use super::exp::exps_avx2;
 use super::exp::exps_portable;
 #[cfg(target_arch = "x86_64")]
-use super::linear::{Avx2, RowLanes, rollout_with_avx2, rows_avx2};
+use super::linear::{Avx2, RowLanes, rollout_with_avx2, rollout_with_avx512, rows_avx2};
 use super::linear::{Engine, LossSum, Passes, Portable, StepSums, prepare_grad, rollout_with};
 use super::{Elem, Scratch, fold_pairwise};
 use crate::gradnorm::RolloutRow;
@@ -96,24 +96,6 @@ impl<'w> Avx512<'w> {
     pub(super) unsafe fn new(lane_w: &'w [f32]) -> Self {
         Avx512(lane_w)
     }
-}
-
-/// [`rollout_with`] compiled with AVX-512F, so that the [`Avx512`] passes inline into it.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,avx512f")]
-pub(super) unsafe fn rollout_with_avx512<E: Elem>(
-    passes: &Avx512<'_>,
-    b: f64,
-    x: &[E],
-    y: &[f32],
-    c: f64,
-    scratch: &mut Scratch,
-    grad: Option<&mut Vec<f64>>,
-) -> RolloutRow {
-    rollout_with(passes, b, x, y, c, scratch, grad)
 }
 
 #[cfg(target_arch = "x86_64")]
