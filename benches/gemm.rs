@@ -1,7 +1,7 @@
-//! The mlp head's two matrix products per training step, as the trainer runs them
-//! (`ndarray::linalg::general_mat_mul`, which calls matrixmultiply's sgemm: what `burn-ndarray`
-//! links) against the same products in PyTorch CPU (`benches/torch_gemm.py`), side by side in one
-//! invocation:
+//! The mlp head's two matrix products per training step, three ways side by side in one
+//! invocation: matrixmultiply's sgemm (through `ndarray::linalg::general_mat_mul`, what
+//! `burn-ndarray` links), the trainer's `fused_ops::dense_product` (sgemm's bits without its
+//! packing, on AVX-512F CPUs), and PyTorch CPU (`benches/torch_gemm.py`):
 //!
 //! ```sh
 //! cargo bench --bench gemm            # MPRM_PYTHON=/path/to/python to pick the interpreter
@@ -51,7 +51,10 @@ fn main() {
     let cpus = std::thread::available_parallelism().map_or(1, |p| p.get());
     let threads = env_usize("MPRM_BENCH_THREADS", cpus).max(1);
     // SAFETY: nothing else runs yet; matrixmultiply reads this once, on first use.
-    unsafe { std::env::set_var("MATMUL_NUM_THREADS", threads.to_string()) };
+    unsafe {
+        std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
     let reps = env_usize("MPRM_BENCH_REPEATS", 400).max(1);
     let fill = |n: usize, m: usize, k: usize| {
         Array2::from_shape_fn((n, m), |(i, j)| {
@@ -76,6 +79,14 @@ fn main() {
     let weight_grad = time_ms(reps, || {
         ndarray::linalg::general_mat_mul(1.0, &x.t(), &g, 0.0, &mut dw)
     });
+    // The trainer's products: `fused_ops::dense_product`, the same bits without sgemm's packing
+    // where the CPU has AVX-512F (otherwise sgemm itself).
+    let forward_trainer = time_ms(reps, || {
+        std::hint::black_box(mprm::fused_ops::dense_product(x.view(), w.view()));
+    });
+    let weight_grad_trainer = time_ms(reps, || {
+        std::hint::black_box(mprm::fused_ops::dense_product(x.t(), g.view()));
+    });
     std::hint::black_box((&y, &dw));
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/torch_gemm.py");
     let torch = Command::new(python())
@@ -90,14 +101,20 @@ fn main() {
         .ok()
         .filter(|o| o.status.success())
         .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok());
-    for (name, mine) in [("x·W", forward), ("xᵀ·g", weight_grad)] {
+    for (name, sgemm, mine) in [
+        ("x·W", forward, forward_trainer),
+        ("xᵀ·g", weight_grad, weight_grad_trainer),
+    ] {
         print!(
-            "  {name:<5} matrixmultiply {mine:>7.3} ms ({:>6.1} GFLOP/s)",
-            gflops(mine)
+            "  {name:<5} matrixmultiply {sgemm:>7.3} ms ({:>6.1} GFLOP/s)   mprm {mine:>7.3} ms \
+             ({:>6.1} GFLOP/s, {:.2}x sgemm)",
+            gflops(sgemm),
+            gflops(mine),
+            sgemm / mine
         );
         match torch.as_ref().and_then(|t| t[name].as_f64()) {
             Some(t) => println!(
-                "   torch {t:>7.3} ms ({:>6.1} GFLOP/s)   ratio matrixmultiply / torch = {:.2}x",
+                "   torch {t:>7.3} ms ({:>6.1} GFLOP/s)   ratio mprm / torch = {:.2}x",
                 gflops(t),
                 t / mine
             ),

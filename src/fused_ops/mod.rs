@@ -22,11 +22,14 @@
 //! zero-fills the output and reshapes it back (another copy). For the weight gradient the
 //! transposed copy of the whole batch was more than half the linear head's training time; for
 //! the mlp head the other copies were about a tenth of its CPU time, on one thread. The
-//! `burn-ndarray` kernels call the same matrixmultiply routine on views of the tensors instead,
-//! which reads any strides and gives the same bits.
+//! `burn-ndarray` kernels compute the products on views of the tensors instead, with the same
+//! bits: where matrixmultiply runs its AVX-512 kernel, through [`direct`], which also skips the
+//! routine's own packing of both operands; elsewhere through the routine itself, which reads any
+//! strides.
 
 mod autodiff;
 mod checked;
+mod direct;
 pub mod erf;
 pub mod expf;
 mod narrow;
@@ -35,6 +38,15 @@ mod ndarray_kernels;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Tensor, TensorPrimitive};
+
+/// a·b for f32 matrices as the trainer's dense layers compute it on the CPU: the bits of
+/// `matrixmultiply::sgemm` (what `burn-ndarray`'s matmul calls), read from the views as they lie.
+pub fn dense_product(
+    a: ndarray::ArrayView2<'_, f32>,
+    b: ndarray::ArrayView2<'_, f32>,
+) -> ndarray::Array2<f32> {
+    ndarray_kernels::product(a, b)
+}
 
 /// 1/√(2π).
 pub(crate) const FRAC_1_SQRT_2PI: f64 = 0.398_942_280_401_432_7;

@@ -27,7 +27,7 @@ use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
 /// `matrixmultiply`'s k block for f32 (`S_KC`, a build-time setting it defaults to 256).
-const KC: usize = 256;
+pub(super) const KC: usize = 256;
 
 /// How sgemm's fused multiply-add kernel stores the first k block's chain ab.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -236,14 +236,14 @@ mod fma {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
-    use crate::fused_ops::ndarray_kernels::product;
+    use crate::fused_ops::ndarray_kernels::sgemm_product as product;
     use rand::{RngExt, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
     /// Random values with zeros of both signs and pairs whose products underflow to ±0.
-    fn values(n: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    pub(in crate::fused_ops) fn values(n: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
         (0..n)
             .map(|_| match rng.random_range(0..20) {
                 0 => 0.0,
@@ -254,7 +254,7 @@ mod tests {
             .collect()
     }
 
-    fn same_bits(a: &Array2<f32>, b: &Array2<f32>, what: &str) {
+    pub(in crate::fused_ops) fn same_bits(a: &Array2<f32>, b: &Array2<f32>, what: &str) {
         assert_eq!(a.dim(), b.dim(), "{what}");
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
             assert_eq!(

@@ -21,8 +21,8 @@ use rayon::prelude::*;
 
 use super::erf::erf_f32_slice;
 use super::expf::exp_f32_slice;
-use super::narrow;
 use super::{FRAC_1_SQRT_2PI, FusedKernels, composed};
+use super::{direct, narrow};
 
 type B = NdArray<f32>;
 
@@ -57,11 +57,20 @@ fn as_matrix(t: &NdArrayTensor) -> Option<ArrayView2<'_, f32>> {
     }
 }
 
-/// a·b as a new row-major matrix, by the `matrixmultiply::sgemm` call that `burn-ndarray`'s
-/// matmul makes (through `ndarray::linalg::general_mat_mul`, α = 1, β = 0) on copies of the
-/// operands. Its packing step reads any strides, so a view (a transposed one included) gives the
-/// bits of a copy. With β = 0 the routine never reads the output, so it needs no zero-fill.
+/// a·b as a new row-major matrix, with the bits of the `matrixmultiply::sgemm` call that
+/// `burn-ndarray`'s matmul makes (through `ndarray::linalg::general_mat_mul`, α = 1, β = 0) on
+/// copies of the operands: [`direct::product`] where it answers, else [`sgemm_product`].
 pub(super) fn product(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Array2<f32> {
+    if let Some(out) = direct::product(a, b) {
+        return out;
+    }
+    sgemm_product(a, b)
+}
+
+/// a·b through `matrixmultiply::sgemm` itself. Its packing step reads any strides, so a view (a
+/// transposed one included) gives the bits of a copy. With β = 0 the routine never reads the
+/// output, so it needs no zero-fill.
+pub(super) fn sgemm_product(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Array2<f32> {
     let ((m, k), (k2, n)) = (a.dim(), b.dim());
     assert_eq!(
         k, k2,
