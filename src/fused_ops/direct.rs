@@ -226,6 +226,21 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
     use rand_chacha::rand_core::SeedableRng;
 
+    /// The module's rules one output at a time, for sgemm's AVX-512 kernel: blocks of [`KC`]
+    /// from 0, one fused multiply-add chain per block from +0 in k order, the first block
+    /// stored as it is and each later one added with one rounding.
+    fn blocked_chains(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Array2<f32> {
+        let ((m, k), n) = (a.dim(), b.ncols());
+        Array2::from_shape_fn((m, n), |(i, j)| {
+            let chain = |k0: usize| {
+                (k0..(k0 + KC).min(k)).fold(0f32, |acc, kk| a[[i, kk]].mul_add(b[[kk, j]], acc))
+            };
+            (KC..k)
+                .step_by(KC)
+                .fold(FirstBlock::AsIs.store(chain(0)), |c, k0| c + chain(k0))
+        })
+    }
+
     #[test]
     fn direct_products_match_sgemm_bit_for_bit() {
         if narrow::kernel() != Some(FirstBlock::AsIs) {
@@ -261,6 +276,12 @@ mod tests {
             let got = product(x.view(), b).expect("AVX-512 kernel");
             let want = sgemm_product(x.view(), b);
             same_bits(&got, &want, &format!("x·B {label}"));
+            // The rules themselves, one output at a time, against sgemm.
+            same_bits(
+                &blocked_chains(x.view(), b),
+                &want,
+                &format!("rules, x·B {label}"),
+            );
             negative_zeros += want
                 .iter()
                 .filter(|v| v.to_bits() == (-0f32).to_bits())

@@ -19,9 +19,11 @@
 //!
 //! So a product with k = 1 is one fused multiply-add onto +0, then that store.
 //! `tests::narrow_products_match_sgemm_bit_for_bit` checks all three against sgemm over block
-//! boundaries, underflows to −0 included, in whichever form the CPU running it has (the AVX-512
-//! form was first checked on this project's AVX-512 machine on 2026-12-06). Without FMA and AVX2
-//! the callers keep sgemm, whose kernel then rounds each multiply and add.
+//! boundaries, underflows to −0 included, in whichever form sgemm runs: the AVX-512 form on an
+//! AVX-512 CPU, and the FMA + AVX2 form in a build with `MMTEST_FEATURE=fma,avx2` (see
+//! [`kernel`]), which `.ci/run` runs, so both are checked against sgemm on this project's
+//! AVX-512 machines. Without FMA and AVX2 the callers keep sgemm, whose kernel then rounds each
+//! multiply and add.
 
 use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
@@ -41,7 +43,7 @@ pub(super) enum FirstBlock {
 impl FirstBlock {
     /// The first block's chain `ab` as sgemm stores it.
     #[inline(always)]
-    fn store(self, ab: f32) -> f32 {
+    pub(super) fn store(self, ab: f32) -> f32 {
         match self {
             FirstBlock::PlusZero => ab + 0.0,
             FirstBlock::AsIs => ab,
@@ -63,23 +65,46 @@ impl FirstBlock {
 }
 
 /// Which fused multiply-add kernel sgemm runs here, so that the products below are its bits;
-/// `None` where it runs none (no FMA and AVX2).
+/// `None` where it runs none (no FMA and AVX2), or where `matrixmultiply` was built with its
+/// k block changed (`MATMUL_SGEMM_KC`), whose bits [`KC`] would not follow.
+///
+/// `matrixmultiply` has a build-time switch for its tests, `MMTEST_FEATURE`: set to a
+/// comma-separated list, it detects only the features listed. This reads the same switch the
+/// same way ([`sgemm_allows`]), so that a build with `MMTEST_FEATURE=fma,avx2` runs the FMA +
+/// AVX2 kernel's rules on both sides, even on an AVX-512 CPU: that is how CI checks them here.
 pub(super) fn kernel() -> Option<FirstBlock> {
+    if option_env!("MATMUL_SGEMM_KC").is_some_and(|kc| !kc.is_empty()) {
+        return None;
+    }
     #[cfg(target_arch = "x86_64")]
     {
         static KERNEL: std::sync::OnceLock<Option<FirstBlock>> = std::sync::OnceLock::new();
         *KERNEL.get_or_init(|| {
-            if !(std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("avx2")) {
-                None
-            } else if std::is_x86_feature_detected!("avx512f") {
+            let fma_avx2 = sgemm_allows("fma")
+                && sgemm_allows("avx2")
+                && std::is_x86_feature_detected!("fma")
+                && std::is_x86_feature_detected!("avx2");
+            if sgemm_allows("avx512f") && std::is_x86_feature_detected!("avx512f") {
                 Some(FirstBlock::AsIs)
-            } else {
+            } else if fma_avx2 {
                 Some(FirstBlock::PlusZero)
+            } else {
+                None
             }
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
     None
+}
+
+/// Whether `matrixmultiply` may detect `feature`: its `MMTEST_FEATURE` build-time switch, read
+/// as it reads it (unset or empty allows every feature; otherwise only the exact words of the
+/// comma-separated list).
+fn sgemm_allows(feature: &str) -> bool {
+    match option_env!("MMTEST_FEATURE") {
+        None | Some("") => true,
+        Some(list) => list.split(',').any(|word| word == feature),
+    }
 }
 
 /// Rows per rayon task.
@@ -303,6 +328,8 @@ pub(super) mod tests {
             let op = outer(g.view(), h.view()).expect("vectors");
             same_bits(&op, &product(g.view(), h.t()), &format!("g·hᵀ {label}"));
         }
+        // .ci/run looks for this line in its FMA + AVX2 build.
+        eprintln!("narrow products checked in the {first:?} form against sgemm");
     }
 
     #[test]
