@@ -1,7 +1,8 @@
 //! The mlp head's two matrix products per training step, three ways side by side in one
-//! invocation: matrixmultiply's sgemm (through `ndarray::linalg::general_mat_mul`, what
-//! `burn-ndarray` links), the trainer's `fused_ops::dense_product` (sgemm's bits without its
-//! packing, on AVX-512F CPUs), and PyTorch CPU (`benches/torch_gemm.py`):
+//! invocation: matrixmultiply's sgemm (what `burn-ndarray` links), through
+//! `ndarray::linalg::general_mat_mul` into an output allocated once and through `dot`, which
+//! allocates one per call; the trainer's `fused_ops::dense_product` (sgemm's bits without its
+//! packing, on AVX-512F CPUs); and PyTorch CPU (`benches/torch_gemm.py`):
 //!
 //! ```sh
 //! cargo bench --bench gemm            # MPRM_PYTHON=/path/to/python to pick the interpreter
@@ -79,10 +80,18 @@ fn main() {
     let weight_grad = time_ms(reps, || {
         ndarray::linalg::general_mat_mul(1.0, &x.t(), &g, 0.0, &mut dw)
     });
+    // sgemm again, through ndarray's `dot`, which allocates its output on every call as the
+    // trainer's products do: the gap to the lines above is what that allocation costs.
+    let forward_fresh = time_ms(reps, || {
+        std::hint::black_box(x.dot(&w));
+    });
+    let weight_grad_fresh = time_ms(reps, || {
+        std::hint::black_box(x.t().dot(&g));
+    });
     // The trainer's products: `fused_ops::dense_product`, the same bits without sgemm's packing
     // where the CPU has AVX-512F (otherwise sgemm itself). As in the trainer, each call allocates
-    // its output, where the sgemm lines above write into one allocated once: a cost only this
-    // side pays.
+    // its output, where the sgemm lines above (not `dot`) and PyTorch write into one allocated
+    // once.
     let forward_trainer = time_ms(reps, || {
         std::hint::black_box(mprm::fused_ops::dense_product(x.view(), w.view()));
     });
@@ -103,16 +112,18 @@ fn main() {
         .ok()
         .filter(|o| o.status.success())
         .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok());
-    for (name, sgemm, mine) in [
-        ("x·W", forward, forward_trainer),
-        ("xᵀ·g", weight_grad, weight_grad_trainer),
+    for (name, sgemm, fresh, mine) in [
+        ("x·W", forward, forward_fresh, forward_trainer),
+        ("xᵀ·g", weight_grad, weight_grad_fresh, weight_grad_trainer),
     ] {
         print!(
-            "  {name:<5} matrixmultiply {sgemm:>7.3} ms ({:>6.1} GFLOP/s)   mprm {mine:>7.3} ms \
-             ({:>6.1} GFLOP/s, {:.2}x sgemm)",
+            "  {name:<5} matrixmultiply {sgemm:>7.3} ms ({:>6.1} GFLOP/s; {fresh:.3} ms with a \
+             fresh output)   mprm {mine:>7.3} ms ({:>6.1} GFLOP/s, {:.2}x sgemm, {:.2}x sgemm \
+             with a fresh output)",
             gflops(sgemm),
             gflops(mine),
-            sgemm / mine
+            sgemm / mine,
+            fresh / mine
         );
         match torch.as_ref().and_then(|t| t[name].as_f64()) {
             Some(t) => println!(
