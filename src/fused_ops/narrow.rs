@@ -80,13 +80,13 @@ pub(super) fn kernel() -> Option<FirstBlock> {
     {
         static KERNEL: std::sync::OnceLock<Option<FirstBlock>> = std::sync::OnceLock::new();
         *KERNEL.get_or_init(|| {
-            let fma_avx2 = sgemm_allows("fma")
-                && sgemm_allows("avx2")
-                && std::is_x86_feature_detected!("fma")
-                && std::is_x86_feature_detected!("avx2");
-            if sgemm_allows("avx512f") && std::is_x86_feature_detected!("avx512f") {
+            // Every answer but `None` promises the CPU's FMA and AVX2: the products here and in
+            // `direct` run FMA + AVX2 code on that promise, whatever the switch allows sgemm.
+            if !(std::is_x86_feature_detected!("fma") && std::is_x86_feature_detected!("avx2")) {
+                None
+            } else if sgemm_allows("avx512f") && std::is_x86_feature_detected!("avx512f") {
                 Some(FirstBlock::AsIs)
-            } else if fma_avx2 {
+            } else if sgemm_allows("fma") && sgemm_allows("avx2") {
                 Some(FirstBlock::PlusZero)
             } else {
                 None
