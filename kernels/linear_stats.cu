@@ -14,6 +14,10 @@
 
 #define LINEAR_VEC 16
 #define LINEAR_OUT 6
+// Most threads a block of this kernel may have. Written into the kernels as a launch bound, so
+// the compiler keeps each thread's registers within what that many threads can share (ptxas
+// 13.0, sm_90: 121-124 registers; without the bound a 1024-thread block would not launch).
+#define LINEAR_MAX_THREADS 512
 
 template <typename T>
 __device__ void linear_stats(
@@ -95,7 +99,8 @@ __device__ void linear_stats(
 }
 
 #define MPRM_LINEAR_STATS(NAME, T)                                                           \
-    extern "C" __global__ void NAME(const T* x, const long long* offsets, const float* y,    \
+    extern "C" __global__ void __launch_bounds__(LINEAR_MAX_THREADS)                         \
+    NAME(const T* x, const long long* offsets, const float* y,    \
                                     const float* w, float b, int d, int n_rollouts,          \
                                     int mean_reduction, int rollouts_per_block, float* out,  \
                                     float* resid) {                                          \

@@ -5,17 +5,26 @@
 #
 #   scripts/gpu-check.sh [MPRM_BINARY]        (default ./mprm; a stripped release build with
 #                                              --features cuda, carried to the GPU machine)
-# Environment: MPRM_GPU_WORK (scratch folder, default /tmp/mprm-gpu), PYTHON (default python3),
-#              QUICK=1 (smaller bundles, for a dry run), MPRM_TEST_BIN (the `it` test binary).
+# Environment: MPRM_GPU_WORK (scratch folder for the bundles, ~11 GB, default /tmp/mprm-gpu),
+#              MPRM_GPU_RESULTS (where the JSON timings and membw.txt go, default the scratch
+#              folder; on a lent machine point it at $OUT so they come back even if a later step
+#              is cut off), PHASES (default "check time torch world": any subset, in that order,
+#              so that each can run in its own call of at most 10 minutes; bundles already in the
+#              scratch folder are reused), PYTHON (default python3), QUICK=1 (smaller bundles, for
+#              a dry run), MPRM_TEST_BIN (the `it` test binary).
 #
 # Every step prints as it finishes and a failing step does not stop the rest; the exit status is
-# 1 when any correctness check failed. Budget: well under 8 minutes on an H100.
+# 1 when any step failed. The step limits below are upper bounds, not estimates: no phase has
+# yet run on a device.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin="$(realpath "${1:-./mprm}")"
 work="${MPRM_GPU_WORK:-/tmp/mprm-gpu}"
+results="${MPRM_GPU_RESULTS:-$work}"
+phases=" ${PHASES:-check time torch world} "
 py="${PYTHON:-python3}"
-mkdir -p "$work"
+mkdir -p "$work" "$results"
+phase() { [[ "$phases" == *" $1 "* ]]; }
 export MPRM_NO_PROGRESS=1
 start=$(date +%s)
 failures=0
@@ -41,8 +50,18 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libnvrtc.so.13'; then
   fi
 fi
 echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+# The NVRTC that will compile the kernels: a 13.1+ one writes PTX that driver 580 refuses.
+"$py" - <<'PY' || echo "(could not ask NVRTC its version)"
+import ctypes
+lib = ctypes.CDLL("libnvrtc.so.13")
+major, minor = ctypes.c_int(), ctypes.c_int()
+lib.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor))
+print(f"NVRTC {major.value}.{minor.value}" + ("" if (major.value, minor.value) == (13, 0) else
+      "  (not 13.0: if kernels fail to load, put a 13.0 NVRTC first on LD_LIBRARY_PATH)"))
+PY
 "$bin" --version
 
+if phase check; then
 say "kernels compile for this device and match the f64 oracle on the fixtures"
 run 120 "$bin" verify --random --device cuda --head linear
 run 120 "$bin" verify --random --device cuda --head mlp --hidden 64
@@ -54,7 +73,9 @@ run 120 "$bin" verify --random --device cuda --head mlp --hidden 24 --activation
 # point MPRM_TEST_BIN at it.
 if [ -n "${MPRM_TEST_BIN:-}" ]; then
   say "the test suite's GPU tests (--ignored)"
-  run 300 "$MPRM_TEST_BIN" --ignored --test-threads 1
+  # Only the `cuda_` tests: another ignored test must run alone in its process (burn's dtype).
+  run 300 "$MPRM_TEST_BIN" cuda_ --ignored --test-threads 1
+fi
 fi
 
 if [ "${QUICK:-0}" = 1 ]; then scale=20; else scale=1; fi
@@ -67,9 +88,12 @@ bundles=(
 )
 for spec in "${bundles[@]}"; do
   set -- $spec
+  if [ -f "$work/$1.safetensors" ] || ! { phase check || phase time || phase torch; }; then continue; fi
   say "generating $1 ($4 rollouts, d = $2, $3)"
   run 120 "$bin" bench make-bundle --out "$work/$1.safetensors" --rollouts "$4" --dim "$2" --dtype "$3" --seed 7
 done
+
+if phase check; then
 
 for spec in "${bundles[@]}"; do
   set -- $spec
@@ -81,9 +105,12 @@ for spec in "${bundles[@]}"; do
   say "$1: CUDA against the f64 oracle (linear, 400 rollouts)"
   run 120 "$bin" verify --bundle "$b" --device cuda --at teacher --max-rollouts 400
 done
+fi
 
+if phase time; then
 say "device-to-device copy bandwidth"
-"$bin" bench membw --device cuda --mib 4096 --repeats 20 | tee "$work/membw.txt"
+run 60 bash -c 'set -o pipefail; "$0" bench membw --device cuda --mib 4096 --repeats 20 | tee "$1"' \
+  "$bin" "$results/membw.txt"
 
 for spec in "${bundles[@]}"; do
   set -- $spec
@@ -91,33 +118,41 @@ for spec in "${bundles[@]}"; do
   # first call) and with them released before every call (`rollout_stats, uploading`).
   say "$1: kernel timings (CUDA events, median of 20 after 3 warm-ups), linear head"
   run 150 "$bin" bench gradnorm --bundle "$work/$1.safetensors" --device cuda --at teacher \
-    --warmup 3 --repeats 20 --json "$work/time_$1_linear.json"
+    --warmup 3 --repeats 20 --json "$results/time_$1_linear.json"
 done
-say "d4096_bf16: kernel timings, mlp head h = 1024 (gelu)"
+# Each pass is a ~5.6 TFLOP f32 GEMM pair and the uploading timing re-reads 5.5 GB: few repeats.
+say "d4096_bf16: kernel timings, mlp head h = 1024 (gelu), median of 5 after 1 warm-up"
 run 240 "$bin" bench gradnorm --bundle "$work/d4096_bf16.safetensors" --device cuda --head mlp --hidden 1024 \
-  --warmup 2 --repeats 20 --json "$work/time_d4096_bf16_mlp.json"
+  --warmup 1 --repeats 5 --json "$results/time_d4096_bf16_mlp.json"
+fi
 
+if phase torch; then
 if "$py" -c 'import torch, numpy; assert torch.cuda.is_available()' 2>/dev/null; then
   for name in d64_f32 d4096_bf16; do
     say "$name: PyTorch baselines (torch.func vmap, plain loop)"
     run 240 "$py" benches/torch_gradnorm.py "$work/$name.safetensors" --device cuda --repeats 5 \
-      --json "$work/torch_$name.json"
+      --json "$results/torch_$name.json"
   done
 else
   say "PyTorch with CUDA (and numpy) is not importable here: no torch baseline"
 fi
+fi
+
+if phase world; then
 
 say "the learned-policy world on burn-cuda: a small world end to end (policy training, sampling, MC annotation)"
 # The CPU build of the same settings takes about a minute on 2 cores; `wall time` is printed.
 run 300 "$bin" world --out "$work/world-cuda" --problems 100 --bench-problems 20 --policy-steps 200 \
   --device cuda
 run 60 "$bin" stats "$work/world-cuda/annotations"
+fi
 
-say "summary"
-"$py" - "$work" <<'PY' || echo "(no python: see the timings above)"
+say "summary of the timings in $results (those of earlier calls included)"
+"$py" - "$results" <<'PY' || echo "(no python: see the timings above)"
 import glob, json, os, re, sys
 w = sys.argv[1]
-m = re.search(r"copy_gb_per_s=([0-9.]+)", open(os.path.join(w, "membw.txt")).read())
+bw = os.path.join(w, "membw.txt")
+m = re.search(r"copy_gb_per_s=([0-9.]+)", open(bw).read()) if os.path.exists(bw) else None
 copy = float(m.group(1)) if m else float("nan")
 torch = {}
 for f in glob.glob(os.path.join(w, "torch_*.json")):

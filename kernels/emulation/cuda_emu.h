@@ -48,6 +48,7 @@ inline thread_local dim3 blockDim;
 inline thread_local dim3 gridDim;
 
 #define __global__
+#define __launch_bounds__(...)
 #define __device__
 #define __host__
 #define __forceinline__ inline

@@ -409,6 +409,10 @@ pub struct VerifyArgs {
     /// What to check against: the f64 oracle, or the CPU engine (fast, for large samples).
     #[arg(long, default_value = "oracle")]
     pub reference: String,
+    /// Sums of the engine under check: f64 (the CPU default) or f32 (the CPU engine's fused f32
+    /// sums, linear head only; the CUDA engine always sums in f32). A CPU reference sums in f64.
+    #[arg(long, value_name = "f64|f32")]
+    pub accumulate: Option<Accumulation>,
 }
 
 /// `mprm kernels ...`.

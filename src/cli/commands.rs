@@ -567,6 +567,7 @@ fn verify_cmd(args: VerifyArgs) -> Result<u8> {
     let request: DeviceRequest = args.head.device;
     let device = device::resolve(request)?;
     let engine = gradnorm::engine(device)?;
+    let (accumulation, sums) = accumulation_for(device, args.accumulate)?;
     let reduction: Reduction = args.head.model.reduction.parse()?;
     let cpu = gradnorm::engine(Device::Cpu)?;
     let reference = match args.reference.as_str() {
@@ -585,15 +586,20 @@ fn verify_cmd(args: VerifyArgs) -> Result<u8> {
                      targets: &[f32],
                      rollouts: Option<&[usize]>|
      -> Result<()> {
-        let input = GradInput::new(bundle, targets, head, rollouts)?;
+        let input = gradnorm::engine::with_sums(
+            device,
+            GradInput::new(bundle, targets, head, rollouts)?,
+            accumulation,
+        )?;
         let tolerance = args
             .tolerance
             .unwrap_or_else(|| verify::default_tolerance(bundle.dtype()));
         let report = verify::verify(engine.as_ref(), reference, &input, reduction, tolerance)?;
         print_report(
             &format!(
-                "{case} on {} against the {}",
+                "{case} on {} ({} sums) against the {}",
                 engine.device(),
+                sums.name(),
                 args.reference
             ),
             &report,

@@ -28,6 +28,11 @@ pub struct RolloutGradient {
     pub centered: Vec<f64>,
     /// ‖∇_θ(c·BCE_j)‖² per step, length n.
     pub step_grad_sq: Vec<f64>,
+    /// Σ_j |r_j| |∂z_j/∂θ|, elementwise, length P: `grad` as it would be if no sum cancelled.
+    pub grad_abs: Vec<f64>,
+    /// Σ_j (|r_j| + |r̄|) |∂z_j/∂θ|, length P: the same for `centered`, whose weights r_j − r̄
+    /// are themselves differences of terms of these sizes.
+    pub centered_abs: Vec<f64>,
 }
 
 /// ∂z/∂θ for one feature row `phi` (length d), flattened, length P.
@@ -99,12 +104,16 @@ pub fn rollout_gradient(
     let r_bar = resid.iter().sum::<f64>() / n as f64;
     let mut grad = vec![0.0; p];
     let mut centered = vec![0.0; p];
+    let mut grad_abs = vec![0.0; p];
+    let mut centered_abs = vec![0.0; p];
     let mut step_grad_sq = Vec::with_capacity(n);
     for (j, &r) in resid.iter().enumerate() {
         let dz = logit_gradient(head, row(j));
         for k in 0..p {
             grad[k] += r * dz[k];
             centered[k] += (r - r_bar) * dz[k];
+            grad_abs[k] += r.abs() * dz[k].abs();
+            centered_abs[k] += (r.abs() + r_bar.abs()) * dz[k].abs();
         }
         step_grad_sq.push(r * r * dz.iter().map(|v| v * v).sum::<f64>());
     }
@@ -114,6 +123,8 @@ pub fn rollout_gradient(
         grad,
         centered,
         step_grad_sq,
+        grad_abs,
+        centered_abs,
     }
 }
 
@@ -293,6 +304,37 @@ pub fn stats(
     Ok(RolloutGradStats::for_input(
         input, reduction, &rows, projection, projected,
     ))
+}
+
+/// Per rollout of `input`, the size each statistic would have if none of its sums cancelled:
+/// the squared norms of [`RolloutGradient::grad_abs`] (in all and per parameter group) and of
+/// [`RolloutGradient::centered_abs`]; the loss, Σ_j ‖∇_θ(c·BCE_j)‖² and Σ_j r_j², sums of
+/// non-negative terms, as they are. f32 rounding in an engine's sums is bounded by a multiple of
+/// these, not of the statistics themselves: the bias gradient Σ_j r_j, or the centred gradient
+/// Σ_j (r_j − r̄) ∂z_j/∂θ, can be far smaller than its terms. Rollouts run in parallel.
+pub fn magnitudes(input: &GradInput<'_>, reduction: Reduction) -> RolloutGradStats {
+    use rayon::prelude::*;
+    let groups = param_groups(input.head);
+    let sq = |v: &[f64]| v.iter().map(|v| v * v).sum::<f64>();
+    let rows: Vec<RolloutRow> = (0..input.len())
+        .into_par_iter()
+        .map(|k| {
+            let (x, y) = rollout_data(input, input.rollout(k));
+            let g = rollout_gradient(input.head, &x, &y, reduction);
+            let mut row = RolloutRow {
+                loss: g.loss,
+                centered: sq(&g.centered_abs),
+                sum_step: g.step_grad_sq.iter().sum(),
+                resid_sq: sq(&g.resid),
+                ..Default::default()
+            };
+            for (slot, (_, range)) in groups.iter().enumerate() {
+                row.groups[slot] = sq(&g.grad_abs[range.clone()]);
+            }
+            row
+        })
+        .collect();
+    RolloutGradStats::for_input(input, reduction, &rows, None, None)
 }
 
 /// Σ over the rollouts of `input` of the oracle's per-rollout gradient.

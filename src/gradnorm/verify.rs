@@ -5,9 +5,17 @@
 //! the report lists the worst absolute and relative error of every statistic with the rollout
 //! where it occurs.
 //!
-//! Relative error of a per-rollout statistic is `|a − b| / max(|b|, 10⁻⁶ · max_k |b_k|)`:
-//! near-zero entries (the centred norm of a one-step rollout is exactly 0) are judged against the
-//! statistic's scale instead of against themselves. Vector outputs are judged as vectors: a
+//! Relative error of a per-rollout statistic is `|a − b| / max(m, 10⁻⁶ · max_k m_k)`, where m is
+//! the size the statistic would have if none of its sums cancelled ([`oracle::magnitudes`]): the
+//! squared norm of Σ_j |r_j| |∂z_j/∂θ| for a gradient norm, of Σ_j (|r_j| + |r̄|) |∂z_j/∂θ| for
+//! the centred one, and the value itself for the loss, Σ_j ‖∇_θ(c·BCE_j)‖² and Σ_j r_j² (sums of
+//! non-negative terms). An engine that rounds each term in f32 errs by a multiple of m, not of
+//! the value: judged against the value, the bias gradient (Σ_j r_j)² of a rollout whose residuals
+//! nearly cancel, and the centred norm, whose weights r_j − r̄ sum to zero, read up to 1.4e-4 with
+//! correct f32 sums (the CPU engine's `--accumulate f32` on 50,000 rollouts of a d = 4096 bf16
+//! bundle at the teacher, 2026-12-06), ten times the 10⁻⁵ that a dropped column must exceed. The
+//! floor keeps near-zero entries (the centred norm of a one-step rollout is exactly 0) judged
+//! against the statistic's scale. Vector outputs are judged as vectors: a
 //! rollout's projections by `‖Δ‖ / ‖b‖` over its k directions, the summed gradient by
 //! `max |Δ| / max |b|` (a component that cancels across rollouts is small only by accident, and
 //! f32 accumulation cannot resolve it better than the other components).
@@ -15,7 +23,7 @@
 use crate::data::features::FeatureDtype;
 use crate::error::{Error, Result};
 
-use super::{GradInput, GradNormEngine, Reduction, RolloutGradStats, oracle};
+use super::{Accumulation, GradInput, GradNormEngine, Reduction, RolloutGradStats, oracle};
 
 /// The worst disagreement of one statistic.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -52,11 +60,11 @@ impl VerifyReport {
 ///
 /// Both sides widen the same stored values exactly (a bf16 value is an f32 with a shorter
 /// mantissa), so the features' type adds no error and only the engine's accumulation remains. The
-/// CPU engine sums in f64. The linear head's CUDA kernel accumulates in f32 along chains of at
-/// most L = 16 + log₂(1024) = 26 additions per reduction (each thread folds up to 16 columns, then
-/// a tree over its group), plus the rollout's steps for g and s: the worst-case bound
-/// 2·(L + n)·u, u = 2⁻²⁴, is 7e-6 of the summed magnitudes for rollouts of up to 30 steps, at
-/// any d the kernel takes (≤ 16,384). The MLP head's products run over d in one chain per thread
+/// CPU engine sums in f64 by default. The linear head's CUDA kernel accumulates in f32 along
+/// chains of at most L = 16 + log₂(512) = 25 additions per reduction (each thread folds up to 16
+/// columns, then a tree over its group), plus the rollout's steps for g and s: the worst-case
+/// bound 2·(L + n)·u, u = 2⁻²⁴, is 7e-6 of the summed magnitudes (the scales of the module docs)
+/// for rollouts of up to 30 steps, at any d the kernel takes (≤ 8,192). The MLP head's products run over d in one chain per thread
 /// (worst case 2·d·u = 4.9e-4 at d = 4096); there 1e-5 rests on the typical √d growth of rounding
 /// error (3.8e-6 at d = 4096), which the GPU check (`scripts/gpu-check.sh`) puts to the test. A
 /// dropped column at d = 4096 moves the squared norms by about 1/4096 = 2.4e-4, so it fails (a
@@ -67,23 +75,45 @@ pub fn default_tolerance(dtype: FeatureDtype) -> f64 {
     }
 }
 
-/// Errors of `candidate` against `reference`, statistic by statistic.
+/// Errors of `candidate` against `reference`, statistic by statistic, each relative to the
+/// reference value itself (floored).
 pub fn compare(
     reference: &RolloutGradStats,
     candidate: &RolloutGradStats,
 ) -> Result<Vec<StatError>> {
-    if reference.rollouts != candidate.rollouts {
+    compare_scaled(reference, candidate, reference)
+}
+
+/// [`compare`] with each rollout's error relative to its entry in `scales` (floored), a table
+/// of the same rollouts and statistics: [`oracle::magnitudes`] in [`verify`].
+pub fn compare_scaled(
+    reference: &RolloutGradStats,
+    candidate: &RolloutGradStats,
+    scales: &RolloutGradStats,
+) -> Result<Vec<StatError>> {
+    if reference.rollouts != candidate.rollouts || reference.rollouts != scales.rollouts {
         return Err(Error::invalid("the two runs scored different rollouts"));
     }
-    let cand = candidate.columns();
+    let column = |table: &RolloutGradStats, name: &str, role: &str| -> Result<Vec<f64>> {
+        table
+            .columns()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.to_vec())
+            .ok_or_else(|| Error::invalid(format!("{role} lacks statistic {name}")))
+    };
     let mut out = Vec::new();
     for (name, want) in reference.columns() {
-        let got = cand
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| *v)
-            .ok_or_else(|| Error::invalid(format!("candidate lacks statistic {name}")))?;
-        out.push(column_error(&name, want, got, &reference.rollouts));
+        let got = column(candidate, &name, "candidate")?;
+        let scale = column(scales, &name, "the scales")?;
+        out.push(scaled_error(
+            &name,
+            want,
+            &got,
+            &scale,
+            &reference.rollouts,
+            COLUMN_FLOOR,
+        ));
     }
     if let (Some((k, want)), Some((k2, got))) = (&reference.projected, &candidate.projected) {
         if k != k2 {
@@ -108,7 +138,14 @@ pub fn compare(
             })
             .collect();
         // Compare the per-rollout norms of the difference with those of the reference.
-        let mut e = column_error("projected", &rows_want, &rows_want, &reference.rollouts);
+        let mut e = scaled_error(
+            "projected",
+            &rows_want,
+            &rows_want,
+            &rows_want,
+            &reference.rollouts,
+            COLUMN_FLOOR,
+        );
         let floor = (1e-6 * rows_want.iter().fold(0.0f64, |m, v| m.max(*v))).max(f64::MIN_POSITIVE);
         for ((d, w), &owner) in diffs.iter().zip(&rows_want).zip(&reference.rollouts) {
             let d = if d.is_nan() { f64::INFINITY } else { *d };
@@ -124,33 +161,40 @@ pub fn compare(
     Ok(out)
 }
 
-fn column_error(name: &str, want: &[f64], got: &[f64], owners: &[usize]) -> StatError {
-    scaled_error(name, want, got, owners, 1e-6)
+/// The floor of a per-rollout scale, as a fraction of the column's largest.
+const COLUMN_FLOOR: f64 = 1e-6;
+
+/// A vector judged as a whole, `max |Δ| / max |b|` (see the module docs). It has no per-rollout
+/// owner: its "worst rollout" column reads 0.
+fn vector_error(name: &str, want: &[f64], got: &[f64]) -> StatError {
+    let owners = vec![0; want.len()];
+    scaled_error(name, want, got, want, &owners, 1.0)
 }
 
-/// Errors relative to `max(|b|, floor_fraction · max_k |b_k|)`.
+/// Errors |a − b| relative to `max(|s|, floor_fraction · max_k |s_k|)`, s the scale of the entry.
 fn scaled_error(
     name: &str,
     want: &[f64],
     got: &[f64],
+    scales: &[f64],
     owners: &[usize],
     floor_fraction: f64,
 ) -> StatError {
-    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let floor = (floor_fraction * scale).max(f64::MIN_POSITIVE);
+    let largest = scales.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let floor = (floor_fraction * largest).max(f64::MIN_POSITIVE);
     let mut e = StatError {
         name: name.to_string(),
         max_abs: 0.0,
         max_rel: 0.0,
         worst_rollout: owners.first().copied().unwrap_or(0),
     };
-    for ((w, g), &owner) in want.iter().zip(got).zip(owners) {
+    for (((w, g), s), &owner) in want.iter().zip(got).zip(scales).zip(owners) {
         // A NaN from either side must fail the check, so it counts as an infinite error.
         let abs = match (w - g).abs() {
             a if a.is_nan() => f64::INFINITY,
             a => a,
         };
-        let rel = abs / w.abs().max(floor);
+        let rel = abs / s.abs().max(floor);
         e.max_abs = e.max_abs.max(abs);
         if rel > e.max_rel {
             e.max_rel = rel;
@@ -183,22 +227,21 @@ pub fn verify(
             oracle::stats(input, reduction, None)?,
             oracle::total_gradient(input, reduction),
         ),
-        Reference::Engine(e) => (
-            e.rollout_stats(input, reduction, None)?,
-            e.total_gradient(input, reduction)?,
-        ),
+        Reference::Engine(e) => {
+            // The reference sums in f64 whatever the candidate sums in (`--accumulate f32` checks
+            // the CPU engine's f32 sums against its own f64 ones).
+            let exact = input.with_accumulation(Accumulation::F64)?;
+            (
+                e.rollout_stats(&exact, reduction, None)?,
+                e.total_gradient(&exact, reduction)?,
+            )
+        }
     };
     let got = engine.rollout_stats(input, reduction, None)?;
-    let mut errors = compare(&want, &got)?;
+    let scales = oracle::magnitudes(input, reduction);
+    let mut errors = compare_scaled(&want, &got, &scales)?;
     let got_total = engine.total_gradient(input, reduction)?;
-    // The summed gradient has no per-rollout owner: its "worst rollout" column reads 0.
-    let owners = vec![0; want_total.len()];
-    errors.push(column_error(
-        "total_gradient",
-        &want_total,
-        &got_total,
-        &owners,
-    ));
+    errors.push(vector_error("total_gradient", &want_total, &got_total));
     Ok(VerifyReport {
         rollouts: input.len(),
         tolerance,
@@ -300,11 +343,12 @@ mod tests {
         let faithful = verify(&CpuEngine, Reference::Oracle, &input, Reduction::Mean, tol).unwrap();
         assert!(faithful.passed(), "{:?}", faithful.errors);
         let want = oracle::stats(&input, Reduction::Mean, None).unwrap();
+        let scales = oracle::magnitudes(&input, Reduction::Mean);
         let broken = GradInput::new(&dropped, &targets, &head, None).unwrap();
         let got = CpuEngine
             .rollout_stats(&broken, Reduction::Mean, None)
             .unwrap();
-        let worst = compare(&want, &got)
+        let worst = compare_scaled(&want, &got, &scales)
             .unwrap()
             .iter()
             .map(|e| e.max_rel)
@@ -312,6 +356,71 @@ mod tests {
         assert!(
             worst > 10.0 * tol,
             "a dropped column moved the statistics by only {worst}"
+        );
+    }
+
+    #[test]
+    fn f32_sums_pass_where_only_cancellation_would_fail_them() {
+        use crate::data::features::FeatureDtype;
+        use crate::gradnorm::cpu::CpuEngine;
+        use crate::gradnorm::fixture::{RandomBundleSpec, random_bundle};
+        use crate::gradnorm::point::ParamPoint;
+        use crate::gradnorm::{Accumulation, GradInput};
+
+        let (d, dtype) = (64, FeatureDtype::Bf16);
+        let bundle = random_bundle(&RandomBundleSpec::realistic(40_000, d, dtype, 11)).unwrap();
+        // At the teacher the residuals are small and of both signs: sums of them cancel.
+        let head = ParamPoint::Teacher
+            .resolve(HeadKind::Linear, &bundle, 0)
+            .unwrap();
+        let targets: Vec<f32> = bundle
+            .mc_scores()
+            .iter()
+            .map(|&m| (m > 0.0) as u8 as f32)
+            .collect();
+        let input = GradInput::new(&bundle, &targets, &head, None).unwrap();
+        let f32_sums = input.with_accumulation(Accumulation::F32).unwrap();
+        let tol = default_tolerance(dtype);
+        let report = verify(
+            &CpuEngine,
+            Reference::Oracle,
+            &f32_sums,
+            Reduction::Mean,
+            tol,
+        )
+        .unwrap();
+        assert!(report.passed(), "{:?}", report.errors);
+        // Against the values themselves, the centred norm (weights r_j − r̄ that sum to zero)
+        // reads above the tolerance with the same correct sums (6.7e-5 when written): the
+        // reason for the scales. It takes tens of thousands of rollouts to meet such a one.
+        let want = oracle::stats(&input, Reduction::Mean, None).unwrap();
+        let got = CpuEngine
+            .rollout_stats(&f32_sums, Reduction::Mean, None)
+            .unwrap();
+        let by_value = compare(&want, &got).unwrap();
+        let centred = by_value
+            .iter()
+            .find(|e| e.name == "centered_grad_sq")
+            .unwrap();
+        assert!(centred.max_rel > tol, "{centred:?}");
+    }
+
+    #[test]
+    fn the_summed_gradient_is_judged_against_its_largest_component() {
+        // A component that cancels across rollouts (1e-4 of the largest) carries the same
+        // absolute rounding as the others: judged alone it would read 1e-2, as a vector 1e-6.
+        let want = [1.0, -0.5, 1e-4];
+        let got = [1.0, -0.5, 1e-4 + 1e-6];
+        let e = vector_error("total_gradient", &want, &got);
+        assert!((e.max_rel - 1e-6).abs() < 1e-15, "{e:?}");
+        assert!((e.max_abs - 1e-6).abs() < 1e-15 && e.worst_rollout == 0);
+        // Negative control: the same error on a component stays an error of the vector.
+        let e = vector_error("total_gradient", &want, &[1.0, -0.5 + 2e-3, 1e-4]);
+        assert!((e.max_rel - 2e-3).abs() < 1e-12, "{e:?}");
+        assert!(
+            vector_error("total_gradient", &want, &[1.0, f64::NAN, 0.0])
+                .max_rel
+                .is_infinite()
         );
     }
 

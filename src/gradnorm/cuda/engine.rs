@@ -28,8 +28,10 @@ const MLP_OUT: usize = 8;
 const WARP_MODE_MAX_DIM: usize = 32 * LINEAR_VEC;
 /// Rollouts (warps) per block in warp mode.
 const WARPS_PER_BLOCK: usize = 8;
-/// Largest d the linear kernel covers (1024 threads × LINEAR_VEC columns).
-const MAX_LINEAR_DIM: usize = 1024 * LINEAR_VEC;
+/// Most threads in a block of `linear_stats` (`LINEAR_MAX_THREADS`, the kernel's launch bound).
+const LINEAR_MAX_THREADS: usize = 512;
+/// Largest d the linear kernel covers (LINEAR_MAX_THREADS × LINEAR_VEC columns).
+const MAX_LINEAR_DIM: usize = LINEAR_MAX_THREADS * LINEAR_VEC;
 /// Steps one thread of `weighted_gram` sums in f32 before the host takes over in f64: the bound
 /// of the kernel's rounding error (see the twin test).
 pub const GRAM_SLICE: usize = 1024;
@@ -171,7 +173,7 @@ fn linear_launch(dim: usize, n_rollouts: usize) -> Result<(LaunchConfig, i32)> {
         Ok((
             LaunchConfig {
                 grid_dim: (as_u32(n_rollouts, "rollouts")?, 1, 1),
-                block_dim: (threads.clamp(32, 1024) as u32, 1, 1),
+                block_dim: (threads.clamp(32, LINEAR_MAX_THREADS) as u32, 1, 1),
                 shared_mem_bytes: 0,
             },
             1,
@@ -842,4 +844,56 @@ pub fn copy_bandwidth(ordinal: usize, bytes: usize, repeats: usize) -> Result<f6
     }
     let median = crate::gradnorm::bench::median(&mut times);
     Ok(2.0 * (n * 4) as f64 / (median * 1e-3) / 1e9)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradnorm::kernels::ALL;
+
+    /// The value of `#define NAME value` in `source`.
+    fn define(source: &str, name: &str) -> usize {
+        source
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("#define ")?
+                    .strip_prefix(name)?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no #define {name}"))
+    }
+
+    #[test]
+    fn linear_launch_constants_are_the_kernels() {
+        let src = ALL
+            .iter()
+            .find(|k| k.id == KernelId::LinearStats)
+            .unwrap()
+            .source;
+        assert_eq!(define(src, "LINEAR_VEC"), LINEAR_VEC);
+        assert_eq!(define(src, "LINEAR_OUT"), LINEAR_OUT);
+        assert_eq!(define(src, "LINEAR_MAX_THREADS"), LINEAR_MAX_THREADS);
+        assert!(src.contains("__launch_bounds__(LINEAR_MAX_THREADS)"));
+    }
+
+    #[test]
+    fn linear_blocks_stay_within_the_launch_bound() {
+        for dim in [1, 64, 512, 513, 4096, 8000, MAX_LINEAR_DIM] {
+            let (cfg, per_block) = linear_launch(dim, 10).unwrap();
+            let threads = cfg.block_dim.0 as usize;
+            assert!(
+                threads <= LINEAR_MAX_THREADS && threads.is_multiple_of(32),
+                "d = {dim}"
+            );
+            // Every column has a thread: a group of threads holds at most LINEAR_VEC each.
+            let group = if per_block == 1 { threads } else { 32 };
+            assert!(group * LINEAR_VEC >= dim, "d = {dim}: {threads} threads");
+        }
+        let err = linear_launch(MAX_LINEAR_DIM + 1, 10)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("8192"), "{err}");
+    }
 }
