@@ -16,7 +16,7 @@
 #define LINEAR_OUT 6
 // Most threads a block of this kernel may have. Written into the kernels as a launch bound, so
 // the compiler keeps each thread's registers within what that many threads can share (ptxas
-// 13.0, sm_90: 121-124 registers; without the bound a 1024-thread block would not launch).
+// 13.0, sm_90: 121-125 registers; without the bound a 1024-thread block would not launch).
 #define LINEAR_MAX_THREADS 512
 
 template <typename T>

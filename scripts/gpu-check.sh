@@ -5,12 +5,15 @@
 #
 #   scripts/gpu-check.sh [MPRM_BINARY]        (default ./mprm; a stripped release build with
 #                                              --features cuda, carried to the GPU machine)
-# Environment: MPRM_GPU_WORK (scratch folder for the bundles, ~11 GB, default /tmp/mprm-gpu),
+# Environment: MPRM_GPU_WORK (scratch folder for the bundles, ~11 GB, default /tmp/mprm-gpu, or
+#              /tmp/mprm-gpu-quick with QUICK=1, so that a dry run's small bundles are never taken
+#              for the full ones),
 #              MPRM_GPU_RESULTS (where the JSON timings and membw.txt go, default the scratch
 #              folder; on a lent machine point it at $OUT so they come back even if a later step
-#              is cut off), PHASES (default "check time torch world": any subset, in that order,
-#              so that each can run in its own call of at most 10 minutes; bundles already in the
-#              scratch folder are reused), PYTHON (default python3), QUICK=1 (smaller bundles, for
+#              is cut off), PHASES (default "bundles check time torch world": any subset, in that
+#              order, so that each can run in its own call of at most 10 minutes; "bundles" only
+#              makes the four bundles, which the later phases make too if they are missing, and
+#              bundles already in the scratch folder are reused), PYTHON (default python3), QUICK=1 (smaller bundles, for
 #              a dry run), MPRM_TEST_BIN (the `it` test binary).
 #
 # Every step prints as it finishes and a failing step does not stop the rest; the exit status is
@@ -19,9 +22,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin="$(realpath "${1:-./mprm}")"
-work="${MPRM_GPU_WORK:-/tmp/mprm-gpu}"
+if [ "${QUICK:-0}" = 1 ]; then work="${MPRM_GPU_WORK:-/tmp/mprm-gpu-quick}"; else work="${MPRM_GPU_WORK:-/tmp/mprm-gpu}"; fi
 results="${MPRM_GPU_RESULTS:-$work}"
-phases=" ${PHASES:-check time torch world} "
+phases=" ${PHASES:-bundles check time torch world} "
 py="${PYTHON:-python3}"
 mkdir -p "$work" "$results"
 phase() { [[ "$phases" == *" $1 "* ]]; }
@@ -88,7 +91,7 @@ bundles=(
 )
 for spec in "${bundles[@]}"; do
   set -- $spec
-  if [ -f "$work/$1.safetensors" ] || ! { phase check || phase time || phase torch; }; then continue; fi
+  if [ -f "$work/$1.safetensors" ] || ! { phase bundles || phase check || phase time || phase torch; }; then continue; fi
   say "generating $1 ($4 rollouts, d = $2, $3)"
   run 120 "$bin" bench make-bundle --out "$work/$1.safetensors" --rollouts "$4" --dim "$2" --dtype "$3" --seed 7
 done
@@ -147,7 +150,7 @@ run 300 "$bin" world --out "$work/world-cuda" --problems 100 --bench-problems 20
 run 60 "$bin" stats "$work/world-cuda/annotations"
 fi
 
-say "summary of the timings in $results (those of earlier calls included)"
+say "summary of the timings in $results (earlier calls' too, where they wrote to the same folder)"
 "$py" - "$results" <<'PY' || echo "(no python: see the timings above)"
 import glob, json, os, re, sys
 w = sys.argv[1]

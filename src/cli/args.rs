@@ -406,7 +406,8 @@ pub struct VerifyArgs {
     /// stored values).
     #[arg(long)]
     pub tolerance: Option<f64>,
-    /// What to check against: the f64 oracle, or the CPU engine (fast, for large samples).
+    /// What to check against: the f64 oracle, or the CPU engine (faster, for large samples; the
+    /// error scales still take one parallel pass of the oracle).
     #[arg(long, default_value = "oracle")]
     pub reference: String,
     /// Sums of the engine under check: f64 (the CPU default) or f32 (the CPU engine's fused f32

@@ -30,8 +30,9 @@ pub struct RolloutGradient {
     pub step_grad_sq: Vec<f64>,
     /// Σ_j |r_j| |∂z_j/∂θ|, elementwise, length P: `grad` as it would be if no sum cancelled.
     pub grad_abs: Vec<f64>,
-    /// Σ_j (|r_j| + |r̄|) |∂z_j/∂θ|, length P: the same for `centered`, whose weights r_j − r̄
-    /// are themselves differences of terms of these sizes.
+    /// Σ_j (|r_j| + mean_i |r_i|) |∂z_j/∂θ|, length P: the same for `centered`, whose weights
+    /// r_j − r̄ are differences of terms of these sizes (an f32 r̄ errs by a multiple of
+    /// mean |r_i|, not of |r̄|, when the residuals cancel).
     pub centered_abs: Vec<f64>,
 }
 
@@ -102,6 +103,7 @@ pub fn rollout_gradient(
         .map(|(&z, &y)| c * bce_with_logits(z, y))
         .sum();
     let r_bar = resid.iter().sum::<f64>() / n as f64;
+    let mean_abs_r = resid.iter().map(|r| r.abs()).sum::<f64>() / n as f64;
     let mut grad = vec![0.0; p];
     let mut centered = vec![0.0; p];
     let mut grad_abs = vec![0.0; p];
@@ -113,7 +115,7 @@ pub fn rollout_gradient(
             grad[k] += r * dz[k];
             centered[k] += (r - r_bar) * dz[k];
             grad_abs[k] += r.abs() * dz[k].abs();
-            centered_abs[k] += (r.abs() + r_bar.abs()) * dz[k].abs();
+            centered_abs[k] += (r.abs() + mean_abs_r) * dz[k].abs();
         }
         step_grad_sq.push(r * r * dz.iter().map(|v| v * v).sum::<f64>());
     }

@@ -7,13 +7,13 @@
 //!
 //! Relative error of a per-rollout statistic is `|a − b| / max(m, 10⁻⁶ · max_k m_k)`, where m is
 //! the size the statistic would have if none of its sums cancelled ([`oracle::magnitudes`]): the
-//! squared norm of Σ_j |r_j| |∂z_j/∂θ| for a gradient norm, of Σ_j (|r_j| + |r̄|) |∂z_j/∂θ| for
-//! the centred one, and the value itself for the loss, Σ_j ‖∇_θ(c·BCE_j)‖² and Σ_j r_j² (sums of
+//! squared norm of Σ_j |r_j| |∂z_j/∂θ| for a gradient norm, of Σ_j (|r_j| + mean_i |r_i|)
+//! |∂z_j/∂θ| for the centred one, and the value itself for the loss, Σ_j ‖∇_θ(c·BCE_j)‖² and Σ_j r_j² (sums of
 //! non-negative terms). An engine that rounds each term in f32 errs by a multiple of m, not of
 //! the value: judged against the value, the bias gradient (Σ_j r_j)² of a rollout whose residuals
 //! nearly cancel, and the centred norm, whose weights r_j − r̄ sum to zero, read up to 1.4e-4 with
 //! correct f32 sums (the CPU engine's `--accumulate f32` on 50,000 rollouts of a d = 4096 bf16
-//! bundle at the teacher, 2026-12-06), ten times the 10⁻⁵ that a dropped column must exceed. The
+//! bundle at the teacher, 2026-12-06), 14 times the 10⁻⁵ that a dropped column must exceed. The
 //! floor keeps near-zero entries (the centred norm of a one-step rollout is exactly 0) judged
 //! against the statistic's scale. Vector outputs are judged as vectors: a
 //! rollout's projections by `‖Δ‖ / ‖b‖` over its k directions, the summed gradient by
@@ -357,6 +357,66 @@ mod tests {
             worst > 10.0 * tol,
             "a dropped column moved the statistics by only {worst}"
         );
+    }
+
+    /// One column left out of the gradient sums only, the logits intact (the fault a reduction
+    /// over columns could have), and the bias gradient off by 1e-3: the scales must still see
+    /// both. The loss and the residuals, judged by their values, are unchanged here, so only the
+    /// gradient statistics' scales can fail this.
+    #[test]
+    fn the_scales_still_see_a_column_missing_from_the_gradient_sums() {
+        use crate::data::features::FeatureDtype;
+        use crate::gradnorm::GradInput;
+        use crate::gradnorm::fixture::{RandomBundleSpec, random_bundle};
+
+        let (d, dtype) = (4096, FeatureDtype::Bf16);
+        let bundle = random_bundle(&RandomBundleSpec::realistic(400, d, dtype, 3)).unwrap();
+        let head = HeadParams::init(HeadKind::Linear, d, 5);
+        let targets: Vec<f32> = bundle
+            .mc_scores()
+            .iter()
+            .map(|&m| (m > 0.0) as u8 as f32)
+            .collect();
+        let input = GradInput::new(&bundle, &targets, &head, None).unwrap();
+        let want = oracle::stats(&input, Reduction::Mean, None).unwrap();
+        let scales = oracle::magnitudes(&input, Reduction::Mean);
+        let tol = default_tolerance(dtype);
+        let k = 1234;
+        let mut dropped = want.clone();
+        let mut bias_off = want.clone();
+        for i in 0..input.len() {
+            let (x, y) = oracle::rollout_data(&input, input.rollout(i));
+            let g = oracle::rollout_gradient(&head, &x, &y, Reduction::Mean);
+            let (gk, ck) = (g.grad[k] * g.grad[k], g.centered[k] * g.centered[k]);
+            dropped.grad_sq[i] -= gk;
+            dropped.group_grad_sq[0].1[i] -= gk;
+            dropped.centered_grad_sq[i] -= ck;
+            bias_off.group_grad_sq[1].1[i] *= 1.0 + 1e-3;
+            bias_off.grad_sq[i] += 1e-3 * want.group_grad_sq[1].1[i];
+        }
+        let worst = |got: &RolloutGradStats, name: &str| {
+            compare_scaled(&want, got, &scales)
+                .unwrap()
+                .into_iter()
+                .find(|e| e.name == name)
+                .unwrap()
+                .max_rel
+        };
+        // The scales cost sensitivity: the centred norm's weights cancel by construction, so its
+        // scale sits far above its value. When written, the missing column read 8.9e-4 on the
+        // gradient norms and 6.8e-5 on the centred one (2.2e-3 and 2.7e-3 judged by value).
+        for (name, margin) in [
+            ("grad_sq", 10.0),
+            ("grad_sq_w", 10.0),
+            ("centered_grad_sq", 3.0),
+        ] {
+            let e = worst(&dropped, name);
+            assert!(e > margin * tol, "{name}: a missing column read {e}");
+        }
+        let e = worst(&bias_off, "grad_sq_b");
+        assert!(e > 10.0 * tol, "grad_sq_b: an error of 1e-3 read {e}");
+        let e = worst(&dropped, "loss").max(worst(&dropped, "resid_sq"));
+        assert_eq!(e, 0.0);
     }
 
     #[test]

@@ -479,13 +479,13 @@ mod emulated {
         v.iter().map(|x| x * x).sum()
     }
 
-    /// The launch layer's `linear_launch` (src/gradnorm/cuda/mod.rs): (grid, block, rollouts
+    /// The launch layer's `linear_launch` (src/gradnorm/cuda/engine.rs): (grid, block, rollouts
     /// per block).
     fn linear_launch(d: usize, r: usize) -> ([u32; 3], [u32; 3], i32) {
         if d <= 32 * 16 {
             ([r.div_ceil(8) as u32, 1, 1], [256, 1, 1], 8)
         } else {
-            let threads = (d.div_ceil(16).div_ceil(32) * 32).clamp(32, 1024);
+            let threads = (d.div_ceil(16).div_ceil(32) * 32).clamp(32, 512);
             ([r as u32, 1, 1], [threads as u32, 1, 1], 1)
         }
     }
