@@ -267,6 +267,15 @@ mod tests {
         )
     }
 
+    /// The default labels: a step is positive when its MC score is above 0.
+    fn hard_mc_targets(bundle: &crate::data::features::FeatureBundle) -> Vec<f32> {
+        bundle
+            .mc_scores()
+            .iter()
+            .map(|&m| (m > 0.0) as u8 as f32)
+            .collect()
+    }
+
     fn row(scale: f64) -> RolloutRow {
         RolloutRow {
             loss: 0.5 * scale,
@@ -333,11 +342,7 @@ mod tests {
         })
         .unwrap();
         let head = HeadParams::init(HeadKind::Linear, d, 5);
-        let targets: Vec<f32> = bundle
-            .mc_scores()
-            .iter()
-            .map(|&m| (m > 0.0) as u8 as f32)
-            .collect();
+        let targets = hard_mc_targets(&bundle);
         let tol = default_tolerance(dtype);
         let input = GradInput::new(&bundle, &targets, &head, None).unwrap();
         let faithful = verify(&CpuEngine, Reference::Oracle, &input, Reduction::Mean, tol).unwrap();
@@ -372,11 +377,7 @@ mod tests {
         let (d, dtype) = (4096, FeatureDtype::Bf16);
         let bundle = random_bundle(&RandomBundleSpec::realistic(400, d, dtype, 3)).unwrap();
         let head = HeadParams::init(HeadKind::Linear, d, 5);
-        let targets: Vec<f32> = bundle
-            .mc_scores()
-            .iter()
-            .map(|&m| (m > 0.0) as u8 as f32)
-            .collect();
+        let targets = hard_mc_targets(&bundle);
         let input = GradInput::new(&bundle, &targets, &head, None).unwrap();
         let want = oracle::stats(&input, Reduction::Mean, None).unwrap();
         let scales = oracle::magnitudes(&input, Reduction::Mean);
@@ -433,11 +434,7 @@ mod tests {
         let head = ParamPoint::Teacher
             .resolve(HeadKind::Linear, &bundle, 0)
             .unwrap();
-        let targets: Vec<f32> = bundle
-            .mc_scores()
-            .iter()
-            .map(|&m| (m > 0.0) as u8 as f32)
-            .collect();
+        let targets = hard_mc_targets(&bundle);
         let input = GradInput::new(&bundle, &targets, &head, None).unwrap();
         let f32_sums = input.with_accumulation(Accumulation::F32).unwrap();
         let tol = default_tolerance(dtype);
