@@ -280,17 +280,7 @@ pub fn stats(
     for k in 0..input.len() {
         let (x, y) = rollout_data(input, input.rollout(k));
         let g = rollout_gradient(input.head, &x, &y, reduction);
-        let mut row = RolloutRow {
-            loss: g.loss,
-            centered: g.centered.iter().map(|v| v * v).sum(),
-            sum_step: g.step_grad_sq.iter().sum(),
-            resid_sq: g.resid.iter().map(|v| v * v).sum(),
-            ..Default::default()
-        };
-        for (slot, (_, range)) in groups.iter().enumerate() {
-            row.groups[slot] = g.grad[range.clone()].iter().map(|v| v * v).sum();
-        }
-        rows.push(row);
+        rows.push(value_row(&g, &groups));
         if let (Some(out), Some(p)) = (projected.as_mut(), projection) {
             for dir in 0..p.k {
                 let dot: f64 = p
@@ -308,6 +298,37 @@ pub fn stats(
     ))
 }
 
+fn sq(v: &[f64]) -> f64 {
+    v.iter().map(|v| v * v).sum()
+}
+
+/// One rollout's statistics from its gradient record.
+fn value_row(g: &RolloutGradient, groups: &[(&str, std::ops::Range<usize>)]) -> RolloutRow {
+    let mut row = RolloutRow {
+        loss: g.loss,
+        centered: sq(&g.centered),
+        sum_step: g.step_grad_sq.iter().sum(),
+        resid_sq: sq(&g.resid),
+        ..Default::default()
+    };
+    for (slot, (_, range)) in groups.iter().enumerate() {
+        row.groups[slot] = sq(&g.grad[range.clone()]);
+    }
+    row
+}
+
+/// One rollout's cancellation-free sizes ([`magnitudes`]) from its gradient record.
+fn scale_row(g: &RolloutGradient, groups: &[(&str, std::ops::Range<usize>)]) -> RolloutRow {
+    let mut row = RolloutRow {
+        centered: sq(&g.centered_abs),
+        ..value_row(g, groups)
+    };
+    for (slot, (_, range)) in groups.iter().enumerate() {
+        row.groups[slot] = sq(&g.grad_abs[range.clone()]);
+    }
+    row
+}
+
 /// Per rollout of `input`, the size each statistic would have if none of its sums cancelled:
 /// the squared norms of [`RolloutGradient::grad_abs`] (in all and per parameter group) and of
 /// [`RolloutGradient::centered_abs`]; the loss, Σ_j ‖∇_θ(c·BCE_j)‖² and Σ_j r_j², sums of
@@ -317,26 +338,67 @@ pub fn stats(
 pub fn magnitudes(input: &GradInput<'_>, reduction: Reduction) -> RolloutGradStats {
     use rayon::prelude::*;
     let groups = param_groups(input.head);
-    let sq = |v: &[f64]| v.iter().map(|v| v * v).sum::<f64>();
     let rows: Vec<RolloutRow> = (0..input.len())
         .into_par_iter()
         .map(|k| {
             let (x, y) = rollout_data(input, input.rollout(k));
-            let g = rollout_gradient(input.head, &x, &y, reduction);
-            let mut row = RolloutRow {
-                loss: g.loss,
-                centered: sq(&g.centered_abs),
-                sum_step: g.step_grad_sq.iter().sum(),
-                resid_sq: sq(&g.resid),
-                ..Default::default()
-            };
-            for (slot, (_, range)) in groups.iter().enumerate() {
-                row.groups[slot] = sq(&g.grad_abs[range.clone()]);
-            }
-            row
+            scale_row(&rollout_gradient(input.head, &x, &y, reduction), &groups)
         })
         .collect();
     RolloutGradStats::for_input(input, reduction, &rows, None, None)
+}
+
+/// Everything `mprm verify` takes from the oracle, from one pass over the rollouts.
+pub struct Checked {
+    /// [`stats`] without projections.
+    pub stats: RolloutGradStats,
+    /// [`magnitudes`].
+    pub scales: RolloutGradStats,
+    /// Σ over the rollouts of their gradients ([`total_gradient`], summed in blocks of
+    /// [`CHECKED_BLOCK`] rollouts, the blocks' sums then in order: the same bits for every
+    /// thread count).
+    pub total: Vec<f64>,
+}
+
+/// Rollouts per block of [`checked`]'s summed gradient.
+pub const CHECKED_BLOCK: usize = 64;
+
+/// [`Checked`] for `input`: blocks of rollouts in parallel, each rollout's gradient computed once.
+pub fn checked(input: &GradInput<'_>, reduction: Reduction) -> Checked {
+    use rayon::prelude::*;
+    let groups = param_groups(input.head);
+    let p = input.head.n_params();
+    let ids: Vec<usize> = (0..input.len()).collect();
+    let blocks: Vec<(Vec<RolloutRow>, Vec<RolloutRow>, Vec<f64>)> = ids
+        .par_chunks(CHECKED_BLOCK)
+        .map(|block| {
+            let (mut values, mut scales, mut total) = (Vec::new(), Vec::new(), vec![0.0; p]);
+            for &k in block {
+                let (x, y) = rollout_data(input, input.rollout(k));
+                let g = rollout_gradient(input.head, &x, &y, reduction);
+                values.push(value_row(&g, &groups));
+                scales.push(scale_row(&g, &groups));
+                for (t, v) in total.iter_mut().zip(&g.grad) {
+                    *t += v;
+                }
+            }
+            (values, scales, total)
+        })
+        .collect();
+    let mut total = vec![0.0; p];
+    let (mut values, mut scales) = (Vec::new(), Vec::new());
+    for (v, s, t) in blocks {
+        values.extend(v);
+        scales.extend(s);
+        for (a, b) in total.iter_mut().zip(&t) {
+            *a += b;
+        }
+    }
+    Checked {
+        stats: RolloutGradStats::for_input(input, reduction, &values, None, None),
+        scales: RolloutGradStats::for_input(input, reduction, &scales, None, None),
+        total,
+    }
 }
 
 /// Σ over the rollouts of `input` of the oracle's per-rollout gradient.

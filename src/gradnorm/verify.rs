@@ -222,23 +222,24 @@ pub fn verify(
     reduction: Reduction,
     tolerance: f64,
 ) -> Result<VerifyReport> {
-    let (want, want_total) = match reference {
-        Reference::Oracle => (
-            oracle::stats(input, reduction, None)?,
-            oracle::total_gradient(input, reduction),
-        ),
+    let (want, scales, want_total) = match reference {
+        // One pass of the oracle gives the values, their scales and the summed gradient.
+        Reference::Oracle => {
+            let c = oracle::checked(input, reduction);
+            (c.stats, c.scales, c.total)
+        }
         Reference::Engine(e) => {
             // The reference sums in f64 whatever the candidate sums in (`--accumulate f32` checks
             // the CPU engine's f32 sums against its own f64 ones).
             let exact = input.with_accumulation(Accumulation::F64)?;
             (
                 e.rollout_stats(&exact, reduction, None)?,
+                oracle::magnitudes(input, reduction),
                 e.total_gradient(&exact, reduction)?,
             )
         }
     };
     let got = engine.rollout_stats(input, reduction, None)?;
-    let scales = oracle::magnitudes(input, reduction);
     let mut errors = compare_scaled(&want, &got, &scales)?;
     let got_total = engine.total_gradient(input, reduction)?;
     errors.push(vector_error("total_gradient", &want_total, &got_total));
@@ -460,6 +461,46 @@ mod tests {
             .find(|e| e.name == "centered_grad_sq")
             .unwrap();
         assert!(centred.max_rel > tol, "{centred:?}");
+    }
+
+    #[test]
+    fn one_oracle_pass_gives_what_three_did() {
+        use crate::data::features::FeatureDtype;
+        use crate::gradnorm::GradInput;
+        use crate::gradnorm::fixture::{RandomBundleSpec, random_bundle};
+
+        // More rollouts than one block, so the blocks' sums are exercised.
+        let bundle =
+            random_bundle(&RandomBundleSpec::realistic(150, 40, FeatureDtype::F32, 4)).unwrap();
+        let targets = hard_mc_targets(&bundle);
+        for head in [
+            HeadParams::init(HeadKind::Linear, 40, 1),
+            HeadParams::init(
+                HeadKind::Mlp {
+                    hidden: 6,
+                    activation: crate::head::Activation::Gelu,
+                },
+                40,
+                1,
+            ),
+        ] {
+            let input = GradInput::new(&bundle, &targets, &head, None).unwrap();
+            let c = oracle::checked(&input, Reduction::Mean);
+            assert_eq!(
+                c.stats,
+                oracle::stats(&input, Reduction::Mean, None).unwrap()
+            );
+            assert_eq!(c.scales, oracle::magnitudes(&input, Reduction::Mean));
+            let total = oracle::total_gradient(&input, Reduction::Mean);
+            let scale = total.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            for (a, b) in c.total.iter().zip(&total) {
+                assert!((a - b).abs() <= 1e-13 * scale, "{a} against {b}");
+            }
+            // The scales are never below the values.
+            for ((_, v), (_, s)) in c.stats.columns().iter().zip(c.scales.columns()) {
+                assert!(v.iter().zip(s).all(|(v, s)| s >= &(v * (1.0 - 1e-12))));
+            }
+        }
     }
 
     #[test]
