@@ -98,14 +98,13 @@ __device__ void linear_stats(
     }
 }
 
-#define MPRM_LINEAR_STATS(NAME, T)                                                           \
-    extern "C" __global__ void __launch_bounds__(LINEAR_MAX_THREADS)                         \
-    NAME(const T* x, const long long* offsets, const float* y,    \
-                                    const float* w, float b, int d, int n_rollouts,          \
-                                    int mean_reduction, int rollouts_per_block, float* out,  \
-                                    float* resid) {                                          \
-        linear_stats<T>(x, offsets, y, w, b, d, n_rollouts, mean_reduction,                  \
-                        rollouts_per_block, out, resid);                                     \
+#define MPRM_LINEAR_STATS(NAME, T)                                                             \
+    extern "C" __global__ void __launch_bounds__(LINEAR_MAX_THREADS)                           \
+    NAME(const T* x, const long long* offsets, const float* y, const float* w, float b, int d, \
+         int n_rollouts, int mean_reduction, int rollouts_per_block, float* out,               \
+         float* resid) {                                                                       \
+        linear_stats<T>(x, offsets, y, w, b, d, n_rollouts, mean_reduction,                    \
+                        rollouts_per_block, out, resid);                                       \
     }
 
 MPRM_LINEAR_STATS(linear_stats_f32, float)

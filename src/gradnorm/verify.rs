@@ -94,14 +94,14 @@ pub fn compare_scaled(
     if reference.rollouts != candidate.rollouts || reference.rollouts != scales.rollouts {
         return Err(Error::invalid("the two runs scored different rollouts"));
     }
-    let column = |table: &RolloutGradStats, name: &str, role: &str| -> Result<Vec<f64>> {
+    fn column<'a>(table: &'a RolloutGradStats, name: &str, role: &str) -> Result<&'a [f64]> {
         table
             .columns()
             .into_iter()
             .find(|(n, _)| n == name)
-            .map(|(_, v)| v.to_vec())
+            .map(|(_, v)| v)
             .ok_or_else(|| Error::invalid(format!("{role} lacks statistic {name}")))
-    };
+    }
     let mut out = Vec::new();
     for (name, want) in reference.columns() {
         let got = column(candidate, &name, "candidate")?;
@@ -109,8 +109,8 @@ pub fn compare_scaled(
         out.push(scaled_error(
             &name,
             want,
-            &got,
-            &scale,
+            got,
+            scale,
             &reference.rollouts,
             COLUMN_FLOOR,
         ));
