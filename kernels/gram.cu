@@ -4,9 +4,10 @@
 // Grid: (column tiles, column tiles, step slices). A block owns one 32 × 32 tile of G (upper
 // triangle only: blocks below the diagonal return at once) and the steps of one slice; it walks
 // them 32 at a time through shared memory, each of its 32 × 8 threads accumulating four entries
-// in f32, in step order. Each slice writes its own partial tile to out[slice, p, p], and the host
-// adds the slices in f64 in slice order, so every entry is the same sum in the same order on
-// every run, and the f32 rounding is bounded by the slice length.
+// in f32, in step order. Each slice writes its own partial tile to out[slice, p, p], and
+// gram_accumulate_f64 adds the slices in f64 in slice order into a running sum that stays on the
+// device across launches, so every entry is the same sum in the same order on every run, the f32
+// rounding is bounded by the slice length, and only the final p × p matrix crosses to the host.
 #include "common.cuh"
 
 #define GRAM_TILE 32
@@ -72,3 +73,22 @@ __device__ void weighted_gram(const T* __restrict__ x,       // [S, d]
 
 MPRM_WEIGHTED_GRAM(weighted_gram_f32, float)
 MPRM_WEIGHTED_GRAM(weighted_gram_bf16, unsigned short)
+
+// acc[e] += Σ_s tiles[s, e] for every entry e of the upper triangle (row ≤ column), the slices
+// added one at a time in slice order, in f64: the same additions, in the same order, as a host
+// loop over the downloaded tiles would make. Entries below the diagonal are left alone (the Gram
+// kernel's diagonal tiles write some of them; the host mirrors the upper triangle instead).
+// One thread per entry of the p × p matrix, in row-major order.
+extern "C" __global__ void gram_accumulate_f64(const float* __restrict__ tiles,  // [slices, p, p]
+                                               long long n_slices, int p,
+                                               double* __restrict__ acc) {       // [p, p]
+    const long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long entries = (long long)p * p;
+    if (e >= entries) return;
+    const long long row = e / p;
+    const long long col = e - row * p;
+    if (col < row) return;
+    double sum = acc[e];
+    for (long long s = 0; s < n_slices; ++s) sum += (double)tiles[s * entries + e];
+    acc[e] = sum;
+}

@@ -10,23 +10,31 @@
 #              for the full ones),
 #              MPRM_GPU_RESULTS (where the JSON timings and membw.txt go, default the scratch
 #              folder; on a lent machine point it at $OUT so they come back even if a later step
-#              is cut off), PHASES (default "bundles check time torch world": any subset, in that
-#              order, so that each can run in its own call of at most 10 minutes; "bundles" only
-#              makes the four bundles, which the later phases make too if they are missing, and
-#              bundles already in the scratch folder are reused), PYTHON (default python3), QUICK=1 (smaller bundles, for
-#              a dry run), MPRM_TEST_BIN (the `it` test binary).
+#              is cut off), PHASES (default "fixtures bundles check time torch world": any subset,
+#              in that order, so that each can run in its own call of at most 10 minutes;
+#              "fixtures" needs no bundle (the built-in fixtures and the `cuda_` tests),
+#              "bundles" only makes the bundles, which the later phases make too if they are
+#              missing, and bundles already in the scratch folder are reused),
+#              BUNDLES (default all four: "d64_f32 d1000_f32 d4096_bf16 d4096_f32"; the bundles
+#              the later phases use, so that a phase cut off by its call's limit can be finished
+#              in the next call on the bundles it did not reach), PYTHON (default python3),
+#              QUICK=1 (smaller bundles, for a dry run), MPRM_TEST_BIN (the `it` test binary).
 #
 # Every step prints as it finishes and a failing step does not stop the rest; the exit status is
-# 1 when any step failed. The step limits below are upper bounds, not estimates: no phase has
-# yet run on a device.
+# 1 when any step failed. Everything printed is also appended to gpu-check.log in the results
+# folder, so a call cut off at its limit still brings back what ran. The step limits below are
+# upper bounds, not estimates: no phase has yet run on a device. Over all four bundles the limits
+# of the `check` and `time` phases add up to more than one 600-second call: if a call is cut off,
+# run the rest of that phase with BUNDLES.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin="$(realpath "${1:-./mprm}")"
 if [ "${QUICK:-0}" = 1 ]; then work="${MPRM_GPU_WORK:-/tmp/mprm-gpu-quick}"; else work="${MPRM_GPU_WORK:-/tmp/mprm-gpu}"; fi
 results="${MPRM_GPU_RESULTS:-$work}"
-phases=" ${PHASES:-bundles check time torch world} "
+phases=" ${PHASES:-fixtures bundles check time torch world} "
 py="${PYTHON:-python3}"
 mkdir -p "$work" "$results"
+exec > >(tee -a "$results/gpu-check.log") 2>&1
 phase() { [[ "$phases" == *" $1 "* ]]; }
 export MPRM_NO_PROGRESS=1
 start=$(date +%s)
@@ -64,7 +72,9 @@ print(f"NVRTC {major.value}.{minor.value}" + ("" if (major.value, minor.value) =
 PY
 "$bin" --version
 
-if phase check; then
+# The step limits of one phase add up to at most 540 s, so a phase fits one 600-second call even
+# when every step runs to its limit.
+if phase fixtures; then
 say "kernels compile for this device and match the f64 oracle on the fixtures"
 run 120 "$bin" verify --random --device cuda --head linear
 run 120 "$bin" verify --random --device cuda --head mlp --hidden 64
@@ -89,6 +99,16 @@ bundles=(
   "d4096_bf16 4096 bf16 $((120000 / scale))"
   "d4096_f32 4096 f32 $((60000 / scale))"
 )
+wanted=" ${BUNDLES:-d64_f32 d1000_f32 d4096_bf16 d4096_f32} "
+picked=()
+for spec in "${bundles[@]}"; do
+  set -- $spec
+  if [[ "$wanted" == *" $1 "* ]]; then picked+=("$spec"); fi
+done
+bundles=("${picked[@]}")
+chosen() { [[ "$wanted" == *" $1 "* ]]; }
+if [ ${#bundles[@]} -eq 0 ]; then echo "!!! BUNDLES names none of the four bundles: $wanted"; exit 2; fi
+
 for spec in "${bundles[@]}"; do
   set -- $spec
   if [ -f "$work/$1.safetensors" ] || ! { phase bundles || phase check || phase time || phase torch; }; then continue; fi
@@ -124,14 +144,17 @@ for spec in "${bundles[@]}"; do
     --warmup 3 --repeats 20 --json "$results/time_$1_linear.json"
 done
 # Each pass is a ~5.6 TFLOP f32 GEMM pair and the uploading timing re-reads 5.5 GB: few repeats.
+if chosen d4096_bf16; then
 say "d4096_bf16: kernel timings, mlp head h = 1024 (gelu), median of 5 after 1 warm-up"
 run 240 "$bin" bench gradnorm --bundle "$work/d4096_bf16.safetensors" --device cuda --head mlp --hidden 1024 \
   --warmup 1 --repeats 5 --json "$results/time_d4096_bf16_mlp.json"
+fi
 fi
 
 if phase torch; then
 if "$py" -c 'import torch, numpy; assert torch.cuda.is_available()' 2>/dev/null; then
   for name in d64_f32 d4096_bf16; do
+    chosen "$name" || continue
     say "$name: PyTorch baselines (torch.func vmap, plain loop)"
     run 240 "$py" benches/torch_gradnorm.py "$work/$name.safetensors" --device cuda --repeats 5 \
       --json "$results/torch_$name.json"

@@ -96,7 +96,8 @@ const std::map<std::string, Runner>& kernels() {
         K(linear_stats_f32), K(linear_stats_bf16), K(gemm_nt_f32),     K(gemm_nt_bf16),
         K(mlp_step_f32),     K(mlp_stats_f32),     K(mlp_stats_bf16),  K(linear_grad_f32),
         K(linear_grad_bf16), K(mlp_grad_f32),      K(mlp_grad_bf16),   K(project_f32),
-        K(column_sum_f32),   K(weighted_gram_f32), K(weighted_gram_bf16), K(precondition_sketch_f32),
+        K(column_sum_f32),   K(weighted_gram_f32), K(weighted_gram_bf16), K(gram_accumulate_f64),
+        K(precondition_sketch_f32),
     };
 #undef K
     return m;

@@ -84,7 +84,11 @@ pub const ALL: [KernelSource; 7] = [
         id: KernelId::Gram,
         file: "gram.cu",
         source: include_str!("../../kernels/gram.cu"),
-        symbols: &["weighted_gram_f32", "weighted_gram_bf16"],
+        symbols: &[
+            "weighted_gram_f32",
+            "weighted_gram_bf16",
+            "gram_accumulate_f64",
+        ],
     },
     KernelSource {
         id: KernelId::Sketch,

@@ -108,6 +108,9 @@ mod emulated {
     fn zeros(n: usize) -> Arg {
         f32s(&vec![0.0; n])
     }
+    fn f64s(v: &[f64]) -> Arg {
+        Arg::Buf(8, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
     fn i64s(v: &[i64]) -> Arg {
         Arg::Buf(8, v.iter().flat_map(|x| x.to_le_bytes()).collect())
     }
@@ -131,6 +134,12 @@ mod emulated {
             let b = self.0[arg].as_ref().expect("argument is a buffer");
             b.chunks_exact(4)
                 .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect()
+        }
+        fn f64(&self, arg: usize) -> Vec<f64> {
+            let b = self.0[arg].as_ref().expect("argument is a buffer");
+            b.chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
                 .collect()
         }
     }
@@ -642,6 +651,49 @@ mod emulated {
             }
         }
         emu.check_sum(&name, "out", &written, &want, slice);
+        gram_accumulate(emu, &got, slices, p, seed);
+    }
+
+    /// gram_accumulate_f64 on a launch's partial tiles, onto a running sum that already holds
+    /// something (a previous chunk's slices): the upper triangle must be the host's f64 loop over
+    /// the slices in order, bit for bit, and the entries below the diagonal must stay as they were.
+    fn gram_accumulate(emu: &mut Emu, tiles: &[f32], slices: usize, p: usize, seed: u64) {
+        let mut rng = Rng(seed ^ 0x5eed);
+        let before: Vec<f64> = rng
+            .vec(p * p, -2.0, 2.0)
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let threads = 256usize;
+        let out = emu.launch(
+            "gram_accumulate_f64",
+            format!("p={p} slices={slices}"),
+            [(p * p).div_ceil(threads) as u32, 1, 1],
+            [threads as u32, 1, 1],
+            &[
+                f32s(tiles),
+                Arg::I64(slices as i64),
+                Arg::I32(p as i32),
+                f64s(&before),
+            ],
+        );
+        let got = out.f64(3);
+        for r in 0..p {
+            for c in 0..p {
+                let e = r * p + c;
+                let want = if c >= r {
+                    (0..slices).fold(before[e], |a, s| a + f64::from(tiles[s * p * p + e]))
+                } else {
+                    before[e]
+                };
+                assert_eq!(
+                    got[e].to_bits(),
+                    want.to_bits(),
+                    "gram_accumulate_f64 p={p} slices={slices} entry ({r}, {c}): got {}, want {want}",
+                    got[e]
+                );
+            }
+        }
     }
 
     /// precondition_sketch_f32 against the f64 sketch of Γ(g) computed from the same f32 inputs.

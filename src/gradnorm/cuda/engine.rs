@@ -32,11 +32,13 @@ const WARPS_PER_BLOCK: usize = 8;
 const LINEAR_MAX_THREADS: usize = 512;
 /// Largest d the linear kernel covers (LINEAR_MAX_THREADS × LINEAR_VEC columns).
 const MAX_LINEAR_DIM: usize = LINEAR_MAX_THREADS * LINEAR_VEC;
-/// Steps one thread of `weighted_gram` sums in f32 before the host takes over in f64: the bound
+/// Steps one thread of `weighted_gram` sums in f32 before `gram_accumulate_f64` takes over in f64: the bound
 /// of the kernel's rounding error (see the twin test).
 pub const GRAM_SLICE: usize = 1024;
 /// Most slices (partial tiles) one `weighted_gram` launch writes.
 const MAX_GRAM_SLICES: usize = 256;
+/// Threads per block of `gram_accumulate_f64` (one per entry of the Gram matrix).
+const GRAM_ACCUMULATE_THREADS: usize = 256;
 /// Device memory for one sub-chunk of materialised gradients.
 const GRAD_BUDGET_BYTES: usize = 256 << 20;
 
@@ -277,7 +279,8 @@ impl CudaEngine {
             .uploads
             .chunk(&self.gpu.ctx, &self.gpu.stream, bundle, &ids, limit)?;
         // Targets change from call to call (labels, soft scores) and are 1/d of the features:
-        // they go up every time.
+        // they go up every time. `GradInput` refuses rollouts without steps, so no chunk asks the
+        // driver for a zero-byte buffer (which it refuses) or a kernel for an empty grid.
         let y: Vec<f32> = ids
             .iter()
             .flat_map(|&i| input.targets[bundle.rollout_steps(i)].iter().copied())
@@ -604,9 +607,17 @@ impl GradNormEngine for CudaEngine {
         let p = d + 1;
         let n_steps = bundle.n_steps();
         let s = &self.gpu.stream;
+        // The running f64 sum stays on the device for the whole call; each launch's partial
+        // tiles ([slices, p, p] f32) and its rows share what is left of the chunk budget.
+        let acc_bytes = p * p * 8;
         let budget = self.gpu.chunk_budget()?;
-        // Each launch covers whole slices; its partial tiles ([slices, p, p] f32) and its rows
-        // share the chunk budget.
+        if acc_bytes >= budget / 2 {
+            return Err(unsupported(format!(
+                "weighted Gram matrix: the {p} × {p} f64 sum ({acc_bytes} bytes) needs more than \
+                 half of the device's chunk budget ({budget} bytes)"
+            )));
+        }
+        let budget = budget - acc_bytes;
         let tile_bytes = p * p * 4;
         let row_bytes = d * bundle.dtype().size() + 4;
         let slices = (budget / 2 / tile_bytes)
@@ -614,9 +625,11 @@ impl GradNormEngine for CudaEngine {
             .clamp(1, MAX_GRAM_SLICES);
         let chunk = slices * GRAM_SLICE;
         let tiles = as_u32(p.div_ceil(32), "Gram tiles")?;
+        let entries = as_u32((p * p).div_ceil(GRAM_ACCUMULATE_THREADS), "Gram entries")?;
         let d_i = as_i32(d, "d")?;
+        let p_i = as_i32(p, "p")?;
         let slice_i = GRAM_SLICE as i32;
-        let mut gram = vec![0.0f64; p * p];
+        let mut acc = s.alloc_zeros::<f64>(p * p).w("allocating the Gram sum")?;
         for first in (0..n_steps).step_by(chunk) {
             let last = (first + chunk).min(n_steps);
             let steps = last - first;
@@ -643,16 +656,18 @@ impl GradNormEngine for CudaEngine {
                 push_rows(&mut l, &x);
                 l.arg(&w).arg(&n_i).arg(&d_i).arg(&slice_i).arg(&mut out);
             });
-            let host = s.clone_dtoh(&out).w("downloading Gram tiles")?;
             // Slices in order, upper triangle only (blocks below the diagonal write nothing).
-            for part in host.chunks(p * p) {
-                for r in 0..p {
-                    for k in r..p {
-                        gram[r * p + k] += f64::from(part[r * p + k]);
-                    }
-                }
-            }
+            let n_slices_i = n_slices as i64;
+            let cfg = LaunchConfig {
+                grid_dim: (entries, 1, 1),
+                block_dim: (GRAM_ACCUMULATE_THREADS as u32, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            launch!(self.gpu, KernelId::Gram, "gram_accumulate_f64", cfg, |l| {
+                l.arg(&out).arg(&n_slices_i).arg(&p_i).arg(&mut acc);
+            });
         }
+        let mut gram = s.clone_dtoh(&acc).w("downloading the Gram matrix")?;
         for r in 0..p {
             for k in 0..r {
                 gram[r * p + k] = gram[k * p + r];
