@@ -22,18 +22,20 @@ use ndarray::{Array2, ArrayView2};
 use super::narrow::{self, FirstBlock, KC};
 
 /// Rows of C per tile: each takes one broadcast of an A value per k.
-const TILE_ROWS: usize = 6;
+const TILE_ROWS: usize = 12;
 
-/// 16-lane vectors per tile row: a tile is 6 × 64 outputs in 24 of the 32 registers, read
-/// with 4 vector loads of B and 6 broadcasts of A per k.
-const TILE_VECTORS: usize = 4;
+/// 16-lane vectors per tile row: a tile is 12 × 32 outputs in 24 of the 32 registers, read
+/// with 2 vector loads of B and 12 broadcasts of A per k. Each B vector feeds 12 fused
+/// multiply-adds (6 in the 6 × 64 tile this replaced), and a k block's panel of B, 256 × 32
+/// values, is 32 KiB, so it stays in L1 while the task's tiles take their turns on it.
+const TILE_VECTORS: usize = 2;
 
 /// Columns of C per tile.
 const TILE_COLUMNS: usize = 16 * TILE_VECTORS;
 
-/// Rows of C per rayon task (eight tiles). Each output belongs to one task, which runs all its k
-/// blocks in order, so the bits do not depend on the thread count.
-const TASK_ROWS: usize = 8 * TILE_ROWS;
+/// Rows of C per rayon task (four tiles) when k is one block. Each output belongs to one task,
+/// which runs all its k blocks in order, so the bits do not depend on the thread count.
+const TASK_ROWS: usize = 4 * TILE_ROWS;
 
 /// a·b as a new row-major matrix, the bits of sgemm's AVX-512 kernel (see the module docs);
 /// `None` where sgemm runs another kernel, where b's rows are not contiguous, or where a
@@ -108,20 +110,35 @@ mod avx512 {
             k,
             n,
         };
-        (0..m.div_ceil(TASK_ROWS)).into_par_iter().for_each(|task| {
-            let rows = task * TASK_ROWS..((task + 1) * TASK_ROWS).min(m);
-            // SAFETY: `super::product` checked AVX-512F (sgemm's AVX-512 kernel runs only where
-            // it is present); every A, B and C address a tile touches lies inside the views
-            // and the m·n output; this task alone writes the rows `rows` of C.
-            unsafe { task_rows(&ops, rows) };
-        });
+        let rows_per_task = task_rows_for(m, k, rayon::current_num_threads());
+        (0..m.div_ceil(rows_per_task))
+            .into_par_iter()
+            .for_each(|task| {
+                let rows = task * rows_per_task..((task + 1) * rows_per_task).min(m);
+                // SAFETY: `super::product` checked AVX-512F (sgemm's AVX-512 kernel runs only where
+                // it is present); every A, B and C address a tile touches lies inside the views
+                // and the m·n output; this task alone writes the rows `rows` of C.
+                unsafe { task_rows(&ops, rows) };
+            });
         // SAFETY: the first k block's tiles wrote every value of every row.
         unsafe { out.set_len(m * n) };
         Array2::from_shape_vec((m, n), out).expect("m·n values")
     }
 
-    /// Rows `rows` of C, k block by k block: within a block, tile by tile, each tile's A values
-    /// reused over all the panels of columns.
+    /// Rows of C per rayon task. With more than one k block, every task streams all of B once per
+    /// block, so the fewest tasks that keep every thread busy are best: one run of whole tiles per
+    /// thread (the weight gradient xᵀ·g, k = the step rows). With one block, [`TASK_ROWS`]. Each
+    /// output still belongs to one task, so the bits do not depend on the split.
+    fn task_rows_for(m: usize, k: usize, threads: usize) -> usize {
+        if k <= KC {
+            return TASK_ROWS;
+        }
+        let tiles = m.div_ceil(TILE_ROWS);
+        tiles.div_ceil(threads.max(1)).max(1) * TILE_ROWS
+    }
+
+    /// Rows `rows` of C, k block by k block: within a block, panel of columns by panel, each
+    /// panel of B reused from L1 by all the task's tiles.
     ///
     /// # Safety
     /// AVX-512F is present; see [`product`] for the addresses.
@@ -130,13 +147,19 @@ mod avx512 {
         for k0 in (0..ops.k).step_by(KC) {
             let kc = KC.min(ops.k - k0);
             let first = k0 == 0;
-            for i0 in rows.clone().step_by(TILE_ROWS) {
-                let height = TILE_ROWS.min(rows.end - i0);
-                for j0 in (0..ops.n).step_by(TILE_COLUMNS) {
-                    let masks = lane_masks(ops.n - j0);
+            for j0 in (0..ops.n).step_by(TILE_COLUMNS) {
+                let masks = lane_masks(ops.n - j0);
+                for i0 in rows.clone().step_by(TILE_ROWS) {
+                    let height = TILE_ROWS.min(rows.end - i0);
                     // SAFETY: as for this function; the tile's rows and columns lie inside C.
                     unsafe {
                         match height {
+                            12 => tile::<12>(ops, i0, j0, k0, kc, masks, first),
+                            11 => tile::<11>(ops, i0, j0, k0, kc, masks, first),
+                            10 => tile::<10>(ops, i0, j0, k0, kc, masks, first),
+                            9 => tile::<9>(ops, i0, j0, k0, kc, masks, first),
+                            8 => tile::<8>(ops, i0, j0, k0, kc, masks, first),
+                            7 => tile::<7>(ops, i0, j0, k0, kc, masks, first),
                             6 => tile::<6>(ops, i0, j0, k0, kc, masks, first),
                             5 => tile::<5>(ops, i0, j0, k0, kc, masks, first),
                             4 => tile::<4>(ops, i0, j0, k0, kc, masks, first),
@@ -241,6 +264,35 @@ mod tests {
         })
     }
 
+    /// With more than one k block the rows are split one run of tiles per thread
+    /// (`task_rows_for`); the bits must not follow the split.
+    #[test]
+    fn direct_products_do_not_depend_on_the_thread_count() {
+        if narrow::kernel() != Some(FirstBlock::AsIs) {
+            return;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(31);
+        for (m, k, n) in [(50, 600, 70), (256, 3072, 64), (13, 100, 40)] {
+            // x [k, m], read through its transpose, as the weight gradient reads the features
+            let x = Array2::from_shape_vec((k, m), values(m * k, &mut rng)).unwrap();
+            let b = Array2::from_shape_vec((k, n), values(k * n, &mut rng)).unwrap();
+            let runs: Vec<Array2<f32>> = [1, 2, 3, 7]
+                .into_iter()
+                .map(|threads| {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    pool.install(|| product(x.t(), b.view()).expect("AVX-512 kernel"))
+                })
+                .collect();
+            let want = sgemm_product(x.t(), b.view());
+            for got in &runs {
+                same_bits(got, &want, &format!("xᵀ·B {m}×{k}·{k}×{n} by thread count"));
+            }
+        }
+    }
+
     #[test]
     fn direct_products_match_sgemm_bit_for_bit() {
         if narrow::kernel() != Some(FirstBlock::AsIs) {
@@ -251,14 +303,21 @@ mod tests {
         }
         let mut rng = ChaCha8Rng::seed_from_u64(29);
         let (mut negative_zeros, mut blocked_differs) = (0usize, 0usize);
-        // m on both sides of a tile (6) and a task (48); n on both sides of a vector (16) and
-        // a tile (64); k on both sides of sgemm's block (256).
+        // m on both sides of a tile (12) and a task (48), and every height of a last tile; n on
+        // both sides of a vector (16) and a tile (32); k on both sides of sgemm's block (256).
         for (m, k, n) in [
             (1, 1, 1),
+            (3, 20, 5),
             (5, 7, 15),
             (6, 256, 16),
             (7, 257, 17),
+            (11, 40, 31),
+            (20, 270, 40),
+            (12, 255, 32),
             (13, 255, 63),
+            (23, 300, 33),
+            (34, 9, 48),
+            (45, 513, 8),
             (48, 300, 64),
             (50, 513, 65),
             (97, 600, 130),
