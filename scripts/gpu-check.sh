@@ -72,8 +72,6 @@ print(f"NVRTC {major.value}.{minor.value}" + ("" if (major.value, minor.value) =
 PY
 "$bin" --version
 
-# The step limits of one phase add up to at most 540 s, so a phase fits one 600-second call even
-# when every step runs to its limit.
 if phase fixtures; then
 say "kernels compile for this device and match the f64 oracle on the fixtures"
 run 120 "$bin" verify --random --device cuda --head linear

@@ -115,9 +115,9 @@ mod avx512 {
             .into_par_iter()
             .for_each(|task| {
                 let rows = task * rows_per_task..((task + 1) * rows_per_task).min(m);
-                // SAFETY: `super::product` checked AVX-512F (sgemm's AVX-512 kernel runs only where
-                // it is present); every A, B and C address a tile touches lies inside the views
-                // and the m·n output; this task alone writes the rows `rows` of C.
+                // SAFETY: `super::product` checked AVX-512F (sgemm's AVX-512 kernel runs only
+                // where it is present); every A, B and C address a tile touches lies inside the
+                // views and the m·n output; this task alone writes the rows `rows` of C.
                 unsafe { task_rows(&ops, rows) };
             });
         // SAFETY: the first k block's tiles wrote every value of every row.

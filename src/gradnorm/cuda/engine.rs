@@ -32,8 +32,8 @@ const WARPS_PER_BLOCK: usize = 8;
 const LINEAR_MAX_THREADS: usize = 512;
 /// Largest d the linear kernel covers (LINEAR_MAX_THREADS × LINEAR_VEC columns).
 const MAX_LINEAR_DIM: usize = LINEAR_MAX_THREADS * LINEAR_VEC;
-/// Steps one thread of `weighted_gram` sums in f32 before `gram_accumulate_f64` takes over in f64: the bound
-/// of the kernel's rounding error (see the twin test).
+/// Steps one thread of `weighted_gram` sums in f32 before `gram_accumulate_f64` takes over in
+/// f64: the bound of the kernel's rounding error (see the twin test).
 pub const GRAM_SLICE: usize = 1024;
 /// Most slices (partial tiles) one `weighted_gram` launch writes.
 const MAX_GRAM_SLICES: usize = 256;
