@@ -317,11 +317,16 @@ fn value_row(g: &RolloutGradient, groups: &[(&str, std::ops::Range<usize>)]) -> 
     row
 }
 
-/// One rollout's cancellation-free sizes ([`magnitudes`]) from its gradient record.
-fn scale_row(g: &RolloutGradient, groups: &[(&str, std::ops::Range<usize>)]) -> RolloutRow {
+/// One rollout's cancellation-free sizes ([`magnitudes`]) from its gradient record and its
+/// [`value_row`], whose loss, Σ_j ‖∇_θ(c·BCE_j)‖² and Σ_j r_j² are already their own sizes.
+fn scale_row(
+    g: &RolloutGradient,
+    groups: &[(&str, std::ops::Range<usize>)],
+    values: RolloutRow,
+) -> RolloutRow {
     let mut row = RolloutRow {
         centered: sq(&g.centered_abs),
-        ..value_row(g, groups)
+        ..values
     };
     for (slot, (_, range)) in groups.iter().enumerate() {
         row.groups[slot] = sq(&g.grad_abs[range.clone()]);
@@ -342,7 +347,8 @@ pub fn magnitudes(input: &GradInput<'_>, reduction: Reduction) -> RolloutGradSta
         .into_par_iter()
         .map(|k| {
             let (x, y) = rollout_data(input, input.rollout(k));
-            scale_row(&rollout_gradient(input.head, &x, &y, reduction), &groups)
+            let g = rollout_gradient(input.head, &x, &y, reduction);
+            scale_row(&g, &groups, value_row(&g, &groups))
         })
         .collect();
     RolloutGradStats::for_input(input, reduction, &rows, None, None)
@@ -376,8 +382,9 @@ pub fn checked(input: &GradInput<'_>, reduction: Reduction) -> Checked {
             for &k in block {
                 let (x, y) = rollout_data(input, input.rollout(k));
                 let g = rollout_gradient(input.head, &x, &y, reduction);
-                values.push(value_row(&g, &groups));
-                scales.push(scale_row(&g, &groups));
+                let row = value_row(&g, &groups);
+                values.push(row);
+                scales.push(scale_row(&g, &groups, row));
                 for (t, v) in total.iter_mut().zip(&g.grad) {
                     *t += v;
                 }
