@@ -25,14 +25,36 @@ pub trait BurnJob {
 }
 
 /// Runs `job` on `device`.
-pub fn run<J: BurnJob>(device: Device, job: J) -> Result<J::Output> {
+///
+/// On the CPU the job runs on a worker of rayon's global pool (unless it already is on one),
+/// which is where its kernels run their parallel parts. From any other thread each parallel
+/// part is a hand-off: the calling thread queues it, sleeps, and is woken when the pool is done,
+/// a pair of futex calls and context switches per kernel, a dozen kernels per training step. On
+/// a worker the caller takes part in the work and only the pool's other thread is woken.
+pub fn run<J>(device: Device, job: J) -> Result<J::Output>
+where
+    J: BurnJob + Send,
+    J::Output: Send,
+{
     match device {
-        Device::Cpu => job.run::<burn::backend::Autodiff<burn::backend::NdArray<f32>>>(
-            &Default::default(),
-            device,
-            "burn-ndarray (autodiff)",
-        ),
+        Device::Cpu => on_the_pool(|| {
+            job.run::<burn::backend::Autodiff<burn::backend::NdArray<f32>>>(
+                &Default::default(),
+                device,
+                "burn-ndarray (autodiff)",
+            )
+        }),
         Device::Cuda(ordinal) => cuda::run(job, ordinal),
+    }
+}
+
+/// `f()` on a worker of rayon's global pool: here when this thread is one, else handed to the
+/// pool (`rayon::scope` runs its body on a worker).
+fn on_the_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        f()
+    } else {
+        rayon::scope(|_| f())
     }
 }
 
@@ -60,5 +82,23 @@ mod cuda {
 
     pub fn run<J: BurnJob>(_job: J, _ordinal: usize) -> Result<J::Output> {
         Err(CudaError::NotCompiled.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::on_the_pool;
+
+    #[test]
+    fn cpu_jobs_run_on_a_pool_worker() {
+        // A test thread is not a worker: the job is handed to the pool.
+        assert_eq!(rayon::current_thread_index(), None);
+        assert!(on_the_pool(rayon::current_thread_index).is_some());
+        // On a worker it stays where it is.
+        rayon::scope(|_| {
+            let here = rayon::current_thread_index();
+            assert!(here.is_some());
+            assert_eq!(on_the_pool(rayon::current_thread_index), here);
+        });
     }
 }

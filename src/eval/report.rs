@@ -128,7 +128,7 @@ impl ModelSource for HeadParams {
 
 /// Builds `source`'s model on `device` and evaluates it on `bench`.
 pub fn evaluate_source(
-    source: &impl ModelSource,
+    source: &(impl ModelSource + Sync),
     bench: &BenchSet,
     device: Device,
 ) -> Result<EvalReport> {

@@ -120,3 +120,55 @@ pub(super) mod avx2 {
         unsafe { _mm_loadu_ps(xs.as_ptr()) }
     }
 }
+
+/// [`round_checked`] eight values per instruction (AVX-512F for the f64 side; the f32 side is
+/// the AVX of [`avx2`]).
+#[cfg(target_arch = "x86_64")]
+pub(super) mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// Eight [`super::round_checked`]s: the rounded values, and a mask whose lanes are all ones
+    /// where the check passed. The same operations in the same order, so the same bits.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(in crate::fused_ops) fn round_checked(y: __m512d, rel_margin: f64) -> (__m256, __m256) {
+        let abs_y = _mm512_abs_pd(y);
+        let delta = _mm512_mul_pd(_mm512_set1_pd(rel_margin), abs_y);
+        let low = _mm512_cvtpd_ps(_mm512_sub_pd(y, delta));
+        let high = _mm512_cvtpd_ps(_mm512_add_pd(y, delta));
+        let abs_low = _mm256_and_ps(low, _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX)));
+        let normal = _mm256_and_ps(
+            _mm256_cmp_ps::<_CMP_GE_OQ>(abs_low, _mm256_set1_ps(f32::MIN_POSITIVE)),
+            _mm256_cmp_ps::<_CMP_LT_OQ>(abs_low, _mm256_set1_ps(f32::MAX)),
+        );
+        (
+            low,
+            _mm256_and_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(low, high), normal),
+        )
+    }
+
+    /// Stores eight results at `out[at..at + 8]` and returns their refusals as bits `at..at + 8`
+    /// of a block mask.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(in crate::fused_ops) fn store(
+        out: &mut [f32],
+        at: usize,
+        value: __m256,
+        ok: __m256,
+    ) -> u64 {
+        let out = &mut out[at..at + 8];
+        // SAFETY: `out` has exactly eight values.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), value) };
+        ((!_mm256_movemask_ps(ok) & 0xff) as u64) << at
+    }
+
+    /// Eight arguments from `xs[at..at + 8]`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(in crate::fused_ops) fn load(xs: &[f32], at: usize) -> __m256 {
+        let xs = &xs[at..at + 8];
+        // SAFETY: `xs` has exactly eight values.
+        unsafe { _mm256_loadu_ps(xs.as_ptr()) }
+    }
+}

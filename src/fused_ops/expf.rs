@@ -1,5 +1,5 @@
 //! exp of f32 arguments, rounded to f32, bit-identical to `f32::exp` (glibc's `expf`, what
-//! `burn-ndarray`'s `float_exp` computes), four arguments per instruction.
+//! `burn-ndarray`'s `float_exp` computes), four or eight arguments per instruction.
 //!
 //! glibc's `expf` evaluates exp in f64 with a relative error below 1.69·2⁻³⁴ ≈ 9.9e-11 before
 //! its final rounding to f32 (the bound stated in its source). This module evaluates exp(a) in
@@ -11,9 +11,10 @@
 //!
 //! The argument rests on glibc's error bound, so the fast path runs on glibc targets only;
 //! elsewhere every argument goes to `f32::exp`. It was checked exhaustively on this project's
-//! machine (`tests::agrees_with_f32_exp_on_every_f32`, ignored: about a minute on two cores),
-//! through both the portable and the AVX2+FMA build. As in [`super::erf`], the polynomial is split
-//! into its even and odd powers, and the AVX2 build works sixteen arguments at a time.
+//! machine (`tests::agrees_with_f32_exp_on_every_f32`, ignored: about 80 s on two cores),
+//! through the portable, the AVX2+FMA and the AVX-512 build. As in [`super::erf`], the polynomial
+//! is split into its even and odd powers; the AVX2 build works sixteen arguments at a time, the
+//! AVX-512 build thirty-two.
 
 use super::checked;
 use crate::logistic::INV_FACTORIAL;
@@ -82,18 +83,32 @@ enum Build {
     Portable,
     #[cfg(target_arch = "x86_64")]
     Avx2Fma,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
 }
 
 impl Build {
+    /// The builds of the approximation this CPU runs, slowest first (none of them is used off
+    /// glibc, see [`Build::detect`]).
+    fn approximations() -> Vec<Self> {
+        let mut builds = vec![Build::Portable];
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            builds.push(Build::Avx2Fma);
+            if std::is_x86_feature_detected!("avx512f") {
+                builds.push(Build::Avx512);
+            }
+        }
+        builds
+    }
+
     fn detect() -> Self {
         if !cfg!(all(target_os = "linux", target_env = "gnu")) {
             return Build::Libm;
         }
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            return Build::Avx2Fma;
-        }
-        Build::Portable
+        *Self::approximations()
+            .last()
+            .expect("the portable build runs anywhere")
     }
 
     /// `out[i]` = the rounded approximation at `xs[i]` for a block of at most
@@ -105,6 +120,9 @@ impl Build {
             // SAFETY: `detect` (or a test that checked the same features) chose this build.
             #[cfg(target_arch = "x86_64")]
             Build::Avx2Fma => unsafe { avx2::block(xs, out) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Build::Avx512 => unsafe { avx512::block(xs, out) },
         }
     }
 }
@@ -165,6 +183,64 @@ mod avx2 {
     }
 }
 
+/// The AVX2 block with twice the lanes.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::checked::avx512::{load, round_checked, store};
+    use super::{HIGH, LN2_HI, LN2_LO, LOG2E, LOW, REL_MARGIN, TAYLOR, TWO_52, block_scalar};
+    use std::arch::x86_64::*;
+
+    /// Vectors of eight arguments evaluated side by side (two chains each).
+    const VECTORS: usize = 4;
+    const GROUP: usize = 8 * VECTORS;
+
+    /// [`block_scalar::<true>`], eight arguments per instruction, each lane in
+    /// [`super::approx_with::<true>`]'s order
+    /// (`tests::the_vector_blocks_are_the_scalar_approximation_lane_by_lane`).
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) fn block(xs: &[f32], out: &mut [f32]) -> u64 {
+        let c = _mm512_set1_pd;
+        let mut refused = 0u64;
+        let groups = xs.len() / GROUP;
+        for base in (0..groups).map(|g| g * GROUP) {
+            let mut x = [_mm256_setzero_ps(); VECTORS];
+            let (mut k, mut r, mut v) = ([c(0.0); VECTORS], [c(0.0); VECTORS], [c(0.0); VECTORS]);
+            for l in 0..VECTORS {
+                x[l] = load(xs, base + 8 * l);
+                let a = _mm512_min_pd(_mm512_max_pd(_mm512_cvtps_pd(x[l]), c(LOW)), c(HIGH));
+                // Rounding to the nearest integer, ties to even, as `round_ties_even`.
+                k[l] = _mm512_roundscale_pd::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                    _mm512_mul_pd(a, c(LOG2E)),
+                );
+                let high_part = _mm512_sub_pd(a, _mm512_mul_pd(k[l], c(LN2_HI)));
+                r[l] = _mm512_sub_pd(high_part, _mm512_mul_pd(k[l], c(LN2_LO)));
+                v[l] = _mm512_mul_pd(r[l], r[l]);
+            }
+            let mut even = [c(TAYLOR[10]); VECTORS];
+            let mut odd = [c(TAYLOR[11]); VECTORS];
+            for j in (0..5).rev() {
+                for l in 0..VECTORS {
+                    even[l] = _mm512_fmadd_pd(even[l], v[l], c(TAYLOR[2 * j]));
+                    odd[l] = _mm512_fmadd_pd(odd[l], v[l], c(TAYLOR[2 * j + 1]));
+                }
+            }
+            for l in 0..VECTORS {
+                let exponent = _mm512_castpd_si512(_mm512_add_pd(k[l], c(1023.0 + TWO_52)));
+                let scale = _mm512_castsi512_pd(_mm512_slli_epi64::<52>(exponent));
+                let y = _mm512_mul_pd(_mm512_fmadd_pd(odd[l], r[l], even[l]), scale);
+                let (value, ok) = round_checked(y, REL_MARGIN);
+                let in_range = _mm256_and_ps(
+                    _mm256_cmp_ps::<_CMP_GE_OQ>(x[l], _mm256_set1_ps(LOW as f32)),
+                    _mm256_cmp_ps::<_CMP_LE_OQ>(x[l], _mm256_set1_ps(HIGH as f32)),
+                );
+                refused |= store(out, base + 8 * l, value, _mm256_and_ps(ok, in_range));
+            }
+        }
+        let done = groups * GROUP;
+        refused | (block_scalar::<true>(&xs[done..], &mut out[done..]) << done)
+    }
+}
+
 /// `out[i] = xs[i].exp()`, bit for bit (see the module docs); the slices have equal lengths.
 pub fn exp_f32_slice(xs: &[f32], out: &mut [f32]) {
     static BUILD: std::sync::OnceLock<Build> = std::sync::OnceLock::new();
@@ -181,11 +257,8 @@ mod tests {
     use rayon::prelude::*;
 
     fn builds() -> Vec<Build> {
-        let mut b = vec![Build::Libm, Build::Portable];
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            b.push(Build::Avx2Fma);
-        }
+        let mut b = vec![Build::Libm];
+        b.extend(Build::approximations());
         b
     }
 
@@ -246,7 +319,7 @@ mod tests {
     }
 
     #[test]
-    #[ignore = "exhaustive: every f32 bit pattern through three builds, about a minute on two cores"]
+    #[ignore = "exhaustive: every f32 bit pattern through four builds, about 80 s on two cores"]
     fn agrees_with_f32_exp_on_every_f32() {
         let (bad, refused, checked) = sweep(1);
         eprintln!("{checked} arguments; {refused} in (−80, 80) refused by the portable build");
@@ -278,23 +351,31 @@ mod tests {
     }
 
     #[test]
-    fn the_avx2_block_is_the_scalar_approximation_lane_by_lane() {
-        if Build::detect() != Build::Avx2Fma {
-            eprintln!("no AVX2+FMA glibc build here: nothing to compare");
+    fn the_vector_blocks_are_the_scalar_approximation_lane_by_lane() {
+        let vector_builds: Vec<Build> = Build::approximations()
+            .into_iter()
+            .filter(|&b| b != Build::Portable)
+            .collect();
+        if vector_builds.is_empty() {
+            eprintln!("no AVX2+FMA on this CPU: nothing to compare");
             return;
         }
         let xs = checked::lane_arguments(0.03);
-        for len in 1..=checked::BLOCK {
-            for chunk in xs.chunks(len) {
-                let (mut vector, mut scalar) = (vec![0f32; chunk.len()], vec![0f32; chunk.len()]);
-                let refused_vector = Build::Avx2Fma.block(chunk, &mut vector);
-                let refused_scalar = block_scalar::<true>(chunk, &mut scalar);
-                assert_eq!(refused_vector, refused_scalar, "{chunk:?}");
-                // A refused lane's value is overwritten (and a NaN argument clamps differently
-                // in the two: `maxpd` returns its second operand, `f64::clamp` the NaN).
-                for (i, ((v, s), x)) in vector.iter().zip(&scalar).zip(chunk).enumerate() {
-                    if refused_scalar >> i & 1 == 0 {
-                        assert_eq!(v.to_bits(), s.to_bits(), "{x}");
+        for build in vector_builds {
+            for len in 1..=checked::BLOCK {
+                for chunk in xs.chunks(len) {
+                    let (mut vector, mut scalar) =
+                        (vec![0f32; chunk.len()], vec![0f32; chunk.len()]);
+                    let refused_vector = build.block(chunk, &mut vector);
+                    let refused_scalar = block_scalar::<true>(chunk, &mut scalar);
+                    assert_eq!(refused_vector, refused_scalar, "{build:?} {chunk:?}");
+                    // A refused lane's value is overwritten (and a NaN argument clamps
+                    // differently in the two: `maxpd` returns its second operand, `f64::clamp`
+                    // the NaN).
+                    for (i, ((v, s), x)) in vector.iter().zip(&scalar).zip(chunk).enumerate() {
+                        if refused_scalar >> i & 1 == 0 {
+                            assert_eq!(v.to_bits(), s.to_bits(), "{build:?} {x}");
+                        }
                     }
                 }
             }
