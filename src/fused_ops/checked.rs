@@ -15,6 +15,20 @@
 /// Arguments per block: one bit each in the refusal mask.
 pub(super) const BLOCK: usize = 64;
 
+/// How many of the fits' vector widths ([`super::lanes`]) this CPU runs, narrowest first: 0, 1
+/// (AVX2 with FMA) or 2 (AVX-512F as well).
+pub(super) fn vector_widths() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        return if std::is_x86_feature_detected!("avx512f") {
+            2
+        } else {
+            1
+        };
+    }
+    0
+}
+
 /// `y` rounded to f32, and whether both ends of the margin around it round alike to a normal f32.
 /// Branch-free, so a block of them vectorises.
 #[inline(always)]
@@ -61,6 +75,34 @@ pub(super) fn map_checked(
     }
 }
 
+/// Asserts that `vector` (a vector build of a block) gives `scalar`'s refusals and, where it
+/// keeps a value, its bits: over every block length up to [`BLOCK`], at every offset of `args`
+/// modulo the vector groups, so the vector part, the scalar tail and the mask positions are all
+/// exercised. (A refused lane's value is overwritten by the library's, and a NaN argument clamps
+/// differently in the two: `maxpd` returns its second operand, `f64::clamp` the NaN.)
+#[cfg(test)]
+pub(super) fn assert_lanes_match_scalar(
+    args: &[f32],
+    vector: impl Fn(&[f32], &mut [f32]) -> u64,
+    scalar: impl Fn(&[f32], &mut [f32]) -> u64,
+    build: &str,
+) {
+    for len in 1..=BLOCK {
+        for chunk in args.chunks(len) {
+            let (mut from_vector, mut from_scalar) =
+                (vec![0f32; chunk.len()], vec![0f32; chunk.len()]);
+            let refused_vector = vector(chunk, &mut from_vector);
+            let refused_scalar = scalar(chunk, &mut from_scalar);
+            assert_eq!(refused_vector, refused_scalar, "{build} {chunk:?}");
+            for (i, ((v, s), x)) in from_vector.iter().zip(&from_scalar).zip(chunk).enumerate() {
+                if refused_scalar >> i & 1 == 0 {
+                    assert_eq!(v.to_bits(), s.to_bits(), "{build} {x}");
+                }
+            }
+        }
+    }
+}
+
 /// Arguments of every kind for the lane-by-lane comparisons: a grid across the cut, tiny
 /// and huge values, and the special ones.
 #[cfg(test)]
@@ -71,104 +113,4 @@ pub(super) fn lane_arguments(scale: f32) -> Vec<f32> {
         .chain([0.0, -0.0, 1e-40, f32::MIN_POSITIVE, 1e30, -1e30])
         .chain([f32::INFINITY, f32::NEG_INFINITY, f32::NAN])
         .collect()
-}
-
-/// [`round_checked`] four values per instruction.
-#[cfg(target_arch = "x86_64")]
-pub(super) mod avx2 {
-    use std::arch::x86_64::*;
-
-    /// Four [`super::round_checked`]s: the rounded values, and a mask whose lanes are all ones
-    /// where the check passed. The same operations in the same order, so the same bits.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    pub(in crate::fused_ops) fn round_checked(y: __m256d, rel_margin: f64) -> (__m128, __m128) {
-        let abs_y = _mm256_and_pd(y, _mm256_castsi256_pd(_mm256_set1_epi64x(i64::MAX)));
-        let delta = _mm256_mul_pd(_mm256_set1_pd(rel_margin), abs_y);
-        let low = _mm256_cvtpd_ps(_mm256_sub_pd(y, delta));
-        let high = _mm256_cvtpd_ps(_mm256_add_pd(y, delta));
-        let abs_low = _mm_and_ps(low, _mm_castsi128_ps(_mm_set1_epi32(i32::MAX)));
-        let normal = _mm_and_ps(
-            _mm_cmp_ps::<_CMP_GE_OQ>(abs_low, _mm_set1_ps(f32::MIN_POSITIVE)),
-            _mm_cmp_ps::<_CMP_LT_OQ>(abs_low, _mm_set1_ps(f32::MAX)),
-        );
-        (low, _mm_and_ps(_mm_cmp_ps::<_CMP_EQ_OQ>(low, high), normal))
-    }
-
-    /// Stores four results at `out[at..at + 4]` and returns their refusals as bits `at..at + 4`
-    /// of a block mask.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    pub(in crate::fused_ops) fn store(
-        out: &mut [f32],
-        at: usize,
-        value: __m128,
-        ok: __m128,
-    ) -> u64 {
-        let out = &mut out[at..at + 4];
-        // SAFETY: `out` has exactly four values.
-        unsafe { _mm_storeu_ps(out.as_mut_ptr(), value) };
-        ((!_mm_movemask_ps(ok) & 0xf) as u64) << at
-    }
-
-    /// Four arguments from `xs[at..at + 4]`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    pub(in crate::fused_ops) fn load(xs: &[f32], at: usize) -> __m128 {
-        let xs = &xs[at..at + 4];
-        // SAFETY: `xs` has exactly four values.
-        unsafe { _mm_loadu_ps(xs.as_ptr()) }
-    }
-}
-
-/// [`round_checked`] eight values per instruction (AVX-512F for the f64 side; the f32 side is
-/// the AVX of [`avx2`]).
-#[cfg(target_arch = "x86_64")]
-pub(super) mod avx512 {
-    use std::arch::x86_64::*;
-
-    /// Eight [`super::round_checked`]s: the rounded values, and a mask whose lanes are all ones
-    /// where the check passed. The same operations in the same order, so the same bits.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(in crate::fused_ops) fn round_checked(y: __m512d, rel_margin: f64) -> (__m256, __m256) {
-        let abs_y = _mm512_abs_pd(y);
-        let delta = _mm512_mul_pd(_mm512_set1_pd(rel_margin), abs_y);
-        let low = _mm512_cvtpd_ps(_mm512_sub_pd(y, delta));
-        let high = _mm512_cvtpd_ps(_mm512_add_pd(y, delta));
-        let abs_low = _mm256_and_ps(low, _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX)));
-        let normal = _mm256_and_ps(
-            _mm256_cmp_ps::<_CMP_GE_OQ>(abs_low, _mm256_set1_ps(f32::MIN_POSITIVE)),
-            _mm256_cmp_ps::<_CMP_LT_OQ>(abs_low, _mm256_set1_ps(f32::MAX)),
-        );
-        (
-            low,
-            _mm256_and_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(low, high), normal),
-        )
-    }
-
-    /// Stores eight results at `out[at..at + 8]` and returns their refusals as bits `at..at + 8`
-    /// of a block mask.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(in crate::fused_ops) fn store(
-        out: &mut [f32],
-        at: usize,
-        value: __m256,
-        ok: __m256,
-    ) -> u64 {
-        let out = &mut out[at..at + 8];
-        // SAFETY: `out` has exactly eight values.
-        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), value) };
-        ((!_mm256_movemask_ps(ok) & 0xff) as u64) << at
-    }
-
-    /// Eight arguments from `xs[at..at + 8]`.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(in crate::fused_ops) fn load(xs: &[f32], at: usize) -> __m256 {
-        let xs = &xs[at..at + 8];
-        // SAFETY: `xs` has exactly eight values.
-        unsafe { _mm256_loadu_ps(xs.as_ptr()) }
-    }
 }

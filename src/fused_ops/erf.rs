@@ -21,6 +21,8 @@
 //! operations per lane, thirty-two arguments at a time.
 
 use super::checked;
+#[cfg(target_arch = "x86_64")]
+use super::lanes::{self, Avx2, Avx512, Lanes, VECTORS};
 
 /// Arguments above this magnitude go to libm (erf(2.5) = 1 − 4.1e-4; GELU pre-activations past
 /// 2.5·√2 ≈ 3.5 are rare).
@@ -134,15 +136,14 @@ enum Build {
 impl Build {
     /// Every build this CPU runs, slowest first.
     fn available() -> Vec<Self> {
-        let mut builds = vec![Build::Portable];
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            builds.push(Build::Avx2Fma);
-            if std::is_x86_feature_detected!("avx512f") {
-                builds.push(Build::Avx512);
-            }
-        }
-        builds
+        let builds = [
+            Build::Portable,
+            #[cfg(target_arch = "x86_64")]
+            Build::Avx2Fma,
+            #[cfg(target_arch = "x86_64")]
+            Build::Avx512,
+        ];
+        builds[..=checked::vector_widths()].to_vec()
     }
 
     /// The fastest build this CPU runs.
@@ -159,10 +160,10 @@ impl Build {
             Build::Portable => fit_block_scalar::<false>(ts, out),
             // SAFETY: `detect` (or a test that checked the same features) chose this build.
             #[cfg(target_arch = "x86_64")]
-            Build::Avx2Fma => unsafe { avx2::fit_block(ts, out) },
+            Build::Avx2Fma => unsafe { lanes::with_avx2(|| fit_block_lanes::<Avx2>(ts, out)) },
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
-            Build::Avx512 => unsafe { avx512::fit_block(ts, out) },
+            Build::Avx512 => unsafe { lanes::with_avx512(|| fit_block_lanes::<Avx512>(ts, out)) },
         }
     }
 }
@@ -173,108 +174,45 @@ fn fit_block_scalar<const FMA: bool>(ts: &[f32], out: &mut [f32]) -> u64 {
     checked::block_scalar(ts, out, |t| round_checked(t, fit_with::<FMA>(t as f64)))
 }
 
+/// [`fit_block_scalar::<true>`] on vectors of `V`: each lane performs
+/// [`fit_with::<true>`]'s operations in its order, so the results are the same bits
+/// (`tests::the_vector_blocks_are_the_scalar_fit_lane_by_lane`).
+///
+/// # Safety
+/// Only from a function compiled with `V`'s target features.
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::checked::avx2::{load, round_checked, store};
-    use super::{CUT, POWERS, REL_MARGIN, U_SCALE, fit_block_scalar};
-    use std::arch::x86_64::*;
-
-    /// Vectors of four arguments evaluated side by side (two chains each).
-    const VECTORS: usize = 4;
-    const GROUP: usize = 4 * VECTORS;
-
-    /// [`fit_block_scalar::<true>`], four arguments per instruction: each lane performs
-    /// [`super::fit_with::<true>`]'s operations in its order, so the results are the same bits
-    /// (`tests::the_avx2_block_is_the_scalar_fit_lane_by_lane`).
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn fit_block(ts: &[f32], out: &mut [f32]) -> u64 {
-        let c = _mm256_set1_pd;
-        let mut refused = 0u64;
-        let groups = ts.len() / GROUP;
-        for base in (0..groups).map(|g| g * GROUP) {
-            let mut x = [_mm_setzero_ps(); VECTORS];
-            let (mut t, mut u, mut v) = ([c(0.0); VECTORS], [c(0.0); VECTORS], [c(0.0); VECTORS]);
-            for l in 0..VECTORS {
-                x[l] = load(ts, base + 4 * l);
-                t[l] = _mm256_min_pd(_mm256_max_pd(_mm256_cvtps_pd(x[l]), c(-CUT)), c(CUT));
-                u[l] = _mm256_fmadd_pd(_mm256_mul_pd(t[l], t[l]), c(U_SCALE), c(-1.0));
-                v[l] = _mm256_mul_pd(u[l], u[l]);
-            }
+#[inline(always)]
+unsafe fn fit_block_lanes<V: Lanes>(ts: &[f32], out: &mut [f32]) -> u64 {
+    let fit = |ts: [V; VECTORS]| {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let c = |v: f64| V::splat(v);
+            let t = ts.map(|t| t.clamp(-CUT, CUT));
+            let u = t.map(|t| t.mul(t).mul_add(c(U_SCALE), c(-1.0)));
+            let v = u.map(|u| u.mul(u));
             let mut even = [c(POWERS[16]); VECTORS];
             let mut odd = [c(POWERS[15]); VECTORS];
             for j in (0..8).rev() {
                 for l in 0..VECTORS {
-                    even[l] = _mm256_fmadd_pd(even[l], v[l], c(POWERS[2 * j]));
+                    even[l] = even[l].mul_add(v[l], c(POWERS[2 * j]));
                     if j < 7 {
-                        odd[l] = _mm256_fmadd_pd(odd[l], v[l], c(POWERS[2 * j + 1]));
+                        odd[l] = odd[l].mul_add(v[l], c(POWERS[2 * j + 1]));
                     }
                 }
             }
-            let abs_mask = _mm_castsi128_ps(_mm_set1_epi32(i32::MAX));
-            for l in 0..VECTORS {
-                let y = _mm256_mul_pd(t[l], _mm256_fmadd_pd(odd[l], u[l], even[l]));
-                let (r, ok) = round_checked(y, REL_MARGIN);
-                let in_range =
-                    _mm_cmp_ps::<_CMP_LE_OQ>(_mm_and_ps(x[l], abs_mask), _mm_set1_ps(CUT as f32));
-                refused |= store(out, base + 4 * l, r, _mm_and_ps(ok, in_range));
-            }
+            std::array::from_fn(|l| t[l].mul(odd[l].mul_add(u[l], even[l])))
         }
-        let done = groups * GROUP;
-        refused | (fit_block_scalar::<true>(&ts[done..], &mut out[done..]) << done)
-    }
-}
-
-/// The AVX2 block with twice the lanes: on a core with two 512-bit multiply-add units it does
-/// the same work in about half the instructions.
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use super::checked::avx512::{load, round_checked, store};
-    use super::{CUT, POWERS, REL_MARGIN, U_SCALE, fit_block_scalar};
-    use std::arch::x86_64::*;
-
-    /// Vectors of eight arguments evaluated side by side (two chains each).
-    const VECTORS: usize = 4;
-    const GROUP: usize = 8 * VECTORS;
-
-    /// [`fit_block_scalar::<true>`], eight arguments per instruction, each lane in
-    /// [`super::fit_with::<true>`]'s order (`tests::the_vector_blocks_are_the_scalar_fit_lane_by_lane`).
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(super) fn fit_block(ts: &[f32], out: &mut [f32]) -> u64 {
-        let c = _mm512_set1_pd;
-        let mut refused = 0u64;
-        let groups = ts.len() / GROUP;
-        for base in (0..groups).map(|g| g * GROUP) {
-            let mut x = [_mm256_setzero_ps(); VECTORS];
-            let (mut t, mut u, mut v) = ([c(0.0); VECTORS], [c(0.0); VECTORS], [c(0.0); VECTORS]);
-            for l in 0..VECTORS {
-                x[l] = load(ts, base + 8 * l);
-                t[l] = _mm512_min_pd(_mm512_max_pd(_mm512_cvtps_pd(x[l]), c(-CUT)), c(CUT));
-                u[l] = _mm512_fmadd_pd(_mm512_mul_pd(t[l], t[l]), c(U_SCALE), c(-1.0));
-                v[l] = _mm512_mul_pd(u[l], u[l]);
-            }
-            let mut even = [c(POWERS[16]); VECTORS];
-            let mut odd = [c(POWERS[15]); VECTORS];
-            for j in (0..8).rev() {
-                for l in 0..VECTORS {
-                    even[l] = _mm512_fmadd_pd(even[l], v[l], c(POWERS[2 * j]));
-                    if j < 7 {
-                        odd[l] = _mm512_fmadd_pd(odd[l], v[l], c(POWERS[2 * j + 1]));
-                    }
-                }
-            }
-            let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
-            for l in 0..VECTORS {
-                let y = _mm512_mul_pd(t[l], _mm512_fmadd_pd(odd[l], u[l], even[l]));
-                let (r, ok) = round_checked(y, REL_MARGIN);
-                let in_range = _mm256_cmp_ps::<_CMP_LE_OQ>(
-                    _mm256_and_ps(x[l], abs_mask),
-                    _mm256_set1_ps(CUT as f32),
-                );
-                refused |= store(out, base + 8 * l, r, _mm256_and_ps(ok, in_range));
-            }
-        }
-        let done = groups * GROUP;
-        refused | (fit_block_scalar::<true>(&ts[done..], &mut out[done..]) << done)
+    };
+    // SAFETY: the caller's contract.
+    unsafe {
+        lanes::map_block::<V>(
+            ts,
+            out,
+            REL_MARGIN,
+            fit,
+            |t| V::abs_at_most(t, CUT as f32),
+            fit_block_scalar::<true>,
+        )
     }
 }
 
@@ -507,26 +445,13 @@ mod tests {
             return;
         }
         let ts = checked::lane_arguments(1.1e-3);
-        // Every block length up to 64, at every offset modulo the 16- and 32-argument groups, so
-        // the vector part, the scalar tail and the mask positions are all exercised.
         for build in vector_builds {
-            for len in 1..=checked::BLOCK {
-                for chunk in ts.chunks(len) {
-                    let (mut vector, mut scalar) =
-                        (vec![0f32; chunk.len()], vec![0f32; chunk.len()]);
-                    let refused_vector = build.fit_block(chunk, &mut vector);
-                    let refused_scalar = fit_block_scalar::<true>(chunk, &mut scalar);
-                    assert_eq!(refused_vector, refused_scalar, "{build:?} {chunk:?}");
-                    // A refused lane's value is overwritten (and a NaN argument clamps
-                    // differently in the two: `maxpd` returns its second operand, `f64::clamp`
-                    // the NaN).
-                    for (i, ((v, s), t)) in vector.iter().zip(&scalar).zip(chunk).enumerate() {
-                        if refused_scalar >> i & 1 == 0 {
-                            assert_eq!(v.to_bits(), s.to_bits(), "{build:?} {t}");
-                        }
-                    }
-                }
-            }
+            checked::assert_lanes_match_scalar(
+                &ts,
+                |ts, out| build.fit_block(ts, out),
+                fit_block_scalar::<true>,
+                &format!("{build:?}"),
+            );
         }
     }
 }

@@ -17,6 +17,8 @@
 //! AVX-512 build thirty-two.
 
 use super::checked;
+#[cfg(target_arch = "x86_64")]
+use super::lanes::{self, Avx2, Avx512, Lanes, VECTORS};
 use crate::logistic::INV_FACTORIAL;
 
 /// Arguments outside this range go to `f32::exp` (its results there are 0, subnormal, or
@@ -91,15 +93,14 @@ impl Build {
     /// The builds of the approximation this CPU runs, slowest first (none of them is used off
     /// glibc, see [`Build::detect`]).
     fn approximations() -> Vec<Self> {
-        let mut builds = vec![Build::Portable];
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            builds.push(Build::Avx2Fma);
-            if std::is_x86_feature_detected!("avx512f") {
-                builds.push(Build::Avx512);
-            }
-        }
-        builds
+        let builds = [
+            Build::Portable,
+            #[cfg(target_arch = "x86_64")]
+            Build::Avx2Fma,
+            #[cfg(target_arch = "x86_64")]
+            Build::Avx512,
+        ];
+        builds[..=checked::vector_widths()].to_vec()
     }
 
     fn detect() -> Self {
@@ -119,125 +120,56 @@ impl Build {
             Build::Portable => block_scalar::<false>(xs, out),
             // SAFETY: `detect` (or a test that checked the same features) chose this build.
             #[cfg(target_arch = "x86_64")]
-            Build::Avx2Fma => unsafe { avx2::block(xs, out) },
+            Build::Avx2Fma => unsafe { lanes::with_avx2(|| block_lanes::<Avx2>(xs, out)) },
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
-            Build::Avx512 => unsafe { avx512::block(xs, out) },
+            Build::Avx512 => unsafe { lanes::with_avx512(|| block_lanes::<Avx512>(xs, out)) },
         }
     }
 }
 
+/// [`block_scalar::<true>`] on vectors of `V`: each lane performs [`approx_with::<true>`]'s
+/// operations in its order, so the results are the same bits
+/// (`tests::the_vector_blocks_are_the_scalar_approximation_lane_by_lane`).
+///
+/// # Safety
+/// Only from a function compiled with `V`'s target features.
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::checked::avx2::{load, round_checked, store};
-    use super::{HIGH, LN2_HI, LN2_LO, LOG2E, LOW, REL_MARGIN, TAYLOR, TWO_52, block_scalar};
-    use std::arch::x86_64::*;
-
-    /// Vectors of four arguments evaluated side by side (two chains each).
-    const VECTORS: usize = 4;
-    const GROUP: usize = 4 * VECTORS;
-
-    /// [`block_scalar::<true>`], four arguments per instruction: each lane performs
-    /// [`super::approx_with::<true>`]'s operations in its order, so the results are the same bits
-    /// (`tests::the_avx2_block_is_the_scalar_approximation_lane_by_lane`).
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn block(xs: &[f32], out: &mut [f32]) -> u64 {
-        let c = _mm256_set1_pd;
-        let mut refused = 0u64;
-        let groups = xs.len() / GROUP;
-        for base in (0..groups).map(|g| g * GROUP) {
-            let mut x = [_mm_setzero_ps(); VECTORS];
-            let (mut k, mut r, mut v) = ([c(0.0); VECTORS], [c(0.0); VECTORS], [c(0.0); VECTORS]);
-            for l in 0..VECTORS {
-                x[l] = load(xs, base + 4 * l);
-                let a = _mm256_min_pd(_mm256_max_pd(_mm256_cvtps_pd(x[l]), c(LOW)), c(HIGH));
-                k[l] = _mm256_round_pd::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                    _mm256_mul_pd(a, c(LOG2E)),
-                );
-                let high_part = _mm256_sub_pd(a, _mm256_mul_pd(k[l], c(LN2_HI)));
-                r[l] = _mm256_sub_pd(high_part, _mm256_mul_pd(k[l], c(LN2_LO)));
-                v[l] = _mm256_mul_pd(r[l], r[l]);
-            }
+#[inline(always)]
+unsafe fn block_lanes<V: Lanes>(xs: &[f32], out: &mut [f32]) -> u64 {
+    let approx = |xs: [V; VECTORS]| {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let c = |v: f64| V::splat(v);
+            let a = xs.map(|x| x.clamp(LOW, HIGH));
+            let k = a.map(|a| a.mul(c(LOG2E)).round_ties_even());
+            let r: [V; VECTORS] =
+                std::array::from_fn(|l| a[l].sub(k[l].mul(c(LN2_HI))).sub(k[l].mul(c(LN2_LO))));
+            let v = r.map(|r| r.mul(r));
             let mut even = [c(TAYLOR[10]); VECTORS];
             let mut odd = [c(TAYLOR[11]); VECTORS];
             for j in (0..5).rev() {
                 for l in 0..VECTORS {
-                    even[l] = _mm256_fmadd_pd(even[l], v[l], c(TAYLOR[2 * j]));
-                    odd[l] = _mm256_fmadd_pd(odd[l], v[l], c(TAYLOR[2 * j + 1]));
+                    even[l] = even[l].mul_add(v[l], c(TAYLOR[2 * j]));
+                    odd[l] = odd[l].mul_add(v[l], c(TAYLOR[2 * j + 1]));
                 }
             }
-            for l in 0..VECTORS {
-                let exponent = _mm256_castpd_si256(_mm256_add_pd(k[l], c(1023.0 + TWO_52)));
-                let scale = _mm256_castsi256_pd(_mm256_slli_epi64::<52>(exponent));
-                let y = _mm256_mul_pd(_mm256_fmadd_pd(odd[l], r[l], even[l]), scale);
-                let (value, ok) = round_checked(y, REL_MARGIN);
-                let in_range = _mm_and_ps(
-                    _mm_cmp_ps::<_CMP_GE_OQ>(x[l], _mm_set1_ps(LOW as f32)),
-                    _mm_cmp_ps::<_CMP_LE_OQ>(x[l], _mm_set1_ps(HIGH as f32)),
-                );
-                refused |= store(out, base + 4 * l, value, _mm_and_ps(ok, in_range));
-            }
+            std::array::from_fn(|l| {
+                let scale = k[l].add(c(1023.0 + TWO_52)).shift_into_exponent();
+                odd[l].mul_add(r[l], even[l]).mul(scale)
+            })
         }
-        let done = groups * GROUP;
-        refused | (block_scalar::<true>(&xs[done..], &mut out[done..]) << done)
-    }
-}
-
-/// The AVX2 block with twice the lanes.
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use super::checked::avx512::{load, round_checked, store};
-    use super::{HIGH, LN2_HI, LN2_LO, LOG2E, LOW, REL_MARGIN, TAYLOR, TWO_52, block_scalar};
-    use std::arch::x86_64::*;
-
-    /// Vectors of eight arguments evaluated side by side (two chains each).
-    const VECTORS: usize = 4;
-    const GROUP: usize = 8 * VECTORS;
-
-    /// [`block_scalar::<true>`], eight arguments per instruction, each lane in
-    /// [`super::approx_with::<true>`]'s order
-    /// (`tests::the_vector_blocks_are_the_scalar_approximation_lane_by_lane`).
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(super) fn block(xs: &[f32], out: &mut [f32]) -> u64 {
-        let c = _mm512_set1_pd;
-        let mut refused = 0u64;
-        let groups = xs.len() / GROUP;
-        for base in (0..groups).map(|g| g * GROUP) {
-            let mut x = [_mm256_setzero_ps(); VECTORS];
-            let (mut k, mut r, mut v) = ([c(0.0); VECTORS], [c(0.0); VECTORS], [c(0.0); VECTORS]);
-            for l in 0..VECTORS {
-                x[l] = load(xs, base + 8 * l);
-                let a = _mm512_min_pd(_mm512_max_pd(_mm512_cvtps_pd(x[l]), c(LOW)), c(HIGH));
-                // Rounding to the nearest integer, ties to even, as `round_ties_even`.
-                k[l] = _mm512_roundscale_pd::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                    _mm512_mul_pd(a, c(LOG2E)),
-                );
-                let high_part = _mm512_sub_pd(a, _mm512_mul_pd(k[l], c(LN2_HI)));
-                r[l] = _mm512_sub_pd(high_part, _mm512_mul_pd(k[l], c(LN2_LO)));
-                v[l] = _mm512_mul_pd(r[l], r[l]);
-            }
-            let mut even = [c(TAYLOR[10]); VECTORS];
-            let mut odd = [c(TAYLOR[11]); VECTORS];
-            for j in (0..5).rev() {
-                for l in 0..VECTORS {
-                    even[l] = _mm512_fmadd_pd(even[l], v[l], c(TAYLOR[2 * j]));
-                    odd[l] = _mm512_fmadd_pd(odd[l], v[l], c(TAYLOR[2 * j + 1]));
-                }
-            }
-            for l in 0..VECTORS {
-                let exponent = _mm512_castpd_si512(_mm512_add_pd(k[l], c(1023.0 + TWO_52)));
-                let scale = _mm512_castsi512_pd(_mm512_slli_epi64::<52>(exponent));
-                let y = _mm512_mul_pd(_mm512_fmadd_pd(odd[l], r[l], even[l]), scale);
-                let (value, ok) = round_checked(y, REL_MARGIN);
-                let in_range = _mm256_and_ps(
-                    _mm256_cmp_ps::<_CMP_GE_OQ>(x[l], _mm256_set1_ps(LOW as f32)),
-                    _mm256_cmp_ps::<_CMP_LE_OQ>(x[l], _mm256_set1_ps(HIGH as f32)),
-                );
-                refused |= store(out, base + 8 * l, value, _mm256_and_ps(ok, in_range));
-            }
-        }
-        let done = groups * GROUP;
-        refused | (block_scalar::<true>(&xs[done..], &mut out[done..]) << done)
+    };
+    // SAFETY: the caller's contract.
+    unsafe {
+        lanes::map_block::<V>(
+            xs,
+            out,
+            REL_MARGIN,
+            approx,
+            |x| V::within(x, LOW as f32, HIGH as f32),
+            block_scalar::<true>,
+        )
     }
 }
 
@@ -362,23 +294,12 @@ mod tests {
         }
         let xs = checked::lane_arguments(0.03);
         for build in vector_builds {
-            for len in 1..=checked::BLOCK {
-                for chunk in xs.chunks(len) {
-                    let (mut vector, mut scalar) =
-                        (vec![0f32; chunk.len()], vec![0f32; chunk.len()]);
-                    let refused_vector = build.block(chunk, &mut vector);
-                    let refused_scalar = block_scalar::<true>(chunk, &mut scalar);
-                    assert_eq!(refused_vector, refused_scalar, "{build:?} {chunk:?}");
-                    // A refused lane's value is overwritten (and a NaN argument clamps
-                    // differently in the two: `maxpd` returns its second operand, `f64::clamp`
-                    // the NaN).
-                    for (i, ((v, s), x)) in vector.iter().zip(&scalar).zip(chunk).enumerate() {
-                        if refused_scalar >> i & 1 == 0 {
-                            assert_eq!(v.to_bits(), s.to_bits(), "{build:?} {x}");
-                        }
-                    }
-                }
-            }
+            checked::assert_lanes_match_scalar(
+                &xs,
+                |xs, out| build.block(xs, out),
+                block_scalar::<true>,
+                &format!("{build:?}"),
+            );
         }
     }
 }

@@ -32,6 +32,8 @@ mod checked;
 mod direct;
 pub mod erf;
 pub mod expf;
+#[cfg(target_arch = "x86_64")]
+mod lanes;
 mod narrow;
 mod ndarray_kernels;
 
