@@ -15,18 +15,38 @@
 /// Arguments per block: one bit each in the refusal mask.
 pub(super) const BLOCK: usize = 64;
 
-/// How many of the fits' vector widths ([`super::lanes`]) this CPU runs, narrowest first: 0, 1
-/// (AVX2 with FMA) or 2 (AVX-512F as well).
-pub(super) fn vector_widths() -> usize {
+/// A build of a fit's block: one argument at a time, or vectors of one width
+/// ([`super::lanes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FitBuild {
+    Portable,
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-        return if std::is_x86_feature_detected!("avx512f") {
-            2
-        } else {
-            1
-        };
+    Avx2Fma,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl FitBuild {
+    /// Every build this CPU runs, slowest first: AVX2 needs FMA too, and AVX-512F comes on top
+    /// of both.
+    pub(super) fn available() -> Vec<Self> {
+        let mut builds = vec![FitBuild::Portable];
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            builds.push(FitBuild::Avx2Fma);
+            if std::is_x86_feature_detected!("avx512f") {
+                builds.push(FitBuild::Avx512);
+            }
+        }
+        builds
     }
-    0
+
+    /// The fastest build this CPU runs.
+    pub(super) fn fastest() -> Self {
+        *Self::available()
+            .last()
+            .expect("the portable build runs anywhere")
+    }
 }
 
 /// `y` rounded to f32, and whether both ends of the margin around it round alike to a normal f32.

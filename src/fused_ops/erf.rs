@@ -20,7 +20,7 @@
 //! ran at half the speed. On AVX-512F CPUs a build with eight lanes per vector does the same
 //! operations per lane, thirty-two arguments at a time.
 
-use super::checked;
+use super::checked::{self, FitBuild as Build};
 #[cfg(target_arch = "x86_64")]
 use super::lanes::{self, Avx2, Avx512, Lanes, VECTORS};
 
@@ -123,42 +123,13 @@ fn round_checked(t: f32, approx: f64) -> (f32, bool) {
     (r, ok & ((t as f64).abs() <= CUT))
 }
 
-/// Which build of the block fit runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Build {
-    Portable,
-    #[cfg(target_arch = "x86_64")]
-    Avx2Fma,
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-}
-
 impl Build {
-    /// Every build this CPU runs, slowest first.
-    fn available() -> Vec<Self> {
-        let builds = [
-            Build::Portable,
-            #[cfg(target_arch = "x86_64")]
-            Build::Avx2Fma,
-            #[cfg(target_arch = "x86_64")]
-            Build::Avx512,
-        ];
-        builds[..=checked::vector_widths()].to_vec()
-    }
-
-    /// The fastest build this CPU runs.
-    fn detect() -> Self {
-        *Self::available()
-            .last()
-            .expect("the portable build runs anywhere")
-    }
-
     /// `out[i]` = the rounded fit at `ts[i]` for a block of at most [`checked::BLOCK`]
     /// arguments; returns the mask of those that must go to libm.
     fn fit_block(self, ts: &[f32], out: &mut [f32]) -> u64 {
         match self {
             Build::Portable => fit_block_scalar::<false>(ts, out),
-            // SAFETY: `detect` (or a test that checked the same features) chose this build.
+            // SAFETY: `fastest` (or a test that checked the same features) chose this build.
             #[cfg(target_arch = "x86_64")]
             Build::Avx2Fma => unsafe { lanes::with_avx2(|| fit_block_lanes::<Avx2>(ts, out)) },
             // SAFETY: as above.
@@ -234,7 +205,7 @@ fn libm_erf(t: f32) -> f32 {
 /// `out[i] = erf(ts[i])` (see the module docs); the slices have equal lengths.
 pub fn erf_f32_slice(ts: &[f32], out: &mut [f32]) {
     static BUILD: std::sync::OnceLock<Build> = std::sync::OnceLock::new();
-    erf_f32_slice_with(*BUILD.get_or_init(Build::detect), ts, out);
+    erf_f32_slice_with(*BUILD.get_or_init(Build::fastest), ts, out);
 }
 
 fn erf_f32_slice_with(build: Build, ts: &[f32], out: &mut [f32]) {

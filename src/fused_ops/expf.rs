@@ -16,7 +16,7 @@
 //! is split into its even and odd powers; the AVX2 build works sixteen arguments at a time, the
 //! AVX-512 build thirty-two.
 
-use super::checked;
+use super::checked::{self, FitBuild};
 #[cfg(target_arch = "x86_64")]
 use super::lanes::{self, Avx2, Avx512, Lanes, VECTORS};
 use crate::logistic::INV_FACTORIAL;
@@ -82,34 +82,23 @@ fn block_scalar<const FMA: bool>(xs: &[f32], out: &mut [f32]) -> u64 {
 enum Build {
     /// Every argument to `f32::exp` (a C library whose `expf` error this module does not know).
     Libm,
-    Portable,
-    #[cfg(target_arch = "x86_64")]
-    Avx2Fma,
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
+    /// The approximation, through a build of its block.
+    Fit(FitBuild),
 }
 
 impl Build {
     /// The builds of the approximation this CPU runs, slowest first (none of them is used off
     /// glibc, see [`Build::detect`]).
+    #[cfg(test)]
     fn approximations() -> Vec<Self> {
-        let builds = [
-            Build::Portable,
-            #[cfg(target_arch = "x86_64")]
-            Build::Avx2Fma,
-            #[cfg(target_arch = "x86_64")]
-            Build::Avx512,
-        ];
-        builds[..=checked::vector_widths()].to_vec()
+        FitBuild::available().into_iter().map(Build::Fit).collect()
     }
 
     fn detect() -> Self {
         if !cfg!(all(target_os = "linux", target_env = "gnu")) {
             return Build::Libm;
         }
-        *Self::approximations()
-            .last()
-            .expect("the portable build runs anywhere")
+        Build::Fit(FitBuild::fastest())
     }
 
     /// `out[i]` = the rounded approximation at `xs[i]` for a block of at most
@@ -117,13 +106,17 @@ impl Build {
     fn block(self, xs: &[f32], out: &mut [f32]) -> u64 {
         match self {
             Build::Libm => u64::MAX.checked_shr(64 - xs.len() as u32).unwrap_or(0),
-            Build::Portable => block_scalar::<false>(xs, out),
+            Build::Fit(FitBuild::Portable) => block_scalar::<false>(xs, out),
             // SAFETY: `detect` (or a test that checked the same features) chose this build.
             #[cfg(target_arch = "x86_64")]
-            Build::Avx2Fma => unsafe { lanes::with_avx2(|| block_lanes::<Avx2>(xs, out)) },
+            Build::Fit(FitBuild::Avx2Fma) => unsafe {
+                lanes::with_avx2(|| block_lanes::<Avx2>(xs, out))
+            },
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
-            Build::Avx512 => unsafe { lanes::with_avx512(|| block_lanes::<Avx512>(xs, out)) },
+            Build::Fit(FitBuild::Avx512) => unsafe {
+                lanes::with_avx512(|| block_lanes::<Avx512>(xs, out))
+            },
         }
     }
 }
@@ -286,7 +279,7 @@ mod tests {
     fn the_vector_blocks_are_the_scalar_approximation_lane_by_lane() {
         let vector_builds: Vec<Build> = Build::approximations()
             .into_iter()
-            .filter(|&b| b != Build::Portable)
+            .filter(|&b| b != Build::Fit(FitBuild::Portable))
             .collect();
         if vector_builds.is_empty() {
             eprintln!("no AVX2+FMA on this CPU: nothing to compare");
