@@ -3,8 +3,15 @@
 //!
 //! Before every product sgemm copies both operands into panels (`pack_avx512`); in the mlp
 //! head's training step that copying took a fifth as long as the products themselves. Here the
-//! operands are read where they lie: B's and C's rows must be contiguous, and A may have any
-//! strides, so one routine serves x·W (A = x) and xᵀ·g (A = the transposed view of x).
+//! operands are read where they lie, with two small exceptions, so one routine serves x·W (A = x)
+//! and xᵀ·g (A = the transposed view of x). A may have any strides; B's rows must be contiguous.
+//! The tiles run k block by k block, and within a block tile by tile over every panel of B, so
+//! a tile's rows of A (12 KiB) stay in L1 while B streams past them from L2, fetched a few rows
+//! ahead. The exceptions are copies where reading in place would put a block's lines 1 KiB
+//! apart (rows of x, W or g at d = 256), into a handful of L1's 64 sets:
+//! - where k is one block (x·W), B is copied into panels once per product (256 KiB for W);
+//! - where A's rows are adjacent (xᵀ·g), each tile's part of a k block is copied into a 12 KiB
+//!   buffer, k by k, before the tile runs over the panels.
 //!
 //! The bits are sgemm's because every output goes through the same operations (the rules are
 //! spelled out in [`super::narrow`]): k is cut into blocks of [`KC`] from 0; within a block, one
@@ -26,8 +33,7 @@ const TILE_ROWS: usize = 12;
 
 /// 16-lane vectors per tile row: a tile is 12 × 32 outputs in 24 of the 32 registers, read
 /// with 2 vector loads of B and 12 broadcasts of A per k. Each B vector feeds 12 fused
-/// multiply-adds (6 in the 6 × 64 tile this replaced), and a k block's panel of B, 256 × 32
-/// values, is 32 KiB, so it stays in L1 while the task's tiles take their turns on it.
+/// multiply-adds (6 in the 6 × 64 tile this replaced).
 const TILE_VECTORS: usize = 2;
 
 /// Columns of C per tile.
@@ -51,14 +57,12 @@ pub(super) fn product(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Option<
     if n > 1 && b.strides()[1] != 1 {
         return None;
     }
-    let b_row_stride = usize::try_from(b.strides()[0]).ok()?;
     #[cfg(target_arch = "x86_64")]
     {
-        Some(avx512::product(a, b, b_row_stride))
+        Some(avx512::product(a, b))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = b_row_stride;
         None
     }
 }
@@ -66,8 +70,8 @@ pub(super) fn product(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Option<
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::{
-        __m512, __mmask16, _mm512_add_ps, _mm512_fmadd_ps, _mm512_mask_storeu_ps,
-        _mm512_maskz_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
+        __m512, __mmask16, _MM_HINT_T0, _mm_prefetch, _mm512_add_ps, _mm512_fmadd_ps,
+        _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
     };
 
     use ndarray::{Array2, ArrayView2};
@@ -76,14 +80,17 @@ mod avx512 {
     use super::{KC, TASK_ROWS, TILE_COLUMNS, TILE_ROWS, TILE_VECTORS};
 
     /// Where the operands lie: A's element (i, k) at `a + i·a_rows + k·a_cols`, B's (k, j) at
-    /// `b + k·b_row + j`, C's (i, j) at `c + i·n + j`.
+    /// `b + k·b_row + ⌊j / TILE_COLUMNS⌋·b_panel + j mod TILE_COLUMNS` (in place, b_panel =
+    /// TILE_COLUMNS; packed by [`pack_panels`], b_row = TILE_COLUMNS and b_panel = k·b_row),
+    /// C's (i, j) at `c + i·n + j`.
     #[derive(Clone, Copy)]
     struct Operands {
         a: *const f32,
         a_rows: isize,
         a_cols: isize,
         b: *const f32,
-        b_row: usize,
+        b_row: isize,
+        b_panel: isize,
         c: *mut f32,
         k: usize,
         n: usize,
@@ -93,19 +100,44 @@ mod avx512 {
     // SAFETY: as above.
     unsafe impl Sync for Operands {}
 
-    pub(super) fn product(
-        a: ArrayView2<'_, f32>,
-        b: ArrayView2<'_, f32>,
-        b_row: usize,
-    ) -> Array2<f32> {
+    /// B copied into panels of [`TILE_COLUMNS`] columns, each panel's k rows one after another
+    /// (the last panel's missing columns are zeros). Used where k is one block (x·W, B = the
+    /// weights): every tile then reads all of B, whose rows in place lie a row of W (1 KiB)
+    /// apart. Where k is longer (xᵀ·g, B = g, 3 MiB in the mlp step), copying cost more than it
+    /// saved: a first, panel-by-panel copy took 0.7 ms of a 3.4 ms product on one thread.
+    fn pack_panels(b: ArrayView2<'_, f32>) -> Vec<f32> {
+        let (k, n) = b.dim();
+        let panels = n.div_ceil(TILE_COLUMNS);
+        let mut packed = vec![0f32; panels * k * TILE_COLUMNS];
+        for (kk, row) in b.rows().into_iter().enumerate() {
+            let row = row.to_slice().expect("B's rows are contiguous (checked)");
+            for (p, src) in row.chunks(TILE_COLUMNS).enumerate() {
+                let at = (p * k + kk) * TILE_COLUMNS;
+                packed[at..at + src.len()].copy_from_slice(src);
+            }
+        }
+        packed
+    }
+
+    pub(super) fn product(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Array2<f32> {
         let ((m, k), n) = (a.dim(), b.ncols());
+        let packed = (k <= KC).then(|| pack_panels(b));
         let mut out = Vec::<f32>::with_capacity(m * n);
         let ops = Operands {
             a: a.as_ptr(),
             a_rows: a.strides()[0],
             a_cols: a.strides()[1],
-            b: b.as_ptr(),
-            b_row,
+            b: packed.as_ref().map_or(b.as_ptr(), |p| p.as_ptr()),
+            b_row: if packed.is_some() {
+                TILE_COLUMNS as isize
+            } else {
+                b.strides()[0]
+            },
+            b_panel: if packed.is_some() {
+                (k * TILE_COLUMNS) as isize
+            } else {
+                TILE_COLUMNS as isize
+            },
             c: out.as_mut_ptr(),
             k,
             n,
@@ -125,10 +157,10 @@ mod avx512 {
         Array2::from_shape_vec((m, n), out).expect("m·n values")
     }
 
-    /// Rows of C per rayon task. With more than one k block, every task streams all of B once per
-    /// block, so the fewest tasks that keep every thread busy are best: one run of whole tiles per
-    /// thread (the weight gradient xᵀ·g, k = the step rows). With one block, [`TASK_ROWS`]. Each
-    /// output still belongs to one task, so the bits do not depend on the split.
+    /// Rows of C per rayon task. With more than one k block (the weight gradient xᵀ·g, k = the
+    /// step rows, m = 256), one run of whole tiles per thread: the fewest tasks that keep every
+    /// thread busy. With one block, [`TASK_ROWS`]. Each output still belongs to one task, so the
+    /// bits do not depend on the split.
     fn task_rows_for(m: usize, k: usize, threads: usize) -> usize {
         if k <= KC {
             return TASK_ROWS;
@@ -137,35 +169,105 @@ mod avx512 {
         tiles.div_ceil(threads.max(1)).max(1) * TILE_ROWS
     }
 
-    /// Rows `rows` of C, k block by k block: within a block, panel of columns by panel, each
-    /// panel of B reused from L1 by all the task's tiles.
+    /// Where a tile reads A: element (r, k) of the tile at `a + r·rows + k·cols`.
+    #[derive(Clone, Copy)]
+    struct TileA {
+        a: *const f32,
+        rows: isize,
+        cols: isize,
+    }
+
+    /// Rows of B's panel ahead of the one being read that a tile asks L1 to fetch: the panels
+    /// stream from L2, and the hardware's own prefetch leaves the loads waiting.
+    const B_PREFETCH_ROWS: isize = 8;
+
+    /// One tile's rows of A over the k block `k0..k0 + kc`, copied into `out` k by k, each k's
+    /// [`TILE_ROWS`] values one after another (rows past the tile's last are zeros), so that
+    /// the tile reads one contiguous run per k. Used where A's rows are adjacent in memory (the
+    /// transposed view in xᵀ·g): read in place, the values for one k lie a row of x (1 KiB)
+    /// from the next k's, so the block's 256 lines fall into 4 of L1's 64 sets and each comes
+    /// again from L2 for every panel of B.
+    ///
+    /// # Safety
+    /// See [`product`] for the addresses; A's rows are adjacent (`a_rows` = 1), and the tile's
+    /// rows `i0..i0 + height` and the k block lie inside A.
+    unsafe fn pack_tile(
+        ops: &Operands,
+        (i0, height): (usize, usize),
+        (k0, kc): (usize, usize),
+        out: &mut [f32; KC * TILE_ROWS],
+    ) {
+        debug_assert_eq!(ops.a_rows, 1);
+        for (kk, out) in (k0..k0 + kc).zip(out.chunks_exact_mut(TILE_ROWS)) {
+            let from = ops
+                .a
+                .wrapping_offset(i0 as isize + kk as isize * ops.a_cols);
+            if height == TILE_ROWS {
+                // A whole tile: a copy of fixed length, three vector moves rather than a call
+                // to memcpy per k.
+                // SAFETY: rows i0..i0 + TILE_ROWS of column kk lie inside A, adjacent.
+                let src = unsafe { &*from.cast::<[f32; TILE_ROWS]>() };
+                out.copy_from_slice(src);
+            } else {
+                // SAFETY: rows i0..i0 + height of column kk lie inside A, adjacent.
+                let src = unsafe { std::slice::from_raw_parts(from, height) };
+                out[..height].copy_from_slice(src);
+                out[height..].fill(0.0);
+            }
+        }
+    }
+
+    /// Rows `rows` of C, k block by k block, and within a block tile by tile: each tile's
+    /// rows of A (packed by [`pack_tile`] where they are adjacent) stay in L1 while the tile
+    /// runs over every panel of B, which streams from L2 in order.
     ///
     /// # Safety
     /// AVX-512F is present; see [`product`] for the addresses.
     #[target_feature(enable = "avx512f")]
     unsafe fn task_rows(ops: &Operands, rows: std::ops::Range<usize>) {
+        let pack = ops.a_rows == 1;
+        let mut packed = [0f32; KC * TILE_ROWS];
         for k0 in (0..ops.k).step_by(KC) {
             let kc = KC.min(ops.k - k0);
             let first = k0 == 0;
-            for j0 in (0..ops.n).step_by(TILE_COLUMNS) {
-                let masks = lane_masks(ops.n - j0);
-                for i0 in rows.clone().step_by(TILE_ROWS) {
-                    let height = TILE_ROWS.min(rows.end - i0);
+            for i0 in rows.clone().step_by(TILE_ROWS) {
+                let height = TILE_ROWS.min(rows.end - i0);
+                let a = if pack {
+                    // SAFETY: as for this function; A's rows are adjacent.
+                    unsafe { pack_tile(ops, (i0, height), (k0, kc), &mut packed) };
+                    TileA {
+                        a: packed.as_ptr(),
+                        rows: 1,
+                        cols: TILE_ROWS as isize,
+                    }
+                } else {
+                    TileA {
+                        a: ops
+                            .a
+                            .wrapping_offset(i0 as isize * ops.a_rows + k0 as isize * ops.a_cols),
+                        rows: ops.a_rows,
+                        cols: ops.a_cols,
+                    }
+                };
+                for j0 in (0..ops.n).step_by(TILE_COLUMNS) {
+                    let masks = lane_masks(ops.n - j0);
+                    let at = (i0, j0, k0, kc);
                     // SAFETY: as for this function; the tile's rows and columns lie inside C.
                     unsafe {
-                        match height {
-                            12 => tile::<12>(ops, i0, j0, k0, kc, masks, first),
-                            11 => tile::<11>(ops, i0, j0, k0, kc, masks, first),
-                            10 => tile::<10>(ops, i0, j0, k0, kc, masks, first),
-                            9 => tile::<9>(ops, i0, j0, k0, kc, masks, first),
-                            8 => tile::<8>(ops, i0, j0, k0, kc, masks, first),
-                            7 => tile::<7>(ops, i0, j0, k0, kc, masks, first),
-                            6 => tile::<6>(ops, i0, j0, k0, kc, masks, first),
-                            5 => tile::<5>(ops, i0, j0, k0, kc, masks, first),
-                            4 => tile::<4>(ops, i0, j0, k0, kc, masks, first),
-                            3 => tile::<3>(ops, i0, j0, k0, kc, masks, first),
-                            2 => tile::<2>(ops, i0, j0, k0, kc, masks, first),
-                            _ => tile::<1>(ops, i0, j0, k0, kc, masks, first),
+                        match (height, pack) {
+                            (12, true) => tile::<12, true>(ops, a, at, masks, first),
+                            (12, false) => tile::<12, false>(ops, a, at, masks, first),
+                            (11, _) => tile::<11, false>(ops, a, at, masks, first),
+                            (10, _) => tile::<10, false>(ops, a, at, masks, first),
+                            (9, _) => tile::<9, false>(ops, a, at, masks, first),
+                            (8, _) => tile::<8, false>(ops, a, at, masks, first),
+                            (7, _) => tile::<7, false>(ops, a, at, masks, first),
+                            (6, _) => tile::<6, false>(ops, a, at, masks, first),
+                            (5, _) => tile::<5, false>(ops, a, at, masks, first),
+                            (4, _) => tile::<4, false>(ops, a, at, masks, first),
+                            (3, _) => tile::<3, false>(ops, a, at, masks, first),
+                            (2, _) => tile::<2, false>(ops, a, at, masks, first),
+                            _ => tile::<1, false>(ops, a, at, masks, first),
                         }
                     }
                 }
@@ -192,37 +294,46 @@ mod avx512 {
     /// inside the operands.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile<const R: usize>(
+    unsafe fn tile<const R: usize, const PACKED: bool>(
         ops: &Operands,
-        i0: usize,
-        j0: usize,
-        k0: usize,
-        kc: usize,
+        a: TileA,
+        (i0, j0, k0, kc): (usize, usize, usize, usize),
         masks: [__mmask16; TILE_VECTORS],
         first: bool,
     ) {
+        // Packed (see `pack_tile`), A's steps are constants, and the 12 loads of a k are one
+        // address plus fixed offsets rather than a chain of 11 dependent additions.
+        let (a_rows, a_cols) = if PACKED {
+            (1, TILE_ROWS as isize)
+        } else {
+            (a.rows, a.cols)
+        };
         let mut acc = [[_mm512_setzero_ps(); TILE_VECTORS]; R];
-        // SAFETY (the pointer arithmetic and loads): the caller's contract; masked loads do not
-        // touch masked-off lanes.
+        // SAFETY (the pointer arithmetic and loads): the caller's contract.
         unsafe {
-            let mut a = ops
-                .a
-                .offset(i0 as isize * ops.a_rows + k0 as isize * ops.a_cols);
-            let mut b = ops.b.add(k0 * ops.b_row + j0);
+            let mut a = a.a;
+            let mut b = ops
+                .b
+                .offset(k0 as isize * ops.b_row + (j0 / TILE_COLUMNS) as isize * ops.b_panel);
             for _ in 0..kc {
                 let bv: [__m512; TILE_VECTORS] = std::array::from_fn(|v| {
                     _mm512_maskz_loadu_ps(masks[v], b.wrapping_add(16 * v))
                 });
+                for v in 0..TILE_VECTORS {
+                    _mm_prefetch::<_MM_HINT_T0>(
+                        b.wrapping_offset(B_PREFETCH_ROWS * ops.b_row + 16 * v as isize)
+                            .cast(),
+                    );
+                }
                 for (r, acc) in acc.iter_mut().enumerate() {
-                    let av = _mm512_set1_ps(*a.offset(r as isize * ops.a_rows));
+                    let av = _mm512_set1_ps(*a.offset(r as isize * a_rows));
                     for v in 0..TILE_VECTORS {
                         acc[v] = _mm512_fmadd_ps(av, bv[v], acc[v]);
                     }
                 }
                 // Wrapping: after the block's last k these point past the operands, unread.
-                a = a.wrapping_offset(ops.a_cols);
-                b = b.wrapping_add(ops.b_row);
+                a = a.wrapping_offset(a_cols);
+                b = b.wrapping_offset(ops.b_row);
             }
             for (r, acc) in acc.iter().enumerate() {
                 let c = ops.c.add((i0 + r) * ops.n + j0);
