@@ -465,6 +465,13 @@ mod tests {
                     .filter(|&(i, j)| one_chain(i, j).to_bits() != want[[i, j]].to_bits())
                     .count();
             }
+            // B's rows in reverse (a negative row stride), read in place or packed alike.
+            let reversed = wide.slice(s![..;-1, ..n]);
+            same_bits(
+                &product(x.view(), reversed).expect("AVX-512 kernel"),
+                &sgemm_product(x.view(), reversed),
+                &format!("x·B, B's rows reversed, {label}"),
+            );
             // The transposed view, as the weight gradient reads x.
             let xt = Array2::from_shape_vec((k, m), values(k * m, &mut rng)).unwrap();
             let b2 = Array2::from_shape_vec((k, n), values(k * n, &mut rng)).unwrap();
