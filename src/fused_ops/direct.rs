@@ -122,22 +122,22 @@ mod avx512 {
     pub(super) fn product(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>) -> Array2<f32> {
         let ((m, k), n) = (a.dim(), b.ncols());
         let packed = (k <= KC).then(|| pack_panels(b));
+        let (b_at, b_row, b_panel) = match &packed {
+            Some(p) => (
+                p.as_ptr(),
+                TILE_COLUMNS as isize,
+                (k * TILE_COLUMNS) as isize,
+            ),
+            None => (b.as_ptr(), b.strides()[0], TILE_COLUMNS as isize),
+        };
         let mut out = Vec::<f32>::with_capacity(m * n);
         let ops = Operands {
             a: a.as_ptr(),
             a_rows: a.strides()[0],
             a_cols: a.strides()[1],
-            b: packed.as_ref().map_or(b.as_ptr(), |p| p.as_ptr()),
-            b_row: if packed.is_some() {
-                TILE_COLUMNS as isize
-            } else {
-                b.strides()[0]
-            },
-            b_panel: if packed.is_some() {
-                (k * TILE_COLUMNS) as isize
-            } else {
-                TILE_COLUMNS as isize
-            },
+            b: b_at,
+            b_row,
+            b_panel,
             c: out.as_mut_ptr(),
             k,
             n,
@@ -225,16 +225,21 @@ mod avx512 {
     /// AVX-512F is present; see [`product`] for the addresses.
     #[target_feature(enable = "avx512f")]
     unsafe fn task_rows(ops: &Operands, rows: std::ops::Range<usize>) {
-        let pack = ops.a_rows == 1;
-        let mut packed = [0f32; KC * TILE_ROWS];
+        // Only a task that packs sets the 12 KiB buffer up (x·W's 64 tasks per product do not).
+        let mut buffer = if ops.a_rows == 1 {
+            Some([0f32; KC * TILE_ROWS])
+        } else {
+            None
+        };
+        let pack = buffer.is_some();
         for k0 in (0..ops.k).step_by(KC) {
             let kc = KC.min(ops.k - k0);
             let first = k0 == 0;
             for i0 in rows.clone().step_by(TILE_ROWS) {
                 let height = TILE_ROWS.min(rows.end - i0);
-                let a = if pack {
+                let a = if let Some(packed) = buffer.as_mut() {
                     // SAFETY: as for this function; A's rows are adjacent.
-                    unsafe { pack_tile(ops, (i0, height), (k0, kc), &mut packed) };
+                    unsafe { pack_tile(ops, (i0, height), (k0, kc), packed) };
                     TileA {
                         a: packed.as_ptr(),
                         rows: 1,
