@@ -314,7 +314,8 @@ mod avx512 {
             (a.rows, a.cols)
         };
         let mut acc = [[_mm512_setzero_ps(); TILE_VECTORS]; R];
-        // SAFETY (the pointer arithmetic and loads): the caller's contract.
+        // SAFETY (the pointer arithmetic and loads): the caller's contract; masked loads do not
+        // touch masked-off lanes, and prefetches never fault.
         unsafe {
             let mut a = a.a;
             let mut b = ops
