@@ -211,8 +211,8 @@ mod avx512 {
             } else {
                 // SAFETY: rows i0..i0 + height of column kk lie inside A, adjacent.
                 let src = unsafe { std::slice::from_raw_parts(from, height) };
+                // Rows past `height` keep stale values: a partial tile reads only its own rows.
                 out[..height].copy_from_slice(src);
-                out[height..].fill(0.0);
             }
         }
     }
