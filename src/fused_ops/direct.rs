@@ -183,10 +183,10 @@ mod avx512 {
 
     /// One tile's rows of A over the k block `k0..k0 + kc`, copied into `out` k by k, each k's
     /// [`TILE_ROWS`] values one after another (past a partial tile's last row, whatever an
-    /// earlier tile left there), so that the tile reads one contiguous run per k. Used where A's rows are adjacent in memory (the
-    /// transposed view in xᵀ·g): read in place, the values for one k lie a row of x (1 KiB)
-    /// from the next k's, so the block's 256 lines fall into 4 of L1's 64 sets and each comes
-    /// again from L2 for every panel of B.
+    /// earlier tile left there), so that the tile reads one contiguous run per k. Used where
+    /// A's rows are adjacent in memory (the transposed view in xᵀ·g): read in place, the
+    /// values for one k lie a row of x (1 KiB) from the next k's, so the block's 256 lines
+    /// fall into 4 of L1's 64 sets and each comes again from L2 for every panel of B.
     ///
     /// # Safety
     /// See [`product`] for the addresses; A's rows are adjacent (`a_rows` = 1), and the tile's
